@@ -1,0 +1,5 @@
+import sys
+
+from midtrain.cli import main
+
+sys.exit(main())

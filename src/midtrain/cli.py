@@ -1,0 +1,229 @@
+"""The ``midtrain`` command: one verb per stage, each mapped to that stage's ``run(cfg)``.
+
+    midtrain VERB [SUBVERB] [--config x.yaml] [--field value ...] [section.key=value ...] [--dry-run] [--json]
+
+Every config field is a flag (``--vocab-size 512``; nested fields as ``--train.lr 1e-3``) and can also be given as
+a dotted override (``train.lr=1e-3``). Precedence: defaults < ``--config`` file < flags and overrides.
+``--dry-run`` prints the resolved config as YAML and exits. ``--json`` prints the stage's result as JSON on
+stdout. Errors in the input are one line on stderr and exit code 2.
+
+Verbs are registered below by import path, so ``midtrain --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import re
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, get_args, get_origin
+
+from midtrain.config import Config, load_config, parse_override_value, to_yaml, type_name
+from midtrain.errors import ConfigError, MidtrainError
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str  # "tokenizer train"
+    target: str  # "module:function"; the function's first parameter is annotated with its Config class
+    help: str
+
+
+VERBS: list[Verb] = [
+    Verb("tokenizer train", "midtrain.models:train_tokenizer", "Train a byte-level BPE (or char) tokenizer on local files."),
+    Verb("model init", "midtrain.models:init_model", "Initialise a tiny Qwen2/Llama causal LM from a size preset."),
+    Verb("synth generate", "midtrain.synth.cli:generate", "Generate synthetic dependency-graph problems (JSONL)."),
+    Verb("synth verify", "midtrain.synth.cli:verify", "Process-verify completions against synthetic problems."),
+    Verb("synth stats", "midtrain.synth.cli:stats", "Histograms and token-length percentiles of a problem file."),
+    Verb("pretrain", "midtrain.train.pretrain:run", "Causal-LM pretraining from scratch or a checkpoint."),
+    Verb("sft", "midtrain.train.sft:run", "SFT mid-training on (augmented) text, loss on all tokens by default."),
+    Verb("rl", "midtrain.train.rl:run", "Dr. GRPO RL: answer tasks (RLVR) or suffix tasks (RL mid-training)."),
+    Verb("augment", "midtrain.augment:run", "Insert thoughts into text chunks with an annotator; validate; shard."),
+    Verb("eval", "midtrain.evaluate:run", "Evaluate a model on benchmarks or the synthetic world."),
+    Verb("eval score", "midtrain.evaluate:score", "Score completions produced elsewhere against a benchmark."),
+    Verb("analyze weights", "midtrain.analysis:weights", "Weight-change sparsity between checkpoints."),
+    Verb("analyze cka", "midtrain.analysis:cka", "Linear CKA of hidden states between two checkpoints."),
+    Verb("report", "midtrain.report:run", "Markdown + HTML report with tables and plots from run dirs."),
+    Verb("experiment run", "midtrain.experiment:run", "Run an experiment: arms of cached, resumable stages."),
+    Verb("demo", "midtrain.experiment:demo", "The controlled thinking mid-training experiment on CPU."),
+]
+
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.\-]*=")
+
+
+def _resolve(target: str) -> tuple[Callable[..., Any], type[Config]]:
+    mod, fn_name = target.split(":")
+    fn = getattr(importlib.import_module(mod), fn_name)
+    hints = typing.get_type_hints(fn)
+    params = [p for p in hints if p != "return"]
+    cls = hints[params[0]]
+    return fn, cls
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _is_list(tp: Any) -> bool:
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return len(args) == 1 and _is_list(args[0])
+    return get_origin(tp) in (list, tuple)
+
+
+def _base(tp: Any) -> Any:
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def build_parser(verb: Verb, cls: type[Config]) -> argparse.ArgumentParser:
+    fn_doc = (sys.modules[verb.target.split(":")[0]].__doc__ or "").strip()
+    parser = argparse.ArgumentParser(
+        prog=f"midtrain {verb.name}",
+        description=verb.help + ("\n\n" + fn_doc if fn_doc else ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any key can also be set as a dotted override: key=value (e.g. train.lr=3e-4).",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file with config values (flags override it).")
+    parser.add_argument("--dry-run", action="store_true", help="Print the resolved config as YAML and exit.")
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON on stdout.")
+    hints = typing.get_type_hints(cls)
+    positional = [f for f in dataclasses.fields(cls) if f.metadata.get("positional")]
+    for f in positional:
+        many = _is_list(hints[f.name])
+        parser.add_argument(
+            f"_pos_{f.name}", metavar=f.name.upper(), nargs="*" if many else "?", default=None,
+            help=f.metadata.get("doc", ""),
+        )
+    for key, (tp, doc, default) in cls.field_docs().items():
+        base = _base(tp)
+        shown = "" if default is dataclasses.MISSING else f" (default: {default!r})"
+        kind = f" [{type_name(tp)}]"
+        kw: dict[str, Any] = dict(dest=key, default=argparse.SUPPRESS, help=(doc + kind + shown).replace("%", "%%"))
+        if base is bool:
+            parser.add_argument(_flag(key), action=argparse.BooleanOptionalAction, **kw)
+        elif _is_list(tp):
+            parser.add_argument(_flag(key), nargs="+", metavar="V", **kw)
+        else:
+            metavar = "{" + ",".join(map(str, get_args(base))) + "}" if get_origin(base) is Literal else "V"
+            parser.add_argument(_flag(key), metavar=metavar, **kw)
+    return parser
+
+
+def parse(verb: Verb, cls: type[Config], argv: list[str]) -> tuple[Config, argparse.Namespace]:
+    dotted = [a for a in argv if OVERRIDE.match(a)]
+    rest = [a for a in argv if not OVERRIDE.match(a)]
+    parser = build_parser(verb, cls)
+    ns = parser.parse_args(rest)
+    docs = cls.field_docs()
+    overrides: dict[str, Any] = {}
+    for key, (tp, _, _) in docs.items():
+        if key in vars(ns):
+            raw = getattr(ns, key)
+            if isinstance(raw, list):
+                inner = get_args(_base(tp))[0] if get_args(_base(tp)) else str
+                overrides[key] = [v for r in raw for v in parse_override_value(r, list[inner])]
+            elif isinstance(raw, bool):
+                overrides[key] = raw
+            else:
+                overrides[key] = parse_override_value(raw, tp)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("positional"):
+            val = getattr(ns, f"_pos_{f.name}")
+            if val not in (None, []):
+                overrides[f.name] = val
+    for item in dotted:
+        k, v = item.split("=", 1)
+        k = k.replace("-", "_")
+        if k not in docs:
+            from midtrain.config import unknown_key_error
+
+            raise unknown_key_error(k, list(docs))
+        overrides[k] = parse_override_value(v, docs[k][0])
+    return load_config(cls, ns.config, overrides), ns
+
+
+def _find_verb(argv: list[str]) -> tuple[Verb | None, list[str]]:
+    best: Verb | None = None
+    for verb in VERBS:
+        words = verb.name.split()
+        if argv[: len(words)] == words and (best is None or len(words) > len(best.name.split())):
+            best = verb
+    if best is None:
+        return None, argv
+    return best, argv[len(best.name.split()) :]
+
+
+def _print_verbs() -> None:
+    print("usage: midtrain VERB [options]  (midtrain VERB --help for the verb's config)\n")
+    print("Install reasoning in language models during mid-training.\n\nverbs:")
+    width = max(len(v.name) for v in VERBS)
+    for v in VERBS:
+        print(f"  {v.name:<{width}}  {v.help}")
+
+
+def _to_jsonable(result: Any) -> Any:
+    if result is None:
+        return None
+    if hasattr(result, "to_dict"):
+        return result.to_dict()
+    if dataclasses.is_dataclass(result):
+        return dataclasses.asdict(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        _print_verbs()
+        return 0
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(version("midtrain"))
+        return 0
+    verb, rest = _find_verb(argv)
+    if verb is None:
+        groups = sorted({v.name.split()[0] for v in VERBS})
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], groups, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        sub = [v.name for v in VERBS if v.name.split()[0] == argv[0]]
+        if sub:
+            print(f"error: '{argv[0]}' needs a sub-verb: {', '.join(sub)}", file=sys.stderr)
+        else:
+            print(f"error: unknown verb '{argv[0]}'{hint}; run 'midtrain --help'", file=sys.stderr)
+        return 2
+    try:
+        fn, cls = _resolve(verb.target)
+        cfg, ns = parse(verb, cls, rest)
+        if ns.dry_run:
+            sys.stdout.write(to_yaml(cfg))
+            return 0
+        result = fn(cfg)
+        if ns.json:
+            print(json.dumps(_to_jsonable(result), indent=2, default=str))
+        elif hasattr(result, "summary"):
+            print(result.summary())
+        return 0
+    except MidtrainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["main", "VERBS", "Verb", "ConfigError"]
+
+if __name__ == "__main__":
+    sys.exit(main())

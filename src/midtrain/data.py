@@ -1,0 +1,183 @@
+"""Corpus and record IO: JSONL (optionally gzipped), plain text, Parquet and ``datasets`` directories.
+
+Every reader streams records as dicts and fails with a :class:`DataError` that names the file and line: a
+missing file, bytes that are not UTF-8, a malformed JSON line, a record that lacks a required column, or a
+corpus with no records at all. Writers are atomic (temporary file + rename) so that a crash never leaves a
+half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from midtrain.errors import DataError
+
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) with UTF-8 errors reported by file and line."""
+    lineno = 0
+    try:
+        with _open_text(path) as f:
+            for lineno, line in enumerate(f, start=1):
+                yield lineno, line
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}:{lineno + 1}: not valid UTF-8 ({e.reason} at byte {e.start} of the read block)") from None
+    except (OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise DataError(f"file not found: {path}") from None
+        raise DataError(f"{path}: cannot read ({e})") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of a JSONL file (``.gz`` read compressed); blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+        rec.setdefault("_line", lineno)
+        yield rec
+
+
+def iter_records(path: str | Path, *, text_field: str = "text") -> Iterator[dict[str, Any]]:
+    """Records from any supported source. Plain ``.txt`` files yield one record per file."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"file not found: {p}")
+    name = p.name.lower()
+    if p.is_dir():
+        try:
+            import datasets
+
+            ds = datasets.load_from_disk(str(p))
+        except Exception as e:  # noqa: BLE001 - any failure here means "not a datasets dir"
+            raise DataError(f"{p}: not a datasets directory saved with save_to_disk ({e})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+        for i, rec in enumerate(ds):
+            yield {**rec, "_line": i + 1}
+    elif name.endswith(JSONL_SUFFIXES):
+        yield from iter_jsonl(p)
+    elif name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        for i, rec in enumerate(pq.read_table(p).to_pylist()):
+            yield {**rec, "_line": i + 1}
+    elif name.endswith((".txt", ".md", ".tex", ".py")):
+        text = "".join(line for _, line in _lines(p))
+        yield {"id": p.stem, text_field: text, "_line": 1}
+    else:
+        raise DataError(f"{p}: unsupported file type (use .jsonl, .jsonl.gz, .parquet, .txt or a datasets dir)")
+
+
+def require(rec: dict[str, Any], fields: Iterable[str], path: str | Path) -> None:
+    """Raise a DataError naming file, line and column when ``rec`` lacks a required field."""
+    for f in fields:
+        if f not in rec:
+            have = ", ".join(k for k in rec if not k.startswith("_"))
+            raise DataError(f"{path}:{rec.get('_line', '?')}: record has no '{f}' field (fields: {have})")
+
+
+def read_texts(paths: Iterable[str | Path], *, text_field: str = "text") -> Iterator[str]:
+    """Non-empty texts of all records in ``paths``; a corpus with no text at all is an error."""
+    count = 0
+    for path in paths:
+        for rec in iter_records(path, text_field=text_field):
+            require(rec, [text_field], path)
+            text = rec[text_field]
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{rec.get('_line', '?')}: '{text_field}' is not a string")
+            if text:
+                count += 1
+                yield text
+    if count == 0:
+        raise DataError(f"empty corpus: no non-empty '{text_field}' in {', '.join(map(str, paths))}")
+
+
+def read_all(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """All records of a file, each checked for ``required`` fields; an empty file is an error."""
+    out = []
+    for rec in iter_records(path):
+        require(rec, required, path)
+        out.append(rec)
+    if not out:
+        raise DataError(f"empty dataset: {path} has no records")
+    return out
+
+
+def clean(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record without reader bookkeeping (``_line``)."""
+    return {k: v for k, v in rec.items() if not k.startswith("_")}
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Atomically write records as JSONL (gzipped if the name ends in .gz); returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            sink = gzip.GzipFile(fileobj=raw, mode="wb") if path.suffix == ".gz" else raw
+            for rec in records:
+                sink.write((json.dumps(clean(rec), ensure_ascii=False) + "\n").encode("utf-8"))
+                n += 1
+            if sink is not raw:
+                sink.close()
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Append records and fsync (for resumable shards: readers must tolerate a torn last line)."""
+    n = 0
+    with open(path, "ab") as f:
+        for rec in records:
+            f.write((json.dumps(clean(rec), ensure_ascii=False) + "\n").encode("utf-8"))
+            n += 1
+        f.flush()
+        os.fsync(f.fileno())
+    return n
+
+
+def iter_jsonl_tolerant(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of an append-only shard, skipping a torn final line left by a crash (kill -9)."""
+    p = Path(path)
+    if not p.is_file():
+        return
+    data = p.read_bytes()
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # torn tail: the record was never completed
+                return
+            raise DataError(f"{p}:{i + 1}: malformed JSON line inside a shard") from None

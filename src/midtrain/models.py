@@ -1,0 +1,240 @@
+"""Models and tokenizers: local tokenizer training, tiny-model presets, loading any HF causal LM.
+
+- ``midtrain tokenizer train``: byte-level BPE (``kind=bpe``) or byte-level characters with no merges
+  (``kind=char``) with the ``tokenizers`` library. Digits are split one per token so that arithmetic is
+  learnable. The tags ``<question> </question> <solution> </solution> <answer> </answer> <think> </think>`` are
+  atomic added tokens (never split, and *kept* when decoding with ``skip_special_tokens=True``, so that
+  rewards and verifiers see them); ``<bos> <eos> <pad>`` are the special tokens. Saved with
+  ``save_pretrained`` so ``AutoTokenizer.from_pretrained(DIR)`` loads it offline.
+- ``midtrain model init``: a Hugging Face Llama or Qwen2 causal LM from a size preset, randomly initialised
+  under a seed, saved as safetensors with its tokenizer, so ``AutoModelForCausalLM.from_pretrained(DIR)``
+  loads it offline.
+- :func:`load_model` / :func:`load_tokenizer`: any local checkpoint directory or hub id;
+  ``trust_remote_code`` stays off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from midtrain.config import Config, param
+from midtrain.console import log, seed_everything
+from midtrain.data import read_texts
+from midtrain.errors import ConfigError, DataError, MidtrainError
+from midtrain.runs import Result, open_run
+
+TAGS = ["<question>", "</question>", "<solution>", "</solution>", "<answer>", "</answer>", "<think>", "</think>"]
+BOS, EOS, PAD = "<bos>", "<eos>", "<pad>"
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    tie_embeddings: bool = True
+
+
+# Sizes in the comments are for a 512-token vocabulary with tied embeddings.
+PRESETS: dict[str, Preset] = {
+    "nano": Preset(96, 4, 4, 2, 256),  # ~0.44M
+    "micro": Preset(128, 4, 4, 2, 384),  # ~0.8M (the char-level probe size of DESIGN §4)
+    "tiny": Preset(256, 4, 8, 4, 688),  # ~3.2M (the bare-loop benchmark size of DESIGN §4)
+    "small": Preset(384, 6, 6, 2, 1024),  # ~9M
+    "medium": Preset(512, 8, 8, 2, 1536),  # ~23M
+    "interplay-100m": Preset(768, 12, 12, 2, 3072, tie_embeddings=False),  # Interplay's Qwen2-style 100M
+}
+
+
+@dataclass
+class TokenizerConfig(Config):
+    corpus: list[str] = param([], "Corpus files (.jsonl/.jsonl.gz with a text field, .txt, .parquet, datasets dir).")
+    out: str = param("", "Output directory for the tokenizer.")
+    vocab_size: int = param(512, "Target vocabulary size including the 256 byte symbols and special tokens (bpe).")
+    kind: Literal["bpe", "char"] = param("bpe", "bpe: byte-level BPE; char: byte-level symbols only, no merges.")
+    text_field: str = param("text", "Field holding the text in JSONL/Parquet records.")
+    model_max_length: int = param(2048, "Maximum sequence length recorded in the tokenizer config.")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if not self.corpus:
+            raise ConfigError("key 'corpus': give at least one corpus file")
+        if not self.out:
+            raise ConfigError("key 'out': give an output directory")
+        if self.kind == "bpe" and self.vocab_size < 256 + len(TAGS) + 3:
+            raise ConfigError(f"key 'vocab_size': must be at least {256 + len(TAGS) + 3} for a byte-level BPE")
+
+
+def _build_tokenizer(texts, vocab_size: int, kind: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    special = [BOS, EOS, PAD]
+    size = vocab_size if kind == "bpe" else 256 + len(special)
+    trainer = trainers.BpeTrainer(
+        vocab_size=size,
+        min_frequency=2,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def wrap_tokenizer(tok, model_max_length: int = 2048):
+    """A ``PreTrainedTokenizerFast`` around a ``tokenizers.Tokenizer`` with our tags and special tokens."""
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=model_max_length
+    )
+    fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
+    return fast
+
+
+def train_tokenizer(cfg: TokenizerConfig) -> Result:
+    """Train and save a tokenizer (see module docstring)."""
+    texts = list(read_texts(cfg.corpus, text_field=cfg.text_field))  # fails before the out dir exists
+    with open_run(cfg.out, "tokenizer", cfg, {f"corpus[{i}]": p for i, p in enumerate(cfg.corpus)}, overwrite=cfg.overwrite) as run:
+        if run.cached:
+            return Result.of(run)
+        tok = _build_tokenizer(texts, cfg.vocab_size, cfg.kind)
+        fast = wrap_tokenizer(tok, cfg.model_max_length)
+        fast.save_pretrained(str(run.path))
+        n_chars = sum(len(t) for t in texts)
+        n_tokens = sum(len(e.ids) for e in tok.encode_batch(texts[:2000]))
+        sample_chars = sum(len(t) for t in texts[:2000])
+        metrics = {
+            "vocab_size": len(fast),
+            "documents": len(texts),
+            "characters": n_chars,
+            "chars_per_token": round(sample_chars / max(n_tokens, 1), 3),
+        }
+        run.finish(metrics)
+        log(f"tokenizer: vocab {len(fast)} ({cfg.kind}), {metrics['chars_per_token']} chars/token → {run.path}")
+        return Result.of(run)
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise MidtrainError(f"cannot load a tokenizer from '{path}': {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+@dataclass
+class ModelInitConfig(Config):
+    preset: str = param("micro", f"Size preset: {', '.join(PRESETS)}.")
+    tokenizer: str = param("", "Tokenizer directory (its vocabulary size sets the embedding size).")
+    out: str = param("", "Output checkpoint directory.")
+    arch: Literal["llama", "qwen2"] = param("llama", "Architecture of the Hugging Face model class.")
+    max_position_embeddings: int = param(1024, "Maximum sequence length (RoPE positions).")
+    rope_theta: float = param(10000.0, "RoPE base frequency.")
+    seed: int = param(0, "Seed of the random initialisation.")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if self.preset not in PRESETS:
+            import difflib
+
+            close = difflib.get_close_matches(self.preset, list(PRESETS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"key 'preset': unknown preset '{self.preset}'{hint}; choose from {', '.join(PRESETS)}")
+        if not self.tokenizer:
+            raise ConfigError("key 'tokenizer': give a tokenizer directory")
+        if not self.out:
+            raise ConfigError("key 'out': give an output directory")
+
+
+def model_config(preset: str, vocab_size: int, arch: str = "llama", max_position_embeddings: int = 1024, rope_theta: float = 10000.0, **ids: Any):
+    """A transformers config for a preset (no weights)."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    p = PRESETS[preset]
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=p.hidden,
+        intermediate_size=p.intermediate,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        num_key_value_heads=p.kv_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=p.tie_embeddings,
+        rms_norm_eps=1e-6,
+        **ids,
+    )
+    if arch == "qwen2":
+        return Qwen2Config(rope_theta=rope_theta, **common)
+    return LlamaConfig(rope_theta=rope_theta, **common)
+
+
+def init_model(cfg: ModelInitConfig) -> Result:
+    """Randomly initialise a model from a preset and save it with its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(cfg.tokenizer)  # fails before the out dir exists
+    with open_run(cfg.out, "model_init", cfg, {"tokenizer": cfg.tokenizer}, overwrite=cfg.overwrite, seed=cfg.seed) as run:
+        if run.cached:
+            return Result.of(run)
+        seed_everything(cfg.seed)
+        mcfg = model_config(
+            cfg.preset, len(tok), cfg.arch, cfg.max_position_embeddings, cfg.rope_theta,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )
+        model = AutoModelForCausalLM.from_config(mcfg)
+        model.save_pretrained(str(run.path), safe_serialization=True)
+        tok.save_pretrained(str(run.path))
+        n = sum(p.numel() for p in model.parameters())
+        run.finish({"parameters": n, "preset": cfg.preset, "arch": cfg.arch, "vocab_size": len(tok)})
+        log(f"model init: {cfg.arch} '{cfg.preset}' with {n / 1e6:.2f}M parameters → {run.path}")
+        return Result.of(run)
+
+
+def load_model(path: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False, expect_arch: str | None = None):
+    """Load a causal LM from a local checkpoint dir or hub id (offline use needs a local dir)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        conf = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise MidtrainError(f"cannot load a model from '{path}': {str(e).splitlines()[0]}") from None
+    if expect_arch and conf.model_type != expect_arch:
+        raise MidtrainError(f"'{path}' is a {conf.model_type} checkpoint, expected {expect_arch}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise MidtrainError(f"cannot load model weights from '{path}': {str(e).splitlines()[0]}") from None
+    return model
+
+
+def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
+    """Copy tokenizer files from one checkpoint dir to another."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        f = Path(src) / name
+        if f.is_file():
+            shutil.copy2(f, Path(dst) / name)
+
+
+__all__ = [
+    "PRESETS", "TAGS", "TokenizerConfig", "ModelInitConfig", "train_tokenizer", "init_model",
+    "load_model", "load_tokenizer", "model_config", "wrap_tokenizer", "DataError",
+]

@@ -1,0 +1,316 @@
+"""Run directories: the self-describing hand-off between stages.
+
+A stage writes everything into one output directory::
+
+    out/
+      config.yaml      the resolved config (exactly what ran)
+      midtrain.json    stage, status, run key, parents, input hashes, versions, git commit, seed, metrics
+      COMPLETE         completion marker, written last (atomically) when the stage finished
+
+The **run key** is a SHA-256 over (stage, resolved config minus bookkeeping fields, content hashes of the
+inputs). Opening a run (:func:`open_run`) decides what to do:
+
+- empty or missing directory → a fresh run;
+- finished with the same key → a **cache hit**: nothing runs, the stored metrics are returned;
+- finished (or started) with another key → refused with the keys that differ, unless ``overwrite``;
+- started with the same key but not finished → resumed (the stage picks up its own checkpoints);
+- a non-empty directory that is not a run → refused unless ``overwrite``.
+
+If a fresh run fails before it wrote anything worth keeping, its directory is removed so that no half-written
+output is left behind; a stage that saves resumable checkpoints calls :meth:`Run.keep` to prevent that.
+All metadata files are written atomically (temporary file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from midtrain.config import Config, to_yaml
+from midtrain.errors import RunDirError
+from midtrain.console import log
+
+META = "midtrain.json"
+MARKER = "COMPLETE"
+CONFIG = "config.yaml"
+# Fields that say *where* or *how verbosely* to run, not *what*: they do not enter the run key.
+BOOKKEEPING = {"out", "overwrite", "log_every_steps", "progress", "num_workers"}
+
+
+# -- atomic writes ----------------------------------------------------------------------------------------------
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# -- hashing ----------------------------------------------------------------------------------------------------
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hash(path: str | Path) -> str:
+    """Hash of a file, or of a directory: a finished run dir is identified by its run key, else all files."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    if (p / MARKER).is_file() and (p / META).is_file():
+        return "run:" + read_json(p / META)["run_key"]
+    if p.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            h.update(str(f.relative_to(p)).encode())
+            h.update(sha256_file(f).encode())
+        return h.hexdigest()
+    raise RunDirError(f"input not found: {p}")
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_key(stage: str, cfg: Config, inputs: dict[str, str]) -> str:
+    conf = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
+    return stable_hash({"stage": stage, "config": conf, "inputs": inputs})
+
+
+# -- provenance -------------------------------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("midtrain", "torch", "transformers", "trl", "datasets", "accelerate", "tokenizers"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+# -- runs -------------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """An open run directory. ``cached`` runs did nothing; their ``metrics`` are the stored ones."""
+
+    path: Path
+    stage: str
+    key: str
+    meta: dict[str, Any]
+    cached: bool = False
+    resumed: bool = False
+    created: bool = False
+    _keep: bool = field(default=False, repr=False)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.meta.get("metrics", {})
+
+    def keep(self) -> None:
+        """Keep this directory even if the stage fails from now on (it holds resumable state)."""
+        self._keep = True
+
+    def update(self, **fields: Any) -> None:
+        self.meta.update(fields)
+        atomic_write_json(self.path / META, self.meta)
+
+    def finish(self, metrics: dict[str, Any] | None = None) -> None:
+        self.meta["metrics"] = {**self.meta.get("metrics", {}), **(metrics or {})}
+        self.meta["status"] = "complete"
+        self.meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.meta["seconds"] = round(time.time() - self.meta.get("_t0", time.time()), 3)
+        self.meta.pop("_t0", None)
+        atomic_write_json(self.path / META, self.meta)
+        atomic_write_text(self.path / MARKER, self.key + "\n")
+
+
+def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def parents_of(inputs: dict[str, str | Path]) -> list[dict[str, str]]:
+    out = []
+    for name, p in inputs.items():
+        meta = Path(p) / META
+        if meta.is_file():
+            m = read_json(meta)
+            out.append({"input": name, "path": str(Path(p).resolve()), "stage": m.get("stage"), "run_key": m.get("run_key")})
+    return out
+
+
+@contextmanager
+def open_run(
+    out: str | Path,
+    stage: str,
+    cfg: Config,
+    inputs: dict[str, str | Path] | None = None,
+    *,
+    overwrite: bool = False,
+    seed: int | None = None,
+) -> Iterator[Run]:
+    """Open (create, resume or cache-hit) the run directory ``out``; see the module docstring.
+
+    Use as ``with open_run(...) as run: if run.cached: return ...; ...; run.finish(metrics)``.
+    """
+    out = Path(out)
+    inputs = inputs or {}
+    hashes = {name: content_hash(p) for name, p in inputs.items()}
+    key = run_key(stage, cfg, hashes)
+    conf = cfg.to_dict()
+    created = False
+    resumed = False
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        meta_path = out / META
+        if not meta_path.is_file():
+            if not overwrite:
+                raise RunDirError(f"{out} is not empty and is not a midtrain run directory (use --overwrite)")
+            shutil.rmtree(out)
+        else:
+            old = read_json(meta_path)
+            done = (out / MARKER).is_file()
+            if old.get("run_key") == key and old.get("stage") == stage:
+                if done:
+                    log(f"[cache hit] {stage}: {out} already holds this run (same config and inputs); nothing to do")
+                    yield Run(out, stage, key, old, cached=True)
+                    return
+                resumed = True
+            elif overwrite:
+                shutil.rmtree(out)
+            else:
+                changed = _diff_keys(old.get("config", {}), conf)
+                if old.get("stage") != stage:
+                    changed = [f"stage ({old.get('stage')} → {stage})"]
+                elif old.get("inputs") != hashes:
+                    changed += [f"input '{k}'" for k in sorted(set(hashes) | set(old.get("inputs", {}))) if hashes.get(k) != old.get("inputs", {}).get(k)]
+                state = "finished" if done else "started"
+                raise RunDirError(
+                    f"{out} holds a {state} '{old.get('stage')}' run with a different config or inputs "
+                    f"(changed: {', '.join(changed) or 'bookkeeping'}); use --overwrite to replace it"
+                )
+    if not out.is_dir() or not any(out.iterdir()):
+        out.mkdir(parents=True, exist_ok=True)
+        created = True  # fresh (or empty) directory: removed again if the stage fails before keep()
+    if resumed:
+        meta = read_json(out / META)
+        meta["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        log(f"[resume] {stage}: continuing the unfinished run in {out}")
+    else:
+        meta = {
+            "stage": stage,
+            "status": "running",
+            "run_key": key,
+            "config": conf,
+            "inputs": hashes,
+            "parents": parents_of(inputs),
+            "seed": seed,
+            "versions": versions(),
+            "git_commit": git_commit(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "metrics": {},
+        }
+        atomic_write_text(out / CONFIG, to_yaml(cfg))
+    meta["_t0"] = time.time()
+    atomic_write_json(out / META, meta)
+    run = Run(out, stage, key, meta, resumed=resumed, created=created)
+    try:
+        yield run
+    except BaseException:
+        if created and not run._keep and not (out / MARKER).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            meta.pop("_t0", None)
+            meta["status"] = "failed"
+            if (out / META).exists():
+                atomic_write_json(out / META, meta)
+        raise
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def load_meta(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / META
+    if not p.is_file():
+        raise RunDirError(f"{path} is not a midtrain run directory (no {META})")
+    return read_json(p)
+
+
+@dataclass
+class Result:
+    """What a stage returns: where it wrote, whether it was a cache hit, and its metrics."""
+
+    stage: str
+    out: str
+    cached: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, run: Run) -> "Result":
+        return cls(stage=run.stage, out=str(run.path), cached=run.cached, metrics=dict(run.metrics))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "out": self.out, "cached": self.cached, "metrics": self.metrics}
+
+    def summary(self) -> str:
+        head = f"{self.stage}: {'cache hit, ' if self.cached else ''}{self.out}"
+        scalars = [f"{k}={_fmt(v)}" for k, v in self.metrics.items() if isinstance(v, (int, float, str, bool))]
+        return head + ("\n  " + "  ".join(scalars) if scalars else "")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,1 @@
+"""Training stages: pretraining, SFT mid-training, Dr. GRPO RL."""
