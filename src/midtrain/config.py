@@ -32,9 +32,12 @@ from midtrain.errors import ConfigError
 C = TypeVar("C", bound="Config")
 
 
-def param(default: Any = MISSING, doc: str = "", **kwargs: Any) -> Any:
-    """A documented dataclass field. Mutable defaults (lists, dicts, configs) are copied per instance."""
-    metadata = {"doc": doc}
+def param(default: Any = MISSING, doc: str = "", *, positional: bool = False, **kwargs: Any) -> Any:
+    """A documented dataclass field. Mutable defaults (lists, dicts, configs) are copied per instance.
+
+    ``positional=True`` makes the CLI take the field as a positional argument (a list field takes several).
+    """
+    metadata = {"doc": doc, "positional": positional}
     if default is MISSING:
         return field(metadata=metadata, **kwargs)
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
