@@ -9,7 +9,6 @@ half-written file under the final name.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import tempfile
@@ -21,24 +20,20 @@ from midtrain.errors import DataError
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
-
-
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line) with UTF-8 errors reported by file and line."""
+    """(1-based line number, line) of a text file (``.gz`` read compressed); bad UTF-8 names file and line."""
     lineno = 0
     try:
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
-                yield lineno, line
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{lineno + 1}: not valid UTF-8 ({e.reason} at byte {e.start} of the read block)") from None
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    yield lineno, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start} of the line)") from None
+    except FileNotFoundError:
+        raise DataError(f"file not found: {path}") from None
     except (OSError, EOFError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise DataError(f"file not found: {path}") from None
-        raise DataError(f"{path}: cannot read ({e})") from None
+        raise DataError(f"{path}:{lineno + 1}: cannot read ({e})") from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -1,0 +1,319 @@
+"""The causal-LM training engine behind ``midtrain pretrain`` and ``midtrain sft``.
+
+Algorithm: next-token cross-entropy on packed rows (``midtrain.train.data``: documents never attend to each
+other), AdamW, linear warm-up then cosine/linear decay to ``min_lr_ratio × lr``, gradient clipping, gradient
+accumulation with token-weighted loss (``num_items_in_batch``), optional bf16 autocast.
+
+It runs on ``transformers.Trainer`` (the base of TRL's trainers), so accelerate launches it on DDP, FSDP or
+DeepSpeed unchanged (``accelerate launch --config_file configs/accelerate/fsdp.yaml -m midtrain sft ...``), and
+``resume_from_checkpoint`` restores model, optimizer, scheduler, RNG states and the data position. We do not
+use TRL's ``SFTTrainer`` packing: its padding-free ``bfd`` mode flattens the batch into one ``[1, B·T]``
+sequence (attention quadratic in B·T) and computes per-step entropy/accuracy metrics, ~2x slower on CPU for our
+sizes (DESIGN §4, ``bench/bench_train.py``); our collator keeps ``[B, T]`` rows with per-document positions.
+
+Run directory: ``checkpoints/checkpoint-N`` every ``save_every_steps`` (Trainer format, for resume),
+``log.jsonl`` (one line per logged step), and at the end the final model + tokenizer at the root, so the run
+directory is itself a Hugging Face checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from midtrain.config import Config, param
+from midtrain.console import log, seed_everything
+from midtrain.errors import ConfigError
+from midtrain.runs import Result, open_run
+from midtrain.train.data import Doc, Format, PackedRows, collate, load_documents, mix, pack
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+# Peak matmul throughput of this project's reference CPU (2 cores, DESIGN §4), for MFU.
+PEAK_FLOPS = {"fp32": 189e9, "bf16": 920e9}
+
+
+@dataclass
+class OptimConfig(Config):
+    lr: float = param(1e-3, "Peak learning rate.")
+    min_lr_ratio: float = param(0.1, "Final learning rate as a fraction of the peak.")
+    schedule: Literal["cosine", "linear", "constant"] = param("cosine", "Decay after warm-up.")
+    warmup_steps: int = param(20, "Linear warm-up steps.")
+    weight_decay: float = param(0.1, "AdamW weight decay.")
+    beta1: float = param(0.9, "AdamW beta1.")
+    beta2: float = param(0.95, "AdamW beta2.")
+    max_grad_norm: float = param(1.0, "Gradient clipping norm (0 disables).")
+    grad_accum_steps: int = param(1, "Micro-batches accumulated per optimizer step.")
+
+
+@dataclass
+class LMConfig(Config):
+    """Fields shared by pretraining and SFT."""
+
+    model: str = param("", "Checkpoint directory (e.g. from `midtrain model init`) or hub id to start from.")
+    data: list[str] = param([], "Training files (JSONL/Parquet/datasets dir/txt).")
+    format: Format = param("auto", "How records become text: auto, text, prompt_completion, augmented, augmented_raw.")
+    text_field: str = param("text", "Field holding the text for the 'text' format.")
+    completion_only: bool = param(False, "Train only on completion tokens (prompt_completion records).")
+    mixture: dict[str, list[str]] = param({}, "Domain name → files; replaces `data` when set.")
+    weights: dict[str, float] = param({}, "Domain name → token share of the budget (default: equal).")
+    replay: list[str] = param([], "Files from an earlier stage replayed as the 'replay' domain.")
+    replay_share: float = param(0.0, "Share of the token budget given to `replay`.")
+    seq_len: int = param(256, "Tokens per packed row.")
+    batch_size: int = param(8, "Rows per device per micro-batch.")
+    max_steps: int = param(0, "Optimizer steps (0: derived from max_tokens, or one pass over the data).")
+    max_tokens: int = param(0, "Token budget (rows × seq_len) when max_steps is 0; 0 means one pass.")
+    optim: OptimConfig = param(OptimConfig(), "Optimizer and schedule.")
+    precision: Precision = param("auto", "auto: bf16 autocast where bf16 is fast (CUDA, or a CPU with avx512_bf16/AMX), else fp32.")
+    gradient_checkpointing: bool = param(False, "Recompute activations in backward (saves memory, ~17% slower).")
+    save_every_steps: int = param(0, "Save a resumable checkpoint every N steps (0: only at the end).")
+    keep_checkpoints: int = param(1, "How many resumable checkpoints to keep.")
+    log_every_steps: int = param(10, "Log loss, tok/s, MFU and ETA every N steps.")
+    seed: int = param(0, "Seed for data order, mixture sampling and initialisation.")
+    out: str = param("", "Output run directory.")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+    trust_remote_code: bool = param(False, "Allow custom model code from the checkpoint (off by default).")
+
+    def check(self) -> None:
+        if not self.model:
+            raise ConfigError("key 'model': give a checkpoint directory to start from")
+        if not self.data and not self.mixture:
+            raise ConfigError("key 'data': give at least one training file (or a 'mixture')")
+        if not self.out:
+            raise ConfigError("key 'out': give an output directory")
+        if not 0.0 <= self.replay_share < 1.0:
+            raise ConfigError("key 'replay_share': must be in [0, 1)")
+        if self.replay_share > 0 and not self.replay:
+            raise ConfigError("key 'replay': replay_share > 0 needs replay files")
+        for d in self.weights:
+            if self.mixture and d not in self.mixture:
+                raise ConfigError(f"key 'weights.{d}': no such domain in 'mixture'")
+        if self.seq_len < 8 or self.batch_size < 1:
+            raise ConfigError("keys 'seq_len' (≥ 8) and 'batch_size' (≥ 1) are too small")
+
+
+def resolve_precision(precision: Precision) -> str:
+    """'bf16' or 'fp32' for this machine."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def build_rows(cfg: LMConfig, tokenizer: Any) -> tuple[PackedRows, dict[str, Any]]:
+    """Documents → mixture → packed rows, plus data statistics."""
+    sources = dict(cfg.mixture) if cfg.mixture else {"default": list(cfg.data)}
+    domains: dict[str, list[Doc]] = {
+        name: load_documents(files, tokenizer, fmt=cfg.format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain=name)
+        for name, files in sources.items()
+    }
+    weights = {d: cfg.weights.get(d, 1.0 if not cfg.weights else 0.0) for d in domains}
+    tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.optim.grad_accum_steps * world_size()
+    budget = cfg.max_steps * tokens_per_step if cfg.max_steps else (cfg.max_tokens or None)
+    if cfg.replay_share > 0:
+        domains["replay"] = load_documents(cfg.replay, tokenizer, fmt=cfg.format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain="replay")
+        total = sum(weights.values())
+        weights = {d: w / total * (1 - cfg.replay_share) for d, w in weights.items()}
+        weights["replay"] = cfg.replay_share
+        if budget is None:
+            budget = sum(len(d.ids) for name, docs in domains.items() if name != "replay" for d in docs)
+            budget = int(budget / (1 - cfg.replay_share))
+    docs, taken = mix(domains, weights, budget, cfg.seed)
+    rows = pack(docs, cfg.seq_len, tokenizer.pad_token_id)
+    real = sum(len(d.ids) for d in docs)
+    stats = {
+        "documents": len(docs),
+        "rows": len(rows),
+        "tokens_per_domain": taken,
+        "packing_efficiency": round(real / max(len(rows) * cfg.seq_len, 1), 4),
+        "target_tokens": rows.target_tokens,
+    }
+    return rows, stats
+
+
+def flops_per_token(model: Any, seq_len: int) -> float:
+    """Training FLOPs per token: 6·N (non-embedding matmuls) + 12·layers·hidden·seq_len (attention)."""
+    c = model.config
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    return 6 * n + 12 * c.num_hidden_layers * c.hidden_size * seq_len
+
+
+def train_lm(cfg: LMConfig, stage: str) -> Result:
+    """Train a causal LM on ``cfg`` (see module docstring); returns the stage result."""
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    from midtrain.models import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    rows, stats = build_rows(cfg, tokenizer)  # data errors surface before the run dir exists
+    inputs = {"model": cfg.model, **{f"data[{i}]": p for i, p in enumerate(cfg.data)}}
+    for dom, files in cfg.mixture.items():
+        inputs.update({f"mixture.{dom}[{i}]": p for i, p in enumerate(files)})
+    inputs.update({f"replay[{i}]": p for i, p in enumerate(cfg.replay)})
+    inputs = {k: v for k, v in inputs.items() if Path(v).exists()}  # hub ids are named in the config
+    with open_run(cfg.out, stage, cfg, inputs, overwrite=cfg.overwrite, seed=cfg.seed) as run:
+        if run.cached:
+            return Result.of(run)
+        seed_everything(cfg.seed)
+        hf_logging.disable_progress_bar()  # "Writing model shards" bars on every save
+        precision = resolve_precision(cfg.precision)
+        model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        accum = cfg.optim.grad_accum_steps
+        per_step_rows = cfg.batch_size * accum * world_size()
+        max_steps = cfg.max_steps or max(1, math.ceil(len(rows) / per_step_rows))
+        tokens_per_step = per_step_rows * cfg.seq_len
+        fpt = flops_per_token(model, cfg.seq_len)
+        ckpt_dir = run.path / "checkpoints"
+        args = TrainingArguments(
+            output_dir=str(ckpt_dir),
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=accum,
+            max_steps=max_steps,
+            learning_rate=cfg.optim.lr,
+            lr_scheduler_type={"cosine": "cosine_with_min_lr", "linear": "linear", "constant": "constant_with_warmup"}[cfg.optim.schedule],
+            lr_scheduler_kwargs={"min_lr_rate": cfg.optim.min_lr_ratio} if cfg.optim.schedule == "cosine" else {},
+            warmup_steps=min(cfg.optim.warmup_steps, max_steps),
+            weight_decay=cfg.optim.weight_decay,
+            adam_beta1=cfg.optim.beta1,
+            adam_beta2=cfg.optim.beta2,
+            max_grad_norm=cfg.optim.max_grad_norm or 1e9,
+            bf16=precision == "bf16",
+            use_cpu=not torch.cuda.is_available(),
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            logging_steps=cfg.log_every_steps,
+            save_strategy="steps" if cfg.save_every_steps else "no",
+            save_steps=cfg.save_every_steps or max_steps,
+            save_total_limit=cfg.keep_checkpoints,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            report_to=[],
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            ddp_backend="gloo" if not torch.cuda.is_available() and world_size() > 1 else None,
+        )
+        logger = _LogCallback(run.path / "log.jsonl", max_steps, tokens_per_step, fpt, precision, is_main=_is_main())
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[logger])
+        trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
+        resume = _last_checkpoint(ckpt_dir)
+        if resume:
+            log(f"{stage}: resuming from {resume}")
+            _truncate_log(run.path / "log.jsonl", int(resume.rsplit("-", 1)[-1]))
+        if cfg.save_every_steps:
+            run.keep()
+        log(
+            f"{stage}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {len(rows)} rows × "
+            f"{cfg.seq_len} tokens, {max_steps} steps × {tokens_per_step} tokens, {precision}"
+        )
+        out = trainer.train(resume_from_checkpoint=resume)
+        if _is_main():
+            trainer.save_model(str(run.path))
+            tokenizer.save_pretrained(str(run.path))
+            metrics = {
+                **stats,
+                "steps": max_steps,
+                "final_loss": logger.last_loss,
+                "train_loss": round(out.training_loss, 6),
+                "tokens": max_steps * tokens_per_step,
+                "flops": fpt * max_steps * tokens_per_step,
+                "precision": precision,
+                "tokens_per_second": round(logger.tokens_per_second(), 1),
+            }
+            if cfg.keep_checkpoints == 0:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+            run.finish(metrics)
+        return Result.of(run)
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from, so that no step is logged twice."""
+    if not path.is_file():
+        return
+    from midtrain.runs import atomic_write_text
+
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    if not ckpt_dir.is_dir():
+        return None
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    if not done:
+        return None
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+
+
+class _LogCallback:
+    """One line per logged step (loss, lr, grad norm, tok/s, MFU, ETA) and ``log.jsonl``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):  # build lazily on a TrainerCallback subclass
+        from transformers import TrainerCallback
+
+        class Impl(TrainerCallback):
+            def __init__(self, path: Path, max_steps: int, tokens_per_step: int, fpt: float, precision: str, is_main: bool):
+                self.path, self.max_steps, self.tps, self.fpt = path, max_steps, tokens_per_step, fpt
+                self.peak = PEAK_FLOPS[precision]
+                self.is_main = is_main
+                self.t0 = None
+                self.step0 = 0
+                self.last_loss = None
+                self._rate = 0.0
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.t0 = time.time()
+                self.step0 = state.global_step
+
+            def tokens_per_second(self) -> float:
+                return self._rate
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if not self.is_main or not logs or "loss" not in logs:
+                    return
+                steps = state.global_step - self.step0
+                dt = max(time.time() - self.t0, 1e-9)
+                self._rate = steps * self.tps / dt
+                mfu = self._rate * self.fpt / self.peak
+                eta = (self.max_steps - state.global_step) * dt / max(steps, 1)
+                self.last_loss = round(float(logs["loss"]), 6)
+                rec = {
+                    "step": state.global_step,
+                    "loss": self.last_loss,
+                    "lr": logs.get("learning_rate"),
+                    "grad_norm": logs.get("grad_norm"),
+                    "tokens": state.global_step * self.tps,
+                    "tok_s": round(self._rate, 1),
+                    "mfu": round(mfu, 4),
+                    "elapsed_s": round(dt, 2),
+                }
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec) + "\n")
+                log(
+                    f"step {state.global_step:>6}/{self.max_steps}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
+                    f"{rec['tok_s']:,.0f} tok/s  MFU {mfu:.1%}  ETA {eta:,.0f}s"
+                )
+
+        return Impl(*args, **kwargs)

@@ -1,0 +1,27 @@
+"""``midtrain pretrain``: causal-LM pretraining, from a freshly initialised tiny model or any checkpoint.
+
+Next-token prediction on all tokens of packed documents (no cross-document attention), with a domain mixture
+and token budget from the config; see :mod:`midtrain.train.lm` for the engine (schedule, precision, resume,
+checkpoints, logs). Launch::
+
+    midtrain model init --preset micro --tokenizer tok/ --out runs/init
+    midtrain pretrain --model runs/init --data problems.jsonl --max-tokens 5000000 --out runs/base
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m midtrain pretrain --config my.yaml
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from midtrain.runs import Result
+from midtrain.train.lm import LMConfig, train_lm
+
+
+@dataclass
+class PretrainConfig(LMConfig):
+    """Pretraining: loss on every token; defaults suit tiny models trained from scratch."""
+
+
+def run(cfg: PretrainConfig) -> Result:
+    """Pretrain a causal LM (see module docstring)."""
+    return train_lm(cfg, "pretrain")

@@ -1,0 +1,65 @@
+"""Session fixtures: a tiny locally trained tokenizer and tiny models, built once per test session."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MIDTRAIN_QUIET", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+if not SHARED.is_dir():
+    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def chain_text(rng: random.Random) -> str:
+    """A short learnable arithmetic document: a chain of mod-10 additions."""
+    names = "abcdefghijklmnopqrstuvwxyz"
+    start = rng.randrange(20)
+    depth = rng.randint(2, 4)
+    v = rng.randint(1, 4)
+    facts = [f"{names[start]}={v}"]
+    steps = [f"{names[start]}={v}"]
+    for i in range(1, depth):
+        c = rng.randint(1, 4)
+        nv = (v + c) % 10
+        facts.append(f"{names[start + i]}={names[start + i - 1]}+{c}")
+        steps.append(f"{names[start + i]}={v}+{c}={nv}")
+        v = nv
+    return ".".join(facts) + f".?{names[start + depth - 1]}<solution>" + ".".join(steps) + f".</solution><answer>{v}</answer>"
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """A JSONL corpus of 600 short arithmetic documents (text field)."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "chains.jsonl"
+    with open(path, "w") as f:
+        for i in range(600):
+            f.write(json.dumps({"id": f"c{i}", "text": chain_text(rng), "domain": "synthetic"}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory, corpus) -> Path:
+    from midtrain.models import TokenizerConfig, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tok") / "tok"
+    train_tokenizer(TokenizerConfig(corpus=[str(corpus)], out=str(out), vocab_size=300))
+    return out
+
+
+@pytest.fixture(scope="session")
+def nano_model(tmp_path_factory, tokenizer_dir) -> Path:
+    from midtrain.models import ModelInitConfig, init_model
+
+    out = tmp_path_factory.mktemp("models") / "nano"
+    init_model(ModelInitConfig(preset="nano", tokenizer=str(tokenizer_dir), out=str(out), seed=0))
+    return out

@@ -1,0 +1,78 @@
+from dataclasses import dataclass
+from typing import Literal
+
+import pytest
+
+from midtrain.config import Config, load_config, param
+from midtrain.errors import ConfigError
+
+
+@dataclass
+class Inner(Config):
+    lr: float = param(3e-4, "Learning rate.")
+    schedule: Literal["cosine", "linear"] = param("cosine", "Decay.")
+
+
+@dataclass
+class Outer(Config):
+    name: str = param("x", "A name.")
+    steps: int = param(10, "Steps.")
+    files: list[str] = param([], "Files.")
+    flag: bool = param(False, "A flag.")
+    maybe: int | None = param(None, "Optional int.")
+    train: Inner = param(Inner(), "Training.")
+
+
+def test_defaults_and_mutable_defaults_are_independent():
+    a, b = Outer(), Outer()
+    a.files.append("f")
+    assert b.files == [] and a.train is not b.train
+
+
+def test_yaml_then_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("steps: 5\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(Outer, p, ["train.lr=1e-3", "files=a,b", "flag=true", "maybe=3"])
+    assert cfg.steps == 5 and cfg.train.lr == 1e-3 and cfg.files == ["a", "b"] and cfg.flag and cfg.maybe == 3
+    assert isinstance(cfg.train.lr, float)
+
+
+def test_int_promotes_to_float_but_not_bool_to_int():
+    assert load_config(Outer, None, {"train.lr": 1}).train.lr == 1.0
+    with pytest.raises(ConfigError, match="'steps'.*expected int"):
+        load_config(Outer, None, {"steps": True})
+
+
+def test_unknown_key_names_closest(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'train.lrr' in .*c.yaml \(did you mean 'train.lr'\?\)"):
+        load_config(Outer, p)
+    with pytest.raises(ConfigError, match=r"unknown key 'stepz' \(did you mean 'steps'\?\)"):
+        load_config(Outer, None, ["stepz=3"])
+
+
+def test_wrong_type_names_key_and_type(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("steps: many\n")
+    with pytest.raises(ConfigError, match="key 'steps' in .*: expected int, got 'many'"):
+        load_config(Outer, p)
+    with pytest.raises(ConfigError, match="key 'train.schedule'.*one of 'cosine', 'linear'"):
+        load_config(Outer, None, ["train.schedule=step"])
+
+
+def test_bad_yaml_names_line(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("steps: 1\ntrain: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"c.yaml, line \d+: invalid YAML"):
+        load_config(Outer, p)
+
+
+def test_round_trip_dict():
+    cfg = load_config(Outer, None, {"train.lr": 0.5, "files": ["x"]})
+    assert Outer.from_dict(cfg.to_dict()) == cfg
+
+
+def test_field_docs_flatten():
+    docs = Outer.field_docs()
+    assert docs["train.lr"][1] == "Learning rate." and docs["train.lr"][2] == 3e-4

@@ -1,0 +1,99 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from midtrain.config import Config, param
+from midtrain.errors import RunDirError
+from midtrain.runs import MARKER, atomic_write_json, content_hash, open_run
+
+
+@dataclass
+class C(Config):
+    x: int = param(1, "x")
+    out: str = param("", "out")
+
+
+def _run(out, cfg, inputs=None, **kw):
+    with open_run(out, "stage", cfg, inputs or {}, **kw) as run:
+        if run.cached:
+            return run
+        (run.path / "result.txt").write_text(str(cfg.x))
+        run.finish({"x": cfg.x})
+        return run
+
+
+def test_fresh_run_writes_config_meta_and_marker(tmp_path):
+    run = _run(tmp_path / "r", C(x=3))
+    meta = json.loads((tmp_path / "r" / "midtrain.json").read_text())
+    assert meta["stage"] == "stage" and meta["status"] == "complete" and meta["metrics"] == {"x": 3}
+    assert "torch" in meta["versions"] and meta["config"]["x"] == 3
+    assert (tmp_path / "r" / MARKER).read_text().strip() == run.key
+    assert "x: 3" in (tmp_path / "r" / "config.yaml").read_text()
+
+
+def test_cache_hit_does_nothing(tmp_path):
+    _run(tmp_path / "r", C(x=3))
+    (tmp_path / "r" / "result.txt").write_text("untouched")
+    run = _run(tmp_path / "r", C(x=3))
+    assert run.cached and run.metrics == {"x": 3}
+    assert (tmp_path / "r" / "result.txt").read_text() == "untouched"
+
+
+def test_bookkeeping_fields_do_not_change_the_key(tmp_path):
+    _run(tmp_path / "r", C(x=3, out="a"))
+    assert _run(tmp_path / "r", C(x=3, out="b")).cached
+
+
+def test_different_config_refused_then_overwritten(tmp_path):
+    _run(tmp_path / "r", C(x=3))
+    with pytest.raises(RunDirError, match=r"finished 'stage' run .*changed: x.*--overwrite"):
+        _run(tmp_path / "r", C(x=4))
+    run = _run(tmp_path / "r", C(x=4), overwrite=True)
+    assert not run.cached and (tmp_path / "r" / "result.txt").read_text() == "4"
+
+
+def test_changed_input_is_not_a_cache_hit(tmp_path):
+    inp = tmp_path / "data.txt"
+    inp.write_text("a")
+    _run(tmp_path / "r", C(), {"data": inp})
+    inp.write_text("b")
+    with pytest.raises(RunDirError, match="input 'data'"):
+        _run(tmp_path / "r", C(), {"data": inp})
+
+
+def test_foreign_directory_refused(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "precious.txt").write_text("keep me")
+    with pytest.raises(RunDirError, match="not a midtrain run directory"):
+        _run(tmp_path / "r", C())
+    assert (tmp_path / "r" / "precious.txt").read_text() == "keep me"
+
+
+def test_failed_fresh_run_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError):
+        with open_run(tmp_path / "r", "stage", C()):
+            raise ValueError("boom")
+    assert not (tmp_path / "r").exists()
+
+
+def test_failed_run_after_keep_is_resumed(tmp_path):
+    with pytest.raises(ValueError):
+        with open_run(tmp_path / "r", "stage", C()) as run:
+            run.keep()
+            (run.path / "ckpt").write_text("state")
+            raise ValueError("killed")
+    assert json.loads((tmp_path / "r" / "midtrain.json").read_text())["status"] == "failed"
+    with open_run(tmp_path / "r", "stage", C()) as run:
+        assert run.resumed and (run.path / "ckpt").read_text() == "state"
+        run.finish()
+
+
+def test_content_hash_of_finished_run_is_its_key(tmp_path):
+    run = _run(tmp_path / "r", C())
+    assert content_hash(tmp_path / "r") == "run:" + run.key
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
