@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import os
 import re
 import sys
 import types
@@ -44,6 +45,9 @@ VERBS: list[Verb] = [
     Verb("sft", "midtrain.train.sft:run", "SFT mid-training on (augmented) text, loss on all tokens by default."),
     Verb("rl", "midtrain.train.rl:run", "Dr. GRPO RL: answer tasks (RLVR) or suffix tasks (RL mid-training)."),
     Verb("augment", "midtrain.augment:run", "Insert thoughts into text chunks with an annotator; validate; shard."),
+    Verb("augment split", "midtrain.tasks:split", "Split accepted augmented chunks into SFT and RL parts by chunk hash."),
+    Verb("augment tasks", "midtrain.tasks:build", "Build RL mid-training suffix tasks (prefix → reference) from the RL part."),
+    Verb("judge", "midtrain.judge:run", "Judge candidate vs reference continuations (LLM or rule judge)."),
     Verb("eval", "midtrain.evaluate:run", "Evaluate a model on benchmarks or the synthetic world."),
     Verb("eval score", "midtrain.evaluate:score", "Score completions produced elsewhere against a benchmark."),
     Verb("analyze weights", "midtrain.analysis:weights", "Weight-change sparsity between checkpoints."),
@@ -210,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(to_yaml(cfg))
             return 0
         result = fn(cfg)
+        if os.environ.get("RANK", "0") != "0":  # under a distributed launcher only rank 0 reports
+            return 0
         if ns.json:
             print(json.dumps(_to_jsonable(result), indent=2, default=str))
         elif hasattr(result, "summary"):

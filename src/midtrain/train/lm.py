@@ -23,14 +23,15 @@ import math
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log, seed_everything
 from midtrain.errors import ConfigError
-from midtrain.runs import Result, open_run
+from midtrain.runs import Result, Run, open_run
 from midtrain.train.data import Doc, Format, PackedRows, collate, load_documents, mix, pack
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -148,6 +149,17 @@ def build_rows(cfg: LMConfig, tokenizer: Any) -> tuple[PackedRows, dict[str, Any
     return rows, stats
 
 
+def prepare_for_packed_training(model: Any) -> Any:
+    """Turn the KV cache off for training forwards.
+
+    transformers builds the block-diagonal mask from ``position_ids`` only when no cache object exists; with
+    ``config.use_cache=True`` (the default) a forward creates one and documents packed in a row attend to each
+    other. Generation passes ``use_cache=True`` explicitly, so nothing else changes.
+    """
+    model.config.use_cache = False
+    return model
+
+
 def flops_per_token(model: Any, seq_len: int) -> float:
     """Training FLOPs per token: 6·N (non-embedding matmuls) + 12·layers·hidden·seq_len (attention)."""
     c = model.config
@@ -170,13 +182,14 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
         inputs.update({f"mixture.{dom}[{i}]": p for i, p in enumerate(files)})
     inputs.update({f"replay[{i}]": p for i, p in enumerate(cfg.replay)})
     inputs = {k: v for k, v in inputs.items() if Path(v).exists()}  # hub ids are named in the config
-    with open_run(cfg.out, stage, cfg, inputs, overwrite=cfg.overwrite, seed=cfg.seed) as run:
+    opener = open_run if _is_main() else _follow_run  # one process owns the run directory's metadata
+    with opener(cfg.out, stage, cfg, inputs, overwrite=cfg.overwrite, seed=cfg.seed) as run:
         if run.cached:
             return Result.of(run)
         seed_everything(cfg.seed)
         hf_logging.disable_progress_bar()  # "Writing model shards" bars on every save
         precision = resolve_precision(cfg.precision)
-        model = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        model = prepare_for_packed_training(load_model(cfg.model, trust_remote_code=cfg.trust_remote_code))
         accum = cfg.optim.grad_accum_steps
         per_step_rows = cfg.batch_size * accum * world_size()
         max_steps = cfg.max_steps or max(1, math.ceil(len(rows) / per_step_rows))
@@ -208,6 +221,9 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
             report_to=[],
             disable_tqdm=True,
             remove_unused_columns=False,
+            # Rows are already shuffled (seeded) by the mixture; sequential order gives every world size the
+            # same global batches, so 1 process × batch 8 and 2 processes × batch 4 train on the same data.
+            train_sampling_strategy="sequential",
             dataloader_num_workers=0,
             ddp_backend="gloo" if not torch.cuda.is_available() and world_size() > 1 else None,
         )
@@ -226,6 +242,7 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
         )
         out = trainer.train(resume_from_checkpoint=resume)
         if _is_main():
+            model.config.use_cache = True  # the saved checkpoint generates with a cache by default
             trainer.save_model(str(run.path))
             tokenizer.save_pretrained(str(run.path))
             metrics = {
@@ -242,6 +259,17 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
             run.finish(metrics)
         return Result.of(run)
+
+
+@contextmanager
+def _follow_run(out: str, stage: str, cfg: LMConfig, inputs: dict, **_: Any) -> Iterator[Run]:
+    """A non-zero rank's view of the run that rank 0 opens: cached if finished, never writes metadata."""
+    from midtrain.runs import MARKER, content_hash, run_key
+
+    key = run_key(stage, cfg, {k: content_hash(v) for k, v in inputs.items()})
+    done = (Path(out) / MARKER).is_file() and (Path(out) / MARKER).read_text().strip() == key
+    Path(out).mkdir(parents=True, exist_ok=True)
+    yield Run(Path(out), stage, key, {"metrics": {}}, cached=done)
 
 
 def _is_main() -> bool:
