@@ -1,0 +1,478 @@
+"""Process verification of synthetic-world completions: parser, safe evaluator, rewards, summaries.
+
+One implementation serves evaluation, the RL rewards and ``midtrain synth verify`` (DESIGN §1.3):
+
+1. **Split** the completion: the trace is the text after ``<solution>`` (when present) up to ``</solution>``
+   (or ``<answer>``); the answer is the integer between ``<answer>`` and ``</answer>``.
+2. **Parse** the trace into steps keyed by quantity name (never by letter). Compact clauses are separated by
+   '.', natural sentences by '. '. ``Define <quantity> as <L>; …`` binds letter L to a quantity; a clause
+   ``NAME = e1 = … = ek`` is a step for NAME whose **parents** are the names in e1 and whose **value** is ek;
+   ``Define <quantity> as <L>`` alone and ``…; L is unknown`` only bind; in ``We know …, so <equation>; u = v``
+   and ``<equation>:u=v`` only the final ``u = v`` is a step. Anything else (prose, ``Answer:``) is ignored.
+3. **Evaluate** values with a small recursive-descent parser over integers, names, ``+ - *``, parentheses and
+   implicit products (``3b``), into linear forms a*u + b of the reverse-mode unknown u; any other name, a
+   product of two non-constant forms, too deep nesting, too long an expression or too large a number is an
+   error. Values are compared modulo the problem's modulus when it has one. Nothing is ever ``eval``'d.
+4. **Score** against the gold graph: a step is correct if its quantity is a necessary node, its parents equal
+   the gold parents and its value the gold value (a linear form in reverse mode; the unknown's own step is its
+   solved value). ProcessAcc = correct steps / |V|; VerifiedCorrect = ProcessAcc == 1 and a right answer
+   (extra steps allowed). Mismatches: value, dependency, missing (a necessary node without a step), extra
+   (a step for any other quantity, or a repeated one), answer.
+5. **Rewards**: outcome = answer right; process = max(0, 1 - penalty/|V|) with penalty = value + dependency +
+   missing + min(extra, |V|) + answer mismatches, reward = 0.2*outcome + 0.8*process, 0 when the answer is wrong;
+   strict = 1 only when VerifiedCorrect. pass@k uses VerifiedCorrect with ``midtrain.metrics.pass_at_k``.
+
+Hostile input is bounded: at most ``MAX_CHARS`` characters (else reason "too long"), ``MAX_CLAUSES`` clauses,
+``MAX_EXPR_CHARS`` per expression, ``MAX_DEPTH`` nesting and ``MAX_DIGITS`` per number; every regex is
+anchored and linear, so any string is answered in time linear in its (capped) length, never by an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+from midtrain.metrics import pass_at_k
+from midtrain.synth.world import Lin, Node, forms
+
+MAX_CHARS = 65_536
+MAX_CLAUSES = 4_096
+MAX_EXPR_CHARS = 512
+MAX_DEPTH = 32
+MAX_DIGITS = 40
+MAX_PARTS = 16
+_BIG = 10**120
+DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128)
+MISMATCH_KINDS = ("value", "dependency", "missing", "extra", "answer")
+
+_TOKEN = re.compile(r"\s*(?:([0-9]+)|([^\W\d_]+)|([-+*()]))")
+_NAME = re.compile(r"[^\W\d_]{1,8}")
+_DEFINE = re.compile(r"Define\s+(.{1,400}?)\s+as\s+([^\W\d_]{1,8})\s*;\s*(.*)", re.S)
+_DEFINE_ONLY = re.compile(r"Define\s+(.{1,400}?)\s+as\s+([^\W\d_]{1,8})\s*", re.S)
+_UNKNOWN = re.compile(r"[^\W\d_]{1,8}\s+is\s+unknown", re.S)
+_WE_KNOW = re.compile(r"We know\b[^;]{0,400};\s*(.*)", re.S)
+_ANSWER_LINE = re.compile(r"Answer\s*:")
+_SENTENCE_END = re.compile(r"\.(?:\s+|$)")
+_INT = re.compile(r"[-+]?[0-9]{1,40}")
+
+
+class ParseError(ValueError):
+    """An expression the safe evaluator refuses."""
+
+
+# -- the safe evaluator -----------------------------------------------------------------------------------------
+def tokenize(text: str) -> list[tuple[str, str]]:
+    """``[(kind, text)]`` with kind in num | name | op; raises ParseError on anything else."""
+    text = text.strip()
+    if not text:
+        raise ParseError("empty expression")
+    if len(text) > MAX_EXPR_CHARS:
+        raise ParseError("expression too long")
+    out, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise ParseError(f"unexpected character {text[pos]!r}")
+        pos = m.end()
+        num, name, op = m.groups()
+        if num is not None:
+            if len(num) > MAX_DIGITS:
+                raise ParseError("number too long")
+            out.append(("num", num))
+        elif name is not None:
+            out.append(("name", name))
+        else:
+            out.append(("op", op))
+    return out
+
+
+def _mul(x: Lin, y: Lin) -> Lin:
+    if x.a and y.a:
+        raise ParseError("not linear in the unknown")
+    v = Lin(x.a * y.b + y.a * x.b, x.b * y.b)
+    if abs(v.a) > _BIG or abs(v.b) > _BIG:
+        raise ParseError("number too large")
+    return v
+
+
+class _Parser:
+    """expr := term (('+'|'-') term)*; term := factor (('*' factor) | implicit factor)*;
+    factor := ('-'|'+') factor | number | name | '(' expr ')'."""
+
+    def __init__(self, tokens: list[tuple[str, str]], resolve: Callable[[str], Lin]):
+        self.toks, self.i, self.resolve = tokens, 0, resolve
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self) -> tuple[str, str]:
+        tok = self.peek()
+        if tok is None:
+            raise ParseError("unexpected end of expression")
+        self.i += 1
+        return tok
+
+    def parse(self) -> Lin:
+        v = self.expr(0)
+        if self.peek() is not None:
+            raise ParseError(f"unexpected {self.peek()[1]!r}")
+        return v
+
+    def expr(self, depth: int) -> Lin:
+        v = self.term(depth)
+        while self.peek() in (("op", "+"), ("op", "-")):
+            op = self.take()[1]
+            w = self.term(depth)
+            v = v + w if op == "+" else v - w
+        return v
+
+    def term(self, depth: int) -> Lin:
+        v = self.factor(depth)
+        while True:
+            tok = self.peek()
+            if tok == ("op", "*"):
+                self.take()
+                v = _mul(v, self.factor(depth))
+            elif tok is not None and (tok[0] == "name" or tok == ("op", "(")):
+                v = _mul(v, self.factor(depth))  # implicit product: 3b, 2(b+1)
+            else:
+                return v
+
+    def factor(self, depth: int) -> Lin:
+        if depth > MAX_DEPTH:
+            raise ParseError("nested too deeply")
+        kind, text = self.take()
+        if kind == "num":
+            return Lin(0, int(text))
+        if kind == "name":
+            return self.resolve(text)
+        if text in "+-":
+            v = self.factor(depth + 1)
+            return Lin(-v.a, -v.b) if text == "-" else v
+        if text == "(":
+            v = self.expr(depth + 1)
+            if self.take() != ("op", ")"):
+                raise ParseError("unbalanced parenthesis")
+            return v
+        raise ParseError(f"unexpected {text!r}")
+
+
+def evaluate(text: str, resolve: Callable[[str], Lin] | None = None, modulus: int | None = None) -> Lin:
+    """The value of an arithmetic expression; names go through ``resolve`` (default: any name is an error)."""
+
+    def no_names(name: str) -> Lin:
+        raise ParseError(f"unknown name {name!r}")
+
+    plain = text.strip()
+    if plain.isascii() and plain.isdigit() and len(plain) <= MAX_DIGITS:  # fast path: most values are numbers
+        return Lin(0, int(plain)).mod(modulus)
+    v = _Parser(tokenize(text), resolve or no_names).parse()
+    return v.mod(modulus)
+
+
+# -- the gold side ----------------------------------------------------------------------------------------------
+def _key(name: str, render: str) -> str:
+    return name if render == "compact" else " ".join(name.lower().split())
+
+
+@dataclass
+class Gold:
+    render: str
+    modulus: int | None
+    keys: list[str]  # necessary node keys in trace order
+    parents: dict[str, tuple[str, ...]]
+    values: dict[str, Lin]
+    unknown: str | None
+    answer: int
+
+
+def gold_of(problem: dict[str, Any]) -> Gold:
+    """The necessary nodes of a problem record with their parents and values, keyed by quantity name."""
+    g = problem["graph"]
+    render = problem.get("render") or g.get("render", "natural")
+    nodes = [Node(d["id"], d["kind"], list(d["parents"]), d.get("k"), d["value"], d.get("necessary", True))
+             for d in g["nodes"]]
+    name = {d["id"]: _key(d["name"], render) for d in g["nodes"]}
+    unknown = g.get("unknown")
+    fs = forms(nodes, unknown, g.get("modulus"))
+    keys = [name[i] for i in g.get("trace") or [n.id for n in nodes if n.necessary]]
+    parents = {name[n.id]: tuple(sorted(name[p] for p in n.parents)) for n in nodes if n.necessary}
+    values = {name[n.id]: fs[n.id] for n in nodes if n.necessary}
+    if unknown is not None:
+        values[name[unknown]] = Lin(0, nodes[unknown].value)
+    return Gold(render, g.get("modulus"), keys, parents, values, None if unknown is None else name[unknown],
+                int(problem["answer"]))
+
+
+# -- parsing a completion ---------------------------------------------------------------------------------------
+@dataclass
+class Step:
+    key: str | None  # quantity key, None for an unbound letter
+    parents: tuple[str, ...] | None  # None when the first expression does not parse
+    value: Lin | None  # None when the last expression does not evaluate
+
+
+def split_completion(completion: str) -> tuple[str, str | None]:
+    """(trace, answer text or None)."""
+    s = completion
+    i = s.find("<solution>")
+    if i >= 0:
+        s = s[i + len("<solution>"):]
+    end = s.find("</solution>")
+    if end < 0:
+        end = s.find("<answer>")
+    if end < 0:
+        return s, None
+    trace, rest = s[:end], s[end:]
+    a = rest.find("<answer>")
+    if a < 0:
+        return trace, None
+    rest = rest[a + len("<answer>"):]
+    b = rest.find("</answer>")
+    return trace, (rest[:b] if b >= 0 else rest[:64])
+
+
+def parse_answer(text: str | None, modulus: int | None) -> int | None:
+    if text is None:
+        return None
+    t = text.strip().rstrip(".").strip()
+    if not _INT.fullmatch(t):
+        return None
+    v = int(t)
+    return v % modulus if modulus else v
+
+
+def _clauses(trace: str, render: str) -> Iterable[str]:
+    parts = trace.split(".") if render == "compact" else _SENTENCE_END.split(trace)
+    for n, p in enumerate(parts):
+        if n >= MAX_CLAUSES:
+            return
+        p = p.strip()
+        if p:
+            yield p
+
+
+def parse_steps(trace: str, gold: Gold) -> tuple[list[Step], int]:
+    """The steps of a trace and the number of clauses it had (parsed or not)."""
+    compact = gold.render == "compact"
+    bind: dict[str, str] = {}
+    steps: list[Step] = []
+    n_clauses = 0
+    for clause in _clauses(trace, gold.render):
+        n_clauses += 1
+        if compact:
+            clause = clause.rsplit(":", 1)[-1]
+        else:
+            m = _DEFINE.match(clause)
+            if m:
+                bind[m.group(2)] = _key(m.group(1), "natural")
+                clause = m.group(3)
+                if _UNKNOWN.fullmatch(clause.strip()):
+                    continue
+            elif _DEFINE_ONLY.fullmatch(clause):
+                m = _DEFINE_ONLY.fullmatch(clause)
+                bind[m.group(2)] = _key(m.group(1), "natural")
+                continue
+            elif _WE_KNOW.match(clause):
+                clause = _WE_KNOW.match(clause).group(1).rsplit(";", 1)[-1]
+            elif _ANSWER_LINE.match(clause):
+                continue
+        step = _parse_clause(clause, gold, bind)
+        if step is not None:
+            steps.append(step)
+    return steps, n_clauses
+
+
+def _parse_clause(clause: str, gold: Gold, bind: dict[str, str]) -> Step | None:
+    parts = clause.split("=", MAX_PARTS)
+    lhs = parts[0].strip()
+    if len(parts) < 2 or not _NAME.fullmatch(lhs):
+        return None
+    compact = gold.render == "compact"
+
+    def key_of(name: str) -> str | None:
+        return name if compact else bind.get(name)
+
+    def resolve(name: str) -> Lin:
+        if gold.unknown is not None and key_of(name) == gold.unknown:
+            return Lin(1, 0)
+        raise ParseError(f"{name!r} is not the unknown")
+
+    try:
+        names = [t for kind, t in tokenize(parts[1]) if kind == "name"]
+        parents: tuple[str, ...] | None = tuple(sorted(key_of(n) or f"?{n}" for n in names))
+    except ParseError:
+        parents = None
+    try:
+        value: Lin | None = evaluate(parts[-1], resolve, gold.modulus)
+    except ParseError:
+        value = None
+    return Step(key_of(lhs), parents, value)
+
+
+# -- verification and rewards -----------------------------------------------------------------------------------
+@dataclass
+class Verification:
+    verified: bool
+    outcome_correct: bool
+    process_acc: float
+    answer: str | None
+    steps_correct: int
+    gold_nodes: int
+    mismatches: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MISMATCH_KINDS, 0))
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _failed(gold_nodes: int, reason: str, answer: str | None = None) -> Verification:
+    mm = dict.fromkeys(MISMATCH_KINDS, 0)
+    mm["missing"], mm["answer"] = gold_nodes, 1
+    return Verification(False, False, 0.0, answer, 0, gold_nodes, mm, reason)
+
+
+def verify(problem: dict[str, Any], completion: str) -> Verification:
+    """Process-verify one completion against its problem record (see the module docstring)."""
+    gold = gold_of(problem)
+    n_gold = len(gold.keys)
+    if not isinstance(completion, str):
+        return _failed(n_gold, "not text")
+    if len(completion) > MAX_CHARS:
+        return _failed(n_gold, "too long")
+    if not completion.strip():
+        return _failed(n_gold, "empty")
+    trace, answer_text = split_completion(completion)
+    answer = parse_answer(answer_text, gold.modulus)
+    steps, _ = parse_steps(trace, gold)
+    gold_answer = gold.answer % gold.modulus if gold.modulus else gold.answer
+    outcome = answer is not None and answer == gold_answer
+    mm = dict.fromkeys(MISMATCH_KINDS, 0)
+    first: dict[str, Step] = {}
+    for st in steps:
+        if st.key not in gold.values or st.key in first:
+            mm["extra"] += 1
+        else:
+            first[st.key] = st
+    correct = 0
+    for key in gold.keys:
+        st = first.get(key)
+        if st is None:
+            mm["missing"] += 1
+            continue
+        ok_value = st.value is not None and st.value == gold.values[key].mod(gold.modulus)
+        ok_parents = st.parents == gold.parents[key]
+        mm["value"] += not ok_value
+        mm["dependency"] += not ok_parents
+        correct += ok_value and ok_parents
+    mm["answer"] = int(not outcome)
+    verified = outcome and correct == n_gold
+    if verified:
+        reason = ""
+    elif not steps:
+        reason = "unparseable"
+    elif answer_text is None:
+        reason = "no answer"
+    elif answer is None:
+        reason = "bad answer"
+    else:
+        reason = next((why for kind, why in (("answer", "wrong answer"), ("value", "wrong value"),
+                                             ("dependency", "wrong dependency"), ("missing", "missing step"))
+                       if mm[kind]), "unverified")
+    shown = None if answer_text is None else answer_text.strip()[:64]
+    return Verification(verified, outcome, correct / n_gold if n_gold else 0.0, shown, correct, n_gold, mm, reason)
+
+
+def reward_of(v: Verification, kind: Literal["outcome", "process", "strict"] = "process") -> float:
+    """The reward of a verification (DESIGN §1.3)."""
+    if kind == "outcome":
+        return float(v.outcome_correct)
+    if kind == "strict":
+        return float(v.verified)
+    if kind != "process":
+        raise ValueError(f"unknown reward kind {kind!r} (outcome, process or strict)")
+    if not v.outcome_correct or v.gold_nodes == 0:
+        return 0.0
+    m = v.mismatches
+    penalty = m["value"] + m["dependency"] + m["missing"] + min(m["extra"], v.gold_nodes) + m["answer"]
+    process = max(0.0, 1.0 - penalty / v.gold_nodes)
+    return 0.2 * float(v.outcome_correct) + 0.8 * process
+
+
+def reward(problem: dict[str, Any], completion: str, kind: Literal["outcome", "process", "strict"] = "process") -> float:
+    """Outcome, process or strict reward of one completion (the RL reward and the eval metric)."""
+    return reward_of(verify(problem, completion), kind)
+
+
+# -- summaries --------------------------------------------------------------------------------------------------
+def _aggregate(rows: list[tuple[Verification, str]], ks: Sequence[int]) -> dict[str, Any]:
+    """Summary of (verification, problem id) rows."""
+    n = len(rows)
+    per_problem: dict[str, list[Verification]] = defaultdict(list)
+    for v, pid in rows:
+        per_problem[pid].append(v)
+    mm = Counter({k: 0 for k in MISMATCH_KINDS})
+    reasons: Counter[str] = Counter()
+    for v, _ in rows:
+        mm.update(v.mismatches)
+        reasons[v.reason or "verified"] += 1
+
+    def mean(xs: Iterable[float]) -> float:
+        xs = list(xs)
+        return round(sum(xs) / len(xs), 6) if xs else 0.0
+
+    min_n = min((len(vs) for vs in per_problem.values()), default=0)
+    usable = [k for k in ks if 1 <= k <= min_n]
+
+    def pass_k(attr: str) -> dict[str, float]:
+        return {str(k): mean(pass_at_k(len(vs), sum(getattr(v, attr) for v in vs), k) for vs in per_problem.values())
+                for k in usable}
+
+    return {
+        "n": n,
+        "problems": len(per_problem),
+        "verified_acc": mean(v.verified for v, _ in rows),
+        "process_acc": mean(v.process_acc for v, _ in rows),
+        "outcome_acc": mean(v.outcome_correct for v, _ in rows),
+        "correct_answer_wrong_trace": sum(v.outcome_correct and not v.verified for v, _ in rows),
+        "reward": {k: mean(reward_of(v, k) for v, _ in rows) for k in ("outcome", "process", "strict")},
+        "pass_at_k": pass_k("verified"),
+        "outcome_pass_at_k": pass_k("outcome_correct"),
+        "mismatches": {k: mm[k] for k in MISMATCH_KINDS},
+        "reasons": dict(reasons.most_common()),
+    }
+
+
+def summarize(problems: list[dict[str, Any]], completions: dict[str, list[str]],
+              ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+    """The ``synth verify --json`` summary of several completions per problem, overall and by op/context/mode.
+
+    Problems without completions are skipped (counted as ``unanswered``); completions for an id that is not
+    among ``problems`` raise a KeyError naming it. pass@k is reported for every k in ``ks`` that each answered
+    problem has enough samples for.
+    """
+    by_id = {p["id"]: p for p in problems}
+    stray = [i for i in completions if i not in by_id]
+    if stray:
+        raise KeyError(f"completions for unknown problem id '{stray[0]}'")
+    rows: list[tuple[Verification, dict[str, Any]]] = []
+    for pid, outs in completions.items():
+        for c in outs:
+            rows.append((verify(by_id[pid], c), by_id[pid]))
+    out = _aggregate([(v, p["id"]) for v, p in rows], ks)
+    out["unanswered"] = sum(1 for p in problems if not completions.get(p["id"]))
+    for key, field_name in (("by_op", "op"), ("by_context", "context"), ("by_mode", "mode")):
+        groups: dict[str, list[tuple[Verification, str]]] = defaultdict(list)
+        for v, p in rows:
+            groups[str(p.get(field_name))].append((v, p["id"]))
+        order = sorted(groups, key=lambda g: (len(g), g) if field_name == "op" else g)
+        out[key] = {g: _aggregate(groups[g], ks) for g in order}
+    return out
+
+
+__all__ = [
+    "MAX_CHARS", "MISMATCH_KINDS", "DEFAULT_KS", "ParseError", "Verification", "Gold", "Step", "tokenize", "evaluate",
+    "gold_of", "split_completion", "parse_answer", "parse_steps", "verify", "reward", "reward_of", "summarize",
+]
