@@ -44,7 +44,10 @@ META = "midtrain.json"
 MARKER = "COMPLETE"
 CONFIG = "config.yaml"
 # Fields that say *where* or *how verbosely* to run, not *what*: they do not enter the run key.
-BOOKKEEPING = {"out", "overwrite", "log_every_steps", "progress", "num_workers"}
+BOOKKEEPING = {"out", "overwrite", "log_every_steps", "progress", "num_workers", "threads", "chunk_elements"}
+# Files above this size are fingerprinted by size + their first and last 4 MiB instead of a full hash, so that
+# opening a run on a 70B checkpoint does not read 140 GB (an in-place edit of the middle would go unnoticed).
+FULL_HASH_MAX_BYTES = 256 << 20
 
 
 # -- atomic writes ----------------------------------------------------------------------------------------------
@@ -77,8 +80,15 @@ def read_json(path: str | Path) -> Any:
 
 # -- hashing ----------------------------------------------------------------------------------------------------
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    size = os.path.getsize(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        if size > FULL_HASH_MAX_BYTES:
+            h.update(f"size:{size}".encode())
+            h.update(f.read(4 << 20))
+            f.seek(size - (4 << 20))
+            h.update(f.read(4 << 20))
+            return "fp:" + h.hexdigest()
         while block := f.read(chunk_bytes):
             h.update(block)
     return h.hexdigest()
