@@ -272,9 +272,10 @@ def open_run(
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "metrics": {},
         }
-        atomic_write_text(out / CONFIG, to_yaml(cfg))
     meta["_t0"] = time.time()
-    atomic_write_json(out / META, meta)
+    atomic_write_json(out / META, meta)  # first: a directory with midtrain.json is always recognised as a run
+    if not resumed:
+        atomic_write_text(out / CONFIG, to_yaml(cfg))
     run = Run(out, stage, key, meta, resumed=resumed, created=created)
     try:
         yield run

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from midtrain.config import read_yaml
+from midtrain.thoughts import render_augmented  # noqa: F401  (re-exported: one implementation)
 from midtrain.errors import ConfigError
 from midtrain.synth import mix
 from midtrain.synth.world import Graph, Lin, Node, forms
@@ -378,10 +379,6 @@ def annotate(problem: dict[str, Any], *, per_step: bool = False) -> dict[str, An
     return {"id": f"{problem['id']}-think", "source_id": problem["id"], "chunk": head + tail, "domain": "synthetic",
             "segments": segments, "annotator": "programmatic", "status": "accepted"}
 
-
-def render_augmented(record: dict[str, Any]) -> str:
-    """Σ segment.text + ``<think>`` thought ``</think>`` (empty thoughts add nothing)."""
-    return "".join(s["text"] + (f"<think>{s['thought']}</think>" if s["thought"] else "") for s in record["segments"])
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Literal
 
 from midtrain.data import iter_records
 from midtrain.errors import DataError
+from midtrain.thoughts import render_augmented
 
 Format = Literal["auto", "text", "prompt_completion", "augmented", "augmented_raw"]
 
@@ -35,16 +36,6 @@ class Doc:
     ids: list[int]
     mask: list[bool]  # mask[t]: token t is a prediction target
     domain: str = "default"
-
-
-def render_segments(segments: list[dict[str, Any]], thoughts: bool = True) -> str:
-    """Σ segment.text (+ <think>thought</think> when ``thoughts``): DESIGN §2's rendered augmented chunk."""
-    parts = []
-    for seg in segments:
-        parts.append(seg.get("text", ""))
-        if thoughts and seg.get("thought"):
-            parts.append("<think>" + seg["thought"] + "</think>")
-    return "".join(parts)
 
 
 def record_to_pair(rec: dict[str, Any], fmt: Format, path: str | Path, text_field: str = "text") -> tuple[str, str]:
@@ -76,7 +67,9 @@ def record_to_pair(rec: dict[str, Any], fmt: Format, path: str | Path, text_fiel
         raise DataError(f"{path}:{rec.get('_line', '?')}: record has no 'segments' list (augmented format)")
     if rec.get("status", "accepted") != "accepted":
         return "", ""
-    return "", render_segments(rec["segments"], thoughts=(kind == "augmented"))
+    if kind == "augmented":
+        return "", render_augmented(rec)
+    return "", "".join(seg.get("text", "") for seg in rec["segments"])
 
 
 def load_documents(

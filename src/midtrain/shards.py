@@ -1,0 +1,202 @@
+"""Resumable sharded record output: stable shard assignment, crash-tolerant append, completion markers.
+
+Layout of an output directory with ``N`` shards::
+
+    out/shards/shard-00000-of-00004.jsonl     records, appended in batches and fsynced
+    out/shards/shard-00000-of-00004.done      completion marker (JSON: counts, examples), written atomically
+    out/shards/shard-00000-of-00004.parquet   (format=parquet) written atomically from the JSONL before .done
+    out/shards/shard-00000-of-00004.lock      advisory lock: one writer per shard
+
+A key (e.g. a document id) goes to shard ``sha256(key)[:8] mod N`` (:func:`shard_of`), stable across machines
+and Python versions. Crash safety: after ``kill -9`` the last JSONL line may be torn; :func:`repair_tail`
+truncates the file to its last complete line before any append, so every written record is either complete or
+gone, and the resuming writer skips the ids already present. A shard with a ``.done`` marker is never touched
+again; a Parquet file without its ``.done`` is stale and rewritten.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from midtrain.errors import DataError, RunDirError
+from midtrain.runs import atomic_write_json, read_json
+
+
+def stable_int(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """The shard of ``key``: ``sha256(key)[:8] mod num_shards``."""
+    return stable_int(key) % num_shards
+
+
+def unit_interval(key: str, salt: str = "") -> float:
+    """A deterministic number in [0, 1) from ``salt + key`` (for hash-based splits)."""
+    return stable_int(salt + key) / 2**64
+
+
+@dataclass(frozen=True)
+class ShardPaths:
+    jsonl: Path
+    done: Path
+    parquet: Path
+    lock: Path
+
+
+def shard_paths(out: str | Path, index: int, num_shards: int) -> ShardPaths:
+    base = Path(out) / "shards" / f"shard-{index:05d}-of-{num_shards:05d}"
+    return ShardPaths(base.with_suffix(".jsonl"), base.with_suffix(".done"), base.with_suffix(".parquet"),
+                      base.with_suffix(".lock"))
+
+
+def repair_tail(path: str | Path) -> int:
+    """Truncate ``path`` after its last newline (drops a line torn by a crash); returns the bytes dropped."""
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    size = p.stat().st_size
+    if size == 0:
+        return 0
+    with open(p, "rb+") as f:
+        back = min(size, 1 << 16)
+        end = size
+        while True:  # scan backwards for the last newline
+            f.seek(end - back)
+            block = f.read(back)
+            k = block.rfind(b"\n")
+            if k >= 0:
+                keep = end - back + k + 1
+                break
+            if end - back == 0:
+                keep = 0
+                break
+            end -= back
+            back = min(end, 1 << 16)
+        if keep < size:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    return size - keep
+
+
+def read_tolerant(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """Records of an append-only JSONL file; a torn last line is dropped (and truncated away if ``repair``)."""
+    from midtrain.data import iter_jsonl_tolerant
+
+    if repair:
+        repair_tail(path)
+    return list(iter_jsonl_tolerant(path))
+
+
+class ShardLock:
+    """An exclusive, non-blocking advisory lock on a shard (a second writer fails instead of duplicating)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "ShardLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise RunDirError(f"{self.path.name}: another process is writing this shard") from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_done(paths: ShardPaths, info: dict[str, Any]) -> None:
+    atomic_write_json(paths.done, info)
+
+
+def read_done(paths: ShardPaths) -> dict[str, Any] | None:
+    return read_json(paths.done) if paths.done.is_file() else None
+
+
+def to_parquet(records: list[dict[str, Any]], path: Path) -> bool:
+    """Write records as Parquet atomically (columns = union of keys); False if Arrow cannot type them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys: dict[str, None] = {}
+    for r in records:
+        keys.update(dict.fromkeys(r))
+    rows = [{k: r.get(k) for k in keys} for r in records]
+    try:
+        table = pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return True
+
+
+def _strip_nulls(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if v is not None or k in ("reason", "domain")}
+
+
+def iter_shard(paths: ShardPaths) -> Iterator[dict[str, Any]]:
+    """Records of one shard: its Parquet file if finished as Parquet, else its JSONL (tolerant)."""
+    if paths.done.is_file() and paths.parquet.is_file():
+        import pyarrow.parquet as pq
+
+        for rec in pq.read_table(paths.parquet).to_pylist():
+            yield _strip_nulls(rec)
+    else:
+        from midtrain.data import iter_jsonl_tolerant
+
+        yield from iter_jsonl_tolerant(paths.jsonl)
+
+
+def num_shards_of(out: str | Path) -> int:
+    """The shard count of an output directory, from its shard file names."""
+    names = sorted((Path(out) / "shards").glob("shard-*-of-*.*"))
+    counts = {int(p.name.split("-of-")[1].split(".")[0]) for p in names if "-of-" in p.name}
+    if not counts:
+        raise DataError(f"{out}: no shards/shard-*-of-*.jsonl|parquet files")
+    if len(counts) > 1:
+        raise DataError(f"{out}: shard files of different shard counts {sorted(counts)}")
+    return counts.pop()
+
+
+def iter_output(out: str | Path) -> Iterator[dict[str, Any]]:
+    """All records of a sharded output directory, shard by shard."""
+    n = num_shards_of(out)
+    for i in range(n):
+        yield from iter_shard(shard_paths(out, i, n))
+
+
+def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of a sharded output directory, a run directory holding one, or any file ``iter_records`` reads."""
+    from midtrain.data import clean, iter_records
+
+    p = Path(path)
+    if p.is_dir() and (p / "shards").is_dir():
+        yield from iter_output(p)
+    else:
+        for rec in iter_records(p):
+            yield clean(rec)
+
+
+__all__ = [
+    "shard_of", "unit_interval", "stable_int", "ShardPaths", "shard_paths", "repair_tail", "read_tolerant",
+    "ShardLock", "write_done", "read_done", "to_parquet", "iter_shard", "iter_output", "num_shards_of",
+    "read_records",
+]
