@@ -127,3 +127,16 @@ def test_two_gloo_processes_match_one(nano_model, corpus, tmp_path):
     for r1, r2 in zip(l1, l2):
         assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-4)
     assert "two" in two.stdout and two.stdout.count("sft:") == 1  # only rank 0 reports
+
+
+def test_diagnostics_during_pretraining(nano_model, tmp_path):
+    from midtrain.data import write_jsonl
+    from midtrain.synth import generate_problems
+
+    probs = generate_problems(n=40, ops="2-3", render="compact", modulus=10, order="dependency", seed=3)
+    write_jsonl(tmp_path / "p.jsonl", probs)
+    run(_cfg(nano_model, tmp_path / "p.jsonl", tmp_path / "r", max_steps=6, diagnose_data=str(tmp_path / "p.jsonl"),
+             diagnose_every_steps=3, diagnose_n=4))
+    rows = [json.loads(l) for l in (tmp_path / "r" / "diagnostics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6]
+    assert {"trace_acc", "direct_acc", "by_op", "skills"} <= set(rows[0]) and "arith" in rows[0]["skills"]

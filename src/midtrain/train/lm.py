@@ -76,6 +76,9 @@ class LMConfig(Config):
     save_every_steps: int = param(0, "Save a resumable checkpoint every N steps (0: only at the end).")
     keep_checkpoints: int = param(1, "How many resumable checkpoints to keep.")
     log_every_steps: int = param(10, "Log loss, tok/s, MFU and ETA every N steps.")
+    diagnose_data: str = param("", "Synthetic compact problems (JSONL) for skill diagnostics during training.")
+    diagnose_every_steps: int = param(0, "Run skill diagnostics every N steps into diagnostics.jsonl (0: off).")
+    diagnose_n: int = param(64, "Problems used per diagnostic.")
     seed: int = param(0, "Seed for data order, mixture sampling and initialisation.")
     out: str = param("", "Output run directory.")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
@@ -228,12 +231,16 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
             ddp_backend="gloo" if not torch.cuda.is_available() and world_size() > 1 else None,
         )
         logger = _LogCallback(run.path / "log.jsonl", max_steps, tokens_per_step, fpt, precision, is_main=_is_main())
-        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[logger])
+        callbacks = [logger]
+        if cfg.diagnose_every_steps and cfg.diagnose_data and _is_main():
+            callbacks.append(_diagnostics_callback(cfg, model, tokenizer, run.path / "diagnostics.jsonl"))
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
         resume = _last_checkpoint(ckpt_dir)
         if resume:
             log(f"{stage}: resuming from {resume}")
-            _truncate_log(run.path / "log.jsonl", int(resume.rsplit("-", 1)[-1]))
+            for name in ("log.jsonl", "diagnostics.jsonl"):
+                _truncate_log(run.path / name, int(resume.rsplit("-", 1)[-1]))
         if cfg.save_every_steps:
             run.keep()
         log(
@@ -293,6 +300,32 @@ def _last_checkpoint(ckpt_dir: Path) -> str | None:
     if not done:
         return None
     return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+
+
+def _diagnostics_callback(cfg: LMConfig, model: Any, tokenizer: Any, path: Path) -> Any:
+    """Every ``diagnose_every_steps``: per-skill teacher-forced accuracy and greedy trace/direct accuracy."""
+    from transformers import TrainerCallback
+
+    from midtrain.data import read_all
+    from midtrain.synth.diagnose import skill_accuracy, trace_and_direct_accuracy
+
+    problems = [p for p in read_all(cfg.diagnose_data, required=["prompt", "completion", "op", "graph"])][: cfg.diagnose_n]
+
+    class Diagnostics(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step % cfg.diagnose_every_steps:
+                return
+            was_training = model.training
+            skills = skill_accuracy(model, tokenizer, problems)
+            acc = trace_and_direct_accuracy(model, tokenizer, problems)
+            model.train(was_training)
+            rec = {"step": state.global_step, "skills": skills, **acc}
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+            log(f"diagnostics @ {state.global_step}: trace {acc['trace_acc']:.2f}  direct {acc['direct_acc']:.2f}  "
+                + "  ".join(f"{k} {v:.2f}" for k, v in skills.items()))
+
+    return Diagnostics()
 
 
 class _LogCallback:
