@@ -16,7 +16,7 @@ from midtrain.train.pretrain import PretrainConfig, run
 def _cfg(nano_model, corpus, out, **kw):
     base = dict(
         model=str(nano_model), data=[str(corpus)], out=str(out), seq_len=64, batch_size=8, max_steps=40,
-        precision="fp32", log_every_steps=5, optim=OptimConfig(lr=3e-3, warmup_steps=5), seed=0,
+        precision="fp32", log_every_steps=4, optim=OptimConfig(lr=3e-3, warmup_steps=5), seed=0,
     )
     base.update(kw)
     return PretrainConfig(**base)
@@ -45,7 +45,7 @@ def test_pretraining_lowers_loss_and_saves_hf_checkpoint(nano_model, corpus, tmp
 
 
 def test_resume_follows_the_uninterrupted_curve(nano_model, corpus, tmp_path, monkeypatch):
-    run(_cfg(nano_model, corpus, tmp_path / "full", save_every_steps=10))
+    run(_cfg(nano_model, corpus, tmp_path / "full", max_steps=24, save_every_steps=8))
     full = {r["step"]: r["loss"] for r in _log(tmp_path / "full")}
 
     import transformers
@@ -55,19 +55,19 @@ def test_resume_follows_the_uninterrupted_curve(nano_model, corpus, tmp_path, mo
 
     def crashing(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 25:
+        if calls["n"] == 19:
             raise RuntimeError("simulated crash")
         return orig(self, *a, **k)
 
     monkeypatch.setattr(transformers.Trainer, "training_step", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(_cfg(nano_model, corpus, tmp_path / "part", save_every_steps=10))
+        run(_cfg(nano_model, corpus, tmp_path / "part", max_steps=24, save_every_steps=8))
     monkeypatch.setattr(transformers.Trainer, "training_step", orig)
-    assert (tmp_path / "part" / "checkpoints" / "checkpoint-20").is_dir()
-    res = run(_cfg(nano_model, corpus, tmp_path / "part", save_every_steps=10))
+    assert (tmp_path / "part" / "checkpoints" / "checkpoint-16").is_dir()
+    res = run(_cfg(nano_model, corpus, tmp_path / "part", max_steps=24, save_every_steps=8))
     resumed = {r["step"]: r["loss"] for r in _log(tmp_path / "part")}
     assert sorted(resumed) == sorted(full)  # no step lost or logged twice
-    for step in (25, 30, 35, 40):
+    for step in (20, 24):
         assert resumed[step] == pytest.approx(full[step], rel=1e-4, abs=1e-5)
     assert not res.cached
 
