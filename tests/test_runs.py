@@ -97,3 +97,16 @@ def test_content_hash_of_finished_run_is_its_key(tmp_path):
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"a": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_writes_have_ordinary_permissions(tmp_path):
+    import os
+
+    from midtrain.data import write_jsonl
+
+    atomic_write_json(tmp_path / "a.json", {})
+    write_jsonl(tmp_path / "b.jsonl", [{"a": 1}])
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("a.json", "b.jsonl"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask

@@ -141,6 +141,9 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
                 sink.close()
             raw.flush()
             os.fsync(raw.fileno())
+        from midtrain.runs import _umask_mode
+
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -51,6 +51,13 @@ FULL_HASH_MAX_BYTES = 256 << 20
 
 
 # -- atomic writes ----------------------------------------------------------------------------------------------
+def _umask_mode() -> int:
+    """The permission bits an ordinary ``open(..., "w")`` would give (mkstemp makes files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +67,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
