@@ -193,6 +193,7 @@ def init_model(cfg: ModelInitConfig) -> Result:
         if run.cached:
             return Result.of(run)
         seed_everything(cfg.seed)
+        quiet_transformers()
         mcfg = model_config(
             cfg.preset, len(tok), cfg.arch, cfg.max_position_embeddings, cfg.rope_theta,
             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
@@ -206,11 +207,19 @@ def init_model(cfg: ModelInitConfig) -> Result:
         return Result.of(run)
 
 
+def quiet_transformers() -> None:
+    """No per-file progress bars from transformers ("Loading weights", "Writing model shards"): our logs say it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_model(path: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False, expect_arch: str | None = None):
     """Load a causal LM from a local checkpoint dir or hub id (offline use needs a local dir)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    quiet_transformers()
     try:
         conf = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

@@ -174,7 +174,6 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
     """Train a causal LM on ``cfg`` (see module docstring); returns the stage result."""
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
-    from transformers.utils import logging as hf_logging
 
     from midtrain.models import load_model, load_tokenizer
 
@@ -190,7 +189,6 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
         if run.cached:
             return Result.of(run)
         seed_everything(cfg.seed)
-        hf_logging.disable_progress_bar()  # "Writing model shards" bars on every save
         precision = resolve_precision(cfg.precision)
         model = prepare_for_packed_training(load_model(cfg.model, trust_remote_code=cfg.trust_remote_code))
         accum = cfg.optim.grad_accum_steps
