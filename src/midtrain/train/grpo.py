@@ -1,0 +1,108 @@
+"""Dr. GRPO as small pure functions: mean-only group advantage + clipped surrogate with a constant normaliser.
+
+Dr. GRPO (Liu et al., arXiv 2503.20783; DESIGN §1.4). For each prompt, G completions o_i are sampled and scored
+with rewards R_i. Then
+
+    Â_i  = R_i − mean_j R_j                                   (no division by the group std)
+    loss = −1/(N·L_max) Σ_i Σ_t min(r_it·Â_i, clip(r_it, 1−ε_low, 1+ε_high)·Â_i),   r_it = π_θ/π_old per token
+
+where N is the number of completions and L_max the generation budget (``max_completion_length``), a constant and
+not |o_i|: dividing by each completion's own length (GRPO) or by the batch's token count (DAPO) makes the
+per-token weight depend on length, the bias Dr. GRPO removes. β = 0 (no KL term).
+
+``midtrain rl`` trains through TRL's GRPOTrainer (``loss_type="dr_grpo"``, ``scale_rewards="none"``, ``beta=0``),
+which computes the same quantities itself. These functions document and test the algorithm, drive the hand-written
+baseline step of ``bench/bench_rl.py``, and a test checks that TRL's loss equals :func:`dr_grpo_loss` on one batch.
+
+Gradient accumulation: with k micro-batches of n = N/k completions each, TRL divides each micro-batch's loss
+``Σ/(n·L_max)`` by k, which sums to ``Σ/(N·L_max)``: the update does not depend on how the batch is split
+(``tests/train/test_grpo.py`` checks 2×4 against 1×8).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Scale = Literal["none", "group", "batch"]
+
+
+def group_advantages(rewards: torch.Tensor, G: int, scale: Scale = "none", eps: float = 1e-4) -> torch.Tensor:
+    """Advantages of ``rewards`` laid out as B groups of G consecutive completions.
+
+    ``scale="none"`` is Dr. GRPO (mean-only). ``"group"`` divides by each group's std (original GRPO), ``"batch"`` by
+    the std of the whole batch; both use the unbiased std plus ``eps``, like TRL.
+    """
+    if rewards.dim() != 1 or rewards.numel() % G:
+        raise ValueError(f"rewards must be 1-D with a multiple of G={G} entries, got shape {tuple(rewards.shape)}")
+    r = rewards.float().view(-1, G)  # [B, G]
+    adv = r - r.mean(dim=1, keepdim=True)  # [B, G]
+    if scale == "group":
+        adv = adv / (r.std(dim=1, keepdim=True) + eps)  # [B, G] / [B, 1]
+    elif scale == "batch":
+        adv = adv / (r.std() + eps)
+    elif scale != "none":
+        raise ValueError(f"unknown scale {scale!r}; use 'none', 'group' or 'batch'")
+    return adv.reshape(-1)  # [B*G]
+
+
+def zero_variance_fraction(rewards: torch.Tensor, G: int) -> float:
+    """Fraction of groups whose G rewards are all equal: those groups have zero advantage and give no gradient."""
+    r = rewards.float().view(-1, G)  # [B, G]
+    same = torch.isclose(r, r[:, :1]).all(dim=1)  # [B]
+    return same.float().mean().item()
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log π(ids[t] | ·) from ``logits`` [N, T, V] that already predict ``ids`` [N, T] (shifted by the caller).
+
+    Logits are divided by the sampling temperature first, as TRL does, so that the ratio compares the policy that
+    actually sampled.
+    """
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)  # [N, T, V]
+    return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # [N, T]
+
+
+def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | list[int]) -> torch.Tensor:
+    """1 for the tokens up to and including the first EOS of each row, 0 after it ([N, T] → [N, T] long)."""
+    eos = torch.as_tensor(eos_token_id if isinstance(eos_token_id, list) else [eos_token_id], device=completion_ids.device)
+    is_eos = torch.isin(completion_ids, eos)  # [N, T]
+    T = completion_ids.size(1)
+    first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), torch.full_like(is_eos[:, 0], T, dtype=torch.long))  # [N]
+    pos = torch.arange(T, device=completion_ids.device).expand_as(completion_ids)  # [N, T]
+    return (pos <= first.unsqueeze(1)).long()  # [N, T]
+
+
+def dr_grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    max_completion_len: int = 256,
+    num_sequences: int | None = None,
+) -> torch.Tensor:
+    """The Dr. GRPO loss (scalar): clipped surrogate summed over valid tokens / (N · L_max).
+
+    ``logp``/``old_logp``/``mask`` are [N, T] (T ≤ L_max), ``adv`` is [N]. ``num_sequences`` overrides N, for a
+    micro-batch that is part of a larger batch (then the micro-batch losses add up to the full-batch loss).
+    """
+    n = logp.size(0) if num_sequences is None else num_sequences
+    ratio = torch.exp(logp - old_logp)  # [N, T]
+    a = adv.unsqueeze(1).to(ratio.dtype)  # [N, 1]
+    unclipped = ratio * a  # [N, T]
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * a  # [N, T]
+    per_token = -torch.minimum(unclipped, clipped)  # [N, T]
+    return (per_token * mask).sum() / (n * max_completion_len)
+
+
+def rl_flops(n_params: int, trained_tokens: int, generated_tokens: int) -> float:
+    """Compute estimate for experiment accounting: 6·N per trained token (forward + backward) + 2·N per generated one."""
+    return 6.0 * n_params * trained_tokens + 2.0 * n_params * generated_tokens
+
+
+__all__ = [
+    "group_advantages", "zero_variance_fraction", "token_logprobs", "completion_mask", "dr_grpo_loss", "rl_flops",
+]

@@ -1,0 +1,264 @@
+"""Rewards of ``midtrain rl``: plain typed callables, shared with evaluation so that reward and metric cannot drift.
+
+A reward is ``fn(completions: list[str], **columns: list) -> list[float]``: one float per completion, where each
+keyword is a column of the RL dataset repeated per generation (TRL passes every dataset column except ``prompt``
+that way; the prompts themselves arrive as the ``prompts`` column). The rewards:
+
+- ``math``: math-verify equivalence of the answer with the ``answer`` column, via :func:`midtrain.scoring.score_math`
+  (the scorer of ``midtrain eval``): the text after the last ``</think>``; an ``<answer>…</answer>`` span or
+  ``\\boxed{}`` wins; a completion still inside a thought has no answer.
+- ``choice``: the option letter (:func:`midtrain.scoring.score_choice`) equals the ``answer`` letter.
+- ``synthetic_outcome`` / ``synthetic_process`` / ``synthetic_strict``: ``midtrain.synth.reward(problem,
+  completion, kind)`` of the controlled world (DESIGN §1.3); the problem record travels JSON-encoded in the
+  ``record`` column.
+- ``judge``: for ``suffix`` tasks, a :mod:`midtrain.judge` judge (LLM or rule: exact, number, token-F1 threshold)
+  compares the continuation after the last ``</think>`` with the ``answer`` column (the true suffix).
+
+:func:`safe_reward` wraps any of them: if the batch call raises (or returns a wrong count), every sample is
+scored on its own; a sample whose call raises or returns None/NaN gets 0.0 and is counted (``reward_errors`` in the
+RL log), and the run goes on. :func:`for_trl` adapts a safe reward to TRL's calling convention.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import lru_cache
+from typing import Any, Callable, Literal, Sequence, get_args
+
+from midtrain.console import log
+from midtrain.errors import ConfigError
+
+RewardFn = Callable[..., list[float]]  # (completions: list[str], **columns: list[Any]) -> list[float]
+RewardName = Literal["math", "choice", "synthetic_outcome", "synthetic_process", "synthetic_strict", "judge"]
+REWARD_NAMES: tuple[str, ...] = get_args(RewardName)
+
+# Columns (besides the completions) each reward reads; rl.py builds them from the data records.
+REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
+    "math": ("answer",),
+    "choice": ("answer",),  # + "choices" when the records have it
+    "synthetic_outcome": ("record",),
+    "synthetic_process": ("record",),
+    "synthetic_strict": ("record",),
+    "judge": ("answer",),
+}
+
+_TAG = re.compile(r"</?think>")
+_LETTERS = tuple("ABCDEFGHIJ")
+
+
+def prompt_opens_thought(prompt: str | None) -> bool:
+    """True when the prompt ends inside a thought (its last think tag is ``<think>``), e.g. a thinking template."""
+    if not prompt:
+        return False
+    tags = _TAG.findall(prompt)
+    return bool(tags) and tags[-1] == "<think>"
+
+
+def _prompts(columns: dict[str, Any], n: int) -> list[str | None]:
+    prompts = columns.get("prompts")
+    return list(prompts) if isinstance(prompts, (list, tuple)) and len(prompts) == n else [None] * n
+
+
+# -- the rewards ------------------------------------------------------------------------------------------------
+def math_reward(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
+    """1.0 when the completion's final answer is math-verify-equivalent to ``answer``, else 0.0."""
+    from midtrain.scoring import score_math
+
+    prompts = _prompts(columns, len(completions))
+    return [
+        float(score_math(c, str(a), thinking=prompt_opens_thought(p)).correct)
+        for c, a, p in zip(completions, answer, prompts, strict=True)
+    ]
+
+
+def choice_reward(completions: list[str], answer: list[Any], **columns: Any) -> list[float]:
+    """1.0 when the chosen option letter equals ``answer`` (a letter, or a 0-based option index).
+
+    The valid letters are A-D, or as many as the record's ``choices`` column has.
+    """
+    from midtrain.scoring import score_choice
+
+    n = len(completions)
+    prompts = _prompts(columns, n)
+    choices = columns.get("choices") if isinstance(columns.get("choices"), (list, tuple)) else [None] * n
+    out = []
+    for c, a, p, ch in zip(completions, answer, prompts, choices, strict=True):
+        gold = _LETTERS[int(a)] if isinstance(a, int) or str(a).strip().isdigit() else str(a).strip().upper()
+        letters = _LETTERS[: max(2, len(ch))] if isinstance(ch, (list, tuple)) and ch else _LETTERS[:4]
+        out.append(float(score_choice(c, gold, letters=letters, thinking=prompt_opens_thought(p)).correct))
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _record(text: str) -> dict[str, Any]:
+    return json.loads(text)
+
+
+def synthetic_reward(kind: Literal["outcome", "process", "strict"]) -> RewardFn:
+    """The synthetic world's reward of ``kind``; the problem record is the JSON ``record`` column."""
+    try:
+        from midtrain import synth
+    except ImportError as e:  # pragma: no cover - depends on the synthetic-world package being installed
+        raise ConfigError(f"key 'reward': synthetic_{kind} needs midtrain.synth ({e})") from None
+    if not hasattr(synth, "reward"):
+        raise ConfigError(f"key 'reward': synthetic_{kind} needs midtrain.synth.reward, which this version lacks")
+
+    def fn(completions: list[str], record: list[str | dict], **_: Any) -> list[float]:
+        out = []
+        for c, r in zip(completions, record, strict=True):
+            problem = _record(r) if isinstance(r, str) else r
+            out.append(float(synth.reward(problem, c, kind)))
+        return out
+
+    fn.__name__ = f"synthetic_{kind}"
+    return fn
+
+
+def judge_reward(judge: Any) -> RewardFn:
+    """A suffix-task reward from a :mod:`midtrain.judge` judge: the continuation after ``</think>`` vs ``answer``."""
+    from midtrain.judge import judge_reward as make
+
+    inner = make(judge)
+
+    def fn(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
+        prompts = _prompts(columns, len(completions))
+        # A prompt that ends inside a thought (``…<think>``) leaves the opening tag out of the completion.
+        full = [("<think>" + c) if prompt_opens_thought(p) else c for c, p in zip(completions, prompts)]
+        return list(inner(full, [str(a) for a in answer]))
+
+    fn.__name__ = getattr(inner, "__name__", "judge")
+    return fn
+
+
+def make_judge(
+    kind: str = "token_f1", *, threshold: float = 0.5, backend: Any = None, prompt: str = "judge",
+    cache: str = "", max_new_tokens: int = 16,
+) -> Any:
+    """A judge by name: ``exact``, ``number``, ``token_f1`` (rule judges) or ``llm`` (``backend`` config)."""
+    from midtrain.judge import JudgeConfig, build_judge
+
+    cfg = JudgeConfig(judge=kind, threshold=threshold, prompt=prompt, cache=cache, max_new_tokens=max_new_tokens)
+    if backend is not None:
+        cfg.backend = backend
+    return build_judge(cfg)
+
+
+# -- safety wrapper ---------------------------------------------------------------------------------------------
+class SafeReward:
+    """A reward that never stops a run: a sample whose scoring raises (or is None/NaN) gets 0.0 and is counted.
+
+    ``errors`` counts failed samples since construction, ``last_errors`` in the latest call; ``take_errors()``
+    returns and resets the count since its previous call (the RL log's ``reward_errors``).
+    """
+
+    def __init__(self, fn: RewardFn, name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.__name__ = self.name
+        self.errors = 0
+        self.samples = 0
+        self.last_errors = 0
+        self._since_take = 0
+        self._reported: set[str] = set()
+
+    def __call__(self, completions: Sequence[str], **columns: Any) -> list[float]:
+        n = len(completions)
+        cols = {k: v for k, v in columns.items() if isinstance(v, (list, tuple)) and len(v) == n}
+        try:
+            out = self.fn(list(completions), **cols)
+            if len(out) != n:
+                raise ValueError(f"returned {len(out)} rewards for {n} completions")
+            rewards, bad = self._clean(out)
+        except Exception:  # noqa: BLE001 - one bad sample must not stop the run: score them one by one
+            rewards, bad = [], 0
+            for i in range(n):
+                try:
+                    one = self.fn([completions[i]], **{k: [v[i]] for k, v in cols.items()})
+                    if len(one) != 1:
+                        raise ValueError(f"returned {len(one)} rewards for 1 completion")
+                    value, b = self._clean(one)
+                    rewards.append(value[0])
+                    bad += b
+                except Exception as e:  # noqa: BLE001
+                    rewards.append(0.0)
+                    bad += 1
+                    self._report(f"{type(e).__name__}: {e}")
+        self.samples += n
+        self.errors += bad
+        self.last_errors = bad
+        self._since_take += bad
+        return rewards
+
+    def _clean(self, values: Sequence[Any]) -> tuple[list[float], int]:
+        out, bad = [], 0
+        for v in values:
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                f = math.nan
+            if not math.isfinite(f):
+                out.append(0.0)
+                bad += 1
+                self._report(f"non-finite reward {v!r}")
+            else:
+                out.append(f)
+        return out, bad
+
+    def _report(self, message: str) -> None:
+        key = message.split(":")[0]
+        if key not in self._reported:  # once per kind of failure, not once per sample
+            self._reported.add(key)
+            log(f"[reward] {self.name}: a sample failed and scores 0 ({message[:200]}); further ones are counted")
+
+    def take_errors(self) -> int:
+        n, self._since_take = self._since_take, 0
+        return n
+
+
+def safe_reward(fn: RewardFn, name: str | None = None) -> SafeReward:
+    return fn if isinstance(fn, SafeReward) else SafeReward(fn, name)
+
+
+_TRL_CONTROL = {"trainer_state", "log_extra", "log_metric", "completion_ids", "environments"}
+
+
+def for_trl(reward: SafeReward) -> Callable[..., list[float]]:
+    """TRL's reward convention → ours: ``prompts`` becomes a column, TRL's control keywords are dropped."""
+
+    def trl_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]  # conversational: last message
+        prompt_texts = [p if isinstance(p, str) else "" for p in prompts]
+        columns = {k: v for k, v in kwargs.items() if k not in _TRL_CONTROL}
+        out = reward(texts, prompts=prompt_texts, **columns)
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            log_metric("reward_errors", float(reward.last_errors))
+        return out
+
+    trl_reward.__name__ = reward.name
+    return trl_reward
+
+
+# -- registry ---------------------------------------------------------------------------------------------------
+def build_reward(name: str, *, judge: Any = None) -> SafeReward:
+    """The safe reward registered under ``name`` (``judge`` is the judge object for ``name="judge"``)."""
+    if name == "math":
+        return safe_reward(math_reward, "math")
+    if name == "choice":
+        return safe_reward(choice_reward, "choice")
+    if name.startswith("synthetic_"):
+        kind = name.removeprefix("synthetic_")
+        if kind not in ("outcome", "process", "strict"):
+            raise ConfigError(f"key 'reward': unknown synthetic reward '{name}'")
+        return safe_reward(synthetic_reward(kind), name)  # type: ignore[arg-type]
+    if name == "judge":
+        return safe_reward(judge_reward(judge if judge is not None else make_judge()), "judge")
+    raise ConfigError(f"key 'reward': unknown reward '{name}' (choose from {', '.join(REWARD_NAMES)})")
+
+
+__all__ = [
+    "RewardFn", "RewardName", "REWARD_NAMES", "REWARD_COLUMNS", "math_reward", "choice_reward", "synthetic_reward",
+    "judge_reward", "make_judge", "SafeReward", "safe_reward", "for_trl", "build_reward", "prompt_opens_thought",
+]

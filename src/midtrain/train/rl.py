@@ -1,0 +1,597 @@
+"""``midtrain rl``: Dr. GRPO through TRL's GRPOTrainer, for answer tasks (RLVR) and suffix tasks (RL mid-training).
+
+Algorithm (DESIGN §1.4, :mod:`midtrain.train.grpo`): each step takes P prompts, samples G completions per prompt
+with the KV cache (never without it: 15x slower on CPU), scores them with a reward, and updates the policy with the
+clipped surrogate, mean-only group advantages Â = R − mean(R) and the constant normaliser N·L_max; β = 0 (no KL,
+no reference model). TRL options: ``loss_type="dr_grpo"``, ``scale_rewards="none"``, ``beta=0.0`` (every knob is a
+field of :class:`RLConfig`).
+
+Two task kinds, one trainer:
+
+- ``answer`` (RL post-training): prompt → ``<think>…</think>`` → final answer, scored by a verifier (``math``:
+  math-verify, ``choice``: option letter, ``synthetic_*``: the controlled world's outcome/process/strict reward).
+  ``prompt_template: thinking`` wraps raw questions (GSM8K, MATH) in a thinking prompt that ends in ``<think>``.
+- ``suffix`` (RL mid-training, DESIGN §1.1 step 3): prompt = prefix of an augmented chunk, the model thinks and
+  predicts the continuation, a judge compares it with the true suffix (``reward: judge``).
+
+Rewards are the plain callables of :mod:`midtrain.train.rewards`; a sample whose reward raises scores 0 and is
+counted (``reward_errors``). The run directory is an HF checkpoint dir at the end (``save_pretrained`` +
+tokenizer), with ``log.jsonl`` (one line per logged step: loss, reward mean/std, zero-variance groups, completion
+and thinking lengths (tokens up to the last ``</think>``, or ``</solution>`` in the synthetic world), seconds in
+generation/reward/training), ``checkpoints/checkpoint-N`` for resume (a re-run of an interrupted run continues
+from the newest complete checkpoint), and ``midtrain.json`` metrics (final reward, steps, tokens, FLOPs ≈
+6·N·trained + 2·N·generated tokens).
+
+Simplifications: completions are plain text (no chat template, no tools); the seconds in ``log.jsonl`` are rank
+0's (token and error counts are summed over ranks).
+
+Launch: ``midtrain rl --model CKPT --data tasks.jsonl --out runs/rl`` on one CPU/GPU;
+``accelerate launch --config_file configs/accelerate/ddp.yaml -m midtrain rl --config x.yaml`` to scale out,
+``vllm: colocate|server`` for vLLM rollouts (docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+from transformers import PrinterCallback, TrainerCallback
+from transformers.utils import logging as hf_logging
+
+from midtrain.backends import BackendConfig
+from midtrain.config import Config, param
+from midtrain.console import log, seed_everything
+from midtrain.data import clean, iter_records, require
+from midtrain.errors import ConfigError, DataError, MidtrainError, RunDirError
+from midtrain.runs import META, MARKER, Result, Run, atomic_write_json, atomic_write_text, content_hash, open_run, run_key
+from midtrain.train.grpo import rl_flops
+from midtrain.train.lm import resolve_precision
+from midtrain.train.rewards import REWARD_COLUMNS, RewardName, SafeReward, build_reward, for_trl, make_judge
+
+THINKING_TEMPLATE = (
+    "Solve the problem. Think step by step inside <think> </think>, then give the final answer as \\boxed{}.\n\n"
+    "Problem: {prompt}\n\n<think>"
+)
+LOG = "log.jsonl"
+CKPT_DIR = "checkpoints"
+COUNTERS = "midtrain_counters.json"  # written into a checkpoint once it is complete
+
+
+@dataclass
+class RLConfig(Config):
+    # -- model and data --
+    model: str = param("", "Policy: a local Hugging Face checkpoint dir (e.g. a pretrain/sft run dir).")
+    data: list[str] = param([], "RL task files (JSONL/Parquet/datasets dir), one record per prompt.")
+    task: Literal["answer", "suffix"] = param("answer", "answer: prompt → thinking → verified answer (RLVR); suffix: prefix → thinking → continuation judged against the true suffix (RL mid-training).")
+    reward: RewardName | None = param(None, "Reward: math | choice | synthetic_outcome | synthetic_process | synthetic_strict | judge; default math for answer tasks, judge for suffix tasks.")
+    prompt_field: str = param("prompt", "Record field holding the prompt (GSM8K/MATH: problem).")
+    answer_field: str = param("", "Record field holding the gold answer or true suffix; default 'answer' (answer tasks) or 'reference' (suffix tasks).")
+    prompt_template: str = param("{prompt}", "Prompt text with {prompt} and other {field} placeholders filled from the record (a list renders as lettered options 'A. …'); 'thinking' = a built-in thinking prompt for raw math questions (ends in <think>).")
+    add_bos: bool = param(True, "Prepend the tokenizer's BOS token to each prompt when the tokenizer does not add it (as midtrain.generation does).")
+    max_prompt_tokens: int = param(0, "Drop (and count) prompts longer than this; 0 = the model's context minus max_completion_length.")
+    max_examples: int = param(0, "Use only the first N records (0 = all).")
+    judge: Literal["token_f1", "exact", "number", "llm"] = param("token_f1", "Judge of reward=judge: rule judges (token_f1 threshold, exact, number) or llm (judge_backend).")
+    judge_threshold: float = param(0.5, "Token-F1 threshold of judge=token_f1.")
+    judge_backend: BackendConfig = param(BackendConfig(), "Backend of the LLM judge (judge=llm): midtrain.backends.BackendConfig.")
+    judge_prompt: str = param("judge", "LLM judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
+    # -- Dr. GRPO --
+    num_generations: int = param(8, "Completions per prompt (group size G).")
+    max_completion_length: int = param(256, "Generation budget in tokens per completion; also L_max, the Dr. GRPO constant normaliser.")
+    temperature: float = param(1.0, "Sampling temperature (also divides the logits of the policy ratio, as in TRL).")
+    top_p: float = param(1.0, "Nucleus sampling mass (1.0 = off).")
+    top_k: int = param(0, "Top-k sampling (0 = off).")
+    per_device_batch_size: int = param(8, "Completions per device per micro-batch (TRL counts completions, not prompts).")
+    grad_accum_steps: int = param(1, "Micro-batches per optimizer step; prompts per step = per_device_batch_size · grad_accum_steps · processes / num_generations.")
+    num_iterations: int = param(1, "Optimizer passes over each generated batch (μ); >1 makes the ratio/clipping active.")
+    epsilon_low: float = param(0.2, "Lower clip range ε_low of the ratio.")
+    epsilon_high: float = param(0.2, "Upper clip range ε_high (DAPO's clip-higher uses 0.28).")
+    beta: float = param(0.0, "KL coefficient to the initial policy; 0 = Dr. GRPO (no reference model is loaded).")
+    loss_type: Literal["dr_grpo", "grpo", "dapo", "bnpo"] = param("dr_grpo", "Loss aggregation: dr_grpo = Σ tokens / (N·L_max); grpo = per-sequence mean; dapo/bnpo = per-token mean.")
+    scale_rewards: Literal["none", "group", "batch"] = param("none", "Advantage scaling: none = Dr. GRPO (mean-only); group/batch divide by the std.")
+    mask_truncated_completions: bool = param(False, "Exclude completions that hit the token budget from the loss.")
+    # -- optimisation --
+    lr: float = param(1e-6, "Peak learning rate (AdamW).")
+    lr_schedule: Literal["constant", "linear", "cosine"] = param("constant", "Learning-rate schedule after warm-up.")
+    warmup_steps: int = param(0, "Linear warm-up steps.")
+    weight_decay: float = param(0.0, "AdamW weight decay.")
+    max_grad_norm: float = param(1.0, "Gradient clipping norm (0 = off).")
+    max_steps: int = param(100, "Optimizer steps.")
+    seed: int = param(0, "Seed of sampling, data order and everything else.")
+    precision: Literal["auto", "fp32", "bf16"] = param("auto", "bf16 = bf16 autocast for generation and training (weights and optimizer stay fp32); auto = bf16 on GPUs that support it, fp32 on CPU (faster for RL steps of small models, bench/RESULTS.md).")
+    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass (saves memory, ~17% slower).")
+    threads: int = param(0, "torch intra-op threads (0 = torch's default).")
+    # -- rollouts --
+    vllm: Literal["off", "colocate", "server"] = param("off", "Rollouts with vLLM (needs vllm + CUDA): colocate = in the training processes; server = a `trl vllm-serve` server (docs/scale-out.md).")
+    vllm_server_url: str = param("", "Base URL of the vLLM server (vllm=server), e.g. http://10.0.0.2:8000; empty = TRL's default (host 0.0.0.0, port 8000).")
+    vllm_gpu_memory_utilization: float = param(0.3, "GPU memory share of colocated vLLM.")
+    vllm_tensor_parallel_size: int = param(1, "Tensor parallelism of colocated vLLM.")
+    vllm_importance_sampling: bool = param(True, "Correct the vLLM/trainer logprob mismatch with truncated importance sampling (TRL).")
+    # -- bookkeeping --
+    log_every_steps: int = param(1, "Write a log.jsonl line and a progress line every N steps.")
+    save_every_steps: int = param(50, "Save a resumable checkpoint every N steps (0 = only the final model).")
+    keep_checkpoints: int = param(2, "Newest checkpoints kept under checkpoints/ (0 = all).")
+    out: str = param("", "Run directory; it becomes an HF checkpoint dir of the trained policy.")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if not self.model:
+            raise ConfigError("key 'model': give the policy checkpoint directory")
+        if not self.data:
+            raise ConfigError("key 'data': give at least one RL task file")
+        if not self.out:
+            raise ConfigError("key 'out': give an output directory")
+        if self.num_generations < 2:
+            raise ConfigError("key 'num_generations': GRPO needs at least 2 completions per prompt")
+        if (self.per_device_batch_size * self.grad_accum_steps) % self.num_generations:
+            raise ConfigError(
+                f"key 'per_device_batch_size': per_device_batch_size · grad_accum_steps "
+                f"({self.per_device_batch_size}·{self.grad_accum_steps}) must be a multiple of num_generations ({self.num_generations})"
+            )
+        for key in ("max_completion_length", "per_device_batch_size", "grad_accum_steps", "num_iterations", "max_steps", "log_every_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"key '{key}': must be >= 1")
+        for key in ("save_every_steps", "keep_checkpoints", "warmup_steps", "max_prompt_tokens", "max_examples", "threads"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"key '{key}': must be >= 0")
+        if not self.temperature > 0:
+            raise ConfigError("key 'temperature': must be > 0 (GRPO needs sampling)")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("key 'top_p': must be in (0, 1]")
+        if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0 or self.lr <= 0:
+            raise ConfigError("keys 'epsilon_low'/'epsilon_high'/'beta'/'lr': must be >= 0 (lr > 0)")
+        reward = self.resolved_reward()
+        if (self.task == "suffix") != (reward == "judge"):
+            raise ConfigError(f"key 'reward': task '{self.task}' cannot use reward '{reward}' (suffix tasks use judge; answer tasks a verifier)")
+        if "{prompt}" not in self.prompt_text_template():
+            raise ConfigError("key 'prompt_template': must contain the {prompt} placeholder")
+
+    def resolved_reward(self) -> str:
+        return self.reward or ("judge" if self.task == "suffix" else "math")
+
+    def resolved_answer_field(self) -> str:
+        return self.answer_field or ("reference" if self.task == "suffix" else "answer")
+
+    def prompt_text_template(self) -> str:
+        return THINKING_TEMPLATE if self.prompt_template == "thinking" else self.prompt_template
+
+
+# -- inputs -----------------------------------------------------------------------------------------------------
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def check_model_dir(path: str | Path) -> Any:
+    """The transformers config of a local causal-LM checkpoint, or a MidtrainError saying what is wrong."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise MidtrainError(f"model '{path}': not a checkpoint directory (no config.json)")
+    try:
+        conf = AutoConfig.from_pretrained(str(p))
+    except (OSError, ValueError, KeyError) as e:
+        raise MidtrainError(f"model '{path}': unreadable config.json ({str(e).splitlines()[0]})") from None
+    archs = list(getattr(conf, "architectures", None) or [])
+    causal = conf.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(conf, "is_encoder_decoder", False)
+    if not causal or (archs and not any(a.endswith(_CAUSAL_SUFFIXES) for a in archs)):
+        kind = archs[0] if archs else conf.model_type
+        raise MidtrainError(f"model '{path}' is a {kind} ({conf.model_type}) checkpoint, not a causal language model")
+    return conf
+
+
+def load_policy(path: str | Path) -> Any:
+    """Load a causal LM in fp32; missing or mis-shaped weights are an error, never a silent random init."""
+    from transformers import AutoModelForCausalLM
+
+    conf = check_model_dir(path)
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise MidtrainError(f"model '{path}': weights do not load as a {conf.model_type} model ({str(e).splitlines()[0][:300]})") from None
+    missing = [k for k in info.get("missing_keys", []) if not (k.startswith("lm_head") and conf.tie_word_embeddings)]
+    bad = missing + list(info.get("mismatched_keys", []))
+    if bad:
+        raise MidtrainError(
+            f"model '{path}': the weights do not match its {conf.model_type} config ({len(bad)} missing or mis-shaped "
+            f"tensors, e.g. {bad[0]}); is it a checkpoint of another architecture?"
+        )
+    return model
+
+
+def _render(template: str, rec: dict[str, Any], prompt: str) -> str:
+    from midtrain.backends import fill_template
+
+    values = {k: str(v) for k, v in rec.items() if not k.startswith("_") and isinstance(v, (str, int, float))}
+    for k, v in rec.items():  # option lists render as lettered lines: "A. …\nB. …"
+        if isinstance(v, list) and 0 < len(v) <= 26 and all(isinstance(x, (str, int, float)) for x in v):
+            values[k] = "\n".join(f"{chr(65 + i)}. {x}" for i, x in enumerate(v))
+    values["prompt"] = prompt
+    return fill_template(template, **values)
+
+
+def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The RL dataset rows (prompt, answer, [record], [choices]) after validation; errors name file and line."""
+    reward = cfg.resolved_reward()
+    afield = cfg.resolved_answer_field()
+    needs = REWARD_COLUMNS[reward]
+    template = cfg.prompt_text_template()
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token if cfg.add_bos and tokenizer.bos_token and not (ids and ids[0] == tokenizer.bos_token_id) else ""
+    rows: list[dict[str, Any]] = []
+    for path in cfg.data:
+        for rec in iter_records(path):
+            where = f"{path}:{rec.get('_line', '?')}"
+            require(rec, [cfg.prompt_field] + ([afield] if "answer" in needs else []), path)
+            prompt = rec[cfg.prompt_field]
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise DataError(f"{where}: '{cfg.prompt_field}' must be a non-empty string")
+            row: dict[str, Any] = {"prompt": bos + _render(template, rec, prompt)}
+            if "answer" in needs:
+                ans = rec[afield]
+                if not isinstance(ans, (str, int, float)) or isinstance(ans, bool) or str(ans).strip() == "":
+                    raise DataError(f"{where}: '{afield}' must be a non-empty string or number, got {ans!r}")
+                row["answer"] = str(ans)
+            if "record" in needs:
+                row["record"] = json.dumps(clean(rec), ensure_ascii=False)
+            if reward == "choice" and isinstance(rec.get("choices"), list):
+                row["choices"] = [str(c) for c in rec["choices"]]
+            rows.append(row)
+            if cfg.max_examples and len(rows) >= cfg.max_examples:
+                break
+        if cfg.max_examples and len(rows) >= cfg.max_examples:
+            break
+    if not rows:
+        raise DataError(f"empty dataset: no records in {', '.join(cfg.data)}")
+    if reward == "choice" and 0 < sum("choices" in r for r in rows) < len(rows):
+        for r in rows:
+            r.setdefault("choices", [])
+    limit = cfg.max_prompt_tokens or ((max_positions or 10**9) - cfg.max_completion_length)
+    if limit < 1:
+        raise ConfigError(f"key 'max_completion_length': {cfg.max_completion_length} leaves no room for a prompt in the model's {max_positions}-token context")
+    lengths = [len(x) for x in tokenizer([r["prompt"] for r in rows], add_special_tokens=True)["input_ids"]]
+    kept = [r for r, n in zip(rows, lengths) if n <= limit]
+    if not kept:
+        raise DataError(f"every prompt in {', '.join(cfg.data)} is longer than {limit} tokens (max_prompt_tokens)")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = cfg.per_device_batch_size * cfg.grad_accum_steps * world // cfg.num_generations
+    if len(kept) < per_step:
+        raise DataError(f"{', '.join(cfg.data)}: {len(kept)} usable prompts, but one step needs {per_step} distinct prompts")
+    stats = {"prompts": len(kept), "prompts_dropped_too_long": len(rows) - len(kept), "prompt_tokens_max": max(lengths)}
+    return kept, stats
+
+
+# -- trainer with timing ----------------------------------------------------------------------------------------
+class _Counters:
+    """Seconds and tokens accumulated over the run (saved with each checkpoint, restored on resume)."""
+
+    FIELDS = ("gen_s", "reward_s", "train_s", "tokens_generated", "tokens_trained", "completions", "reward_errors", "think_tokens")
+
+    def __init__(self) -> None:
+        for f in self.FIELDS:
+            setattr(self, f, 0.0)
+
+    def to_dict(self) -> dict[str, float]:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    def load(self, d: dict[str, float]) -> None:
+        for f in self.FIELDS:
+            setattr(self, f, float(d.get(f, 0.0)))
+
+
+_SPANS = (("<think>", "</think>"), ("<solution>", "</solution>"))  # thoughts; the synthetic world's traces
+
+
+def thinking_tokens(ids: list[int], completion: str, prompt: str, tokenizer: Any) -> int:
+    """Tokens of a completion spent reasoning: up to its last ``</think>`` (or, in the synthetic world, its last
+    ``</solution>``), or all of them while a span the prompt or the completion opened is still open."""
+    for open_tag, close_tag in _SPANS:
+        opened = prompt.rfind(open_tag) > prompt.rfind(close_tag)
+        close_ids = tokenizer.encode(close_tag, add_special_tokens=False)
+        if len(close_ids) == 1 and close_ids[0] in ids:  # tags are single tokens in our tokenizers: count ids
+            return len(ids) - ids[::-1].index(close_ids[0])
+        cut = completion.rfind(close_tag)
+        if cut >= 0:  # a multi-token tag: count the text up to it
+            return min(len(ids), len(tokenizer(completion[: cut + len(close_tag)], add_special_tokens=False)["input_ids"]))
+        if opened or open_tag in completion:
+            return len(ids)
+    return 0
+
+
+def _make_trainer_class() -> type:
+    from trl import GRPOTrainer
+
+    class MidtrainGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer + time spent in generation and reward, token and error counts (nothing else changes).
+
+        Counts are summed over processes (every rank runs these methods in lockstep); times are this rank's.
+        """
+
+        counters: _Counters
+        reward: SafeReward
+        use_bf16_generation: bool = False
+
+        def _global_sum(self, *values: float) -> list[float]:
+            t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+            if self.accelerator.num_processes > 1:
+                t = self.accelerator.gather(t.unsqueeze(0)).sum(0)
+            return t.tolist()
+
+        def _generate(self, prompts: list):
+            t0 = time.perf_counter()
+            bf16 = self.use_bf16_generation
+            with torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+                out = super()._generate(prompts)
+            self.counters.gen_s += time.perf_counter() - t0
+            completion_ids, completions = out[1], out[3]
+            think = sum(
+                thinking_tokens(ids, c if isinstance(c, str) else c[-1]["content"], p if isinstance(p, str) else "", self._tokenizer)
+                for ids, c, p in zip(completion_ids, completions, prompts)
+            )
+            tokens, n, think = self._global_sum(sum(len(c) for c in completion_ids), len(completion_ids), think)
+            self.counters.tokens_generated += tokens
+            self.counters.completions += n
+            self.counters.think_tokens += think
+            return out
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            t0 = time.perf_counter()
+            out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self.counters.reward_s += time.perf_counter() - t0
+            (errors,) = self._global_sum(self.reward.take_errors())
+            self.counters.reward_errors += errors
+            return out
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            (tokens,) = self._global_sum(float(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum()))
+            self.counters.tokens_trained += tokens
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return MidtrainGRPOTrainer
+
+
+class RLLogCallback(TrainerCallback):
+    """Writes ``log.jsonl`` (one line per logged step) and a progress line; marks complete checkpoints."""
+
+    def __init__(self, run: Any, counters: _Counters, max_steps: int) -> None:
+        self.run, self.c, self.max_steps = run, counters, max_steps
+        self._errors_logged = counters.reward_errors
+        self.path = run.path / LOG
+        self.window: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
+        self._snap = (self.c.gen_s, self.c.reward_s, self.c.tokens_generated, self.c.completions, self.c.think_tokens)
+
+    def on_step_end(self, args, state, control, **kw):
+        wall = time.perf_counter() - self._t0
+        gen, rew = self.c.gen_s - self._snap[0], self.c.reward_s - self._snap[1]
+        self.c.train_s += max(wall - gen - rew, 0.0)
+        n = max(self.c.completions - self._snap[3], 1)
+        self.window.append({
+            "step_s": wall, "gen_s": gen, "reward_s": rew, "train_s": max(wall - gen - rew, 0.0),
+            "completion_len": (self.c.tokens_generated - self._snap[2]) / n, "think_len": (self.c.think_tokens - self._snap[4]) / n,
+        })
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not logs or "loss" not in logs or "train_runtime" in logs or not self.window:
+            return
+        errors = int(self.c.reward_errors - self._errors_logged)
+        self._errors_logged = self.c.reward_errors
+        avg = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[0]}
+        self.window = []
+        rec = {
+            "step": state.global_step, "loss": logs.get("loss"), "reward_mean": logs.get("reward"),
+            "reward_std": logs.get("reward_std"), "zero_var_frac": logs.get("frac_reward_zero_std"),
+            "completion_len": avg["completion_len"], "think_len": avg["think_len"], "gen_s": avg["gen_s"],
+            "reward_s": avg["reward_s"], "train_s": avg["train_s"], "step_s": avg["step_s"], "reward_errors": errors,
+            "clipped_frac": logs.get("completions/clipped_ratio"), "entropy": logs.get("entropy"),
+            "grad_norm": logs.get("grad_norm"), "lr": logs.get("learning_rate"),
+            "tokens_generated": int(self.c.tokens_generated), "tokens_trained": int(self.c.tokens_trained),
+        }
+        rec = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
+        self.history.append(rec)
+        if not state.is_world_process_zero:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+        eta = (self.max_steps - state.global_step) * avg["step_s"]
+        share = lambda k: 100 * avg[k] / max(avg["step_s"], 1e-9)  # noqa: E731
+        log(
+            f"rl step {state.global_step}/{self.max_steps}  loss {_f(rec['loss'])}  reward {_f(rec['reward_mean'])}±{_f(rec['reward_std'])}"
+            f"  zero-var {_f(rec['zero_var_frac'], 2)}  len {avg['completion_len']:.0f} (think {avg['think_len']:.0f})"
+            f"  {avg['step_s']:.2f} s/step (gen {share('gen_s'):.0f}% reward {share('reward_s'):.0f}% train {share('train_s'):.0f}%)"
+            f"{'  errors ' + str(errors) if errors else ''}  ETA {_eta(eta)}"
+        )
+
+    def on_save(self, args, state, control, **kw):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir() and state.is_world_process_zero:
+            atomic_write_json(ckpt / COUNTERS, {"step": state.global_step, **self.c.to_dict()})
+            self.run.keep()  # the directory now holds resumable state
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return "nan" if v is None else f"{v:.{digits}f}"
+
+
+def _eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _resume_point(run_path: Path, model_conf: Any, remove_incomplete: bool = True) -> Path | None:
+    """The newest complete checkpoint (incomplete ones, e.g. killed mid-save, are removed); arch-checked."""
+    root = run_path / CKPT_DIR
+    if not root.is_dir():
+        return None
+    ckpts = sorted((p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
+    for p in reversed(ckpts):
+        if (p / COUNTERS).is_file():
+            conf = json.loads((p / "config.json").read_text()) if (p / "config.json").is_file() else {}
+            for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"):
+                if key in conf and conf[key] != getattr(model_conf, key, conf[key]):
+                    raise RunDirError(f"{p} holds a checkpoint of another architecture ({key} {conf[key]} vs {getattr(model_conf, key)}); use --overwrite")
+            return p
+        if remove_incomplete:
+            shutil.rmtree(p, ignore_errors=True)
+            log(f"[resume] removed incomplete checkpoint {p}")
+    return None
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if path.is_file():
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+# -- the stage --------------------------------------------------------------------------------------------------
+def build_grpo_config(cfg: RLConfig, output_dir: str) -> Any:
+    """TRL's GRPOConfig for ``cfg`` (exact key mapping: docs/scale-out.md)."""
+    from trl import GRPOConfig
+
+    cuda = torch.cuda.is_available()
+    vllm = {}
+    if cfg.vllm != "off":
+        vllm = dict(use_vllm=True, vllm_mode=cfg.vllm, vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+                    vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+                    vllm_importance_sampling_correction=cfg.vllm_importance_sampling)
+        if cfg.vllm == "server" and cfg.vllm_server_url:
+            vllm["vllm_server_base_url"] = cfg.vllm_server_url
+    return GRPOConfig(
+        output_dir=output_dir, use_cpu=not cuda, bf16=resolve_precision(cfg.precision) == "bf16", seed=cfg.seed, data_seed=cfg.seed,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum_steps, num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+        num_iterations=cfg.num_iterations, epsilon=cfg.epsilon_low, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
+        loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, mask_truncated_completions=cfg.mask_truncated_completions,
+        learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_schedule, warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_strategy="steps", logging_steps=cfg.log_every_steps,
+        save_strategy="steps" if cfg.save_every_steps else "no", save_steps=cfg.save_every_steps or 500,
+        save_total_limit=cfg.keep_checkpoints or None, report_to=[], disable_tqdm=True, remove_unused_columns=False,
+        dataloader_num_workers=0, log_completions=False, **vllm,
+    )
+
+
+def _check_vllm(cfg: RLConfig) -> None:
+    if cfg.vllm == "off":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"key 'vllm': '{cfg.vllm}' needs vLLM (pip install 'midtrain[vllm]'); use vllm=off on this machine")
+    if cfg.vllm == "colocate" and not torch.cuda.is_available():
+        raise ConfigError("key 'vllm': colocate needs a CUDA GPU; use vllm=off on CPU")
+
+
+def run(cfg: RLConfig) -> Result:
+    """Dr. GRPO RL on ``cfg.data`` starting from ``cfg.model`` (see the module docstring)."""
+    from datasets import Dataset
+
+    from midtrain.models import load_tokenizer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    hf_logging.disable_progress_bar()  # no "Loading weights" / "Writing model shards" bars between our log lines
+    _check_vllm(cfg)
+    model_conf = check_model_dir(cfg.model)  # every input is validated before the run dir exists
+    tokenizer = load_tokenizer(cfg.model)
+    tokenizer.padding_side = "left"
+    rows, data_stats = load_tasks(cfg, tokenizer, getattr(model_conf, "max_position_embeddings", None))
+    judge = None
+    if cfg.resolved_reward() == "judge":
+        backend = cfg.judge_backend if cfg.judge == "llm" else None
+        judge = make_judge(cfg.judge, threshold=cfg.judge_threshold, backend=backend, prompt=cfg.judge_prompt)
+    reward = build_reward(cfg.resolved_reward(), judge=judge)
+    vocab = getattr(model_conf.get_text_config(), "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise MidtrainError(f"model '{cfg.model}': the tokenizer has {len(tokenizer)} tokens but the model only {vocab} embeddings")
+    inputs = {"model": cfg.model, **{f"data[{i}]": p for i, p in enumerate(cfg.data)}}
+    main = int(os.environ.get("RANK", "0")) == 0
+    opener = open_run if main else _follow_run  # one process owns the run directory's metadata
+    with opener(cfg.out, "rl", cfg, inputs, overwrite=cfg.overwrite, seed=cfg.seed) as run_:
+        if run_.cached:
+            return Result.of(run_)
+        model = load_policy(cfg.model)  # (a bad checkpoint fails here and leaves no run directory behind)
+        seed_everything(cfg.seed)
+        counters = _Counters()
+        resume = _resume_point(run_.path, model_conf, remove_incomplete=main) if run_.resumed else None
+        if resume is not None:
+            counters.load(json.loads((resume / COUNTERS).read_text()))
+            if main:
+                _truncate_log(run_.path / LOG, int(resume.name.split("-")[-1]))
+            log(f"[resume] rl: continuing from {resume.name}")
+        elif main:
+            (run_.path / LOG).unlink(missing_ok=True)
+        args = build_grpo_config(cfg, str(run_.path / CKPT_DIR))
+        callback = RLLogCallback(run_, counters, cfg.max_steps)
+        if resume is not None and (run_.path / LOG).is_file():  # the steps before the checkpoint count too
+            callback.history = [json.loads(line) for line in (run_.path / LOG).read_text().splitlines() if line.strip()]
+        trainer = _make_trainer_class()(
+            model=model, reward_funcs=for_trl(reward), args=args, train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer, callbacks=[callback],
+        )
+        trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
+        trainer.counters, trainer.reward = counters, reward
+        trainer.use_bf16_generation = args.bf16 and cfg.vllm == "off"
+        n_params = sum(p.numel() for p in model.parameters())
+        t0 = time.time()
+        if main:
+            log(f"rl: {cfg.task} task, reward {reward.name}, {len(rows)} prompts, G={cfg.num_generations}, "
+                f"{n_params / 1e6:.2f}M params, {'bf16' if args.bf16 else 'fp32'}, {cfg.max_steps} steps → {run_.path}")
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        if not main:
+            return Result.of(run_)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(run_.path), safe_serialization=True)
+        tokenizer.save_pretrained(str(run_.path))
+        metrics = _final_metrics(cfg, callback.history, counters, reward, data_stats, n_params, trainer.state.global_step)
+        metrics.update(train_seconds_this_session=round(time.time() - t0, 3), resumed_from=resume.name if resume is not None else None,
+                       precision="bf16" if args.bf16 else "fp32")
+        run_.finish(metrics)
+        log(f"rl: done, reward {_f(metrics['reward_mean_first'])} → {_f(metrics['reward_mean_final'])}, "
+            f"{metrics['tokens_generated']} tokens generated → {run_.path}")
+        return Result.of(run_)
+
+
+def _final_metrics(cfg: RLConfig, history: list[dict[str, Any]], c: _Counters, reward: SafeReward,
+                   data_stats: dict[str, int], n_params: int, steps: int) -> dict[str, Any]:
+    tail = [h["reward_mean"] for h in history[-max(1, len(history) // 10):] if h["reward_mean"] is not None]
+    first = history[0] if history else None
+    return {
+        "steps": steps, "task": cfg.task, "reward": reward.name, **data_stats,
+        "reward_mean_first": first["reward_mean"] if first else None,
+        "reward_mean_final": history[-1]["reward_mean"] if history else None,
+        "reward_mean_last10pct": sum(tail) / len(tail) if tail else None,
+        "zero_var_frac_final": history[-1]["zero_var_frac"] if history else None,
+        "reward_errors": int(c.reward_errors),
+        "tokens_generated": int(c.tokens_generated), "tokens_trained": int(c.tokens_trained),
+        "gen_s": round(c.gen_s, 3), "reward_s": round(c.reward_s, 3), "train_s": round(c.train_s, 3),
+        "parameters": n_params, "flops": rl_flops(n_params, int(c.tokens_trained), int(c.tokens_generated)),
+    }
+
+
+@contextmanager
+def _follow_run(out: str, stage: str, cfg: RLConfig, inputs: dict[str, str], **_: Any) -> Iterator[Run]:
+    """A non-zero rank's view of the run that rank 0 opens: cached if finished, never writes metadata."""
+    key = run_key(stage, cfg, {k: content_hash(v) for k, v in inputs.items()})
+    path = Path(out)
+    done = (path / MARKER).is_file() and (path / MARKER).read_text().strip() == key
+    started = (path / META).is_file() and json.loads((path / META).read_text()).get("run_key") == key
+    path.mkdir(parents=True, exist_ok=True)
+    yield Run(path, stage, key, {"metrics": {}}, cached=done, resumed=started and not done)
+
+
+__all__ = [
+    "RLConfig", "run", "load_tasks", "check_model_dir", "load_policy", "build_grpo_config", "resolve_precision",
+    "thinking_tokens", "THINKING_TEMPLATE", "RLLogCallback",
+]

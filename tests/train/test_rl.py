@@ -1,0 +1,386 @@
+"""``midtrain rl``: TRL computes our Dr. GRPO, end-to-end learning on a synthetic task, resume, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from midtrain.config import load_config
+from midtrain.errors import ConfigError, DataError, MidtrainError
+from midtrain.train import rl
+from midtrain.train.grpo import dr_grpo_loss, group_advantages, token_logprobs
+from midtrain.train.rl import RLConfig, run
+
+LOG_KEYS = {"step", "loss", "reward_mean", "reward_std", "zero_var_frac", "completion_len", "think_len", "gen_s",
+            "reward_s", "train_s", "reward_errors"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(model, data, out, **kw) -> RLConfig:
+    base = dict(model=str(model), data=[str(data)], out=str(out), max_steps=2, per_device_batch_size=8,
+                num_generations=4, max_completion_length=12, lr=1e-4, save_every_steps=0, precision="fp32")
+    base.update(kw)
+    return RLConfig(**base)
+
+
+def _log(out) -> list[dict]:
+    return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+def _digest(path: Path) -> str:
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+
+# -- TRL computes exactly our Dr. GRPO ---------------------------------------------------------------------------
+def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
+    """With our config, GRPOTrainer's advantages are group_advantages(·, "none") and its loss is dr_grpo_loss."""
+    from datasets import Dataset
+
+    from midtrain.models import load_tokenizer
+    from midtrain.train.rewards import build_reward, for_trl
+
+    cfg = _cfg(nano_model, rl_tasks, tmp_path / "x", temperature=0.7, max_completion_length=6)
+    tok = load_tokenizer(nano_model)
+    tok.padding_side = "left"
+    reward = build_reward("math")
+    trainer = rl._make_trainer_class()(
+        model=rl.load_policy(nano_model), reward_funcs=for_trl(reward), args=rl.build_grpo_config(cfg, str(tmp_path / "ck")),
+        train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8), processing_class=tok,
+    )
+    trainer.counters, trainer.reward = rl._Counters(), reward
+    G = 4
+    prompts = ["a=1.b=a+2.?b", "a=2.b=a+2.?b"]
+    texts = ["3", "4", "3", "x3", "4", "4", "5", "4"]  # group 1 rewards [1,0,1,0], group 2 [1,1,0,1]
+    answers = ["3"] * 4 + ["4"] * 4
+    prompt_ids = [tok(p)["input_ids"] for p in prompts for _ in range(G)]
+    completion_ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+
+    def fake_generate(batch_prompts):
+        return prompt_ids, completion_ids, None, texts, None, {}, None, []
+
+    trainer._generate = fake_generate
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([{"prompt": p, "answer": a} for p, a in zip([p for p in prompts for _ in range(G)], answers)])
+    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    assert torch.allclose(out["advantages"], group_advantages(rewards, G, "none"))
+    assert torch.allclose(out["advantages"], torch.tensor([0.5, -0.5, 0.5, -0.5, 0.25, 0.25, -0.75, 0.25]))
+
+    trainer.current_gradient_accumulation_steps = 1
+    loss_trl = trainer._compute_loss(trainer.model, out)
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    attn = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    T = out["completion_ids"].size(1)
+    with torch.no_grad():
+        logits = trainer.model(input_ids=ids, attention_mask=attn).logits[:, -T - 1 : -1]
+    logp = token_logprobs(logits, out["completion_ids"], temperature=0.7)
+    ours = dr_grpo_loss(logp, logp, out["advantages"], out["completion_mask"], 0.2, 0.2, max_completion_len=6)
+    assert loss_trl.item() == pytest.approx(ours.item(), rel=1e-4, abs=1e-7)
+    assert abs(ours.item()) > 1e-4  # a non-trivial batch
+
+
+# -- end to end --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):
+    """Stated margin: sampled outcome reward +0.15 or more after 10 Dr. GRPO steps (measured +0.30)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from midtrain import synth
+    from midtrain.data import read_all
+    from midtrain.generation import generate
+
+    problems = read_all(synthetic_base["problems"])
+
+    def sampled_reward(model_dir) -> float:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        gens = generate(model, tok, [p["prompt"] for p in problems], max_new_tokens=32, temperature=1.0, n=16, seed=123)
+        scores = [synth.reward(p, g.text, "outcome") for p, gs in zip(problems, gens) for g in gs]
+        return sum(scores) / len(scores)
+
+    out = tmp_path / "rl"
+    cfg = RLConfig(
+        model=str(synthetic_base["base"]), data=[str(synthetic_base["problems"])], reward="synthetic_outcome",
+        out=str(out), max_steps=10, per_device_batch_size=32, num_generations=8, max_completion_length=32, lr=1e-4,
+        save_every_steps=5, precision="fp32", seed=0,
+    )
+    before = sampled_reward(synthetic_base["base"])
+    res = run(cfg)
+    after = sampled_reward(out)
+    print(f"sampled outcome reward {before:.3f} -> {after:.3f}")
+    assert after >= before + 0.15, (before, after)
+
+    log = _log(out)
+    assert [r["step"] for r in log] == list(range(1, 11))
+    assert LOG_KEYS <= set(log[0])
+    first, last = sum(r["reward_mean"] for r in log[:3]) / 3, sum(r["reward_mean"] for r in log[-3:]) / 3
+    assert last >= first + 0.1, [r["reward_mean"] for r in log]
+    assert all(r["completion_len"] > 0 and r["gen_s"] > 0 and r["train_s"] > 0 for r in log)
+    # guesses (`</solution>` at once) give way to worked solutions: the reasoning gets longer
+    assert sum(r["think_len"] for r in log[-3:]) > sum(r["think_len"] for r in log[:3])
+
+    # the run dir is an HF checkpoint that reloads with transformers; the weights moved
+    from safetensors.torch import load_file
+
+    reloaded = AutoModelForCausalLM.from_pretrained(str(out))
+    assert reloaded.config.model_type == "llama"
+    a, b = load_file(str(synthetic_base["base"] / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((out / "midtrain.json").read_text())
+    m = meta["metrics"]
+    assert meta["status"] == "complete" and (out / "COMPLETE").is_file()
+    assert m["steps"] == 10 and m["tokens_generated"] > 0 and m["flops"] > 0 and m["reward_errors"] == 0
+    assert m["reward"] == "synthetic_outcome" and res.metrics["reward_mean_final"] == log[-1]["reward_mean"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-10", "checkpoint-5"]
+
+    again = run(cfg)  # same config and inputs: a cache hit, nothing runs
+    assert again.cached and again.metrics == res.metrics
+
+
+def test_rl_run_artifacts_and_json_cli(nano_model, rl_tasks, tmp_path, capsys):
+    from midtrain.cli import main
+
+    out = tmp_path / "r"
+    code = main(["rl", "--model", str(nano_model), "--data", str(rl_tasks), "--out", str(out), "--max-steps", "2",
+                 "--per-device-batch-size", "8", "--num-generations", "4", "--max-completion-length", "8",
+                 "--save-every-steps", "0", "--precision", "fp32", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)  # stdout holds only the JSON result
+    assert result["stage"] == "rl" and result["metrics"]["steps"] == 2
+    log = _log(out)
+    assert [r["step"] for r in log] == [1, 2] and LOG_KEYS <= set(log[0])
+    assert all(0.0 <= r["zero_var_frac"] <= 1.0 for r in log)
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+# -- resume ------------------------------------------------------------------------------------------------------
+def test_interrupted_run_resumes_from_its_checkpoint(nano_model, rl_tasks, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    cfg = _cfg(nano_model, rl_tasks, out, max_steps=4, save_every_steps=2)
+    original = rl.RLLogCallback.on_step_end
+
+    def crash_at_3(self, args, state, control, **kw):
+        original(self, args, state, control, **kw)
+        if state.global_step == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(rl.RLLogCallback, "on_step_end", crash_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    meta = json.loads((out / "midtrain.json").read_text())
+    assert meta["status"] == "failed" and not (out / "COMPLETE").exists()
+    assert (out / "checkpoints" / "checkpoint-2" / rl.COUNTERS).is_file()
+    assert [r["step"] for r in _log(out)] == [1, 2]  # step 3 never reached its log line
+
+    monkeypatch.setattr(rl.RLLogCallback, "on_step_end", original)
+    res = run(cfg)
+    assert res.metrics["resumed_from"] == "checkpoint-2" and res.metrics["steps"] == 4
+    assert [r["step"] for r in _log(out)] == [1, 2, 3, 4]  # continued, not restarted, nothing logged twice
+    assert res.metrics["tokens_generated"] == _log(out)[-1]["tokens_generated"]
+    assert res.metrics["reward_mean_first"] == _log(out)[0]["reward_mean"]
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_missing_column_and_empty_dataset_are_clear_errors(nano_model, tmp_path):
+    out = tmp_path / "out"
+    no_prompt = _write(tmp_path / "a.jsonl", [{"prompt": "x", "answer": "1"}, {"question": "y", "answer": "2"}])
+    with pytest.raises(DataError, match=r"a\.jsonl:2: record has no 'prompt' field"):
+        run(_cfg(nano_model, no_prompt, out))
+    no_answer = _write(tmp_path / "b.jsonl", [{"prompt": "x"}])
+    with pytest.raises(DataError, match=r"b\.jsonl:1: record has no 'answer' field"):
+        run(_cfg(nano_model, no_answer, out))
+    with pytest.raises(DataError, match=r"b\.jsonl:1: record has no 'reference' field"):
+        run(_cfg(nano_model, no_answer, out, task="suffix"))
+    empty = _write(tmp_path / "c.jsonl", [])
+    with pytest.raises(DataError, match="empty dataset"):
+        run(_cfg(nano_model, empty, out))
+    blank = _write(tmp_path / "d.jsonl", [{"prompt": "  ", "answer": "1"}])
+    with pytest.raises(DataError, match=r"d\.jsonl:1: 'prompt' must be a non-empty string"):
+        run(_cfg(nano_model, blank, out))
+    few = _write(tmp_path / "e.jsonl", [{"prompt": "x", "answer": "1"}])
+    with pytest.raises(DataError, match="one step needs 2 distinct prompts"):
+        run(_cfg(nano_model, few, out))
+    assert not out.exists()  # nothing was created
+
+
+def test_reward_that_raises_on_one_sample_scores_zero_and_run_goes_on(nano_model, rl_tasks, tmp_path, monkeypatch):
+    import midtrain.train.rewards as rewards
+
+    state = {"singles": 0}
+
+    def flaky_math(completions, answer, **columns):
+        if len(completions) > 1:  # the batch call fails because of one bad sample...
+            state["singles"] = 0
+            raise ValueError("cannot parse sample 0")
+        state["singles"] += 1
+        if state["singles"] == 1:  # ...which also fails alone; the others score normally
+            raise ValueError("cannot parse this sample")
+        return [0.5]
+
+    monkeypatch.setattr(rewards, "math_reward", flaky_math)
+    out = tmp_path / "r"
+    res = run(_cfg(nano_model, rl_tasks, out))
+    log = _log(out)
+    assert [r["reward_errors"] for r in log] == [1, 1]  # one failing sample per step, counted
+    assert all(r["reward_mean"] == pytest.approx(0.5 * 7 / 8) for r in log)  # 7 of 8 samples scored, 1 zeroed
+    assert res.metrics["reward_errors"] == 2 and json.loads((out / "midtrain.json").read_text())["status"] == "complete"
+
+
+def test_checkpoint_of_another_architecture_is_refused(nano_model, rl_tasks, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(bert)
+    shutil.copy(nano_model / "tokenizer.json", bert / "tokenizer.json")
+    shutil.copy(nano_model / "tokenizer_config.json", bert / "tokenizer_config.json")
+    before = _digest(bert)
+    out = tmp_path / "out"
+    with pytest.raises(MidtrainError, match="is a BertModel .* not a causal language model"):
+        run(_cfg(bert, rl_tasks, out))
+    assert not out.exists() and _digest(bert) == before
+
+    # a Llama config whose weights belong to another shape of model: an error, never a silent random init
+    other = tmp_path / "other"
+    shutil.copytree(nano_model, other)
+    conf = json.loads((other / "config.json").read_text())
+    conf.update(hidden_size=conf["hidden_size"] * 2, intermediate_size=conf["intermediate_size"] * 2)
+    (other / "config.json").write_text(json.dumps(conf))
+    before = _digest(other)
+    with pytest.raises(MidtrainError, match="weights do not"):
+        run(_cfg(other, rl_tasks, out))
+    assert not out.exists() and _digest(other) == before
+
+    with pytest.raises(MidtrainError, match="no config.json"):
+        run(_cfg(tmp_path / "nowhere", rl_tasks, out))
+
+
+def test_config_rules():
+    ok = dict(model="m", data=["d.jsonl"], out="o")
+    with pytest.raises(ConfigError, match="num_generations"):
+        RLConfig.from_dict({**ok, "per_device_batch_size": 6, "num_generations": 4})
+    with pytest.raises(ConfigError, match="task 'suffix' cannot use reward 'math'"):
+        RLConfig.from_dict({**ok, "task": "suffix", "reward": "math"})
+    with pytest.raises(ConfigError, match="prompt_template"):
+        RLConfig.from_dict({**ok, "prompt_template": "no placeholder"})
+    with pytest.raises(ConfigError, match="one of 'off', 'colocate', 'server'"):
+        RLConfig.from_dict({**ok, "vllm": "yes"})
+    cfg = RLConfig.from_dict({**ok, "task": "suffix"})
+    assert cfg.resolved_reward() == "judge" and cfg.resolved_answer_field() == "reference"
+    args = rl.build_grpo_config(RLConfig.from_dict({**ok, "precision": "fp32"}), "/tmp/x")
+    assert (args.loss_type, args.scale_rewards, args.beta, args.use_vllm) == ("dr_grpo", "none", 0.0, False)
+    assert args.max_completion_length == 256 and args.epsilon == args.epsilon_high == 0.2 and not args.bf16
+
+
+def test_vllm_modes_need_vllm(nano_model, rl_tasks, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(ConfigError, match="needs vLLM"):
+        run(_cfg(nano_model, rl_tasks, tmp_path / "o", vllm="server"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_prompt_template_and_bos(nano_model, tmp_path):
+    from midtrain.models import load_tokenizer
+
+    tok = load_tokenizer(nano_model)
+    data = _write(tmp_path / "g.jsonl", [{"problem": "What is 2+2?", "answer": 4, "level": 1}, {"problem": "1+1?", "answer": "2", "level": 2}])
+    cfg = RLConfig.from_dict(dict(model=str(nano_model), data=[str(data)], out="o", prompt_field="problem",
+                                  prompt_template="thinking", per_device_batch_size=8, num_generations=4))
+    rows, stats = rl.load_tasks(cfg, tok, 1024)
+    assert rows[0]["prompt"].startswith(tok.bos_token + "Solve the problem.") and rows[0]["prompt"].endswith("What is 2+2?\n\n<think>")
+    assert rows[0]["answer"] == "4" and stats["prompts"] == 2
+    cfg2 = cfg.replace(prompt_template="[L{level}] {prompt} {missing} \\frac{1}{2}", add_bos=False)
+    rows2, _ = rl.load_tasks(cfg2, tok, 1024)
+    assert rows2[1]["prompt"] == "[L2] 1+1? {missing} \\frac{1}{2}"  # LaTeX braces and unknown names are left alone
+    mc = _write(tmp_path / "mc.jsonl", [{"prompt": "Q?", "choices": ["yes", "no"], "answer": "A"}] * 2)
+    rows4, _ = rl.load_tasks(cfg.replace(data=[str(mc)], prompt_field="prompt", reward="choice", prompt_template="{prompt}\n{choices}"), tok, 1024)
+    assert rows4[0]["prompt"].endswith("Q?\nA. yes\nB. no") and rows4[0]["choices"] == ["yes", "no"]
+    short = len(tok(rows[1]["prompt"])["input_ids"])
+    rows3, stats3 = rl.load_tasks(cfg.replace(max_prompt_tokens=short, per_device_batch_size=4), tok, 1024)
+    assert stats3["prompts_dropped_too_long"] == 1 and rows3 == [rows[1]]
+
+
+def test_shipped_rl_configs_validate():
+    root = Path(__file__).resolve().parents[2] / "configs" / "rl"
+    paths = sorted(root.glob("*.yaml"))
+    assert paths, "configs/rl/*.yaml missing"
+    for path in paths:
+        assert path.read_text().splitlines()[0] == "# midtrain: rl", path
+        assert load_config(RLConfig, path).to_dict()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes(nano_model, rl_tasks, tmp_path):
+    """2 ranks over gloo (torchrun workers on CPU): rank 0 owns the run directory, the run completes once."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:  # a free port: other jobs on the box may hold torchrun's default 29500
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    out = tmp_path / "two"
+    proc = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "midtrain", "rl", "--model", str(nano_model), "--data", str(rl_tasks),
+         "--out", str(out), "--max-steps", "2", "--per-device-batch-size", "4", "--num-generations", "4",
+         "--max-completion-length", "8", "--save-every-steps", "1", "--precision", "fp32", "--threads", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["step"] for r in _log(out)] == [1, 2]  # one writer
+    meta = json.loads((out / "midtrain.json").read_text())
+    assert meta["status"] == "complete" and meta["metrics"]["steps"] == 2
+    assert (out / "checkpoints" / "checkpoint-2" / rl.COUNTERS).is_file() and (out / "model.safetensors").is_file()
+    assert proc.stdout.count("rl: ") == 1  # only rank 0 reports
+
+
+def test_accelerate_launch_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
+    kinds = {}
+    for name in ("ddp", "fsdp", "deepspeed_zero3"):
+        conf = load_config_from_file(str(root / f"{name}.yaml"))
+        kinds[name] = str(conf.distributed_type)
+        assert conf.mixed_precision == "no"  # the stage's `precision` field decides
+    assert kinds == {"ddp": "DistributedType.MULTI_GPU", "fsdp": "DistributedType.FSDP", "deepspeed_zero3": "DistributedType.DEEPSPEED"}
+
+
+@pytest.mark.parametrize("kind", ["suffix", "choice", "synthetic_process"])
+def test_every_task_kind_runs_through_trl(kind, nano_model, tmp_path):
+    """Plumbing: each reward gets its columns from the dataset through TRL and the run completes."""
+    if kind == "suffix":
+        records = [{"prompt": f"The cat sat on the mat {i}.", "reference": "Then it slept."} for i in range(4)]
+        cfg = _cfg(nano_model, _write(tmp_path / "s.jsonl", records), tmp_path / "o", task="suffix", judge="token_f1")
+    elif kind == "choice":
+        records = [{"question": f"Pick {i}?", "choices": ["w", "x", "y", "z", "v"][: 4 + i % 2], "answer": "ABCD"[i % 4]} for i in range(4)]
+        cfg = _cfg(nano_model, _write(tmp_path / "c.jsonl", records), tmp_path / "o", reward="choice", prompt_field="question",
+                   prompt_template="{prompt} Options: {choices}\n<think>")
+    else:
+        synth = pytest.importorskip("midtrain.synth")
+        records = synth.generate_problems(synth.SynthConfig(ops="2", n=4, render="compact", modulus=10, order="dependency", seed=0))
+        cfg = _cfg(nano_model, _write(tmp_path / "p.jsonl", records), tmp_path / "o", reward="synthetic_process")
+    res = run(cfg)
+    assert res.metrics["steps"] == 2 and res.metrics["reward_errors"] == 0
+    assert [r["step"] for r in _log(tmp_path / "o")] == [1, 2]
