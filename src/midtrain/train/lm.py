@@ -18,6 +18,7 @@ directory is itself a Hugging Face checkpoint.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -36,8 +37,27 @@ from midtrain.train.data import Doc, Format, PackedRows, collate, load_documents
 
 Precision = Literal["auto", "fp32", "bf16"]
 
-# Peak matmul throughput of this project's reference CPU (2 cores, DESIGN §4), for MFU.
-PEAK_FLOPS = {"fp32": 189e9, "bf16": 920e9}
+@functools.lru_cache(maxsize=None)
+def peak_flops(precision: str) -> float:
+    """This machine's matmul throughput (FLOP/s) for MFU, measured once per process on 1024² matrices.
+
+    Measured rather than assumed: on two 2-core cloud CPUs we saw fp32 189 vs 267 GFLOP/s and bf16 920 vs
+    143 GFLOP/s (DESIGN §4 and bench/RESULTS.md).
+    """
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(1024, 1024, dtype=dtype, device=dev)
+    b = torch.randn(1024, 1024, dtype=dtype, device=dev)
+    a @ b  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 0.3:
+        a @ b
+        n += 1
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    return 2 * 1024**3 * n / (time.perf_counter() - t0)
 
 
 @dataclass
@@ -334,7 +354,7 @@ class _LogCallback:
         class Impl(TrainerCallback):
             def __init__(self, path: Path, max_steps: int, tokens_per_step: int, fpt: float, precision: str, is_main: bool):
                 self.path, self.max_steps, self.tps, self.fpt = path, max_steps, tokens_per_step, fpt
-                self.peak = PEAK_FLOPS[precision]
+                self.peak = peak_flops(precision)
                 self.is_main = is_main
                 self.t0 = None
                 self.step0 = 0
