@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log, seed_everything
-from midtrain.data import read_texts
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.runs import Result, open_run
 
@@ -53,7 +52,7 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass
 class TokenizerConfig(Config):
-    corpus: list[str] = param([], "Corpus files (.jsonl/.jsonl.gz with a text field, .txt, .parquet, datasets dir).")
+    corpus: list[str] = param([], "Corpus files (.jsonl/.jsonl.gz, .txt, .parquet, datasets dir): text, prompt+completion or augmented records.")
     out: str = param("", "Output directory for the tokenizer.")
     vocab_size: int = param(512, "Target vocabulary size including the 256 byte symbols and special tokens (bpe).")
     kind: Literal["bpe", "char"] = param("bpe", "bpe: byte-level BPE; char: byte-level symbols only, no merges.")
@@ -103,9 +102,25 @@ def wrap_tokenizer(tok, model_max_length: int = 2048):
     return fast
 
 
+def _corpus_texts(paths: list[str], text_field: str):
+    """Texts of any training records: a text field, prompt + completion, or an augmented chunk."""
+    from midtrain.data import iter_records
+    from midtrain.train.data import record_to_pair
+
+    n = 0
+    for path in paths:
+        for rec in iter_records(path, text_field=text_field):
+            prompt, body = record_to_pair(rec, "auto", path, text_field)
+            if prompt or body:
+                n += 1
+                yield prompt + body
+    if n == 0:
+        raise DataError(f"empty corpus: no text in {', '.join(map(str, paths))}")
+
+
 def train_tokenizer(cfg: TokenizerConfig) -> Result:
     """Train and save a tokenizer (see module docstring)."""
-    texts = list(read_texts(cfg.corpus, text_field=cfg.text_field))  # fails before the out dir exists
+    texts = list(_corpus_texts(cfg.corpus, cfg.text_field))  # fails before the out dir exists
     with open_run(cfg.out, "tokenizer", cfg, {f"corpus[{i}]": p for i, p in enumerate(cfg.corpus)}, overwrite=cfg.overwrite) as run:
         if run.cached:
             return Result.of(run)
