@@ -231,7 +231,7 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
             max_grad_norm=cfg.optim.max_grad_norm or 1e9,
             bf16=precision == "bf16",
             use_cpu=not torch.cuda.is_available(),
-            gradient_checkpointing=cfg.gradient_checkpointing,
+            activation_checkpointing=cfg.gradient_checkpointing,
             logging_steps=cfg.log_every_steps,
             save_strategy="steps" if cfg.save_every_steps else "no",
             save_steps=cfg.save_every_steps or max_steps,
