@@ -93,22 +93,6 @@ def require(rec: dict[str, Any], fields: Iterable[str], path: str | Path) -> Non
             raise DataError(f"{path}:{rec.get('_line', '?')}: record has no '{f}' field (fields: {have})")
 
 
-def read_texts(paths: Iterable[str | Path], *, text_field: str = "text") -> Iterator[str]:
-    """Non-empty texts of all records in ``paths``; a corpus with no text at all is an error."""
-    count = 0
-    for path in paths:
-        for rec in iter_records(path, text_field=text_field):
-            require(rec, [text_field], path)
-            text = rec[text_field]
-            if not isinstance(text, str):
-                raise DataError(f"{path}:{rec.get('_line', '?')}: '{text_field}' is not a string")
-            if text:
-                count += 1
-                yield text
-    if count == 0:
-        raise DataError(f"empty corpus: no non-empty '{text_field}' in {', '.join(map(str, paths))}")
-
-
 def read_all(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[str, Any]]:
     """All records of a file, each checked for ``required`` fields; an empty file is an error."""
     out = []

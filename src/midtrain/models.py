@@ -102,25 +102,12 @@ def wrap_tokenizer(tok, model_max_length: int = 2048):
     return fast
 
 
-def _corpus_texts(paths: list[str], text_field: str):
-    """Texts of any training records: a text field, prompt + completion, or an augmented chunk."""
-    from midtrain.data import iter_records
-    from midtrain.train.data import record_to_pair
-
-    n = 0
-    for path in paths:
-        for rec in iter_records(path, text_field=text_field):
-            prompt, body = record_to_pair(rec, "auto", path, text_field)
-            if prompt or body:
-                n += 1
-                yield prompt + body
-    if n == 0:
-        raise DataError(f"empty corpus: no text in {', '.join(map(str, paths))}")
-
-
 def train_tokenizer(cfg: TokenizerConfig) -> Result:
     """Train and save a tokenizer (see module docstring)."""
-    texts = list(_corpus_texts(cfg.corpus, cfg.text_field))  # fails before the out dir exists
+    from midtrain.train.data import read_pairs
+
+    # any training records: a text field, prompt + completion, or augmented chunks; fails before the out dir exists
+    texts = [p + b for p, b in read_pairs(cfg.corpus, text_field=cfg.text_field, what="corpus")]
     with open_run(cfg.out, "tokenizer", cfg, {f"corpus[{i}]": p for i, p in enumerate(cfg.corpus)}, overwrite=cfg.overwrite) as run:
         if run.cached:
             return Result.of(run)

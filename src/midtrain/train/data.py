@@ -72,6 +72,22 @@ def record_to_pair(rec: dict[str, Any], fmt: Format, path: str | Path, text_fiel
     return "", "".join(seg.get("text", "") for seg in rec["segments"])
 
 
+def read_pairs(
+    paths: Iterable[str | Path], *, fmt: Format = "auto", text_field: str = "text", what: str = "dataset"
+) -> list[tuple[str, str]]:
+    """(prompt, body) of every usable record in ``paths`` (see :func:`record_to_pair`); none at all is an error."""
+    paths = list(paths)
+    pairs = []
+    for path in paths:
+        for rec in iter_records(path, text_field=text_field):
+            prompt, body = record_to_pair(rec, fmt, path, text_field)
+            if prompt or body:
+                pairs.append((prompt, body))
+    if not pairs:
+        raise DataError(f"empty {what}: no usable records in {', '.join(map(str, paths))}")
+    return pairs
+
+
 def load_documents(
     paths: Iterable[str | Path],
     tokenizer: Any,
@@ -84,15 +100,7 @@ def load_documents(
     """Tokenize every record of ``paths`` into a document with its loss mask; empty input is an error."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     eos = [tokenizer.eos_token_id]
-    pairs: list[tuple[str, str]] = []
-    paths = list(paths)
-    for path in paths:
-        for rec in iter_records(path, text_field=text_field):
-            prompt, body = record_to_pair(rec, fmt, path, text_field)
-            if prompt or body:
-                pairs.append((prompt, body))
-    if not pairs:
-        raise DataError(f"empty dataset: no usable records in {', '.join(map(str, paths))}")
+    pairs = read_pairs(paths, fmt=fmt, text_field=text_field)
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
     bodies = tokenizer([b for _, b in pairs], add_special_tokens=False)["input_ids"]
     docs = []

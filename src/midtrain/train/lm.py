@@ -326,7 +326,7 @@ def _diagnostics_callback(cfg: LMConfig, model: Any, tokenizer: Any, path: Path)
     from midtrain.data import read_all
     from midtrain.synth.diagnose import skill_accuracy, trace_and_direct_accuracy
 
-    problems = [p for p in read_all(cfg.diagnose_data, required=["prompt", "completion", "op", "graph"])][: cfg.diagnose_n]
+    problems = read_all(cfg.diagnose_data, required=["prompt", "completion", "op", "graph"])[: cfg.diagnose_n]
 
     class Diagnostics(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
