@@ -33,7 +33,7 @@ def chain_text(rng: random.Random) -> str:
         facts.append(f"{names[start + i]}={names[start + i - 1]}+{c}")
         steps.append(f"{names[start + i]}={v}+{c}={nv}")
         v = nv
-    return ".".join(facts) + f".?{names[start + depth - 1]}<solution>" + ".".join(steps) + f".</solution><answer>{v}</answer>"
+    return ".".join(facts) + f".?{names[start + depth - 1]}<think>" + ".".join(steps) + f".</think><answer>{v}</answer>"
 
 
 @pytest.fixture(scope="session")

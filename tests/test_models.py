@@ -12,7 +12,7 @@ def test_tokenizer_reloads_offline_and_round_trips(tokenizer_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    text = "<question>a=12.b=a+345</question><solution>b=12+345=357.</solution><answer>357</answer><think>x</think>"
+    text = "<question>a=12.b=a+345</question><think>b=12+345=357.</think><answer>357</answer><think>x</think>"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text
     assert tok.decode(ids, skip_special_tokens=True) == text  # tags survive: verifiers need them

@@ -47,10 +47,9 @@ from __future__ import annotations
 import gc
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from midtrain.analysis_cka import (
     MinibatchCKA, collect_features, hsic1, layer_cka, linear_cka, make_batches, minibatch_cka, parse_synthetic,
@@ -64,7 +63,7 @@ from midtrain.analysis_weights import (
     stream_stats,
 )
 from midtrain.config import Config, param
-from midtrain.console import log, progress
+from midtrain.console import log, progress, torch_threads
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.runs import atomic_write_json, open_run, read_json
 
@@ -225,20 +224,6 @@ def _plan(n_ckpts: int, compare: bool) -> tuple[str, list[tuple[int, int]], list
 
 def _label(paths: list[str], i: int, j: int) -> str:
     return f"{Path(paths[i]).name or paths[i]} → {Path(paths[j]).name or paths[j]}"
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (0: leave the setting alone), then restore it."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 Opened = tuple[list[str], list[Checkpoint], list[tuple[str, list[str]]]]  # paths, checkpoints, align() plan

@@ -41,6 +41,7 @@ VERBS: list[Verb] = [
     Verb("synth generate", "midtrain.synth.cli:generate", "Generate synthetic dependency-graph problems (JSONL)."),
     Verb("synth verify", "midtrain.synth.cli:verify", "Process-verify completions against synthetic problems."),
     Verb("synth stats", "midtrain.synth.cli:stats", "Histograms and token-length percentiles of a problem file."),
+    Verb("synth diagnose", "midtrain.synth.cli:diagnose", "Skill diagnostic of a checkpoint: per-skill teacher-forced accuracy, verified accuracy with and without a trace."),
     Verb("pretrain", "midtrain.train.pretrain:run", "Causal-LM pretraining from scratch or a checkpoint."),
     Verb("sft", "midtrain.train.sft:run", "SFT mid-training on (augmented) text, loss on all tokens by default."),
     Verb("rl", "midtrain.train.rl:run", "Dr. GRPO RL: answer tasks (RLVR) or suffix tasks (RL mid-training)."),
@@ -54,7 +55,7 @@ VERBS: list[Verb] = [
     Verb("analyze cka", "midtrain.analysis:cka", "Linear CKA of hidden states between two checkpoints."),
     Verb("report", "midtrain.report:run", "Markdown + HTML report with tables and plots from run dirs."),
     Verb("experiment run", "midtrain.experiment:run", "Run an experiment: arms of cached, resumable stages."),
-    Verb("demo", "midtrain.experiment:demo", "The controlled thinking mid-training experiment on CPU."),
+    Verb("demo", "midtrain.demo:demo", "The controlled thinking mid-training experiment on CPU."),
 ]
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.\-]*=")
@@ -97,6 +98,8 @@ def build_parser(verb: Verb, cls: type[Config]) -> argparse.ArgumentParser:
         epilog="Any key can also be set as a dotted override: key=value (e.g. train.lr=3e-4).",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with config values (flags override it).")
+    if getattr(cls, "CONFIG_POSITIONAL", False):  # `midtrain experiment run CONFIG`
+        parser.add_argument("_pos_config", metavar="CONFIG", nargs="?", default=None, help="Same as --config FILE.")
     parser.add_argument("--dry-run", action="store_true", help="Print the resolved config as YAML and exit.")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON on stdout.")
     hints = typing.get_type_hints(cls)
@@ -127,6 +130,10 @@ def parse(verb: Verb, cls: type[Config], argv: list[str]) -> tuple[Config, argpa
     rest = [a for a in argv if not OVERRIDE.match(a)]
     parser = build_parser(verb, cls)
     ns = parser.parse_args(rest)
+    if getattr(ns, "_pos_config", None):
+        if ns.config:
+            raise ConfigError("give the config file once: CONFIG or --config FILE")
+        ns.config = ns._pos_config
     docs = cls.field_docs()
     overrides: dict[str, Any] = {}
     for key, (tp, _, _) in docs.items():
@@ -147,11 +154,17 @@ def parse(verb: Verb, cls: type[Config], argv: list[str]) -> tuple[Config, argpa
     for item in dotted:
         k, v = item.split("=", 1)
         k = k.replace("-", "_")
+        head = k.rsplit(".", 1)[0]
+        if k not in docs and head in docs and get_origin(docs[head][0]) is dict:  # one entry: vars.n=3
+            overrides[k] = parse_override_value(v, (get_args(docs[head][0]) or (str, Any))[1])
+            continue
         if k not in docs:
             from midtrain.config import unknown_key_error
 
             raise unknown_key_error(k, list(docs))
         overrides[k] = parse_override_value(v, docs[k][0])
+    if ns.config and getattr(cls, "CONFIG_POSITIONAL", False) and "config_path" not in overrides:
+        overrides["config_path"] = str(ns.config)  # relative paths inside an experiment resolve from its file
     return load_config(cls, ns.config, overrides), ns
 
 

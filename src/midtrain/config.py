@@ -236,6 +236,10 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, cls: type[Config]) ->
             node[part] = value
             return
         sub = typing.get_type_hints(tp)[part]
+        if get_origin(sub) is dict and i == len(parts) - 2:  # one entry of a mapping field: vars.n=3
+            node.setdefault(part, {})
+            node[part] = {**node[part], parts[-1]: value}
+            return
         if not _is_config(sub):
             raise ConfigError(f"key '{dotted}' is a {type_name(sub)}, not a section: cannot set '{key}'")
         node = node.setdefault(part, {})

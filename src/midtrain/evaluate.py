@@ -12,7 +12,7 @@ domains (math, science, general, custom) of the mean over that domain's benchmar
 unless ``domain_weights`` says otherwise.
 
 Synthetic world (``synthetic=problems.jsonl``, or ``synth_generate`` = SynthConfig mappings generated in-process
-and saved as ``problems.jsonl``): the prompt is each record's ``prompt`` (ending in ``<solution>``), generation
+and saved as ``problems.jsonl``): the prompt is each record's ``prompt`` (ending in ``<think>``), generation
 stops at ``</answer>``, and ``midtrain.synth.verify`` checks the trace. Per op range (``op_scale`` paper: ID 2–10,
 edge 11–14, hard 15–20; tiny: 2–5, 6–8, 9–12; or ``op_ranges``), op, context and mode (:mod:`midtrain.synth_eval`):
 process-verified pass@1 and pass@k, ProcessAcc, outcome accuracy, and the hacking rate (right answer, wrong trace).

@@ -31,7 +31,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from midtrain.config import Config, param
 from midtrain.console import log
@@ -504,8 +504,49 @@ def render(title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: l
     return "\n".join(md) + "\n", "\n".join(ht) + "\n"
 
 
-def run(cfg: ReportConfig) -> ReportResult:
-    """Build the report (see the module docstring)."""
+def build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None = None
+          ) -> tuple[str, str, list[str]]:
+    """Markdown, HTML and plot paths of a report on ``runs``, plots written under ``out/plots``.
+
+    ``extra(plots_dir)`` (Python API: experiments, the demo) returns sections shown first, e.g. a comparison of
+    arms; their plots must be written into ``plots_dir``.
+    """
+    plots_dir = out / "plots"
+    if plots_dir.exists():
+        shutil.rmtree(plots_dir)
+    plots_dir.mkdir(parents=True)
+    evals, synth, logs, weights, ckas, metas = [], [], [], [], [], []
+    for label, r in zip(_labels(runs), runs):
+        meta = (_read_json(r / META) if (r / META).is_file() else None) or {}
+        metas.append((label, r, meta))
+        s = _read_json(r / "summary.json") if (r / "summary.json").is_file() else None
+        if s:
+            if s.get("benchmarks"):
+                evals.append((label, s))
+            elif "mean_at_k" in s and "benchmark" in s:  # an `eval score --out` summary: one benchmark
+                evals.append((label, {"benchmarks": {s["benchmark"]: s}, "macro_avg": s["mean_at_k"]}))
+            if isinstance(s.get("synthetic"), dict):
+                synth.append((label, s["synthetic"]))
+            elif "by_op" in s and "by_range" in s:  # an `eval score --synthetic` summary
+                synth.append((label, s))
+        if (r / "log.jsonl").is_file():
+            rows = read_log(r / "log.jsonl")
+            if rows:
+                logs.append((label, rows))
+        for name, bucket in (("weights.json", weights), ("cka.json", ckas)):
+            if (r / name).is_file():
+                data = _read_json(r / name)
+                if data is not None:
+                    bucket.append((label, r, data))
+    sections = ((extra(plots_dir) if extra else []) + benchmark_sections(evals, plots_dir)
+                + synthetic_sections(synth, plots_dir) + training_sections(logs, plots_dir)
+                + analysis_sections(weights, ckas, plots_dir))
+    md, ht = render(title, metas, sections, out)
+    return md, ht, sorted(str(p) for p in plots_dir.glob("*.png"))
+
+
+def run(cfg: ReportConfig, extra: Callable[[Path], list[Section]] | None = None) -> ReportResult:
+    """Build the report (see the module docstring); ``extra`` as in :func:`build`."""
     runs = find_runs(cfg.runs, cfg.max_depth)  # fails before the output directory exists
     out = Path(cfg.out)
     labels = _labels(runs)
@@ -517,43 +558,17 @@ def run(cfg: ReportConfig) -> ReportResult:
         if run_.cached:
             plots = sorted(str(p) for p in (run_.path / "plots").glob("*.png"))
             return ReportResult(str(run_.path), str(md_path), str(html_path), plots, [str(r) for r in runs], cached=True)
-        plots_dir = run_.path / "plots"
-        if plots_dir.exists():
-            shutil.rmtree(plots_dir)
-        plots_dir.mkdir(parents=True)
-        evals, synth, logs, weights, ckas, metas = [], [], [], [], [], []
-        for label, r in zip(labels, runs):
-            meta = (_read_json(r / META) if (r / META).is_file() else None) or {}
-            metas.append((label, r, meta))
-            s = _read_json(r / "summary.json") if (r / "summary.json").is_file() else None
-            if s:
-                if s.get("benchmarks"):
-                    evals.append((label, s))
-                elif "mean_at_k" in s and "benchmark" in s:  # an `eval score --out` summary: one benchmark
-                    evals.append((label, {"benchmarks": {s["benchmark"]: s}, "macro_avg": s["mean_at_k"]}))
-                if isinstance(s.get("synthetic"), dict):
-                    synth.append((label, s["synthetic"]))
-                elif "by_op" in s and "by_range" in s:  # an `eval score --synthetic` summary
-                    synth.append((label, s))
-            if (r / "log.jsonl").is_file():
-                rows = read_log(r / "log.jsonl")
-                if rows:
-                    logs.append((label, rows))
-            for name, bucket in (("weights.json", weights), ("cka.json", ckas)):
-                if (r / name).is_file():
-                    data = _read_json(r / name)
-                    if data is not None:
-                        bucket.append((label, r, data))
-        sections = (benchmark_sections(evals, plots_dir) + synthetic_sections(synth, plots_dir)
-                    + training_sections(logs, plots_dir) + analysis_sections(weights, ckas, plots_dir))
-        md, ht = render(cfg.title, metas, sections, run_.path)
+        md, ht, plots = build(runs, cfg.title, run_.path, extra)
         atomic_write_text(md_path, md)
         atomic_write_text(html_path, ht)
-        plots = sorted(str(p) for p in plots_dir.glob("*.png"))
-        run_.finish({"runs": len(runs), "plots": len(plots), "sections": [s.title for s in sections]})
+        run_.finish({"runs": len(runs), "plots": len(plots), "sections": [t for t in _titles(md)]})
         log(f"report: {len(runs)} runs, {len(plots)} plots → {md_path}")
         return ReportResult(str(run_.path), str(md_path), str(html_path), plots, [str(r) for r in runs])
 
 
-__all__ = ["ReportConfig", "ReportResult", "run", "find_runs", "fmt", "Table", "plot_pass_at_k", "plot_acc_vs_op",
+def _titles(md: str) -> list[str]:
+    return [line[3:] for line in md.splitlines() if line.startswith("## ")]
+
+
+__all__ = ["ReportConfig", "ReportResult", "run", "build", "find_runs", "fmt", "Table", "Section", "plot_pass_at_k", "plot_acc_vs_op",
            "plot_training", "plot_cka_curves", "read_log"]

@@ -70,7 +70,7 @@ def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, mo
     monkeypatch.setattr(synth_eval, "_verify", lambda: stub)
     probs = tmp_path / "p.jsonl"
     probs.write_text("".join(json.dumps({"id": f"p{i}", "op": op, "context": "zoo", "mode": "forward",
-                                         "prompt": f"<question>a={i}.?a</question><solution>", "answer": str(i)}) + "\n"
+                                         "prompt": f"<question>a={i}.?a</question><think>", "answer": str(i)}) + "\n"
                              for i, op in enumerate([2, 3, 6, 9])))
     out = tmp_path / "e"
     run(EvalConfig.from_dict(dict(model=str(eval_model), out=str(out), synthetic=str(probs), op_scale="tiny", n_samples=2,
@@ -104,14 +104,14 @@ def test_score_synthetic_gold_hacked_and_agrees_with_synth_summarize(tmp_path: P
     lines = []
     for r in recs:
         lines.append({"id": r["id"], "completion": r["completion"]})  # the gold trace: verified
-        lines.append({"id": r["id"], "completion": f"</solution><answer>{r['answer']}</answer>"})  # right answer, no trace
+        lines.append({"id": r["id"], "completion": f"</think><answer>{r['answer']}</answer>"})  # right answer, no trace
     comps.write_text("".join(json.dumps(x) + "\n" for x in lines))
     assert main(["eval", "score", "--synthetic", str(probs), "--completions", str(comps), "--op-scale", "tiny", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["n"] == len(recs) and s["samples"] == 2 * len(recs)
     assert s["verified_pass_at_k"] == {"1": 0.5, "2": 1.0} and s["outcome_acc"] == 1.0 and s["hacking_rate"] == 0.5
     assert set(s["by_range"]) <= {"id", "edge", "hard"} and sum(g["samples"] for g in s["by_range"].values()) == 2 * len(recs)
-    theirs = synth.summarize(recs, {r["id"]: [r["completion"], f"</solution><answer>{r['answer']}</answer>"] for r in recs}, ks=[1, 2])
+    theirs = synth.summarize(recs, {r["id"]: [r["completion"], f"</think><answer>{r['answer']}</answer>"] for r in recs}, ks=[1, 2])
     overall = theirs.get("overall", theirs)
     assert overall["verified_acc"] == s["verified_acc"] and overall["process_acc"] == pytest.approx(s["process_acc"])
     assert overall["pass_at_k"] == s["verified_pass_at_k"]

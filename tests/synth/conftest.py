@@ -37,8 +37,8 @@ def steps_of(rec: dict) -> list[str]:
 def rebuild(rec: dict, steps: list[str], answer: str | None = None) -> str:
     ans = rec["answer"] if answer is None else answer
     if rec["render"] == "compact":
-        return "".join(steps) + f"</solution><answer>{ans}</answer>"
-    return " " + " ".join(steps) + f" </solution> <answer> {ans} </answer>"
+        return "".join(steps) + f"</think><answer>{ans}</answer>"
+    return " " + " ".join(steps) + f" </think> <answer> {ans} </answer>"
 
 
 def node(rec: dict, nid: int) -> dict:

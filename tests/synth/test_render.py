@@ -69,10 +69,10 @@ def test_context_mixture_weights():
 def test_record_format(render, mode):
     for r in problems(ops="2-12", n=40, seed=5, render=render, mode=mode, contexts=tuple(CONTEXTS)):
         assert set(r) == RECORD_KEYS and isinstance(r["answer"], str)
-        assert r["prompt"].endswith("<solution>") and r["prompt"].startswith("<question>")
+        assert r["prompt"].endswith("<think>") and r["prompt"].startswith("<question>")
         assert r["completion"].endswith("</answer>")
         full = r["prompt"] + r["completion"]
-        assert full.count("<question>") == full.count("</question>") == full.count("<solution>") == 1
+        assert full.count("<question>") == full.count("</question>") == full.count("<think>") == 1
         assert r["solution"] in r["completion"] and f"<answer>{' ' if render == 'natural' else ''}{r['answer']}" in full
         g = r["graph"]
         assert g["render"] == render and g["op"] == r["op"] and (g["unknown"] is not None) == (mode == "reverse")
@@ -129,7 +129,7 @@ def test_compact_contexts_use_their_alphabets():
 def test_raw_document_and_annotator(render, per_step):
     for r in problems(ops="2-10", n=20, seed=6, render=render, mode="mixed"):
         raw = raw_document(r)
-        assert r["solution"] not in raw and "<solution>" not in raw and r["problem"] in raw
+        assert r["solution"] not in raw and "<think>" not in raw and r["problem"] in raw
         assert raw.endswith("</answer>") and r["answer"] in raw.rsplit("<answer>", 1)[1]
         aug = annotate(r, per_step=per_step)
         assert set(aug) == {"id", "source_id", "chunk", "domain", "segments", "annotator", "status"}

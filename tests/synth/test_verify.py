@@ -130,11 +130,11 @@ def test_single_corruptions_are_classified(seed, op, context, mode, render, modu
 def test_repeated_step_is_extra_and_dropped_binding_is_dependency():
     r = one(3, 6, "zoo", "forward", "natural")
     steps = steps_of(r)
-    dup = " " + " ".join(steps[:1] + steps) + f" </solution> <answer> {r['answer']} </answer>"
+    dup = " " + " ".join(steps[:1] + steps) + f" </think> <answer> {r['answer']} </answer>"
     expect(verify(r, dup), outcome=True, verified=True, reason="", extra=1)
     first = r["graph"]["trace"][0]  # a constant that later steps use
     steps.pop(step_index(r, first))
-    v = verify(r, " " + " ".join(steps) + f" </solution> <answer> {r['answer']} </answer>")
+    v = verify(r, " " + " ".join(steps) + f" </think> <answer> {r['answer']} </answer>")
     assert v.mismatches["missing"] == 1 and v.mismatches["dependency"] >= 1 and not v.verified
 
 
@@ -162,13 +162,13 @@ def test_answer_parsing_and_modulus():
 HOSTILE = {
     "empty": "", "spaces": " \n\t ", "10 MB": "x" * 10_000_000, "just over": "a=1." * (MAX_CHARS // 4 + 1),
     "binary": bytes(random.Random(0).randrange(256) for _ in range(50_000)).decode("latin-1"),
-    "nested": "a=" + "(" * 30_000 + "1" + ")" * 30_000 + "</solution><answer>",
-    "nested small": "a=" + "(" * 5_000 + "1" + ")" * 5_000 + "</solution><answer>x</answer>",
-    "import": "__import__('os').system('rm -rf /')</solution><answer>__import__('os')</answer>",
-    "eval": "a=eval('1+1').</solution><answer>eval('2')</answer>",
+    "nested": "a=" + "(" * 30_000 + "1" + ")" * 30_000 + "</think><answer>",
+    "nested small": "a=" + "(" * 5_000 + "1" + ")" * 5_000 + "</think><answer>x</answer>",
+    "import": "__import__('os').system('rm -rf /')</think><answer>__import__('os')</answer>",
+    "eval": "a=eval('1+1').</think><answer>eval('2')</answer>",
     "many steps": "a=1." * 16_000, "many defines": "Define the number of lions as a; " * 1_900,
     "we know": "We know " * 8_000, "equals": "=" * 65_000, "answers": "<answer>" * 8_000,
-    "huge numbers": "a=" + "9" * 500 + "*" + "9" * 500 + "</solution><answer>x</answer>",
+    "huge numbers": "a=" + "9" * 500 + "*" + "9" * 500 + "</think><answer>x</answer>",
     "unicode digits": "ψ=٣٣٣." * 5_000, "wide product": "a=" + "*".join(["b"] * 250),
     "not text": b"a=1",
 }

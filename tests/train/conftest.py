@@ -18,7 +18,7 @@ def rl_tasks(tmp_path_factory) -> Path:
     with open(path, "w") as f:
         for i in range(24):
             a, b = rng.randint(1, 4), rng.randint(1, 4)
-            f.write(json.dumps({"id": f"t{i}", "prompt": f"a={a}.b=a+{b}.?b<solution>", "answer": str((a + b) % 10)}) + "\n")
+            f.write(json.dumps({"id": f"t{i}", "prompt": f"a={a}.b=a+{b}.?b<think>", "answer": str((a + b) % 10)}) + "\n")
     return path
 
 
@@ -28,8 +28,8 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
 
     The world: compact op-2 problems of ``midtrain.synth`` (``a=4.b=3*a.?b``, mod 10; the nine with names a, b, so
     that a 3.2M model learns them in 200 steps). The pretraining documents are half worked solutions
-    (``…<solution>a=4.b=3*a=3*4=2.</solution><answer>2</answer>``) and half bare guesses
-    (``…<solution></solution><answer>7</answer>`` with a random digit). After ``midtrain pretrain`` the model
+    (``…<think>a=4.b=3*a=3*4=2.</think><answer>2</answer>``) and half bare guesses
+    (``…<think></think><answer>7</answer>`` with a random digit). After ``midtrain pretrain`` the model
     works ~half of the samples (nearly all correct) and guesses the rest: sampled reward ≈ 0.5. Working the
     problem is the rewarded behaviour that RL has to pick (measured: 0.60 → 0.90 in 10 steps of 4×8 completions).
     """
@@ -54,7 +54,7 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
     for i in range(2000):
         p = problems[i % len(problems)]
         guess = rng.random() < 0.5
-        completion = f"</solution><answer>{rng.randrange(10)}</answer>" if guess else p["completion"]
+        completion = f"</think><answer>{rng.randrange(10)}</answer>" if guess else p["completion"]
         docs.append({"prompt": p["prompt"], "completion": completion, "text": p["prompt"] + completion})
     write_jsonl(root / "docs.jsonl", docs)
     train_tokenizer(TokenizerConfig(corpus=[str(root / "docs.jsonl")], out=str(root / "tok"), vocab_size=300))

@@ -26,9 +26,9 @@ def test_completion_only_mask(tokenizer_dir, tmp_path):
 
     tok = load_tokenizer(tokenizer_dir)
     p = tmp_path / "pc.jsonl"
-    p.write_text(json.dumps({"prompt": "a=1.?a<solution>", "completion": "a=1.</solution>"}) + "\n")
+    p.write_text(json.dumps({"prompt": "a=1.?a<think>", "completion": "a=1.</think>"}) + "\n")
     (doc,) = load_documents([p], tok, completion_only=True)
-    n_prompt = 1 + len(tok("a=1.?a<solution>", add_special_tokens=False)["input_ids"])
+    n_prompt = 1 + len(tok("a=1.?a<think>", add_special_tokens=False)["input_ids"])
     assert doc.mask == [False] * n_prompt + [True] * (len(doc.ids) - n_prompt)
     (full,) = load_documents([p], tok)
     assert all(full.mask) and full.ids == doc.ids

@@ -128,7 +128,7 @@ def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):
     first, last = sum(r["reward_mean"] for r in log[:3]) / 3, sum(r["reward_mean"] for r in log[-3:]) / 3
     assert last >= first + 0.1, [r["reward_mean"] for r in log]
     assert all(r["completion_len"] > 0 and r["gen_s"] > 0 and r["train_s"] > 0 for r in log)
-    # guesses (`</solution>` at once) give way to worked solutions: the reasoning gets longer
+    # guesses (`</think>` at once) give way to worked solutions: the reasoning gets longer
     assert sum(r["think_len"] for r in log[-3:]) > sum(r["think_len"] for r in log[:3])
 
     # the run dir is an HF checkpoint that reloads with transformers; the weights moved

@@ -11,7 +11,7 @@ near 1.0 (DESIGN §4). This module measures the sub-skills separately, cheaply e
   label of its first character; accuracy = argmax prediction equals the gold token.
 - **Verified accuracy with a trace** (greedy generation from ``prompt``, process-verified by
   :func:`midtrain.synth.verify`) and **with a direct answer** (prompt = question then an empty solution,
-  ``<solution></solution><answer>``; only the answer is compared), per op.
+  ``<think></think><answer>``; only the answer is compared), per op.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ SKILLS = ("plan", "fact", "copy", "arith", "solve", "answer", "format")
 
 
 def label_compact(completion: str) -> list[str]:
-    """One skill label per character of a compact completion (``a=2.b=3*a=3*2=6.</solution><answer>6</answer>``)."""
+    """One skill label per character of a compact completion (``a=2.b=3*a=3*2=6.</think><answer>6</answer>``)."""
     labels = ["format"] * len(completion)
-    end = completion.find("</solution>")
+    end = completion.find("</think>")
     trace = completion if end < 0 else completion[:end]
     pos = 0
     for clause in trace.split("."):
@@ -91,7 +91,7 @@ def skill_accuracy(model: Any, tokenizer: Any, problems: Sequence[dict], *, batc
 
 def direct_prompt(problem: dict) -> str:
     """The prompt asking for the answer without a trace."""
-    return problem["prompt"] + ("</solution><answer>" if problem.get("render") == "compact" else " </solution> <answer>")
+    return problem["prompt"] + ("</think><answer>" if problem.get("render") == "compact" else " </think> <answer>")
 
 
 def trace_and_direct_accuracy(

@@ -19,8 +19,8 @@ that group is one of its children, which is what makes the natural "total" impli
 In reverse mode the unknown u has no fact, the target's value is given (``c=8`` / "The number of ... is 8."),
 steps that depend on u carry linear forms (``b=3*a=3a``) and the trace ends with the linear equation and its
 solution (``3a+2=8:a=2`` / "We know c = 8, so 3a + 2 = 8; a = 2."). Records wrap the text as
-``<question> … </question> <solution> … </solution> <answer> … </answer>``: ``prompt`` is everything up to and
-including ``<solution>``, ``completion`` the gold rest. Natural text puts one space around tags, compact none.
+``<question> … </question> <think> … </think> <answer> … </answer>``: ``prompt`` is everything up to and
+including ``<think>``, ``completion`` the gold rest. Natural text puts one space around tags, compact none.
 
 The **raw document** is the question block and the answer block without a trace; ``annotate`` turns it into an
 augmented record (DESIGN §2) whose thought, inserted between question and answer, is the trace: the programmatic
@@ -326,15 +326,15 @@ def render_record(g: Graph, ctx: Context, render: str, order: str, rng: random.R
     answer = str(g.nodes[g.asked].value)
     if compact:
         problem, question = ".".join(facts) + ".", "?" + nm[g.asked]
-        prompt = f"<question>{problem}{question}</question><solution>"
+        prompt = f"<question>{problem}{question}</question><think>"
         solution = ".".join(steps) + "."
-        completion = f"{solution}</solution><answer>{answer}</answer>"
+        completion = f"{solution}</think><answer>{answer}</answer>"
     else:
         header = [f"All quantities are computed modulo {g.modulus}."] if g.modulus else []
         problem, question = " ".join(header + facts), f"What is {nm[g.asked]}?"
-        prompt = f"<question> {problem} {question} </question> <solution>"
+        prompt = f"<question> {problem} {question} </question> <think>"
         solution = ". ".join(steps) + "."
-        completion = f" {solution} </solution> <answer> {answer} </answer>"
+        completion = f" {solution} </think> <answer> {answer} </answer>"
     rid = "syn-" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
     return {
         "id": rid, "op": op, "context": ctx.name, "mode": mode, "render": render, "problem": problem,

@@ -2,7 +2,7 @@
 
 One implementation serves evaluation, the RL rewards and ``midtrain synth verify`` (DESIGN §1.3):
 
-1. **Split** the completion: the trace is the text after ``<solution>`` (when present) up to ``</solution>``
+1. **Split** the completion: the trace is the text after ``<think>`` (when present) up to ``</think>``
    (or ``<answer>``); the answer is the integer between ``<answer>`` and ``</answer>``.
 2. **Parse** the trace into steps keyed by quantity name (never by letter). Compact clauses are separated by
    '.', natural sentences by '. '. ``Define <quantity> as <L>; …`` binds letter L to a quantity; a clause
@@ -217,10 +217,10 @@ class Step:
 def split_completion(completion: str) -> tuple[str, str | None]:
     """(trace, answer text or None)."""
     s = completion
-    i = s.find("<solution>")
+    i = s.find("<think>")
     if i >= 0:
-        s = s[i + len("<solution>"):]
-    end = s.find("</solution>")
+        s = s[i + len("<think>"):]
+    end = s.find("</think>")
     if end < 0:
         end = s.find("<answer>")
     if end < 0:

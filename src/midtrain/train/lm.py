@@ -86,6 +86,7 @@ class LMConfig(Config):
     weights: dict[str, float] = param({}, "Domain name → token share of the budget (default: equal).")
     replay: list[str] = param([], "Files from an earlier stage replayed as the 'replay' domain.")
     replay_share: float = param(0.0, "Share of the token budget given to `replay`.")
+    replay_format: Format = param("auto", "How replay records become text (auto: by their fields; the earlier stage's data often has another format).")
     seq_len: int = param(256, "Tokens per packed row.")
     batch_size: int = param(8, "Rows per device per micro-batch.")
     max_steps: int = param(0, "Optimizer steps (0: derived from max_tokens, or one pass over the data).")
@@ -151,7 +152,7 @@ def build_rows(cfg: LMConfig, tokenizer: Any) -> tuple[PackedRows, dict[str, Any
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.optim.grad_accum_steps * world_size()
     budget = cfg.max_steps * tokens_per_step if cfg.max_steps else (cfg.max_tokens or None)
     if cfg.replay_share > 0:
-        domains["replay"] = load_documents(cfg.replay, tokenizer, fmt=cfg.format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain="replay")
+        domains["replay"] = load_documents(cfg.replay, tokenizer, fmt=cfg.replay_format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain="replay")
         total = sum(weights.values())
         weights = {d: w / total * (1 - cfg.replay_share) for d, w in weights.items()}
         weights["replay"] = cfg.replay_share
@@ -251,7 +252,8 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
         callbacks = [logger]
         if cfg.diagnose_every_steps and cfg.diagnose_data and _is_main():
             callbacks.append(_diagnostics_callback(cfg, model, tokenizer, run.path / "diagnostics.jsonl"))
-        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=callbacks)
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=callbacks,
+                          processing_class=tokenizer)  # checkpoints then load as models on their own
         trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
         resume = _last_checkpoint(ckpt_dir)
         if resume:
