@@ -137,3 +137,19 @@ def test_parallel_jobs_run_every_stage_once_in_dependency_order(tmp_path, nano_m
             rec = res.data["stages"][seed][d]
             assert Path(rec["out"], "diagnose.json").is_file() and rec["metrics"]["id/n"] == 2
     assert len(list((tmp_path / "out" / ".journal").glob("*.json"))) == 6  # 2 shared + 2 × 2 per seed
+
+
+def test_report_opens_with_the_arms_table(tmp_path, nano_model, capsys):
+    stages = {
+        "base": {"path": str(nano_model)},
+        "gen": GEN,
+        "ev": {"verb": "eval", "args": {"model": "${base}", "synthetic": "${gen}", "op_scale": "tiny",
+                                        "max_new_tokens": 8, "seed": "${seed}"}},
+    }
+    res = run(_exp(tmp_path, stages, {"a": {"label": "base only", "eval": "ev"}}, base="base"))
+    md = Path(res.report, "report.md").read_text()
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## arms" and len(sections) > 1  # the arms first, then the runs' own sections
+    assert "base only" in md and "id verified" in md
+    assert "base only" in capsys.readouterr().out  # the console table
+    assert res.data["arms"]["0"]["a"]["verified_acc"].keys() == {"id"}

@@ -482,9 +482,10 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;p
 def render(title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: list[Section], out: Path) -> tuple[str, str]:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     run_table = Table("runs", ["run", "stage", "status", "path"], [[l, m.get("stage"), m.get("status"), str(p)] for l, p, m in runs])
-    md = [f"# {title}", "", f"Generated {stamp}.", "", run_table.markdown()]
+    md = [f"# {title}", "", f"Generated {stamp}.", ""]
     ht = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-          f"<h1>{html.escape(title)}</h1><p>Generated {stamp}.</p>", run_table.html()]
+          f"<h1>{html.escape(title)}</h1><p>Generated {stamp}.</p>"]
+    sections = [*sections, Section("runs", [run_table])]  # the inventory last: results first
     for sec in sections:
         md += [f"## {sec.title}", ""]
         ht.append(f"<h2>{html.escape(sec.title)}</h2>")
