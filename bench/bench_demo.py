@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_demo.py                 # clone HEAD, set up, run the demo (budget: 10 min)
     .venv/bin/python bench/bench_demo.py --no-setup      # reuse this checkout's .venv inside the clone
     .venv/bin/python bench/bench_demo.py --quick         # the CI variant
+    .venv/bin/python bench/bench_demo.py --no-setup --jobs 1   # stages one at a time (2 threads each)
 
 Steps: `git clone` of this repository's HEAD into a temporary directory (with ../shared beside it, as in CI),
 the README's set-up command (`bash setup.sh`) unless --no-setup, then `midtrain demo` under `/usr/bin/time -v`.
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="Run `midtrain demo --quick`.")
     ap.add_argument("--no-setup", action="store_true", help="Link this checkout's .venv instead of running setup.sh.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary clone.")
+    ap.add_argument("--jobs", type=int, default=0, help="Pass --jobs N to the demo (default: the demo's own).")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_demo_"))
     clone = tmp / "midtrain"
@@ -57,13 +59,14 @@ def main() -> None:
             (clone / ".venv").symlink_to((ROOT / ".venv").resolve())
         else:
             setup_s, _, _ = timed(["bash", "setup.sh"], clone, env)
-        cmd = [str(clone / ".venv" / "bin" / "midtrain"), "demo", "--out", str(tmp / "demo")] + (["--quick"] if args.quick else [])
+        cmd = [str(clone / ".venv" / "bin" / "midtrain"), "demo", "--out", str(tmp / "demo")] + (["--quick"] if args.quick else []) \
+            + (["--jobs", str(args.jobs)] if args.jobs else [])
         wall, rss, _ = timed(cmd, clone, env)
         exp = json.loads((tmp / "demo" / "runs" / "experiment.json").read_text())
         stages = sorted(((rec.get("seconds", 0.0), f"{name}") for name, rec in exp["stages"][str(exp["seeds"][0])].items()),
                         reverse=True)
         print(f"commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=clone, capture_output=True, text=True).stdout.strip()}"
-              f"  cores {os.cpu_count()}  quick {args.quick}")
+              f"  cores {os.cpu_count()}  quick {args.quick}  jobs {args.jobs or 'default'}")
         if not args.no_setup:
             print(f"setup.sh: {setup_s:.0f} s")
         print(f"midtrain demo: {wall:.0f} s wall = {wall / BUDGET_S:.2f} x the {BUDGET_S / 60:.0f}-minute budget; "
