@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 from dataclasses import dataclass
 
 import pytest
@@ -75,6 +76,45 @@ def test_failed_fresh_run_leaves_nothing(tmp_path):
         with open_run(tmp_path / "r", "stage", C()):
             raise ValueError("boom")
     assert not (tmp_path / "r").exists()
+
+
+_KILLED_WHILE_OPENING = """
+import os, signal, sys
+import midtrain.runs as runs
+from tests.test_runs import C
+
+def die(*a, **k):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+runs.{target} = die
+with runs.open_run(sys.argv[1], "stage", C()):
+    pass
+"""
+
+
+@pytest.mark.parametrize("target", ["versions", "atomic_write_text"])
+def test_run_killed_while_opening_leaves_no_foreign_directory(tmp_path, target):
+    """kill -9 at any point of opening leaves no directory that a re-run would refuse (CI saw one once)."""
+    import subprocess
+    import sys
+
+    code = _KILLED_WHILE_OPENING.replace("{target}", target)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], cwd=Path(__file__).parent.parent)
+    assert proc.returncode == -9
+    assert not (tmp_path / "r").exists()  # killed before the directory appeared, with its midtrain.json
+    run = _run(tmp_path / "r", C(x=5))  # the re-run starts fresh and removes the dead process's staging dir
+    assert not run.cached and (tmp_path / "r" / "result.txt").read_text() == "5"
+    assert [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_failed_fresh_run_in_an_existing_empty_directory(tmp_path):
+    (tmp_path / "r").mkdir()
+    run = _run(tmp_path / "r", C(x=2))
+    assert json.loads((run.path / "midtrain.json").read_text())["status"] == "complete"
+    with pytest.raises(ValueError):
+        with open_run(tmp_path / "s", "stage", C()):
+            raise ValueError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
 def test_failed_run_after_keep_is_resumed(tmp_path):

@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(to_yaml(cfg))
             return 0
         result = fn(cfg)
+        _leave_process_group()
         if os.environ.get("RANK", "0") != "0":  # under a distributed launcher only rank 0 reports
             return 0
         if ns.json:
@@ -240,6 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _leave_process_group() -> None:
+    """After a successful distributed stage: wait for every rank, then close the process group.
+
+    A rank that exits while another still writes the checkpoint tears gloo down under it (seen as SIGABRT,
+    "terminate called without an active exception", in 2-process CPU runs).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 __all__ = ["main", "VERBS", "Verb", "ConfigError"]

@@ -259,9 +259,6 @@ def open_run(
                     f"{out} holds a {state} '{old.get('stage')}' run with a different config or inputs "
                     f"(changed: {', '.join(changed) or 'bookkeeping'}); use --overwrite to replace it"
                 )
-    if not out.is_dir() or not any(out.iterdir()):
-        out.mkdir(parents=True, exist_ok=True)
-        created = True  # fresh (or empty) directory: removed again if the stage fails before keep()
     if resumed:
         meta = read_json(out / META)
         meta["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -281,21 +278,68 @@ def open_run(
             "metrics": {},
         }
     meta["_t0"] = time.time()
-    atomic_write_json(out / META, meta)  # first: a directory with midtrain.json is always recognised as a run
-    if not resumed:
-        atomic_write_text(out / CONFIG, to_yaml(cfg))
+    if resumed:
+        atomic_write_json(out / META, meta)
+    else:
+        _create_run_dir(out, meta, to_yaml(cfg))
+        created = True  # fresh directory: removed again if the stage fails before keep()
     run = Run(out, stage, key, meta, resumed=resumed, created=created)
     try:
         yield run
     except BaseException:
         if created and not run._keep and not (out / MARKER).exists():
-            shutil.rmtree(out, ignore_errors=True)
+            _remove_dir(out)
         else:
             meta.pop("_t0", None)
             meta["status"] = "failed"
             if (out / META).exists():
                 atomic_write_json(out / META, meta)
         raise
+
+
+def _create_run_dir(out: Path, meta: dict[str, Any], config_yaml: str) -> None:
+    """Make ``out`` appear with its midtrain.json and config.yaml already inside (one ``rename``).
+
+    A process killed at any instant leaves either no run directory or a recognisable one, never a directory
+    that later opens refuse as "not a midtrain run"; a killed creation leaves a hidden ``.NAME.creating-PID``
+    sibling, removed by the next open.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.creating-*"):
+        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = out.parent / f".{out.name}.creating-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        atomic_write_json(staging / META, meta)
+        atomic_write_text(staging / CONFIG, config_yaml)
+        if out.is_dir():
+            out.rmdir()  # empty (checked by the caller)
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _remove_dir(path: Path) -> None:
+    """Remove a run directory so that an interrupted removal never leaves a half-deleted run behind."""
+    doomed = path.parent / f".{path.name}.creating-{os.getpid()}"
+    try:
+        os.rename(path, doomed)  # atomic: from here on ``path`` is simply absent
+    except OSError:
+        doomed = path
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def is_complete(path: str | Path) -> bool:

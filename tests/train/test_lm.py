@@ -44,6 +44,13 @@ def test_pretraining_lowers_loss_and_saves_hf_checkpoint(nano_model, corpus, tmp
     assert run(_cfg(nano_model, corpus, tmp_path / "r")).cached
 
 
+def test_last_step_is_logged_whatever_the_log_interval(nano_model, corpus, tmp_path):
+    res = run(_cfg(nano_model, corpus, tmp_path / "r", max_steps=6, log_every_steps=4))
+    log = _log(tmp_path / "r")
+    assert [r["step"] for r in log] == [4, 6]
+    assert res.metrics["final_loss"] == log[-1]["loss"]
+
+
 def test_resume_follows_the_uninterrupted_curve(nano_model, corpus, tmp_path, monkeypatch):
     run(_cfg(nano_model, corpus, tmp_path / "full", max_steps=24, save_every_steps=8))
     full = {r["step"]: r["loss"] for r in _log(tmp_path / "full")}

@@ -165,6 +165,13 @@ def test_rl_run_artifacts_and_json_cli(nano_model, rl_tasks, tmp_path, capsys):
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
 
 
+def test_last_step_is_logged_when_fewer_steps_than_the_log_interval(nano_model, rl_tasks, tmp_path):
+    """max_steps < log_every_steps used to log nothing, and the run reported its reward as nan."""
+    res = run(_cfg(nano_model, rl_tasks, tmp_path / "o", max_steps=3, log_every_steps=5))
+    assert [r["step"] for r in _log(tmp_path / "o")] == [3]
+    assert 0.0 <= res.metrics["reward_mean_first"] <= 1.0 and res.metrics["reward_mean_final"] is not None
+
+
 # -- resume ------------------------------------------------------------------------------------------------------
 def test_interrupted_run_resumes_from_its_checkpoint(nano_model, rl_tasks, tmp_path, monkeypatch):
     out = tmp_path / "r"

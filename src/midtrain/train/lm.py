@@ -233,6 +233,7 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
             bf16=precision == "bf16",
             use_cpu=not torch.cuda.is_available(),
             activation_checkpointing=cfg.gradient_checkpointing,
+            ddp_find_unused_parameters=False,  # every parameter of a causal LM gets a gradient
             logging_steps=cfg.log_every_steps,
             save_strategy="steps" if cfg.save_every_steps else "no",
             save_steps=cfg.save_every_steps or max_steps,
@@ -369,6 +370,10 @@ class _LogCallback:
 
             def tokens_per_second(self) -> float:
                 return self._rate
+
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step >= self.max_steps:
+                    control.should_log = True  # final_loss is the last step's, whatever the log interval
 
             def on_log(self, args, state, control, logs=None, **kw):
                 if not self.is_main or not logs or "loss" not in logs:

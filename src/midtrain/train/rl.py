@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,6 +380,8 @@ class RLLogCallback(TrainerCallback):
             "step_s": wall, "gen_s": gen, "reward_s": rew, "train_s": max(wall - gen - rew, 0.0),
             "completion_len": (self.c.tokens_generated - self._snap[2]) / n, "think_len": (self.c.think_tokens - self._snap[4]) / n,
         })
+        if state.global_step >= self.max_steps:
+            control.should_log = True  # the last step is always logged, even when max_steps < log_every_steps
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not logs or "loss" not in logs or "train_runtime" in logs or not self.window:
@@ -475,7 +478,8 @@ def build_grpo_config(cfg: RLConfig, output_dir: str) -> Any:
         num_iterations=cfg.num_iterations, epsilon=cfg.epsilon_low, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
         loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, mask_truncated_completions=cfg.mask_truncated_completions,
         learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_schedule, warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, gradient_checkpointing=cfg.gradient_checkpointing,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, activation_checkpointing=cfg.gradient_checkpointing,
+        ddp_find_unused_parameters=False,
         logging_strategy="steps", logging_steps=cfg.log_every_steps,
         save_strategy="steps" if cfg.save_every_steps else "no", save_steps=cfg.save_every_steps or 500,
         save_total_limit=cfg.keep_checkpoints or None, report_to=[], disable_tqdm=True, remove_unused_columns=False,
@@ -549,7 +553,9 @@ def run(cfg: RLConfig) -> Result:
         if main:
             log(f"rl: {cfg.task} task, reward {reward.name}, {len(rows)} prompts, G={cfg.num_generations}, "
                 f"{n_params / 1e6:.2f}M params, {'bf16' if args.bf16 else 'fp32'}, {cfg.max_steps} steps → {run_.path}")
-        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        with warnings.catch_warnings():  # TRL 1.16 still calls the renamed `is_gradient_checkpointing`
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         if not main:
             return Result.of(run_)
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(run_.path), safe_serialization=True)
