@@ -1,6 +1,8 @@
 import json
-from pathlib import Path
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -95,9 +97,6 @@ with runs.open_run(sys.argv[1], "stage", C()):
 @pytest.mark.parametrize("target", ["versions", "atomic_write_text"])
 def test_run_killed_while_opening_leaves_no_foreign_directory(tmp_path, target):
     """kill -9 at any point of opening leaves no directory that a re-run would refuse (CI saw one once)."""
-    import subprocess
-    import sys
-
     code = _KILLED_WHILE_OPENING.replace("{target}", target)
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], cwd=Path(__file__).parent.parent)
     assert proc.returncode == -9

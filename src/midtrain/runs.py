@@ -305,10 +305,10 @@ def _create_run_dir(out: Path, meta: dict[str, Any], config_yaml: str) -> None:
     sibling, removed by the next open.
     """
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.creating-*"):
+    for stale in out.parent.glob(_staging(out, "*").name):
         if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
             shutil.rmtree(stale, ignore_errors=True)
-    staging = out.parent / f".{out.name}.creating-{os.getpid()}"
+    staging = _staging(out)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -324,12 +324,17 @@ def _create_run_dir(out: Path, meta: dict[str, Any], config_yaml: str) -> None:
 
 def _remove_dir(path: Path) -> None:
     """Remove a run directory so that an interrupted removal never leaves a half-deleted run behind."""
-    doomed = path.parent / f".{path.name}.creating-{os.getpid()}"
+    doomed = _staging(path)  # the name a later open cleans up if this process dies mid-way
     try:
         os.rename(path, doomed)  # atomic: from here on ``path`` is simply absent
     except OSError:
         doomed = path
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _staging(out: Path, pid: int | str | None = None) -> Path:
+    """The hidden sibling where ``out`` is assembled (and taken apart) by process ``pid`` (default: this one)."""
+    return out.parent / f".{out.name}.creating-{os.getpid() if pid is None else pid}"
 
 
 def _pid_alive(pid: str) -> bool:
