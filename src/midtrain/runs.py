@@ -18,7 +18,8 @@ inputs). Opening a run (:func:`open_run`) decides what to do:
 
 If a fresh run fails before it wrote anything worth keeping, its directory is removed so that no half-written
 output is left behind; a stage that saves resumable checkpoints calls :meth:`Run.keep` to prevent that.
-All metadata files are written atomically (temporary file + ``os.replace``).
+All metadata files are written atomically (temporary file + ``os.replace``), and a fresh run directory appears
+by one ``rename`` with its midtrain.json already inside, so a kill -9 never leaves an unrecognisable directory.
 """
 
 from __future__ import annotations
