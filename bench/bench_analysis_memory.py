@@ -145,7 +145,7 @@ def main() -> None:
     root = Path(args.dir)
     rows = []
     try:
-        base = timed([str(PYTHON), "-c", "import midtrain.analysis, midtrain.cli"])
+        base = timed([str(PYTHON), "-c", "import midtrain.analysis.weights, midtrain.cli"])
         for layers in (args.layers // 2, args.layers):
             shapes, config = llama_shapes(layers)
             params = sum(math.prod(s) for s in shapes.values())
@@ -191,7 +191,7 @@ def main() -> None:
         "",
         f"- With `--out DIR` (run dir: SHA-256 content hashes of both checkpoints for the run key, weights.json, heatmap): "
         f"peak RSS {full['with_out']['rss_mib']:.0f} MiB, {full['with_out']['seconds']:.1f} s.",
-        f"- Baseline in the same run: a process that only imports `midtrain.analysis` peaks at {base['rss_mib']:.0f} MiB, so the "
+        f"- Baseline in the same run: a process that only imports `midtrain.analysis.weights` peaks at {base['rss_mib']:.0f} MiB, so the "
         f"streaming itself adds {full['rss_mib'] - base['rss_mib']:.0f} MiB at 1.1B.",
         f"- Peak RSS / (two checkpoints loaded whole, {2 * full['ckpt_gib']:.1f} GiB) = "
         f"{full['rss_mib'] / (2 * full['ckpt_gib'] * 1024):.3f}; peak RSS / (two largest tensors, "

@@ -1,12 +1,12 @@
 """Augmentation pipeline throughput vs the backend's raw generate on the same prompts (target: overhead ≤ 10%).
 
 Both arms run in this process with the same in-process backend (a randomly initialised ``nano`` Llama behind
-:class:`midtrain.backends.TransformersBackend`, i.e. ``midtrain.generation.generate`` with KV cache), greedy,
+:class:`midtrain.llm.backends.TransformersBackend`, i.e. ``midtrain.models.generation.generate`` with KV cache), greedy,
 on the same prompts in the same batches:
 
 - **raw**: ``backend.generate(batch, max_new_tokens=T)`` for each batch of ``batch_chunks`` prompts, where the
   prompts are the shipped annotator template filled with the chunks the pipeline makes — nothing else;
-- **pipeline**: ``midtrain.augment.run`` end to end into a fresh directory: corpus reading, token-budgeted
+- **pipeline**: ``midtrain.augment.augment.run`` end to end into a fresh directory: corpus reading, token-budgeted
   chunking with the target tokenizer, prompt filling, the same generate calls, preservation check of every answer,
   fsync'd shard appends, ``.done`` marker, manifest and run metadata (input hashing included).
 
@@ -51,9 +51,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4)
     args = ap.parse_args()
 
-    from midtrain.augment import AugmentConfig, read_augmented, run, shard_chunks
-    from midtrain.backends import ProgrammaticBackend, TransformersBackend, fill_template, load_prompt
-    from midtrain.models import ModelInitConfig, TokenizerConfig, init_model, load_tokenizer, train_tokenizer
+    from midtrain.augment.augment import AugmentConfig, read_augmented, run, shard_chunks
+    from midtrain.llm.backends import ProgrammaticBackend, TransformersBackend, fill_template, load_prompt
+    from midtrain.models.init import ModelInitConfig, init_model
+    from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 
     root = Path(tempfile.mkdtemp(prefix="bench_augment_"))
     try:

@@ -3,9 +3,9 @@
 Both arms run in this process on the same model and the same prompts (all 1,319 GSM8K test problems in the
 ``think`` prompt format by default), greedy, the same batch size:
 
-- **raw**: ``midtrain.generation.generate(model, tokenizer, prompts, ...)`` — batched HF generation with a KV
+- **raw**: ``midtrain.models.generation.generate(model, tokenizer, prompts, ...)`` — batched HF generation with a KV
   cache, nothing else;
-- **eval**: ``midtrain eval`` end to end (``midtrain.evaluate.run``): data loading, prompt building, model
+- **eval**: ``midtrain eval`` end to end (``midtrain.eval.evaluate.run``): data loading, prompt building, model
   loading, generation in chunks, math-verify scoring, thinking-token counting, fsync'd appends to
   ``samples.jsonl``, the summary.
 
@@ -47,8 +47,9 @@ def cpu_seconds() -> float:
 
 
 def build_model(root: Path, preset: str) -> Path:
-    from midtrain.benchmarks import load_benchmark
-    from midtrain.models import ModelInitConfig, TokenizerConfig, init_model, train_tokenizer
+    from midtrain.eval.benchmarks import load_benchmark
+    from midtrain.models.init import ModelInitConfig, init_model
+    from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
 
     _, recs, _ = load_benchmark("gsm8k")
     corpus = root / "corpus.jsonl"
@@ -77,10 +78,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from midtrain import generation
-    from midtrain.benchmarks import build_prompt, load_benchmark, opens_thinking, stop_strings
-    from midtrain.evaluate import EvalConfig, run
-    from midtrain.models import load_model, load_tokenizer
+    from midtrain.models import generation
+    from midtrain.eval.benchmarks import build_prompt, load_benchmark, opens_thinking, stop_strings
+    from midtrain.eval.evaluate import EvalConfig, run
+    from midtrain.models.init import load_model
+    from midtrain.models.tokenizer import load_tokenizer
 
     root = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     try:

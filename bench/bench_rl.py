@@ -36,7 +36,8 @@ import torch  # noqa: E402
 
 def setup(root: Path, preset: str, n_problems: int) -> tuple[Path, Path]:
     from midtrain.data import write_jsonl
-    from midtrain.models import ModelInitConfig, TokenizerConfig, init_model, train_tokenizer
+    from midtrain.models.init import ModelInitConfig, init_model
+    from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
     from midtrain.synth import SynthConfig, generate_problems
 
     problems = generate_problems(SynthConfig(ops="2-4", n=n_problems, render="compact", modulus=10, order="dependency", seed=0))

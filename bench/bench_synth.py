@@ -24,7 +24,8 @@ os.environ.setdefault("MIDTRAIN_QUIET", "1")
 
 from midtrain.synth.render import split_steps  # noqa: E402
 from midtrain.synth.verify import verify  # noqa: E402
-from midtrain.synth.world import SynthConfig, build_graph, generate_problems  # noqa: E402
+from midtrain.synth.world import build_graph  # noqa: E402
+from midtrain.synth.generate import SynthConfig, generate_problems
 
 ANSWER = re.compile(r"<answer>\s*(-?\d+)")
 

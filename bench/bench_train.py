@@ -25,7 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from midtrain.models import ModelInitConfig, TokenizerConfig, init_model, load_model, load_tokenizer, train_tokenizer  # noqa: E402
+from midtrain.models.init import ModelInitConfig, init_model, load_model  # noqa: E402
+from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 from midtrain.train.data import collate  # noqa: E402
 from midtrain.train.lm import OptimConfig, peak_flops, build_rows, flops_per_token, prepare_for_packed_training  # noqa: E402
 from midtrain.train.pretrain import PretrainConfig, run  # noqa: E402

@@ -11,6 +11,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MIDTRAIN_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -49,7 +50,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory, corpus) -> Path:
-    from midtrain.models import TokenizerConfig, train_tokenizer
+    from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
 
     out = tmp_path_factory.mktemp("tok") / "tok"
     train_tokenizer(TokenizerConfig(corpus=[str(corpus)], out=str(out), vocab_size=300))
@@ -58,8 +59,37 @@ def tokenizer_dir(tmp_path_factory, corpus) -> Path:
 
 @pytest.fixture(scope="session")
 def nano_model(tmp_path_factory, tokenizer_dir) -> Path:
-    from midtrain.models import ModelInitConfig, init_model
+    from midtrain.models.init import ModelInitConfig, init_model
 
     out = tmp_path_factory.mktemp("models") / "nano"
     init_model(ModelInitConfig(preset="nano", tokenizer=str(tokenizer_dir), out=str(out), seed=0))
     return out
+
+
+SHARED_BENCH = SHARED / "benchmarks"
+
+
+def have_benchmarks() -> bool:
+    return (SHARED_BENCH / "gsm8k" / "test.jsonl").is_file()
+
+
+@pytest.fixture(scope="session")
+def eval_model(tmp_path_factory) -> Path:
+    """A 'nano' Llama with random weights and a 400-symbol BPE trained on a few GSM8K problems (plumbing only)."""
+    from midtrain.models.init import ModelInitConfig, init_model
+    from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
+
+    root = tmp_path_factory.mktemp("eval_model")
+    corpus = root / "corpus.jsonl"
+    texts = []
+    if have_benchmarks():
+        with open(SHARED_BENCH / "gsm8k" / "test.jsonl", encoding="utf-8") as f:
+            for i, line in zip(range(300), f):
+                rec = json.loads(line)
+                texts.append(rec["problem"] + "\n" + rec["solution"])
+    texts += [f"Question: what is {i} + {i + 1}? Answer: <think> add </think> \\boxed{{{2 * i + 1}}}" for i in range(200)]
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    train_tokenizer(TokenizerConfig(corpus=[str(corpus)], out=str(root / "tok"), vocab_size=400))
+    init_model(ModelInitConfig(preset="nano", tokenizer=str(root / "tok"), out=str(root / "model"), seed=0,
+                               max_position_embeddings=2048))
+    return root / "model"

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from midtrain.cli import VERBS, _resolve
 from midtrain.config import load_config
+from midtrain.stages import stage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts)
@@ -17,8 +17,7 @@ def test_shipped_config_validates(path):
     first = path.read_text().splitlines()[0]
     assert first.startswith("# midtrain: "), f"{path}: first line must be '# midtrain: VERB'"
     verb = first.removeprefix("# midtrain: ").strip()
-    (match,) = [v for v in VERBS if v.name == verb]
-    _, cls = _resolve(match.target)
+    _, cls = stage(verb).resolve()
     cfg = load_config(cls, path)
     assert cfg.to_dict()
 

@@ -1,8 +1,9 @@
 """midtrain: install reasoning in language models during mid-training.
 
-Stages (each a module named by its verb, each a ``run(cfg) -> Result``): ``models`` (tokenizer train, model
-init), ``synth`` (the controlled world), ``train.pretrain`` / ``train.sft`` / ``train.rl``, ``augment``,
-``judge``, ``evaluate``, ``analysis``, ``experiment``, ``report``.
+The shared floor sits at the top (``cli``, ``stages``, ``config``, ``runs``, ``data``, ``shards``, ``errors``,
+``console``, ``metrics``, ``thoughts``, ``plots``); each stage family is a subpackage with one file per verb:
+``models``, ``synth``, ``llm``, ``augment``, ``train``, ``eval``, ``analysis``, ``experiment``. The verb table is
+:data:`midtrain.stages.STAGES`.
 """
 
 __version__ = "0.1.0"

@@ -7,67 +7,32 @@ a dotted override (``train.lr=1e-3``). Precedence: defaults < ``--config`` file 
 ``--dry-run`` prints the resolved config as YAML and exits. ``--json`` prints the stage's result as JSON on
 stdout. Errors in the input are one line on stderr and exit code 2.
 
-Verbs are registered below by import path, so ``midtrain --help`` does not import torch.
+Verbs come from :mod:`midtrain.stages` (import paths), so ``midtrain --help`` does not import torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import re
 import sys
 import types
 import typing
-from dataclasses import dataclass
-from typing import Any, Callable, Literal, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
-from midtrain.config import Config, load_config, parse_override_value, to_yaml, type_name
+from midtrain.config import (
+    Config,
+    load_config,
+    parse_override_value,
+    to_yaml,
+    type_name,
+)
 from midtrain.errors import ConfigError, MidtrainError
-
-
-@dataclass(frozen=True)
-class Verb:
-    name: str  # "tokenizer train"
-    target: str  # "module:function"; the function's first parameter is annotated with its Config class
-    help: str
-
-
-VERBS: list[Verb] = [
-    Verb("tokenizer train", "midtrain.models:train_tokenizer", "Train a byte-level BPE (or char) tokenizer on local files."),
-    Verb("model init", "midtrain.models:init_model", "Initialise a tiny Qwen2/Llama causal LM from a size preset."),
-    Verb("synth generate", "midtrain.synth.cli:generate", "Generate synthetic dependency-graph problems (JSONL)."),
-    Verb("synth verify", "midtrain.synth.cli:verify", "Process-verify completions against synthetic problems."),
-    Verb("synth stats", "midtrain.synth.cli:stats", "Histograms and token-length percentiles of a problem file."),
-    Verb("synth diagnose", "midtrain.synth.cli:diagnose", "Skill diagnostic of a checkpoint: per-skill teacher-forced accuracy, verified accuracy with and without a trace."),
-    Verb("pretrain", "midtrain.train.pretrain:run", "Causal-LM pretraining from scratch or a checkpoint."),
-    Verb("sft", "midtrain.train.sft:run", "SFT mid-training on (augmented) text, loss on all tokens by default."),
-    Verb("rl", "midtrain.train.rl:run", "Dr. GRPO RL: answer tasks (RLVR) or suffix tasks (RL mid-training)."),
-    Verb("augment", "midtrain.augment:run", "Insert thoughts into text chunks with an annotator; validate; shard."),
-    Verb("augment split", "midtrain.tasks:split", "Split accepted augmented chunks into SFT and RL parts by chunk hash."),
-    Verb("augment tasks", "midtrain.tasks:build", "Build RL mid-training suffix tasks (prefix → reference) from the RL part."),
-    Verb("judge", "midtrain.judge:run", "Judge candidate vs reference continuations (LLM or rule judge)."),
-    Verb("eval", "midtrain.evaluate:run", "Evaluate a model on benchmarks or the synthetic world."),
-    Verb("eval score", "midtrain.evaluate:score", "Score completions produced elsewhere against a benchmark."),
-    Verb("analyze weights", "midtrain.analysis:weights", "Weight-change sparsity between checkpoints."),
-    Verb("analyze cka", "midtrain.analysis:cka", "Linear CKA of hidden states between two checkpoints."),
-    Verb("report", "midtrain.report:run", "Markdown + HTML report with tables and plots from run dirs."),
-    Verb("experiment run", "midtrain.experiment:run", "Run an experiment: arms of cached, resumable stages."),
-    Verb("demo", "midtrain.demo:demo", "The controlled thinking mid-training experiment on CPU."),
-]
+from midtrain.stages import STAGES, Stage, match
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.\-]*=")
-
-
-def _resolve(target: str) -> tuple[Callable[..., Any], type[Config]]:
-    mod, fn_name = target.split(":")
-    fn = getattr(importlib.import_module(mod), fn_name)
-    hints = typing.get_type_hints(fn)
-    params = [p for p in hints if p != "return"]
-    cls = hints[params[0]]
-    return fn, cls
 
 
 def _flag(key: str) -> str:
@@ -89,10 +54,10 @@ def _base(tp: Any) -> Any:
     return tp
 
 
-def build_parser(verb: Verb, cls: type[Config]) -> argparse.ArgumentParser:
-    fn_doc = (sys.modules[verb.target.split(":")[0]].__doc__ or "").strip()
+def build_parser(verb: Stage, cls: type[Config]) -> argparse.ArgumentParser:
+    fn_doc = (sys.modules[verb.module].__doc__ or "").strip()
     parser = argparse.ArgumentParser(
-        prog=f"midtrain {verb.name}",
+        prog=f"midtrain {verb.verb}",
         description=verb.help + ("\n\n" + fn_doc if fn_doc else ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Any key can also be set as a dotted override: key=value (e.g. train.lr=3e-4).",
@@ -125,7 +90,7 @@ def build_parser(verb: Verb, cls: type[Config]) -> argparse.ArgumentParser:
     return parser
 
 
-def parse(verb: Verb, cls: type[Config], argv: list[str]) -> tuple[Config, argparse.Namespace]:
+def parse(verb: Stage, cls: type[Config], argv: list[str]) -> tuple[Config, argparse.Namespace]:
     dotted = [a for a in argv if OVERRIDE.match(a)]
     rest = [a for a in argv if not OVERRIDE.match(a)]
     parser = build_parser(verb, cls)
@@ -168,23 +133,12 @@ def parse(verb: Verb, cls: type[Config], argv: list[str]) -> tuple[Config, argpa
     return load_config(cls, ns.config, overrides), ns
 
 
-def _find_verb(argv: list[str]) -> tuple[Verb | None, list[str]]:
-    best: Verb | None = None
-    for verb in VERBS:
-        words = verb.name.split()
-        if argv[: len(words)] == words and (best is None or len(words) > len(best.name.split())):
-            best = verb
-    if best is None:
-        return None, argv
-    return best, argv[len(best.name.split()) :]
-
-
 def _print_verbs() -> None:
     print("usage: midtrain VERB [options]  (midtrain VERB --help for the verb's config)\n")
     print("Install reasoning in language models during mid-training.\n\nverbs:")
-    width = max(len(v.name) for v in VERBS)
-    for v in VERBS:
-        print(f"  {v.name:<{width}}  {v.help}")
+    width = max(len(s.verb) for s in STAGES)
+    for s in STAGES:
+        print(f"  {s.verb:<{width}}  {s.help}")
 
 
 def _to_jsonable(result: Any) -> Any:
@@ -207,21 +161,21 @@ def main(argv: list[str] | None = None) -> int:
 
         print(version("midtrain"))
         return 0
-    verb, rest = _find_verb(argv)
+    verb, rest = match(argv)
     if verb is None:
-        groups = sorted({v.name.split()[0] for v in VERBS})
+        groups = sorted({s.verb.split()[0] for s in STAGES})
         import difflib
 
         close = difflib.get_close_matches(argv[0], groups, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        sub = [v.name for v in VERBS if v.name.split()[0] == argv[0]]
+        sub = [s.verb for s in STAGES if s.verb.split()[0] == argv[0]]
         if sub:
             print(f"error: '{argv[0]}' needs a sub-verb: {', '.join(sub)}", file=sys.stderr)
         else:
             print(f"error: unknown verb '{argv[0]}'{hint}; run 'midtrain --help'", file=sys.stderr)
         return 2
     try:
-        fn, cls = _resolve(verb.target)
+        fn, cls = verb.resolve()
         cfg, ns = parse(verb, cls, rest)
         if ns.dry_run:
             sys.stdout.write(to_yaml(cfg))
@@ -256,7 +210,7 @@ def _leave_process_group() -> None:
     torch.distributed.destroy_process_group()
 
 
-__all__ = ["main", "VERBS", "Verb", "ConfigError"]
+__all__ = ["main", "build_parser", "parse"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from midtrain.config import Config, to_yaml
-from midtrain.errors import RunDirError
 from midtrain.console import log
+from midtrain.errors import RunDirError
 
 META = "midtrain.json"
 MARKER = "COMPLETE"

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from midtrain.serve import OpenAIServer, Responder
+from midtrain.llm.serve import OpenAIServer, Responder
 
 WORDS = (
     "the a river city model reader quietly north light stone garden theory proof number seven bright old "

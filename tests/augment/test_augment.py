@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.augment import AugmentConfig, read_augmented, run, shard_chunks
-from midtrain.backends import TEXT_BEGIN, TEXT_END, extract_between
+from midtrain.augment.augment import AugmentConfig, read_augmented, run, shard_chunks
+from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between
 from midtrain.cli import main as cli_main
 from midtrain.errors import ConfigError, DataError, RunDirError
-from midtrain.models import load_tokenizer
-from midtrain.serve import HTTPFault
+from midtrain.models.tokenizer import load_tokenizer
+from midtrain.llm.serve import HTTPFault
 from midtrain.shards import ShardLock, read_tolerant, shard_paths
 from midtrain.thoughts import render_augmented, strip_thoughts
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midtrain.chunking import _PARAGRAPH, chunk_document, chunk_text, sentences, split_units
-from midtrain.models import load_tokenizer
+from midtrain.augment.chunking import _PARAGRAPH, chunk_document, chunk_text, sentences, split_units
+from midtrain.models.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")

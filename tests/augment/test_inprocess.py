@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from midtrain.augment import AugmentConfig, read_augmented, run
+from midtrain.augment.augment import AugmentConfig, read_augmented, run
 
 
 def test_inprocess_annotator_counts_every_chunk(tmp_path, nano_model, make_corpus):

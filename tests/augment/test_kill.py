@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.augment import AugmentConfig, shard_chunks
-from midtrain.backends import TEXT_BEGIN, TEXT_END, extract_between, programmatic_annotation
+from midtrain.augment.augment import AugmentConfig, shard_chunks
+from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between, programmatic_annotation
 from midtrain.data import iter_jsonl
-from midtrain.models import load_tokenizer
-from midtrain.serve import HTTPFault
+from midtrain.models.tokenizer import load_tokenizer
+from midtrain.llm.serve import HTTPFault
 
 
 def respond(prompt: str, body: dict) -> str:

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from midtrain.errors import DataError
-from midtrain.models import load_tokenizer
-from midtrain.tasks import SplitConfig, TasksConfig, build, is_rl, prefix_text, reference_text, split, suffix_tasks
+from midtrain.models.tokenizer import load_tokenizer
+from midtrain.augment.tasks import TasksConfig, build, prefix_text, reference_text, suffix_tasks
+from midtrain.augment.split import SplitConfig, is_rl, split
 from midtrain.thoughts import THINK_OPEN, render_augmented
 
 SEGMENTS = [

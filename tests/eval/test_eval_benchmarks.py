@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from eval_support import SHARED_BENCH, needs_benchmarks
-from midtrain import benchmarks as B
+from midtrain.eval import benchmarks as B
 from midtrain.errors import ConfigError, DataError
 
 SIZES = {"gsm8k": 1319, "math500": 500, "amc23": 40, "aime2024": 30, "aime2025": 30, "olympiadbench": 675,
@@ -69,7 +69,7 @@ def test_data_root_from_config_and_env(tmp_path, monkeypatch, no_hub) -> None:
 
 def test_default_root_is_next_to_the_checkout(monkeypatch) -> None:
     monkeypatch.delenv(B.ENV_DATA_ROOT, raising=False)
-    assert B.default_data_roots()[0] == Path(B.__file__).resolve().parents[3] / "shared" / "benchmarks"
+    assert B.default_data_roots()[0] == Path(B.__file__).resolve().parents[4] / "shared" / "benchmarks"
 
 
 def test_malformed_line_names_file_and_line(tmp_path) -> None:

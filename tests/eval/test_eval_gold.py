@@ -13,8 +13,8 @@ import re
 import pytest
 
 from eval_support import FIXTURES, needs_benchmarks
-from midtrain.benchmarks import load_benchmark
-from midtrain.scoring import score
+from midtrain.eval.benchmarks import load_benchmark
+from midtrain.eval.scoring import score
 
 MATH = ["gsm8k", "math500", "amc23", "aime2024", "aime2025", "olympiadbench"]
 CHOICE = ["gpqa_diamond", "mmlu_stem"]

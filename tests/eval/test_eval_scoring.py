@@ -1,11 +1,11 @@
-"""Answer extraction and math-verify equivalence on hand-made completions (midtrain.scoring)."""
+"""Answer extraction and math-verify equivalence on hand-made completions (midtrain.eval.scoring)."""
 
 from __future__ import annotations
 
 import pytest
 
-from midtrain.scoring import (
-    answer_region, boxed_contents, clean_boxed, extract_choice, extract_math, parse_gold, score, score_choice,
+from midtrain.eval.scoring import (
+    answer_region, boxed_contents, clean_boxed, extract_choice, parse_gold, score, score_choice,
     score_math, tolerance_rounding,
 )
 

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from eval_support import needs_benchmarks
-from midtrain import generation
+from midtrain.models import generation
 from midtrain.cli import main
 from midtrain.errors import ConfigError
-from midtrain.evaluate import EvalConfig, ScoreConfig, macro_averages, run, score, summarize_benchmark, thinking_span
+from midtrain.eval.evaluate import EvalConfig, run, thinking_span
+from midtrain.eval.summary import macro_averages, summarize_benchmark
+from midtrain.eval.score import ScoreConfig, score
 from midtrain.runs import read_json
 
 
@@ -90,7 +92,7 @@ def test_eval_gsm8k_slice_end_to_end(eval_model: Path, tmp_path: Path) -> None:
 
 
 class Counting:
-    """Wraps midtrain.generation.generate: counts prompts, optionally raises on the N-th call."""
+    """Wraps midtrain.models.generation.generate: counts prompts, optionally raises on the N-th call."""
 
     def __init__(self, monkeypatch, fail_on_call: int | None = None):
         self.real = generation.generate
@@ -208,7 +210,7 @@ def test_bad_input_fails_before_the_run_dir_exists(eval_model: Path, tmp_path: P
 def test_vllm_backend_needs_vllm() -> None:
     import importlib.util
 
-    from midtrain.evaluate import pick_backend
+    from midtrain.eval.evaluate import pick_backend
 
     assert pick_backend("transformers") == "transformers"
     if importlib.util.find_spec("vllm") is None:
@@ -220,7 +222,7 @@ def test_vllm_backend_needs_vllm() -> None:
 # -- eval score -------------------------------------------------------------------------------------------------
 @needs_benchmarks
 def test_score_cli_on_a_benchmark(tmp_path: Path, capsys) -> None:
-    from midtrain.benchmarks import load_benchmark
+    from midtrain.eval.benchmarks import load_benchmark
 
     _, recs, _ = load_benchmark("gsm8k", limit=10)
     comps = tmp_path / "c.jsonl"

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from midtrain.synth.render import split_steps
-from midtrain.synth.world import SynthConfig, generate_problems
+from midtrain.synth.generate import SynthConfig, generate_problems
 
 os.environ.setdefault("MIDTRAIN_QUIET", "1")
 CONTEXTS = ["zoo", "teachers", "movies"]

@@ -21,7 +21,8 @@ def test_reverse_clause_is_solve():
 
 
 def test_diagnostics_run_on_a_tiny_model(nano_model):
-    from midtrain.models import load_model, load_tokenizer
+    from midtrain.models.init import load_model
+    from midtrain.models.tokenizer import load_tokenizer
 
     probs = generate_problems(n=6, ops="2-3", render="compact", modulus=10, order="dependency", seed=1)
     model, tok = load_model(nano_model), load_tokenizer(nano_model)
@@ -45,7 +46,7 @@ def _write_problems(path, **kw):
 def test_synth_diagnose_writes_a_cached_run(nano_model, tmp_path, quiet):
     import json
 
-    from midtrain.synth.cli import SynthDiagnoseConfig, diagnose
+    from midtrain.synth.diagnose import SynthDiagnoseConfig, diagnose
     from midtrain.synth.diagnose import SKILLS
 
     recs = _write_problems(tmp_path / "p.jsonl")
@@ -85,7 +86,7 @@ def test_synth_diagnose_config_checks():
     import pytest
 
     from midtrain.errors import ConfigError
-    from midtrain.synth.cli import SynthDiagnoseConfig
+    from midtrain.synth.diagnose import SynthDiagnoseConfig
 
     base = {"model": "m", "problems": ["p.jsonl"], "out": "o"}
     assert SynthDiagnoseConfig.from_dict(base).ranges() == {"id": [2, 5], "edge": [6, 8], "hard": [9, 12]}
@@ -100,7 +101,7 @@ def test_synth_diagnose_rejects_natural_problems(nano_model, tmp_path, quiet):
     import pytest
 
     from midtrain.errors import DataError
-    from midtrain.synth.cli import SynthDiagnoseConfig, diagnose
+    from midtrain.synth.diagnose import SynthDiagnoseConfig, diagnose
 
     _write_problems(tmp_path / "natural.jsonl", render="natural", modulus=None)
     cfg = SynthDiagnoseConfig(model=str(nano_model), problems=[str(tmp_path / "natural.jsonl")], n_per_range=2,

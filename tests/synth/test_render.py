@@ -10,7 +10,7 @@ import yaml
 from midtrain.errors import ConfigError
 from midtrain.synth import annotate, raw_document, render_augmented, verify
 from midtrain.synth.render import BUILTIN_CONTEXTS, load_context, load_contexts, split_steps
-from midtrain.synth.world import SynthConfig, generate_problems
+from midtrain.synth.generate import SynthConfig, generate_problems
 
 from .conftest import CONTEXTS, one, problems
 
@@ -144,7 +144,7 @@ def test_raw_document_and_annotator(render, per_step):
 
 
 def test_tags_and_digits_tokenize_as_required(tmp_path, capsys, quiet):
-    from midtrain.models import TAGS, TokenizerConfig, load_tokenizer, train_tokenizer
+    from midtrain.models.tokenizer import TAGS, TokenizerConfig, load_tokenizer, train_tokenizer
 
     recs = problems(ops="2-8", n=200, seed=3, render="compact", modulus=10) + problems(ops="2-6", n=50, seed=3)
     corpus = tmp_path / "corpus.jsonl"

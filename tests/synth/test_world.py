@@ -9,9 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midtrain.errors import ConfigError, MidtrainError
-from midtrain.synth.world import (
-    KINDS, Lin, Node, SynthConfig, WorldSpec, ancestors, build_graph, forms, generate_problems, op_count,
-)
+from midtrain.synth.world import KINDS, Lin, Node, WorldSpec, ancestors, build_graph, forms, op_count
+from midtrain.synth.generate import SynthConfig, generate_problems
 
 from .conftest import CONTEXTS, problems
 

@@ -36,7 +36,8 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
     import torch
 
     from midtrain.data import write_jsonl
-    from midtrain.models import ModelInitConfig, TokenizerConfig, init_model, train_tokenizer
+    from midtrain.models.init import ModelInitConfig, init_model
+    from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
     from midtrain.synth import SynthConfig, generate_problems
     from midtrain.train.lm import OptimConfig
     from midtrain.train.pretrain import PretrainConfig, run as pretrain

@@ -22,7 +22,7 @@ def test_pack_splits_only_documents_longer_than_a_row():
 
 
 def test_completion_only_mask(tokenizer_dir, tmp_path):
-    from midtrain.models import load_tokenizer
+    from midtrain.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     p = tmp_path / "pc.jsonl"
@@ -35,7 +35,7 @@ def test_completion_only_mask(tokenizer_dir, tmp_path):
 
 
 def test_augmented_records_render_with_or_without_thoughts(tokenizer_dir, tmp_path):
-    from midtrain.models import load_tokenizer
+    from midtrain.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     rec = {"id": "x", "segments": [{"text": "a=1.", "thought": "so a is 1"}, {"text": "b=2.", "thought": ""}], "status": "accepted"}
@@ -56,7 +56,7 @@ def test_mixture_weights_and_replay_shares():
 
 
 def test_missing_column_and_empty_file_name_the_file(tokenizer_dir, tmp_path):
-    from midtrain.models import load_tokenizer
+    from midtrain.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer_dir)
     p = tmp_path / "bad.jsonl"
@@ -71,7 +71,7 @@ def test_missing_column_and_empty_file_name_the_file(tokenizer_dir, tmp_path):
 
 def test_packed_documents_do_not_attend_to_each_other(nano_model):
     """Logits of a document packed after another equal its logits alone (transformers' packed-sequence mask)."""
-    from midtrain.models import load_model
+    from midtrain.models.init import load_model
     from midtrain.train.lm import prepare_for_packed_training
 
     model = prepare_for_packed_training(load_model(nano_model)).train()  # as in training: train mode, no cache

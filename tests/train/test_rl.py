@@ -49,7 +49,7 @@ def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
     """With our config, GRPOTrainer's advantages are group_advantages(·, "none") and its loss is dr_grpo_loss."""
     from datasets import Dataset
 
-    from midtrain.models import load_tokenizer
+    from midtrain.models.tokenizer import load_tokenizer
     from midtrain.train.rewards import build_reward, for_trl
 
     cfg = _cfg(nano_model, rl_tasks, tmp_path / "x", temperature=0.7, max_completion_length=6)
@@ -99,7 +99,7 @@ def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):
 
     from midtrain import synth
     from midtrain.data import read_all
-    from midtrain.generation import generate
+    from midtrain.models.generation import generate
 
     problems = read_all(synthetic_base["problems"])
 
@@ -306,7 +306,7 @@ def test_vllm_modes_need_vllm(nano_model, rl_tasks, tmp_path):
 
 
 def test_prompt_template_and_bos(nano_model, tmp_path):
-    from midtrain.models import load_tokenizer
+    from midtrain.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(nano_model)
     data = _write(tmp_path / "g.jsonl", [{"problem": "What is 2+2?", "answer": 4, "level": 1}, {"problem": "1+1?", "answer": "2", "level": 2}])

@@ -5,14 +5,31 @@
 - ``verify``: the safe parser and evaluator, process verification, rewards, summaries (one implementation for
   evaluation and RL).
 - ``mix``: op presets and mixtures, context mixtures, replay mixes.
-- ``cli``: ``midtrain synth generate | verify | stats``.
+- verbs, one file each: ``generate`` (``midtrain synth generate``), ``verify``, ``stats``, ``diagnose``;
+  ``summary`` aggregates verified samples for evaluation.
 """
 
-from midtrain.synth.cli import StatsConfig, VerifyConfig
-from midtrain.synth.mix import PRESETS, OpDistribution, difficulty_mix, mix_records, parse_ops, replay_mix
-from midtrain.synth.render import Context, annotate, load_context, raw_document, render_augmented
-from midtrain.synth.verify import Verification, reward, reward_of, summarize, verify
-from midtrain.synth.world import SynthConfig, generate_problems, op_count
+from midtrain.synth.generate import SynthConfig, generate_problems
+from midtrain.synth.mix import (
+    PRESETS,
+    OpDistribution,
+    difficulty_mix,
+    mix_records,
+    parse_ops,
+    replay_mix,
+)
+from midtrain.synth.render import Context, annotate, load_context, raw_document
+from midtrain.thoughts import render_augmented
+from midtrain.synth.stats import StatsConfig
+from midtrain.synth.verify import (
+    Verification,
+    VerifyConfig,
+    reward,
+    reward_of,
+    summarize,
+    verify,
+)
+from midtrain.synth.world import op_count
 
 __all__ = [
     "SynthConfig", "VerifyConfig", "StatsConfig", "generate_problems", "op_count", "verify", "reward", "reward_of", "summarize", "Verification",

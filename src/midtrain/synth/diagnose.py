@@ -12,12 +12,27 @@ near 1.0 (DESIGN §4). This module measures the sub-skills separately, cheaply e
 - **Verified accuracy with a trace** (greedy generation from ``prompt``, process-verified by
   :func:`midtrain.synth.verify`) and **with a direct answer** (prompt = question then an empty solution,
   ``<think></think><answer>``; only the answer is compared), per op.
+
+The verb ``midtrain synth diagnose`` (:func:`diagnose`) runs both on a checkpoint for each named op range
+(``--op-scale`` tiny: id 2-5, edge 6-8, hard 9-12; paper: 2-10, 11-14, 15-20; or ``op_ranges``), on the first
+``n_per_range`` compact problems of the files, and writes ``diagnose.json`` into the cached run directory ``out``::
+
+    midtrain synth diagnose runs/sft --problems id.jsonl edge.jsonl --n-per-range 64 --out runs/diagnose-sft
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+from midtrain.config import Config, param
+from midtrain.console import log, torch_threads
+from midtrain.data import read_all
+from midtrain.errors import ConfigError, DataError
+from midtrain.runs import Result, atomic_write_json, open_run
+from midtrain.synth import summary as synth_eval
 
 SKILLS = ("plan", "fact", "copy", "arith", "solve", "answer", "format")
 
@@ -101,7 +116,7 @@ def trace_and_direct_accuracy(
 
     ``max_new_tokens`` defaults to 1.5× the longest gold completion (a longer trace cannot verify anyway).
     """
-    from midtrain.generation import generate
+    from midtrain.models.generation import generate
     from midtrain.synth.verify import verify
 
     if max_new_tokens is None:
@@ -123,3 +138,110 @@ def trace_and_direct_accuracy(
         "by_op": {op: {"n": len(v), "trace_acc": round(sum(a for a, _ in v) / len(v), 4),
                        "direct_acc": round(sum(b for _, b in v) / len(v), 4)} for op, v in sorted(by_op.items())},
     }
+
+
+DIAGNOSE_FIELDS = ("prompt", "completion", "op", "graph", "render", "answer")
+
+
+DIAGNOSE_JSON = "diagnose.json"
+
+
+@dataclass
+class SynthDiagnoseConfig(Config):
+    model: str = param("", "Model checkpoint directory to diagnose.", positional=True)
+    problems: list[str] = param([], "Synthetic problem JSONL files rendered compact (midtrain synth generate "
+                                "--render compact); records need prompt, completion, op, graph, render, answer.")
+    op_scale: Literal["paper", "tiny"] = param("tiny", "Named op ranges: paper (id 2-10, edge 11-14, hard 15-20) or "
+                                               "tiny (id 2-5, edge 6-8, hard 9-12).")
+    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces "
+                                            "op_scale when given.")
+    n_per_range: int = param(64, "Diagnose the first N problems of each range, in file order.")
+    batch_size: int = param(32, "Sequences per forward pass / generation batch.")
+    threads: int = param(0, "torch intra-op threads (0 = torch's default).")
+    out: str = param("", "Output run directory (diagnose.json).")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if not self.model:
+            raise ConfigError("key 'model': give a model checkpoint directory")
+        if not self.out:
+            raise ConfigError("key 'out': give an output run directory (--out runs/diagnose)")
+        if not self.problems:
+            raise ConfigError("key 'problems': give compact synthetic problem JSONL files (--problems id.jsonl)")
+        if self.n_per_range < 1:
+            raise ConfigError(f"key 'n_per_range': must be at least 1, got {self.n_per_range}")
+        if self.batch_size < 1:
+            raise ConfigError(f"key 'batch_size': must be at least 1, got {self.batch_size}")
+        if self.threads < 0:
+            raise ConfigError(f"key 'threads': must be >= 0, got {self.threads}")
+        for name, r in self.op_ranges.items():
+            if len(r) != 2 or r[0] > r[1]:
+                raise ConfigError(f"key 'op_ranges.{name}': expected [lo, hi] with lo <= hi, got {r}")
+
+    def ranges(self) -> dict[str, list[int]]:
+        return dict(self.op_ranges) or synth_eval.scale_ranges(self.op_scale)
+
+
+def select_for_diagnosis(cfg: SynthDiagnoseConfig) -> dict[str, list[dict[str, Any]]]:
+    """The first ``n_per_range`` problems of each range (files in order), checked; empty ranges are left out.
+
+    Errors (missing file, missing field, non-integer op, a non-compact record among the selected) name file:line.
+    """
+    recs: list[tuple[str, dict[str, Any]]] = []
+    for path in cfg.problems:
+        for rec in read_all(path, required=DIAGNOSE_FIELDS):
+            if not isinstance(rec["op"], int) or isinstance(rec["op"], bool):
+                raise DataError(f"{path}:{rec.get('_line', '?')}: 'op' must be an integer, got {rec['op']!r}")
+            recs.append((path, rec))
+    selected: dict[str, list[dict[str, Any]]] = {}
+    for name, (lo, hi) in cfg.ranges().items():
+        chosen = [(path, rec) for path, rec in recs if lo <= rec["op"] <= hi][: cfg.n_per_range]
+        if not chosen:
+            log(f"synth diagnose: no problems with op in [{lo}, {hi}]: range '{name}' skipped")
+            continue
+        for path, rec in chosen:
+            if rec["render"] != "compact":
+                raise DataError(f"{path}:{rec.get('_line', '?')}: render is '{rec['render']}', but skills are only "
+                                "defined for compact renderings (midtrain synth generate --render compact)")
+        selected[name] = [rec for _, rec in chosen]
+    if not selected:
+        raise DataError(f"no problems of {', '.join(cfg.problems)} fall in the op ranges "
+                        + ", ".join(f"{k} {lo}-{hi}" for k, (lo, hi) in cfg.ranges().items()))
+    return selected
+
+
+def diagnose(cfg: SynthDiagnoseConfig) -> Result:
+    """Skill diagnostic of a checkpoint on the synthetic world; writes diagnose.json (see the module docstring)."""
+
+    selected = select_for_diagnosis(cfg)  # before open_run: bad input leaves no output directory behind
+    inputs: dict[str, str] = {"model": cfg.model, **{f"problems[{i}]": p for i, p in enumerate(cfg.problems)}}
+    with open_run(cfg.out, "synth-diagnose", cfg, inputs, overwrite=cfg.overwrite) as run:
+        if run.cached:
+            return Result.of(run)
+        import torch
+
+        from midtrain.models.init import load_model
+        from midtrain.models.tokenizer import load_tokenizer
+
+        ranges = cfg.ranges()
+        report: dict[str, Any] = {"model": cfg.model, "problems": list(cfg.problems), "ranges": {}}
+        metrics: dict[str, Any] = {}
+        with torch_threads(cfg.threads), torch.inference_mode():
+            model, tok = load_model(cfg.model), load_tokenizer(cfg.model)
+            model.eval()
+            for name, probs in selected.items():
+                t0 = time.perf_counter()
+                skills = skill_accuracy(model, tok, probs, batch_size=cfg.batch_size)
+                acc = trace_and_direct_accuracy(model, tok, probs, batch_size=cfg.batch_size)
+                report["ranges"][name] = {"ops": list(ranges[name]), "n": len(probs), "trace_acc": acc["trace_acc"],
+                                          "direct_acc": acc["direct_acc"], "skills": skills, "by_op": acc["by_op"]}
+                metrics.update({f"{name}/trace_acc": acc["trace_acc"], f"{name}/direct_acc": acc["direct_acc"],
+                                f"{name}/n": len(probs)})
+                log(f"synth diagnose: {name} ({len(probs)} problems, {time.perf_counter() - t0:.1f}s) trace_acc "
+                    f"{acc['trace_acc']:.4f} direct_acc {acc['direct_acc']:.4f} "
+                    + " ".join(f"{k} {v:.3f}" for k, v in skills.items()))
+        atomic_write_json(run.path / DIAGNOSE_JSON, report)
+        run.finish(metrics)
+        return Result.of(run)
+
+

@@ -38,10 +38,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from midtrain.config import read_yaml
-from midtrain.thoughts import render_augmented  # noqa: F401  (re-exported: one implementation)
 from midtrain.errors import ConfigError
 from midtrain.synth import mix
 from midtrain.synth.world import Graph, Lin, Node, forms
+from midtrain.thoughts import render_augmented  # noqa: F401  (re-exported: one implementation)
 
 CONTEXT_DIR = Path(__file__).with_name("contexts")
 BUILTIN_CONTEXTS = ("zoo", "teachers", "movies")

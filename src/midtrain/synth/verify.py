@@ -1,6 +1,9 @@
 """Process verification of synthetic-world completions: parser, safe evaluator, rewards, summaries.
 
-One implementation serves evaluation, the RL rewards and ``midtrain synth verify`` (DESIGN §1.3):
+One implementation serves evaluation, the RL rewards and the verb ``midtrain synth verify`` (:func:`run`, DESIGN §1.3),
+which checks completions (``{"id", "completion"}`` lines, several per id) against a problem file, or the problems'
+own gold completions when none are given, and prints accuracy, ProcessAcc, pass@k and mismatch counts
+(``midtrain synth verify --problems p.jsonl --completions c.jsonl --json``):
 
 1. **Split** the completion: the trace is the text after ``<think>`` (when present) up to ``</think>``
    (or ``<answer>``); the answer is the integer between ``<answer>`` and ``</answer>``.
@@ -34,6 +37,9 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Literal, Sequence
 
+from midtrain.config import Config, param
+from midtrain.data import iter_jsonl, read_all
+from midtrain.errors import ConfigError, DataError
 from midtrain.metrics import pass_at_k
 from midtrain.synth.world import Lin, Node, forms
 
@@ -476,3 +482,93 @@ __all__ = [
     "MAX_CHARS", "MISMATCH_KINDS", "DEFAULT_KS", "ParseError", "Verification", "Gold", "Step", "tokenize", "evaluate",
     "gold_of", "split_completion", "parse_answer", "parse_steps", "verify", "reward", "reward_of", "summarize",
 ]
+
+
+PROBLEM_FIELDS = ("id", "op", "context", "mode", "render", "answer", "graph", "prompt", "completion")
+
+
+@dataclass
+class VerifyConfig(Config):
+    problems: str = param("", "Problem JSONL written by 'synth generate'.")
+    completions: str | None = param(None, "JSONL of {id, completion} lines (several per id allowed); default: "
+                                    "the problems' own gold completions.")
+    ks: list[int] = param(list(DEFAULT_KS), "k values of pass@k (values above the samples per problem are skipped).")
+
+    def check(self) -> None:
+        if not self.problems:
+            raise ConfigError("key 'problems': give the problem JSONL (--problems problems.jsonl)")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"key 'ks': give positive integers, got {self.ks}")
+
+
+@dataclass
+class VerifyResult:
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def summary(self) -> str:
+        d = self.data
+        lines = [
+            f"synth verify: {d['n']} completions of {d['problems']} problems ({d['unanswered']} without completions)",
+            f"verified_acc {d['verified_acc']:.4f}  process_acc {d['process_acc']:.4f}  outcome_acc "
+            f"{d['outcome_acc']:.4f}  correct answer, wrong trace: {d['correct_answer_wrong_trace']}",
+            "reward   " + "  ".join(f"{k} {v:.4f}" for k, v in d["reward"].items()),
+            "pass@k   " + ("  ".join(f"@{k} {v:.4f}" for k, v in d["pass_at_k"].items()) or "-"),
+            "mismatch " + "  ".join(f"{k} {v}" for k, v in d["mismatches"].items()),
+            "reasons  " + "  ".join(f"{k}: {v}" for k, v in d["reasons"].items()),
+        ]
+        for key in ("by_op", "by_context", "by_mode"):
+            label = key[3:]
+            lines.append(f"\n{label:<10} {'n':>6} {'verified':>9} {'process':>9} {'outcome':>9}")
+            for g, s in d[key].items():
+                lines.append(f"{g:<10} {s['n']:>6} {s['verified_acc']:>9.4f} {s['process_acc']:>9.4f} "
+                             f"{s['outcome_acc']:>9.4f}")
+        return "\n".join(lines)
+
+
+def load_problems(path: str) -> list[dict[str, Any]]:
+    """Problem records, each checked to be verifiable; errors name file and line."""
+    recs = read_all(path, required=PROBLEM_FIELDS)
+    seen: dict[str, int] = {}
+    for rec in recs:
+        line = rec.get("_line", "?")
+        if rec["id"] in seen:
+            raise DataError(f"{path}:{line}: duplicate id '{rec['id']}' (first on line {seen[rec['id']]})")
+        seen[rec["id"]] = line
+        try:
+            gold_of(rec)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise DataError(f"{path}:{line}: not a synthetic problem record (bad graph: {type(e).__name__} {e})") from None
+    return recs
+
+
+def load_completions(path: str, ids: set[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for rec in iter_jsonl(path):
+        line = rec.get("_line", "?")
+        for key in ("id", "completion"):
+            if key not in rec:
+                raise DataError(f"{path}:{line}: record has no '{key}' field")
+        if not isinstance(rec["completion"], str):
+            raise DataError(f"{path}:{line}: 'completion' must be a string")
+        pid = str(rec["id"])
+        if pid not in ids:
+            raise DataError(f"{path}:{line}: id '{pid}' is not among the problems")
+        out.setdefault(pid, []).append(rec["completion"])
+    if not out:
+        raise DataError(f"empty dataset: {path} has no completions")
+    return out
+
+
+def run(cfg: VerifyConfig) -> VerifyResult:
+    """Verify completions against problems (see the module docstring)."""
+    problems = load_problems(cfg.problems)
+    if cfg.completions:
+        completions = load_completions(cfg.completions, {p["id"] for p in problems})
+    else:
+        completions = {p["id"]: [p["completion"]] for p in problems}
+    return VerifyResult(summarize(problems, completions, ks=cfg.ks))
+
+

@@ -37,12 +37,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from midtrain.config import Config, param
-from midtrain.errors import ConfigError, MidtrainError
 
 KINDS = ("sum", "diff", "mul", "total")  # combination rules; constants are always allowed
 MAX_PARENTS = 3
@@ -334,129 +329,9 @@ def build_graph(op: int, mode: str, rng: random.Random, spec: WorldSpec, distrac
 
 
 # -- config and the record generator ----------------------------------------------------------------------------
-@dataclass
-class SynthConfig(Config):
-    """Generate synthetic dependency-graph problems."""
-
-    ops: str | list[int] = param("2-8", "Op counts (difficulty): a range '2-8', a list '2,4,6' or weighted "
-                                 "ranges '2-5:0.6,6-8:0.4' (uniform within a range).")
-    preset: str | None = param(None, "A named op mixture used instead of ops: paper-id (2-10), paper-edge "
-                               "(11-14), paper-hard (15-20), tiny-id (2-5), tiny-edge (6-8), tiny-hard (9-12), "
-                               "... (midtrain.synth.mix.PRESETS).")
-    contexts: list[str] = param(["zoo"], "Surface contexts: built-in names (zoo, teachers, movies) or context YAML "
-                                "paths; an optional ':weight' suffix sets the mixture (zoo:0.99,teachers:0.01).")
-    context_weights: dict[str, float] | None = param(None, "Mixture weights by context name (instead of ':weight' "
-                                                     "suffixes); default uniform.")
-    n: int = param(100, "Number of problems.")
-    seed: int = param(0, "Random seed: the same config gives the same records.")
-    mode: Literal["forward", "reverse", "mixed"] = param(
-        "forward", "forward: compute the asked quantity; reverse: one constant is unknown and a downstream value "
-        "is given; mixed: both (reverse_share).")
-    reverse_share: float = param(0.5, "Share of reverse problems when mode=mixed.")
-    render: Literal["natural", "compact"] = param(
-        "natural", "natural: English sentences in a context; compact: letter names, one fact per '.' clause "
-        "(tiny models).")
-    modulus: int | None = param(None, "Do all arithmetic modulo this number (10 for the compact tiny-model world); "
-                                "null: integers in 0..max_value.")
-    const_max: int = param(4, "Constants are drawn from 1..const_max.")
-    max_multiplier: int = param(3, "Products multiply by 2..max_multiplier (with a modulus: only those coprime "
-                                "with it).")
-    max_value: int = param(999, "Without a modulus every quantity stays within 0..max_value.")
-    kinds: list[str] = param(list(KINDS), "Allowed combination rules (constants always): sum, diff, mul, total.")
-    distractors: bool = param(True, "Add facts that the answer does not need.")
-    max_distractors: int = param(4, "With distractors: 1..max_distractors extra facts per problem.")
-    order: Literal["shuffled", "dependency"] = param(
-        "shuffled", "Fact order: shuffled (the paper) or dependency order (learnable by tiny models, DESIGN §4).")
-    max_tries: int = param(200, "Draws per problem before the request is declared impossible (duplicates and "
-                           "dead ends are redrawn).")
-    out: str = param("", "Output JSONL file (synth generate).")
-
-    def check(self) -> None:
-        from midtrain.synth import mix, render
-
-        if self.preset is not None:
-            if self.preset not in mix.PRESETS:
-                raise ConfigError(f"key 'preset': unknown preset '{self.preset}' (known: {', '.join(mix.PRESETS)})")
-            if self.ops not in ("2-8", mix.PRESETS[self.preset]):
-                raise ConfigError("keys 'ops' and 'preset': give one of them, not both")
-        dist = mix.op_distribution(self)
-        for key, ok, rule in [
-            ("n", self.n >= 1, "must be at least 1"),
-            ("modulus", self.modulus is None or self.modulus >= 2, "must be at least 2 (or null)"),
-            ("const_max", self.const_max >= 1, "must be at least 1"),
-            ("max_multiplier", self.max_multiplier >= 2, "must be at least 2"),
-            ("max_value", self.max_value >= self.const_max, "must be at least const_max"),
-            ("max_distractors", self.max_distractors >= 0, "must be >= 0"),
-            ("max_tries", self.max_tries >= 1, "must be at least 1"),
-            ("reverse_share", 0.0 <= self.reverse_share <= 1.0, "must be within 0..1"),
-            ("kinds", bool(self.kinds) and set(self.kinds) <= set(KINDS),
-             f"must be a non-empty subset of {', '.join(KINDS)}"),
-        ]:
-            if not ok:
-                raise ConfigError(f"key '{key}': {rule}, got {getattr(self, key)!r}")
-        if not self.multipliers():
-            raise ConfigError(f"key 'max_multiplier': no multiplier in 2..{self.max_multiplier} is coprime with "
-                              f"modulus {self.modulus}")
-        bad = [op for op in dist.ops if not MIN_OP <= op <= MAX_OP]
-        if bad:
-            raise ConfigError(f"key 'ops': op counts must be within {MIN_OP}..{MAX_OP}, got {bad[0]}")
-        if self.mode != "forward" and min(dist.ops) < 2:
-            raise ConfigError("key 'ops': reverse problems need op >= 2 (an op-1 problem has nothing to solve for)")
-        render.load_contexts(self.contexts, self.context_weights)  # names the bad context or YAML key
-
-    def multipliers(self) -> tuple[int, ...]:
-        ks = range(2, self.max_multiplier + 1)
-        return tuple(k for k in ks if self.modulus is None or math.gcd(k, self.modulus) == 1)
-
-    def spec(self) -> WorldSpec:
-        return WorldSpec(self.const_max, self.multipliers(), self.modulus, self.max_value, tuple(self.kinds),
-                         self.max_distractors)
-
-
-def generate_problems(cfg: SynthConfig | int | None = None, /, **fields: Any) -> list[dict[str, Any]]:
-    """``cfg.n`` distinct problem records (see ``render.render_record`` for the format).
-
-    Also callable as ``generate_problems(n, seed=1, ops="2-5", ...)``: SynthConfig fields as keywords.
-    """
-    from midtrain.synth import mix, render
-
-    if not isinstance(cfg, SynthConfig):
-        cfg = SynthConfig.from_dict({**({} if cfg is None else {"n": cfg}), **fields})
-    elif fields:
-        cfg = cfg.replace(**fields)
-    cfg.check()
-    rng = random.Random(cfg.seed)
-    contexts = render.load_contexts(cfg.contexts, cfg.context_weights)
-    slots = mix.plan_slots(cfg.n, mix.op_distribution(cfg), contexts, cfg.mode, cfg.reverse_share, rng)
-    spec = cfg.spec()
-    seen: set[str] = set()
-    out: list[dict[str, Any]] = []
-    for op, ctx, mode in slots:
-        failures: Counter[str] = Counter()
-        for _ in range(cfg.max_tries):
-            graph, why = build_graph(op, mode, rng, spec, cfg.distractors)
-            rec = None
-            if graph is not None:
-                rec, why = render.render_record(graph, ctx, cfg.render, cfg.order, rng, op=op, mode=mode)
-            if rec is not None and rec["id"] in seen:
-                rec, why = None, "duplicate"
-            if rec is not None:
-                break
-            failures[why] += 1
-        else:
-            causes = ", ".join(f"{k} x{v}" for k, v in failures.most_common())
-            raise MidtrainError(
-                f"cannot generate problem {len(out) + 1} of {cfg.n} (op {op}, context '{ctx.name}', {mode}, "
-                f"{cfg.render}): {cfg.max_tries} draws failed ({causes}). The request asks for more distinct "
-                "problems than this setting has: lower n, widen ops, contexts, const_max or max_distractors, "
-                "or turn distractors on"
-            )
-        seen.add(rec["id"])
-        out.append(rec)
-    return out
 
 
 __all__ = [
-    "KINDS", "MAX_OP", "Lin", "Node", "Graph", "WorldSpec", "SynthConfig", "forms", "ancestors", "op_count",
-    "build_dag", "add_distractors", "choose_unknown", "dependency_order", "build_graph", "generate_problems",
+    "KINDS", "MAX_OP", "Lin", "Node", "Graph", "WorldSpec", "forms", "ancestors", "op_count",
+    "build_dag", "add_distractors", "choose_unknown", "dependency_order", "build_graph",
 ]

@@ -33,7 +33,15 @@ from midtrain.config import Config, param
 from midtrain.console import log, seed_everything
 from midtrain.errors import ConfigError
 from midtrain.runs import Result, Run, open_run
-from midtrain.train.data import Doc, Format, PackedRows, collate, load_documents, mix, pack
+from midtrain.train.data import (
+    Doc,
+    Format,
+    PackedRows,
+    collate,
+    load_documents,
+    mix,
+    pack,
+)
 
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -195,7 +203,8 @@ def train_lm(cfg: LMConfig, stage: str) -> Result:
     import torch
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
-    from midtrain.models import load_model, load_tokenizer
+    from midtrain.models.init import load_model
+    from midtrain.models.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     rows, stats = build_rows(cfg, tokenizer)  # data errors surface before the run dir exists

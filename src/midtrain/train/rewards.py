@@ -4,14 +4,14 @@ A reward is ``fn(completions: list[str], **columns: list) -> list[float]``: one 
 keyword is a column of the RL dataset repeated per generation (TRL passes every dataset column except ``prompt``
 that way; the prompts themselves arrive as the ``prompts`` column). The rewards:
 
-- ``math``: math-verify equivalence of the answer with the ``answer`` column, via :func:`midtrain.scoring.score_math`
+- ``math``: math-verify equivalence of the answer with the ``answer`` column, via :func:`midtrain.eval.scoring.score_math`
   (the scorer of ``midtrain eval``): the text after the last ``</think>``; an ``<answer>…</answer>`` span or
   ``\\boxed{}`` wins; a completion still inside a thought has no answer.
-- ``choice``: the option letter (:func:`midtrain.scoring.score_choice`) equals the ``answer`` letter.
+- ``choice``: the option letter (:func:`midtrain.eval.scoring.score_choice`) equals the ``answer`` letter.
 - ``synthetic_outcome`` / ``synthetic_process`` / ``synthetic_strict``: ``midtrain.synth.reward(problem,
   completion, kind)`` of the controlled world (DESIGN §1.3); the problem record travels JSON-encoded in the
   ``record`` column.
-- ``judge``: for ``suffix`` tasks, a :mod:`midtrain.judge` judge (LLM or rule: exact, number, token-F1 threshold)
+- ``judge``: for ``suffix`` tasks, a :mod:`midtrain.llm.judge` judge (LLM or rule: exact, number, token-F1 threshold)
   compares the continuation after the last ``</think>`` with the ``answer`` column (the true suffix).
 
 :func:`safe_reward` wraps any of them: if the batch call raises (or returns a wrong count), every sample is
@@ -64,7 +64,7 @@ def _prompts(columns: dict[str, Any], n: int) -> list[str | None]:
 # -- the rewards ------------------------------------------------------------------------------------------------
 def math_reward(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
     """1.0 when the completion's final answer is math-verify-equivalent to ``answer``, else 0.0."""
-    from midtrain.scoring import score_math
+    from midtrain.eval.scoring import score_math
 
     prompts = _prompts(columns, len(completions))
     return [
@@ -78,7 +78,7 @@ def choice_reward(completions: list[str], answer: list[Any], **columns: Any) -> 
 
     The valid letters are A-D, or as many as the record's ``choices`` column has.
     """
-    from midtrain.scoring import score_choice
+    from midtrain.eval.scoring import score_choice
 
     n = len(completions)
     prompts = _prompts(columns, n)
@@ -117,8 +117,8 @@ def synthetic_reward(kind: Literal["outcome", "process", "strict"]) -> RewardFn:
 
 
 def judge_reward(judge: Any) -> RewardFn:
-    """A suffix-task reward from a :mod:`midtrain.judge` judge: the continuation after ``</think>`` vs ``answer``."""
-    from midtrain.judge import judge_reward as make
+    """A suffix-task reward from a :mod:`midtrain.llm.judge` judge: the continuation after ``</think>`` vs ``answer``."""
+    from midtrain.llm.judge import judge_reward as make
 
     inner = make(judge)
 
@@ -137,7 +137,7 @@ def make_judge(
     cache: str = "", max_new_tokens: int = 16,
 ) -> Any:
     """A judge by name: ``exact``, ``number``, ``token_f1`` (rule judges) or ``llm`` (``backend`` config)."""
-    from midtrain.judge import JudgeConfig, build_judge
+    from midtrain.llm.judge import JudgeConfig, build_judge
 
     cfg = JudgeConfig(judge=kind, threshold=threshold, prompt=prompt, cache=cache, max_new_tokens=max_new_tokens)
     if backend is not None:

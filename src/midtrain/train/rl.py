@@ -46,15 +46,32 @@ import torch
 from transformers import PrinterCallback, TrainerCallback
 from transformers.utils import logging as hf_logging
 
-from midtrain.backends import BackendConfig
 from midtrain.config import Config, param
 from midtrain.console import log, seed_everything
 from midtrain.data import clean, iter_records, require
 from midtrain.errors import ConfigError, DataError, MidtrainError, RunDirError
-from midtrain.runs import META, MARKER, Result, Run, atomic_write_json, atomic_write_text, content_hash, open_run, run_key
+from midtrain.llm.backends import BackendConfig
+from midtrain.runs import (
+    MARKER,
+    META,
+    Result,
+    Run,
+    atomic_write_json,
+    atomic_write_text,
+    content_hash,
+    open_run,
+    run_key,
+)
 from midtrain.train.grpo import rl_flops
 from midtrain.train.lm import resolve_precision
-from midtrain.train.rewards import REWARD_COLUMNS, RewardName, SafeReward, build_reward, for_trl, make_judge
+from midtrain.train.rewards import (
+    REWARD_COLUMNS,
+    RewardName,
+    SafeReward,
+    build_reward,
+    for_trl,
+    make_judge,
+)
 
 THINKING_TEMPLATE = (
     "Solve the problem. Think step by step inside <think> </think>, then give the final answer as \\boxed{}.\n\n"
@@ -75,12 +92,12 @@ class RLConfig(Config):
     prompt_field: str = param("prompt", "Record field holding the prompt (GSM8K/MATH: problem).")
     answer_field: str = param("", "Record field holding the gold answer or true suffix; default 'answer' (answer tasks) or 'reference' (suffix tasks).")
     prompt_template: str = param("{prompt}", "Prompt text with {prompt} and other {field} placeholders filled from the record (a list renders as lettered options 'A. …'); 'thinking' = a built-in thinking prompt for raw math questions (ends in <think>).")
-    add_bos: bool = param(True, "Prepend the tokenizer's BOS token to each prompt when the tokenizer does not add it (as midtrain.generation does).")
+    add_bos: bool = param(True, "Prepend the tokenizer's BOS token to each prompt when the tokenizer does not add it (as midtrain.models.generation does).")
     max_prompt_tokens: int = param(0, "Drop (and count) prompts longer than this; 0 = the model's context minus max_completion_length.")
     max_examples: int = param(0, "Use only the first N records (0 = all).")
     judge: Literal["token_f1", "exact", "number", "llm"] = param("token_f1", "Judge of reward=judge: rule judges (token_f1 threshold, exact, number) or llm (judge_backend).")
     judge_threshold: float = param(0.5, "Token-F1 threshold of judge=token_f1.")
-    judge_backend: BackendConfig = param(BackendConfig(), "Backend of the LLM judge (judge=llm): midtrain.backends.BackendConfig.")
+    judge_backend: BackendConfig = param(BackendConfig(), "Backend of the LLM judge (judge=llm): midtrain.llm.backends.BackendConfig.")
     judge_prompt: str = param("judge", "LLM judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
     # -- Dr. GRPO --
     num_generations: int = param(8, "Completions per prompt (group size G).")
@@ -207,7 +224,7 @@ def load_policy(path: str | Path) -> Any:
 
 
 def _render(template: str, rec: dict[str, Any], prompt: str) -> str:
-    from midtrain.backends import fill_template
+    from midtrain.llm.backends import fill_template
 
     values = {k: str(v) for k, v in rec.items() if not k.startswith("_") and isinstance(v, (str, int, float))}
     for k, v in rec.items():  # option lists render as lettered lines: "A. …\nB. …"
@@ -502,7 +519,7 @@ def run(cfg: RLConfig) -> Result:
     """Dr. GRPO RL on ``cfg.data`` starting from ``cfg.model`` (see the module docstring)."""
     from datasets import Dataset
 
-    from midtrain.models import load_tokenizer
+    from midtrain.models.tokenizer import load_tokenizer
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -1,0 +1,114 @@
+"""Plots of ``midtrain analyze`` results (matplotlib, Agg backend), callable by the report command.
+
+Each function takes a result dict (``weights.json`` / ``cka.json`` content) or the path of that file, writes a
+PNG and returns its path:
+
+- :func:`plot_weight_heatmap`: fraction of parameters changed, layer (rows, "none" = outside the numbered
+  layers) × module type (columns);
+- :func:`plot_weight_timeline`: fraction changed between successive checkpoints and from the first one;
+- :func:`plot_cka`: linear CKA per layer, one line per probe set.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_HEATMAP = "weights_heatmap.png"
+WEIGHTS_TIMELINE = "weights_timeline.png"
+CKA_PLOT = "cka_per_layer.png"
+
+
+def _load(result: dict[str, Any] | str | Path) -> dict[str, Any]:
+    if isinstance(result, dict):
+        return result
+    return json.loads(Path(result).read_text(encoding="utf-8"))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    import io
+
+    from midtrain.runs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def plot_weight_heatmap(result: dict[str, Any] | str | Path, path: str | Path) -> Path:
+    """Heatmap of ``per_layer_module_type`` fraction changed (layers × module types)."""
+    data = _load(result)
+    cells: dict[str, dict[str, Any]] = data["per_layer_module_type"]
+    rows = list(cells)
+    cols = [k for k in ("attention", "mlp", "embeddings", "norms", "other") if any(k in cells[r] for r in rows)]
+    grid = [[(cells[r].get(c) or {}).get("fraction_changed") for c in cols] for r in rows]
+    values = [[float("nan") if v is None else v for v in row] for row in grid]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.4 * len(cols) + 2.5, 0.28 * len(rows) + 1.8))
+    im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7 if len(rows) > 24 else 9)
+    ax.set_xlabel("module type")
+    ax.set_ylabel("layer")
+    if len(rows) * len(cols) <= 200:
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if v is not None:
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+    label = data.get("primary", "")
+    ax.set_title(f"fraction changed (|Δ| > τ = {data.get('tau')}) {label}", fontsize=9)
+    fig.colorbar(im, ax=ax, label="fraction changed")
+    return _save(fig, path)
+
+
+def plot_weight_timeline(result: dict[str, Any] | str | Path, path: str | Path) -> Path:
+    """Fraction changed per timeline step: successive updates and cumulative from the first checkpoint."""
+    steps = _load(result)["timeline"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [s["index"] for s in steps]
+    ax.plot(x, [s["fraction_changed_successive"] for s in steps], "o-", label="c(i−1) → c(i)")
+    ax.plot(x, [s["fraction_changed_from_first"] for s in steps], "s--", label="c0 → c(i)")
+    jac = [(s["index"], s["jaccard_with_next"]) for s in steps if s.get("jaccard_with_next") is not None]
+    if jac:
+        ax.plot([a for a, _ in jac], [b for _, b in jac], "^:", label="Jaccard(update i, update i+1)")
+    ax.set_xlabel("checkpoint index")
+    ax.set_ylabel("fraction")
+    ax.set_xticks(x)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_cka(result: dict[str, Any] | str | Path, path: str | Path) -> Path:
+    """Linear CKA per layer (0 = embedding output), one line per probe set."""
+    data = _load(result)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, probe in data["probes"].items():
+        ys = [float("nan") if v is None else v for v in probe["per_layer"]]
+        ax.plot(range(len(ys)), ys, "o-", markersize=3, label=f"{name} (n={probe['rows']})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("linear CKA")
+    ax.set_title(f"CKA per layer ({data.get('pooling')} pooling, {data.get('estimator')} estimator)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+__all__ = ["CKA_PLOT", "WEIGHTS_HEATMAP", "WEIGHTS_TIMELINE", "plot_cka", "plot_weight_heatmap", "plot_weight_timeline"]

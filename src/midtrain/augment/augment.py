@@ -1,0 +1,504 @@
+"""``midtrain augment``: thinking augmentation of pretraining text (DESIGN §1.1 step 1).
+
+Algorithm, per shard ``i`` of ``N``:
+
+1. Read the corpus (JSONL/Parquet/datasets/text, ``--max-documents`` first documents overall); a document goes
+   to shard ``sha256(id) mod N`` (whole documents, so no shard tokenizes another's text), and is cut into chunks
+   of ≤ ``max_chunk_tokens`` tokens of the *target* model's tokenizer at paragraph or sentence boundaries
+   (:mod:`midtrain.augment.chunking`). Chunk ids are ``<document id>#<index>``.
+2. Chunks already in the shard file are skipped (resume); the rest go to the annotator in batches of
+   ``batch_chunks`` with the prompt template (shipped ``prompts/augment.txt``, placeholder ``{text}``), several
+   batches in flight for HTTP backends. Synthetic problems (records with ``graph``) under the programmatic
+   backend are annotated by ``midtrain.synth.annotate`` instead.
+3. Every answer is validated (:func:`midtrain.thoughts.validate_answer`): with thoughts removed the text must
+   equal the chunk up to NFKC + whitespace normalisation at most; the segments are cut from the *original*, so
+   an accepted record reconstructs its chunk exactly. Rejected answers are re-asked ``retries`` times at
+   ``retry_temperature``; a backend failure (after the backend's own retries) is recorded as ``failed``.
+4. Each finished batch is appended to ``out/shards/shard-i-of-N.jsonl`` and fsynced; when the shard is complete
+   a ``.done`` marker (counts by status and reason, examples) is written. When all ``N`` markers exist the
+   manifest (``manifest.json``, and the metrics of ``midtrain.json``) merges them and the run is ``COMPLETE``.
+
+Kill -9 at any moment and re-run the same command: the torn last line is truncated, finished chunks are skipped,
+and every chunk ends up exactly once (status ``accepted``, ``rejected`` or ``failed``). Manual splitting:
+``--num-shards 8 --shard-index 3`` on each machine, same ``--out`` on a shared filesystem; the last shard to finish
+writes the manifest. Multi-node: ``--executor datatrove_slurm`` (or ``datatrove_local``/``datatrove_ray``) runs
+the same shard function as datatrove tasks (:mod:`midtrain.augment.datatrove`). Launch::
+
+    midtrain augment corpus.jsonl --out runs/aug --tokenizer runs/tok --max-chunk-tokens 1024 \\
+        --annotator.backend openai --annotator.model Qwen/Qwen3-8B --annotator.base-url http://127.0.0.1:8000/v1
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from midtrain.augment.chunking import chunk_document, token_counter
+from midtrain.config import Config, param
+from midtrain.console import log, progress
+from midtrain.data import append_jsonl, iter_records
+from midtrain.errors import ConfigError, DataError
+from midtrain.llm.backends import (
+    BackendConfig,
+    BackendError,
+    ProgrammaticBackend,
+    TextBackend,
+    fill_template,
+    load_prompt,
+    make_backend,
+    require_placeholders,
+)
+from midtrain.runs import Result, atomic_write_json, open_run
+from midtrain.shards import (
+    ShardLock,
+    iter_shard,
+    read_done,
+    read_tolerant,
+    shard_of,
+    shard_paths,
+    to_parquet,
+    write_done,
+)
+from midtrain.thoughts import (
+    FAILED,
+    REASONS,
+    check_record,
+    render_augmented,
+    strip_thoughts,
+    validate_answer,
+)
+
+EXAMPLES_PER_REASON = 3
+
+
+@dataclass
+class AugmentConfig(Config):
+    input: list[str] = param([], "Corpus files: .jsonl(.gz), .parquet, .txt, or a datasets directory.", positional=True)
+    out: str = param("", "Output directory (shards/, manifest.json, midtrain.json).")
+    tokenizer: str = param("", "The target model's tokenizer directory (chunk budgets are counted with it).")
+    text_field: str = param("text", "Field holding the document text.")
+    id_field: str = param("id", "Field holding the document id (default: <file stem>:<line>).")
+    domain_field: str = param("domain", "Field holding the domain label.")
+    default_domain: str = param("general", "Domain of documents without one.")
+    max_documents: int | None = param(None, "Read only the first N documents of the corpus (all inputs together).")
+    max_chunk_tokens: int = param(1024, "Chunk budget L in target-tokenizer tokens (DESIGN: 2048, 1024 for small models).")
+    annotator: BackendConfig = param(BackendConfig(), "The annotator model's backend.")
+    prompt: str = param("augment", "Annotator prompt: a shipped name or a .txt template with a {text} placeholder.")
+    max_new_tokens: int = param(0, "Annotator token budget per chunk; 0: 2 × max_chunk_tokens + 256.")
+    temperature: float = param(0.0, "Annotator sampling temperature of the first attempt.")
+    retries: int = param(1, "Re-ask the annotator this many times when its answer is rejected.")
+    retry_temperature: float = param(0.7, "Sampling temperature of the retries.")
+    normalization: Literal["exact", "whitespace", "nfkc"] = param(
+        "nfkc", "Text preservation check: exact; whitespace (runs collapsed, ends trimmed); nfkc (NFKC + whitespace).")
+    min_thoughts: int = param(1, "Reject answers with fewer thoughts.")
+    max_thoughts: int = param(16, "Reject answers with more thoughts.")
+    batch_chunks: int = param(64, "Chunks per annotator call and per fsynced append.")
+    batches_in_flight: int = param(0, "Concurrent batches; 0: 1 for in-process backends, enough to fill max_concurrency for openai.")
+    format: Literal["jsonl", "parquet"] = param("jsonl", "Shard file format (Parquet is written when a shard completes).")
+    num_shards: int = param(1, "Number of output shards (documents are assigned by stable hash).")
+    shard_index: int | None = param(None, "Process only this shard (manual splitting across machines); default all.")
+    executor: Literal["inline", "datatrove_local", "datatrove_slurm", "datatrove_ray"] = param(
+        "inline", "inline: this process; datatrove_*: one datatrove task per shard (pip install 'midtrain[distributed]').")
+    num_workers: int = param(1, "Shards run in parallel by datatrove_local / datatrove_ray.")
+    executor_options: dict[str, Any] = param({}, "Extra keyword arguments of the datatrove executor (e.g. partition, time).")
+    keep_answers: bool = param(True, "Store the raw annotator answer on rejected records (for the rejection report).")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if not self.input:
+            raise ConfigError("key 'input': give at least one corpus file")
+        if not self.out:
+            raise ConfigError("key 'out': give an output directory")
+        if not self.tokenizer:
+            raise ConfigError("key 'tokenizer': give the target model's tokenizer directory")
+        if self.max_chunk_tokens < 8:
+            raise ConfigError("key 'max_chunk_tokens': must be at least 8")
+        if self.num_shards < 1:
+            raise ConfigError("key 'num_shards': must be >= 1")
+        if self.shard_index is not None and not 0 <= self.shard_index < self.num_shards:
+            raise ConfigError(f"key 'shard_index': must be in [0, {self.num_shards})")
+        if self.shard_index is not None and self.executor != "inline":
+            raise ConfigError("key 'shard_index': datatrove assigns shards itself; use executor=inline for manual splits")
+        if self.retries < 0 or self.batch_chunks < 1 or self.batches_in_flight < 0:
+            raise ConfigError("key 'retries'/'batch_chunks'/'batches_in_flight': out of range")
+        if not 0 <= self.min_thoughts <= self.max_thoughts:
+            raise ConfigError("key 'min_thoughts': must be between 0 and max_thoughts")
+
+    @property
+    def new_tokens(self) -> int:
+        return self.max_new_tokens or 2 * self.max_chunk_tokens + 256
+
+
+# Fields that say *how* to run, not *what*: reset in the run key so that a resumed run may change them.
+_HOW = {"shard_index": None, "executor": "inline", "num_workers": 1, "executor_options": {}, "batches_in_flight": 0,
+        "annotator.base_url": "", "annotator.api_key_env": "OPENAI_API_KEY", "annotator.max_concurrency": 16,
+        "annotator.timeout_s": 120.0, "annotator.max_retries": 5, "annotator.backoff_s": 1.0,
+        "annotator.max_backoff_s": 60.0, "annotator.batch_size": 16, "annotator.num_threads": 0}
+
+
+def key_config(cfg: AugmentConfig) -> AugmentConfig:
+    """``cfg`` with the operational fields reset (what enters the run key and ``config.yaml``)."""
+    return cfg.replace(**_HOW)
+
+
+def operational(cfg: AugmentConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {k: (d[k.split(".")[0]][k.split(".")[1]] if "." in k else d[k]) for k in _HOW}
+
+
+# -- chunks -----------------------------------------------------------------------------------------------------
+@dataclass
+class Chunk:
+    id: str
+    source_id: str
+    text: str
+    domain: str
+    tokens: int
+    problem: dict[str, Any] | None = None  # a synthetic problem annotated by midtrain.synth
+
+
+def iter_documents(cfg: AugmentConfig) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(document id, path, record)`` over all inputs, at most ``max_documents``."""
+    n = 0
+    for path in cfg.input:
+        for rec in iter_records(path, text_field=cfg.text_field):
+            if cfg.max_documents is not None and n >= cfg.max_documents:
+                return
+            doc_id = rec.get(cfg.id_field)
+            yield (str(doc_id) if doc_id is not None else f"{Path(path).stem}:{rec.get('_line')}"), path, rec
+            n += 1
+
+
+def shard_chunks(cfg: AugmentConfig, tokenizer: Any, index: int, *, synthetic: bool = False) -> list[Chunk]:
+    """The chunks of shard ``index`` in document order (``synthetic``: records with ``graph`` stay whole)."""
+    seen: set[str] = set()
+    out: list[Chunk] = []
+    for doc_id, path, rec in iter_documents(cfg):
+        if shard_of(doc_id, cfg.num_shards) != index:
+            continue
+        if doc_id in seen:
+            raise DataError(f"{path}:{rec.get('_line', '?')}: duplicate document id '{doc_id}'")
+        seen.add(doc_id)
+        domain = str(rec.get(cfg.domain_field) or cfg.default_domain)
+        if synthetic and "graph" in rec:
+            problem = {k: v for k, v in rec.items() if not k.startswith("_")}
+            out.append(Chunk(f"{doc_id}#0000", doc_id, str(rec.get(cfg.text_field) or ""), domain, 0, problem))
+            continue
+        text = rec.get(cfg.text_field)
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{rec.get('_line', '?')}: no string '{cfg.text_field}' field")
+        for c in chunk_document(doc_id, text, tokenizer, cfg.max_chunk_tokens):
+            out.append(Chunk(c.id, doc_id, c.text, domain, c.tokens))
+    return out
+
+
+# -- annotation -------------------------------------------------------------------------------------------------
+def _record(c: Chunk, annotator: str, status: str, attempts: int, **extra: Any) -> dict[str, Any]:
+    rec = {"id": c.id, "source_id": c.source_id, "chunk": c.text, "domain": c.domain, "segments": [],
+           "annotator": annotator, "status": status, "reason": None, "attempts": attempts, "tokens": c.tokens}
+    rec.update(extra)
+    return rec
+
+
+def _synthetic(c: Chunk, backend: ProgrammaticBackend, cfg: AugmentConfig) -> dict[str, Any]:
+    try:
+        made = backend.annotate_record(c.problem or {})
+    except Exception as e:  # noqa: BLE001 - one bad problem must not stop the run
+        return _record(c, "synth", "failed", 1, reason=FAILED, detail=f"{type(e).__name__}: {e}")
+    out = check_record(made, min_thoughts=cfg.min_thoughts, max_thoughts=cfg.max_thoughts)
+    rec = {**made, "id": c.id, "source_id": c.source_id, "domain": made.get("domain") or c.domain,
+           "annotator": made.get("annotator") or "synth", "status": out.status, "reason": out.reason, "attempts": 1,
+           "tokens": c.tokens}
+    if out.status == "accepted":
+        rec["segments"] = out.segments
+    else:
+        rec.update(segments=[], detail=out.detail)
+    return rec
+
+
+async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: str, cfg: AugmentConfig) -> list[dict[str, Any]]:
+    """Annotate, validate and retry one batch; one record per chunk, in order."""
+    done: dict[str, dict[str, Any]] = {}
+    pending = []
+    for c in chunks:
+        if c.problem is not None and isinstance(backend, ProgrammaticBackend):
+            done[c.id] = _synthetic(c, backend, cfg)
+        else:
+            pending.append(c)
+    direct = isinstance(backend, ProgrammaticBackend) and backend.respond is None
+    for attempt in range(cfg.retries + 1):
+        if not pending:
+            break
+        temperature = cfg.temperature if attempt == 0 else cfg.retry_temperature
+        if direct:  # the rule-based annotator needs no prompt
+            answers: list[Any] = [[backend.annotate_text(c.text)] for c in pending]  # type: ignore[union-attr]
+        else:
+            prompts = [fill_template(template, text=c.text) for c in pending]
+            answers = await backend.agenerate(prompts, max_new_tokens=cfg.new_tokens, temperature=temperature,
+                                              errors="return")
+        retry = []
+        for c, ans in zip(pending, answers):
+            if isinstance(ans, BackendError):
+                done[c.id] = _record(c, backend.name, "failed", attempt + 1, reason=FAILED, detail=str(ans))
+                continue
+            out = validate_answer(c.text, ans[0], mode=cfg.normalization, min_thoughts=cfg.min_thoughts,
+                                  max_thoughts=cfg.max_thoughts)
+            if out.status == "accepted":
+                done[c.id] = _record(c, backend.name, "accepted", attempt + 1, segments=out.segments)
+            elif attempt < cfg.retries and out.reason != "source_has_tags":
+                retry.append(c)
+            else:
+                extra = {"answer": ans[0]} if cfg.keep_answers else {}
+                done[c.id] = _record(c, backend.name, "rejected", attempt + 1, reason=out.reason, detail=out.detail, **extra)
+        pending = retry
+    return [done[c.id] for c in chunks]
+
+
+@dataclass
+class Tally:
+    """Counts by status and reason, thoughts and tokens, plus a few examples per reason."""
+
+    status: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    thoughts: int = 0
+    tokens: int = 0
+    examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.status[rec["status"]] += 1
+        self.tokens += int(rec.get("tokens") or 0)
+        if rec["status"] == "accepted":
+            self.thoughts += sum(1 for s in rec["segments"] if s.get("thought"))
+        else:
+            reason = rec.get("reason") or "unknown"
+            self.reasons[f"{rec['status']}:{reason}"] += 1
+            ex = self.examples.setdefault(reason, [])
+            if len(ex) < EXAMPLES_PER_REASON:
+                ex.append({"id": rec["id"], "detail": str(rec.get("detail", ""))[:300]})
+
+    def merge(self, d: dict[str, Any]) -> None:
+        self.status.update(d.get("status", {}))
+        self.reasons.update(d.get("reasons", {}))
+        self.thoughts += d.get("thoughts", 0)
+        self.tokens += d.get("tokens", 0)
+        for reason, ex in d.get("examples", {}).items():
+            mine = self.examples.setdefault(reason, [])
+            mine += ex[: EXAMPLES_PER_REASON - len(mine)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": dict(self.status), "reasons": dict(self.reasons), "thoughts": self.thoughts,
+                "tokens": self.tokens, "examples": self.examples}
+
+    @property
+    def chunks(self) -> int:
+        return sum(self.status.values())
+
+
+def _batches_in_flight(cfg: AugmentConfig) -> int:
+    if cfg.batches_in_flight:
+        return cfg.batches_in_flight
+    if cfg.annotator.backend == "openai":
+        return max(2, math.ceil(2 * cfg.annotator.max_concurrency / cfg.batch_chunks))
+    return 1
+
+
+async def _annotate_all(chunks: list[Chunk], backend: TextBackend, template: str, cfg: AugmentConfig,
+                        sink: Any) -> None:
+    limit = _batches_in_flight(cfg)
+    running: set[asyncio.Task] = set()
+
+    async def drain(wait_all: bool) -> None:
+        nonlocal running
+        while running and (wait_all or len(running) >= limit):
+            finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for t in finished:
+                sink(t.result())
+
+    try:
+        for s in range(0, len(chunks), cfg.batch_chunks):
+            await drain(False)
+            running.add(asyncio.create_task(annotate_batch(chunks[s : s + cfg.batch_chunks], backend, template, cfg)))
+        await drain(True)
+    finally:
+        for t in running:
+            t.cancel()
+        aclose = getattr(backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def process_shard(cfg: AugmentConfig, index: int, *, backend: TextBackend | None = None, tokenizer: Any = None,
+                  template: str | None = None) -> dict[str, Any]:
+    """Annotate shard ``index`` to completion (resuming), write its ``.done`` marker; returns the marker."""
+    paths = shard_paths(cfg.out, index, cfg.num_shards)
+    info = read_done(paths)
+    if info is not None:
+        return info
+    if tokenizer is None:
+        from midtrain.models.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    template = template if template is not None else load_prompt(cfg.prompt)
+    with ShardLock(paths.lock):
+        info = read_done(paths)  # another process may have finished it while we waited
+        if info is not None:
+            return info
+        existing = read_tolerant(paths.jsonl, repair=True)  # drops a line torn by kill -9
+        tally = Tally()
+        for rec in existing:
+            tally.add(rec)
+        seen = {rec["id"] for rec in existing}
+        synthetic = isinstance(backend, ProgrammaticBackend) or (backend is None and cfg.annotator.backend == "programmatic")
+        chunks = [c for c in shard_chunks(cfg, tokenizer, index, synthetic=synthetic) if c.id not in seen]
+        total = len(chunks) + len(seen)
+        if chunks:
+            backend = backend if backend is not None else make_backend(cfg.annotator)
+            _run_shard(cfg, index, chunks, total, backend, template, tally, paths.jsonl, token_counter(tokenizer))
+        info = {"shard": index, "num_shards": cfg.num_shards, "chunks": tally.chunks, **tally.to_dict(),
+                "format": "jsonl", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if cfg.format == "parquet":
+            records = read_tolerant(paths.jsonl)
+            if to_parquet(records, paths.parquet):
+                info["format"] = "parquet"
+            else:
+                log(f"augment: shard {index}: records do not fit one Arrow schema; kept as JSONL")
+        write_done(paths, info)
+        if info["format"] == "parquet":
+            paths.jsonl.unlink(missing_ok=True)
+    return info
+
+
+def _run_shard(cfg: AugmentConfig, index: int, chunks: list[Chunk], total: int, backend: TextBackend, template: str,
+               tally: Tally, path: Path, count: Any) -> None:
+    start = time.time()
+    done0, tok0, gen0 = tally.chunks, tally.tokens, getattr(backend, "stats", {}).get("completion_tokens", 0)
+    next_log = [0.1]
+    with progress() as bar:
+        task = bar.add_task(f"augment shard {index}/{cfg.num_shards}", total=total, completed=done0, info="")
+
+        def sink(records: list[dict[str, Any]]) -> None:
+            synthetic = [r for r in records if not r.get("tokens") and r.get("chunk")]  # made by midtrain.synth
+            for r, n in zip(synthetic, count([r["chunk"] for r in synthetic])):
+                r["tokens"] = n
+            append_jsonl(path, records)
+            for r in records:
+                tally.add(r)
+            dt = max(time.time() - start, 1e-9)
+            n = tally.chunks - done0
+            rate = tally.status["accepted"] / max(tally.chunks, 1)
+            gen = getattr(backend, "stats", {}).get("completion_tokens", 0) - gen0
+            info = (f"{n / dt:.2f} chunks/s · {(tally.tokens - tok0) / dt:,.0f} corpus tok/s"
+                    + (f" · {gen / dt:,.0f} gen tok/s" if gen else "") + f" · accepted {rate:.1%}")
+            bar.update(task, completed=tally.chunks, info=info)
+            if n >= next_log[0] * len(chunks) or n == len(chunks):
+                log(f"augment shard {index}: {tally.chunks}/{total} chunks · {info}")
+                next_log[0] = min(1.0, n / len(chunks) + 0.1)
+
+        asyncio.run(_annotate_all(chunks, backend, template, cfg, sink))
+
+
+# -- manifest and stage -----------------------------------------------------------------------------------------
+def merge_manifest(cfg: AugmentConfig) -> dict[str, Any]:
+    """Counts over all finished shards; ``shards_done < num_shards`` while some are missing."""
+    tally, done, files = Tally(), 0, []
+    for i in range(cfg.num_shards):
+        paths = shard_paths(cfg.out, i, cfg.num_shards)
+        info = read_done(paths)
+        if info is None:
+            continue
+        done += 1
+        tally.merge(info)
+        files.append((paths.parquet if info.get("format") == "parquet" else paths.jsonl).name)
+    n = tally.chunks
+    acc = tally.status["accepted"]
+    rejected = {r.split(":", 1)[1]: k for r, k in sorted(tally.reasons.items()) if r.startswith("rejected:")}
+    failed = {r.split(":", 1)[1]: k for r, k in sorted(tally.reasons.items()) if r.startswith("failed:")}
+    return {
+        "num_shards": cfg.num_shards, "shards_done": done, "chunks": n, "accepted": acc,
+        "rejected": tally.status["rejected"], "failed": tally.status["failed"],
+        "acceptance_rate": round(acc / n, 4) if n else 0.0,
+        "rejected_by_reason": {r: rejected.get(r, 0) for r in REASONS if rejected.get(r)},
+        "failed_by_reason": failed, "thoughts_per_accepted_chunk": round(tally.thoughts / acc, 3) if acc else 0.0,
+        "chunk_tokens": tally.tokens, "files": files, "examples": tally.examples,
+    }
+
+
+class AugmentResult(Result):
+    def summary(self) -> str:
+        m = self.metrics
+        if "chunks" not in m:
+            return super().summary()
+        lines = [f"{self.stage}: {'cache hit, ' if self.cached else ''}{self.out}",
+                 f"  shards {m['shards_done']}/{m['num_shards']}  chunks {m['chunks']}  accepted {m['accepted']} "
+                 f"({m['acceptance_rate']:.1%})  rejected {m['rejected']}  failed {m['failed']}  "
+                 f"thoughts/accepted chunk {m['thoughts_per_accepted_chunk']}"]
+        for reason, k in {**m["rejected_by_reason"], **{f"failed:{r}": k for r, k in m["failed_by_reason"].items()}}.items():
+            lines.append(f"  {reason:<20} {k}")
+        return "\n".join(lines)
+
+
+def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentResult:
+    """Augment the corpus into sharded, resumable output (see the module docstring).
+
+    ``backend`` overrides ``cfg.annotator`` with a ready backend (an already loaded model, a scripted one).
+    """
+    from midtrain.models.tokenizer import load_tokenizer
+
+    template = load_prompt(cfg.prompt)
+    require_placeholders(template, ["text"], "prompt")
+    for path in cfg.input:  # fail on bad input before the run directory exists
+        next(iter_records(path, text_field=cfg.text_field), None)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    inputs: dict[str, str | Path] = {f"input[{i}]": p for i, p in enumerate(cfg.input)}
+    inputs["tokenizer"] = cfg.tokenizer
+    if Path(cfg.prompt).suffix == ".txt":
+        inputs["prompt"] = cfg.prompt
+    with open_run(cfg.out, "augment", key_config(cfg), inputs, overwrite=cfg.overwrite) as run_:
+        if run_.cached:
+            return AugmentResult.of(run_)
+        run_.keep()
+        run_.update(operational=operational(cfg))
+        ann = cfg.annotator
+        log(f"augment: {len(cfg.input)} input(s) → {cfg.num_shards} shard(s) in {run_.path}; chunks ≤ {cfg.max_chunk_tokens} "
+            f"tokens; annotator {backend.name if backend is not None else ann.backend + (':' + ann.model if ann.model else '')}"
+            f"; executor {cfg.executor}")
+        start = time.time()
+        if cfg.executor == "inline":
+            todo = [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards)
+            for i in todo:
+                if read_done(shard_paths(cfg.out, i, cfg.num_shards)) is None and backend is None:
+                    backend = make_backend(cfg.annotator)
+                process_shard(cfg, i, backend=backend, tokenizer=tokenizer, template=template)
+        else:
+            from midtrain.augment.datatrove import run_datatrove
+
+            run_datatrove(cfg)
+        manifest = merge_manifest(cfg)
+        manifest["seconds_this_invocation"] = round(time.time() - start, 2)
+        if manifest["shards_done"] < cfg.num_shards:
+            log(f"augment: {manifest['shards_done']}/{cfg.num_shards} shards done; run the other shards (same --out)")
+            run_.update(metrics=manifest)
+            return AugmentResult(stage="augment", out=str(run_.path), metrics=manifest)
+        atomic_write_json(run_.path / "manifest.json", manifest)
+        run_.finish(manifest)
+        log(f"augment: {manifest['chunks']} chunks, {manifest['accepted']} accepted ({manifest['acceptance_rate']:.1%}), "
+            f"rejected {manifest['rejected_by_reason']}, failed {manifest['failed']} → {run_.path}")
+        return AugmentResult.of(run_)
+
+
+def read_augmented(path: str | Path, *, status: str | None = "accepted") -> Iterator[dict[str, Any]]:
+    """Augmented records of an output directory (or a JSONL/Parquet file), optionally of one status."""
+    from midtrain.shards import read_records
+
+    for rec in read_records(path):
+        if status is None or rec.get("status") == status:
+            yield rec
+
+
+__all__ = ["AugmentConfig", "AugmentResult", "Chunk", "run", "process_shard", "shard_chunks", "annotate_batch",
+           "merge_manifest", "read_augmented", "key_config", "iter_shard", "render_augmented", "strip_thoughts"]

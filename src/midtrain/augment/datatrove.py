@@ -1,0 +1,85 @@
+"""Multi-node ``midtrain augment`` on datatrove executors: one datatrove task per output shard.
+
+Why datatrove rather than Ray: augmentation is an embarrassingly parallel map over shards whose only state is the
+shard file, and datatrove's model is exactly that (task ``rank`` of ``world_size``, a completion marker per task,
+``skip_completed`` on re-launch), with one pipeline definition for a laptop (``LocalPipelineExecutor``), a Slurm
+cluster (``SlurmPipelineExecutor``: job arrays, retries, dependencies) and a Ray cluster (``RayPipelineExecutor``).
+It installs in seconds with three small dependencies, where Ray brings a cluster runtime, a dashboard and a
+~70 MB wheel that a CPU test suite cannot afford. The annotator itself is usually a served model (vLLM/SGLang
+behind the OpenAI API), so the tasks are light HTTP clients and need no Ray object store or actors.
+
+The task body is :func:`midtrain.augment.augment.process_shard` with ``index = rank``, ``num_shards = world_size``: the
+same function, the same resume logic and the same ``.done`` markers as the inline runner, so a run may be
+started inline, continued on Slurm and finished inline again. datatrove's own completion markers live in
+``out/datatrove/``. With Slurm the command returns after submitting; re-run it when the jobs have finished to
+write the manifest (finished shards are skipped).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from midtrain.errors import ConfigError, MidtrainError
+
+try:
+    from datatrove.pipeline.base import PipelineStep
+except ImportError:  # the runner is optional: pip install 'midtrain[distributed]'
+    PipelineStep = object  # type: ignore[misc,assignment]
+    _HAVE_DATATROVE = False
+else:
+    _HAVE_DATATROVE = True
+
+
+class AugmentShardStep(PipelineStep):  # type: ignore[misc,valid-type]
+    """A datatrove pipeline step that augments shard ``rank`` of ``world_size``."""
+
+    name = "midtrain augment shard"
+    type = "annotate"
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
+        from midtrain.augment.augment import AugmentConfig, process_shard
+
+        cfg = AugmentConfig.from_dict(self.cfg)
+        if world_size != cfg.num_shards:
+            raise MidtrainError(f"datatrove world_size {world_size} != num_shards {cfg.num_shards}")
+        info = process_shard(cfg, rank)
+        for status, k in info.get("status", {}).items():
+            self.stat_update(status, value=k)
+        if data:
+            yield from data
+
+
+def build_executor(cfg: Any) -> Any:
+    """The datatrove executor that runs one :class:`AugmentShardStep` task per shard."""
+    if not _HAVE_DATATROVE:
+        raise MidtrainError("executor '%s' needs datatrove: pip install 'midtrain[distributed]'" % cfg.executor)
+    from datatrove.executor import (
+        LocalPipelineExecutor,
+        RayPipelineExecutor,
+        SlurmPipelineExecutor,
+    )
+
+    step = AugmentShardStep(cfg.to_dict())
+    common = dict(pipeline=[step], tasks=cfg.num_shards, logging_dir=str(Path(cfg.out) / "datatrove"),
+                  skip_completed=True, **cfg.executor_options)
+    try:
+        if cfg.executor == "datatrove_local":
+            common.setdefault("start_method", "spawn")
+            return LocalPipelineExecutor(workers=cfg.num_workers, **common)
+        if cfg.executor == "datatrove_ray":
+            return RayPipelineExecutor(workers=cfg.num_workers, **common)
+        return SlurmPipelineExecutor(**common)
+    except TypeError as e:
+        raise ConfigError(f"key 'executor_options': {e}") from None
+
+
+def run_datatrove(cfg: Any) -> None:
+    build_executor(cfg).run()
+
+
+__all__ = ["AugmentShardStep", "build_executor", "run_datatrove"]

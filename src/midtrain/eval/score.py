@@ -1,0 +1,138 @@
+"""``midtrain eval score``: score completions produced elsewhere (a vLLM server, lm-eval, another toolkit).
+
+Algorithm: each ``{"id", "completion"}`` line (several per id; an optional ``sample`` index) is scored exactly as
+``midtrain eval`` scores its own samples (:func:`midtrain.eval.evaluate.rows_for`: math-verify, the option letter,
+or process verification for synthetic problems), then summarised per benchmark (mean@k, pass@k, maj@k) or per op
+range. Ids not in the benchmark are an error naming file and line; problems without completions are counted as
+``missing``. With ``--out`` the run directory holds ``samples.jsonl`` and ``summary.json``.
+
+Launch: ``midtrain eval score --benchmark gsm8k --completions vllm-out.jsonl --json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from midtrain.config import Config, param
+from midtrain.data import iter_jsonl
+from midtrain.errors import ConfigError, DataError
+from midtrain.eval.benchmarks import (
+    Source,
+    infer_kind,
+    load_benchmark,
+    load_file,
+)
+from midtrain.eval.evaluate import SAMPLES, SUMMARY, Task, rows_for, thinking_tokens
+from midtrain.eval.summary import summarize_benchmark
+from midtrain.models import generation
+from midtrain.runs import atomic_write_json, open_run
+from midtrain.synth import summary as synth_eval
+
+
+@dataclass
+class ScoreConfig(Config):
+    completions: str = param("", "JSONL of {id, completion} lines (several per id allowed; optional 'sample').")
+    benchmark: str = param("", "Registered benchmark the completions answer (see midtrain eval --help).")
+    data: str = param("", "Custom benchmark JSONL (id, problem, answer; + choices for multiple choice) instead of --benchmark.")
+    synthetic: str = param("", "Synthetic problem JSONL instead of --benchmark (process-verified with midtrain.synth).")
+    data_root: str = param("", "Benchmark data root (default: $MIDTRAIN_DATA_ROOT, else shared/benchmarks next to the checkout).")
+    source: Source = param("local", "Where a registered benchmark comes from: local, hub (online) or auto.")
+    thinking: bool = param(False, "Completions start inside an open '<think>' (the prompt opened it): text before '</think>' is never scored.")
+    tokenizer: str = param("", "Tokenizer directory to count response/thinking tokens (optional).")
+    op_scale: Literal["paper", "tiny"] = param("paper", "Named synthetic op ranges: paper (2-10, 11-14, 15-20) or tiny (2-5, 6-8, 9-12).")
+    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]}; replaces op_scale when given.")
+    out: str = param("", "Optional output directory for samples.jsonl + summary.json.")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if not self.completions:
+            raise ConfigError("key 'completions': give the completions JSONL")
+        if sum(map(bool, (self.benchmark, self.data, self.synthetic))) != 1:
+            raise ConfigError("key 'benchmark': give exactly one of benchmark, data or synthetic")
+
+
+@dataclass
+class ScoreResult:
+    summary_: dict[str, Any]
+    out: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.summary_
+
+    def summary(self) -> str:
+        s = self.summary_
+        if "verified_pass_at_k" in s:
+            return f"synthetic: n={s['n']} verified pass@1={s['verified_pass_at_k'].get('1')} hacking={s['hacking_rate']}"
+        return (f"{s.get('benchmark')}: n={s['n']} samples={s['samples']} accuracy={s['accuracy']:.4f} "
+                f"mean@{s['k']}={s['mean_at_k']:.4f} pass@k={s['pass_at_k']} no_answer={s['no_answer']}")
+
+
+def read_completions(path: str | Path, ids: set[str]) -> list[dict[str, Any]]:
+    """Completion lines grouped with sample indices; unknown ids and bad lines name file and line."""
+    out, counter = [], defaultdict(int)
+    for rec in iter_jsonl(path):
+        line = rec.get("_line", "?")
+        if "id" not in rec or "completion" not in rec:
+            raise DataError(f"{path}:{line}: a completion line needs 'id' and 'completion'")
+        rid = str(rec["id"])
+        if rid not in ids:
+            raise DataError(f"{path}:{line}: id '{rid}' is not in the benchmark")
+        if not isinstance(rec["completion"], str):
+            raise DataError(f"{path}:{line}: 'completion' must be a string")
+        sample = rec.get("sample", counter[rid])
+        counter[rid] += 1
+        out.append({"id": rid, "sample": int(sample), "completion": rec["completion"]})
+    if not out:
+        raise DataError(f"no completions in {path}")
+    return out
+
+
+def score(cfg: ScoreConfig) -> ScoreResult:
+    """Score completions produced elsewhere (e.g. by a vLLM server); see the module docstring."""
+    tokenizer = None
+    if cfg.tokenizer:
+        from midtrain.models.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    if cfg.synthetic:
+        records = synth_eval.load_problems(cfg.synthetic)
+        name, kind, domain, src = "synthetic", "synthetic", "synthetic", cfg.synthetic
+    elif cfg.benchmark:
+        bench, records, src = load_benchmark(cfg.benchmark, root=cfg.data_root or None, source=cfg.source)
+        name, kind, domain = bench.name, bench.kind, bench.domain
+    else:
+        records, src = load_file(cfg.data), cfg.data
+        name, kind, domain = Path(cfg.data).name.split(".")[0], infer_kind(records), "custom"
+    comps = read_completions(cfg.completions, {r["id"] for r in records})
+    task = Task(name, kind, domain, records, src, opened=[cfg.thinking] * len(records))  # type: ignore[arg-type]
+    index = {r["id"]: i for i, r in enumerate(records)}
+    items = [(index[c["id"]], c["sample"]) for c in comps]
+    tok_counts = thinking_tokens(tokenizer, [c["completion"] for c in comps]) if tokenizer else [None] * len(comps)
+    gens = [generation.Generation(c["completion"], t, True) for c, t in zip(comps, tok_counts)]  # type: ignore[arg-type]
+    rows = rows_for(task, gens, items, tokenizer)
+    if kind == "synthetic":
+        full = synth_eval.summarize(rows, records, ranges=dict(cfg.op_ranges) or synth_eval.scale_ranges(cfg.op_scale))
+        summary = {"benchmark": name, **full["overall"], "by_range": full["by_range"], "by_op": full["by_op"],
+                   "by_context": full["by_context"], "by_mode": full["by_mode"]}
+    else:
+        summary = {"benchmark": name, "domain": domain, **summarize_benchmark(rows)}
+    scored = {r["id"] for r in comps}
+    summary["missing"] = sum(1 for r in records if r["id"] not in scored)
+    if cfg.out:
+        with open_run(cfg.out, "eval_score", cfg, {"completions": cfg.completions}, overwrite=cfg.overwrite) as run_:
+            if not run_.cached:
+                from midtrain.data import write_jsonl
+
+                write_jsonl(run_.path / SAMPLES, rows)
+                atomic_write_json(run_.path / SUMMARY, summary)
+                run_.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+            summary = json.loads((run_.path / SUMMARY).read_text(encoding="utf-8"))
+    return ScoreResult(summary, cfg.out)
+
+
+
+__all__ = ["ScoreConfig", "ScoreResult", "read_completions", "score"]

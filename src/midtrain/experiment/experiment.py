@@ -1,0 +1,561 @@
+"""``midtrain experiment run CONFIG``: an experiment is a graph of cached stages; arms are named chains through it.
+
+An experiment config names **stages** — each a CLI verb with its config (``args``), or an existing checkpoint
+(``path``) — and **arms**, the comparisons: an arm lists the training stages of its chain (for compute
+accounting) and the eval stage of its final checkpoint (for the results table)::
+
+    # midtrain: experiment run
+    name: demo
+    seeds: [0, 1, 2]
+    stages:
+      base:      {path: ../src/midtrain/assets/demo-base}            # a shipped checkpoint
+      edge:      {verb: synth generate, per_seed: false, args: {preset: tiny-edge, n: 2000, seed: 7}}
+      rl_a:      {verb: rl, args: {model: "${base}", data: ["${edge}"], seed: "${seed}"}}
+      eval_a:    {verb: eval, args: {model: "${rl_a}", synthetic: "${eval_set}"}}
+    arms:
+      a: {label: "base → RL", chain: [rl_a], eval: eval_a}
+
+Algorithm:
+
+1. **Resolve** every stage for each seed. ``${name}`` is replaced by stage ``name``'s output path
+   (``OUT/seed-S/name``; ``OUT/shared/name`` for ``per_seed: false`` stages; a ``.jsonl`` file for verbs whose
+   output is a file), ``${seed}`` by the seed, ``${vars.key}`` by a variable and ``${out}`` by the seed's
+   directory; a value that is exactly one reference keeps the referenced type. A stage's dependencies are the
+   stages it references; the graph must be acyclic. Each stage's ``args`` are parsed into its verb's typed
+   config right away, so a wrong key fails before anything runs, naming ``stages.NAME.args.KEY``.
+2. **Run** stages in dependency order, in-process through the same functions as the CLI verbs. A stage shared by
+   several arms (same name) runs once per seed, and a ``per_seed: false`` stage once per experiment. Stages
+   write run directories, whose content-hash cache makes a finished stage a no-op; a journal
+   (``OUT/.journal/<stage key>.json``, written atomically after the stage finished) also skips verbs that write
+   plain files. Killing the process (even ``kill -9``) and re-running resumes: finished stages are skipped and an
+   interrupted training stage resumes from its last checkpoint. With ``jobs: N`` up to N stages whose inputs are
+   ready run at once in worker processes (``threads_per_job`` CPU threads each; workers die with the experiment);
+   a stage can also run under a launcher (``launch: [accelerate, launch, ...]``) as a subprocess.
+3. **Account** compute per arm from the stages' metrics: training tokens and FLOPs (``6·N·tokens`` for
+   pretraining/SFT; generated + trained tokens for RL), split into mid-training (pretrain/SFT/RL mid-training on
+   suffix tasks) and RL post-training, with the mid-training fraction β = mid / (mid + RL) of the Interplay
+   compute-split study. The shared base is reported once, not charged to the arms.
+4. **Summarize**: ``OUT/experiment.json`` (per seed and arm: compute and the eval metrics by op range) and a
+   table on the console; then ``midtrain report`` over every run directory into ``OUT/report``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from midtrain.config import Config, param
+from midtrain.console import log
+from midtrain.errors import ConfigError, MidtrainError
+from midtrain.runs import atomic_write_json, is_complete, read_json, stable_hash
+from midtrain.stages import stage, verbs
+
+REF = re.compile(r"\$\{([A-Za-z_][\w.\-]*)\}")
+
+
+@dataclass
+class StageSpec(Config):
+    """One node of the experiment graph."""
+
+    verb: str = param("", "CLI verb run by this stage (e.g. 'pretrain', 'sft', 'rl', 'eval', 'synth generate').")
+    args: dict[str, Any] = param({}, "The verb's config; `${stage}`, `${seed}`, `${vars.KEY}`, `${out}` are substituted.")
+    path: str = param("", "An existing checkpoint or file used as this stage's output instead of running a verb "
+                      "(relative paths are relative to the experiment file).")
+    per_seed: bool = param(True, "Run once per seed (False: once per experiment, e.g. shared evaluation sets).")
+    launch: list[str] = param([], "Run the stage as a subprocess under this launcher instead of in-process, e.g. "
+                              "[accelerate, launch, --config_file, configs/accelerate/fsdp.yaml] (it is given "
+                              "`-m midtrain VERB --config FILE`).")
+
+    def check(self) -> None:
+        if bool(self.verb) == bool(self.path):
+            raise ConfigError("give exactly one of 'verb' or 'path'")
+        if self.launch and not self.verb:
+            raise ConfigError("'launch' needs a 'verb'")
+
+
+@dataclass
+class ArmSpec(Config):
+    """One compared arm: a chain of training stages after the base, and the eval of its final checkpoint."""
+
+    label: str = param("", "Display name, e.g. 'base → SFT(think) → RL'.")
+    chain: list[str] = param([], "Training stages after the base, in order (compute is summed over them).")
+    eval: str = param("", "The eval stage of the arm's final checkpoint.")
+
+
+@dataclass
+class ExperimentConfig(Config):
+    """An experiment: stages (verbs with configs) and arms (chains of stages) run for several seeds."""
+
+    CONFIG_POSITIONAL = True  # `midtrain experiment run CONFIG` reads CONFIG like --config
+
+    name: str = param("experiment", "Experiment name (report title).")
+    description: str = param("", "What the experiment measures (shown in the report).")
+    out: str = param("", "Output directory (default: runs/<name>).")
+    seeds: list[int] = param([0], "Seeds: every per-seed stage runs once per seed (`${seed}`).")
+    vars: dict[str, Any] = param({}, "Variables referenced as `${vars.KEY}` in stage args.")
+    stages: dict[str, StageSpec] = param({}, "Stage name → stage (verb + args, or path).")
+    arms: dict[str, ArmSpec] = param({}, "Arm name → arm (chain of training stages, final eval stage).")
+    base: str = param("", "Stage holding the shared starting checkpoint (its compute is reported once).")
+    only: list[str] = param([], "Run only these arms (and the stages they need); empty: everything.")
+    report: bool = param(True, "Write the report (OUT/report) at the end.")
+    jobs: int = param(1, "Stages run in parallel (worker processes) when their inputs are ready; tiny CPU models "
+                      "use the cores better as 2 single-thread jobs than as one 2-thread job.")
+    threads_per_job: int = param(0, "CPU threads per parallel job (0: cores / jobs).")
+    config_path: str = param("", "Path of the experiment file (set by the CLI; relative `path`s resolve from it).")
+
+    def check(self) -> None:
+        if not self.stages:
+            raise ConfigError("key 'stages': an experiment needs at least one stage")
+        if not self.seeds:
+            raise ConfigError("key 'seeds': give at least one seed")
+        if self.jobs < 1 or self.threads_per_job < 0:
+            raise ConfigError("keys 'jobs' (≥ 1) and 'threads_per_job' (≥ 0): out of range")
+        for name, st in self.stages.items():
+            if st.verb and st.verb not in verbs():
+                import difflib
+
+                close = difflib.get_close_matches(st.verb, verbs(), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"key 'stages.{name}.verb': unknown verb '{st.verb}'{hint}")
+            if st.verb in ("experiment run", "demo"):
+                raise ConfigError(f"key 'stages.{name}.verb': experiments cannot nest")
+        for arm, spec in self.arms.items():
+            for i, s in enumerate(spec.chain):
+                if s not in self.stages:
+                    raise ConfigError(f"key 'arms.{arm}.chain[{i}]': no stage named '{s}'")
+            if spec.eval and spec.eval not in self.stages:
+                raise ConfigError(f"key 'arms.{arm}.eval': no stage named '{spec.eval}'")
+        for i, a in enumerate(self.only):
+            if a not in self.arms:
+                raise ConfigError(f"key 'only[{i}]': no arm named '{a}' (arms: {', '.join(self.arms)})")
+        if self.base and self.base not in self.stages:
+            raise ConfigError(f"key 'base': no stage named '{self.base}'")
+        plan(self)  # resolves every reference and parses every stage config: errors surface before any work
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/{self.name}")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.config_path).resolve().parent if self.config_path else Path.cwd()
+
+
+# -- the verbs an experiment can run ------------------------------------------------------------------------------
+# -- resolution ---------------------------------------------------------------------------------------------------
+@dataclass
+class Step:
+    """One stage for one seed, fully resolved."""
+
+    name: str
+    seed: int | None  # None: a per-experiment stage
+    verb: str
+    out: Path
+    config: Config | None  # None for `path` stages
+    deps: list[str]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@seed-{self.seed}" if self.seed is not None else f"{self.name}@shared"
+
+
+def stage_out(cfg: ExperimentConfig, name: str, seed: int | None) -> Path:
+    st = cfg.stages[name]
+    if st.path:
+        p = Path(st.path)
+        return p if p.is_absolute() else (cfg.root / p).resolve()
+    base = cfg.out_dir / ("shared" if not st.per_seed or seed is None else f"seed-{seed}")
+    return base / (f"{name}.jsonl" if stage(st.verb).output == "file" else name)
+
+
+def references(value: Any) -> list[str]:
+    """Every ``${...}`` name inside a nested value."""
+    if isinstance(value, str):
+        return REF.findall(value)
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in references(v)]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in references(v)]
+    return []
+
+
+def substitute(value: Any, lookup: Callable[[str], Any]) -> Any:
+    """Replace references; a string that is exactly one reference takes the referenced value's type."""
+    if isinstance(value, str):
+        m = REF.fullmatch(value)
+        if m:
+            return lookup(m.group(1))
+        return REF.sub(lambda mm: str(lookup(mm.group(1))), value)
+    if isinstance(value, dict):
+        return {k: substitute(v, lookup) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [substitute(v, lookup) for v in value]
+    return value
+
+
+def _lookup(cfg: ExperimentConfig, name: str, seed: int | None, where: str) -> Callable[[str], Any]:
+    def get(ref: str) -> Any:
+        if ref == "seed":
+            if seed is None:
+                raise ConfigError(f"key '{where}': '${{seed}}' inside a stage with per_seed: false")
+            return seed
+        if ref == "out":
+            return str(cfg.out_dir / (f"seed-{seed}" if seed is not None else "shared"))
+        if ref.startswith("vars."):
+            key = ref[5:]
+            if key not in cfg.vars:
+                raise ConfigError(f"key '{where}': unknown variable '{key}' (vars: {', '.join(cfg.vars) or 'none'})")
+            return cfg.vars[key]
+        if ref in cfg.stages:
+            if seed is None and cfg.stages[ref].per_seed and not cfg.stages[ref].path:
+                raise ConfigError(f"key '{where}': per-experiment stage '{name}' cannot use per-seed stage '{ref}'")
+            return str(stage_out(cfg, ref, seed))
+        raise ConfigError(f"key '{where}': unknown reference '${{{ref}}}' (a stage, seed, out or vars.KEY)")
+
+    return get
+
+
+def _order(cfg: ExperimentConfig, names: list[str]) -> list[str]:
+    """Stage names in dependency order (declaration order among independent stages); cycles are errors."""
+    deps = {n: [r for r in references(cfg.stages[n].args) if r in cfg.stages] for n in cfg.stages}
+    out: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(n: str, trail: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            raise ConfigError(f"key 'stages': dependency cycle {' → '.join(trail + [n])}")
+        state[n] = 1
+        for d in deps[n]:
+            visit(d, trail + [n])
+        state[n] = 2
+        out.append(n)
+
+    for n in names:
+        visit(n, [])
+    return out
+
+
+def needed_stages(cfg: ExperimentConfig) -> list[str]:
+    """All stages, or only those the selected arms need (their chains, evals and everything those reference)."""
+    if not cfg.only:
+        return list(cfg.stages)
+    roots = [s for a in cfg.only for s in [*cfg.arms[a].chain, cfg.arms[a].eval] if s]
+    if cfg.base:
+        roots.insert(0, cfg.base)
+    return _order(cfg, roots)
+
+
+def plan(cfg: ExperimentConfig) -> list[Step]:
+    """Every stage for every seed, resolved and parsed, in an order that respects dependencies."""
+    order = _order(cfg, needed_stages(cfg))
+    steps: list[Step] = []
+    for name in order:
+        st = cfg.stages[name]
+        seeds: list[int | None] = list(cfg.seeds) if st.per_seed and not st.path else [None]
+        for seed in seeds:
+            deps = [r for r in references(st.args) if r in cfg.stages]
+            out = stage_out(cfg, name, seed)
+            if st.path:
+                steps.append(Step(name, seed, "", out, None, []))
+                continue
+            where = f"stages.{name}.args"
+            args = substitute(st.args, _lookup(cfg, name, seed, where))
+            if "out" in args:
+                raise ConfigError(f"key '{where}.out': set by the experiment ({out}); remove it")
+            _, cls = stage(st.verb).resolve()
+            if any(f.name == "out" for f in dataclasses.fields(cls)):
+                args = {**args, "out": str(out)}
+            config = cls.from_dict(args, prefix=f"{where}.", source=cfg.config_path)
+            steps.append(Step(name, seed, st.verb, out, config, deps))
+    return steps
+
+
+# -- running ------------------------------------------------------------------------------------------------------
+def _journal(cfg: ExperimentConfig, step: Step) -> Path:
+    return cfg.out_dir / ".journal" / f"{step.key}.json"
+
+
+def _done(cfg: ExperimentConfig, step: Step, key: str) -> dict[str, Any] | None:
+    j = _journal(cfg, step)
+    if not j.is_file():
+        return None
+    rec = read_json(j)
+    if rec.get("key") != key or not step.out.exists():
+        return None
+    if step.out.is_dir() and (step.out / "midtrain.json").is_file() and not is_complete(step.out):
+        return None
+    return rec
+
+
+def run_step(cfg: ExperimentConfig, step: Step) -> dict[str, Any]:
+    """Run (or skip) one resolved stage; returns its journal record (stage metrics included)."""
+    if step.config is None:
+        if not step.out.exists():
+            raise ConfigError(f"key 'stages.{step.name}.path': {step.out} does not exist")
+        meta = step.out / "midtrain.json"
+        metrics = read_json(meta).get("metrics", {}) if meta.is_file() else {}
+        return {"stage": step.name, "seed": step.seed, "verb": "path", "out": str(step.out), "metrics": metrics}
+    key = stable_hash({"verb": step.verb, "config": step.config.to_dict()})
+    done = _done(cfg, step, key)
+    if done is not None:
+        log(f"experiment: {step.key}: done earlier, skipped")
+        return done
+    log(f"experiment: {step.key}: {step.verb} → {step.out}")
+    t0 = time.time()
+    launch = cfg.stages[step.name].launch
+    if launch:
+        metrics = _launch(cfg, step, launch)
+        result = None
+    else:
+        fn, _ = stage(step.verb).resolve()
+        result = fn(step.config)
+        metrics = dict(getattr(result, "metrics", {}) or {})
+    rec = {"stage": step.name, "seed": step.seed, "verb": step.verb, "out": str(step.out), "key": key,
+           "seconds": round(time.time() - t0, 2), "cached": bool(getattr(result, "cached", False)), "metrics": metrics}
+    _journal(cfg, step).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(_journal(cfg, step), rec)
+    return rec
+
+
+def _launch(cfg: ExperimentConfig, step: Step, launch: list[str]) -> dict[str, Any]:
+    """Run one stage under a launcher (accelerate, torchrun, srun …) in a subprocess; its run dir's metrics."""
+    import subprocess
+
+    from midtrain.config import to_yaml
+    from midtrain.runs import atomic_write_text
+
+    conf = cfg.out_dir / ".journal" / f"{step.key}.yaml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(conf, to_yaml(step.config))
+    argv = [*launch, "-m", "midtrain", *step.verb.split(), "--config", str(conf)]
+    log(f"experiment: {step.key}: launching {' '.join(argv)}")
+    rc = subprocess.run(argv, stdin=subprocess.DEVNULL).returncode
+    if rc != 0:
+        raise MidtrainError(f"launched command exited with code {rc}: {' '.join(argv)}")
+    meta = step.out / "midtrain.json"
+    return read_json(meta).get("metrics", {}) if meta.is_file() else {}
+
+
+def _task_kind(cfg: ExperimentConfig, step_rec: dict[str, Any], steps: dict[str, Step]) -> str:
+    """'mid' for pretraining/SFT and RL mid-training (suffix tasks), 'rl' for RL post-training, '' otherwise."""
+    verb = step_rec["verb"]
+    kind = stage(verb).compute if verb in verbs() else ""
+    if kind == "mid":
+        return "mid"
+    if kind == "rl":
+        step = steps.get(step_rec["stage"])
+        return "mid" if step is not None and getattr(step.config, "task", "answer") == "suffix" else "rl"
+    return ""
+
+
+def compute_of(cfg: ExperimentConfig, arm: ArmSpec, recs: dict[str, dict[str, Any]],
+               steps: dict[str, Step]) -> dict[str, Any]:
+    """Tokens and FLOPs of one arm's chain, split into mid-training and RL, and β = mid / (mid + rl)."""
+    out = {"mid_flops": 0.0, "rl_flops": 0.0, "mid_tokens": 0, "rl_tokens": 0, "stages": {}}
+    for name in arm.chain:
+        rec = recs.get(name)
+        if rec is None:
+            continue
+        m = rec["metrics"]
+        kind = _task_kind(cfg, rec, steps) or "mid"
+        tokens = int(m.get("tokens") or 0) + int(m.get("tokens_generated") or 0) + int(m.get("tokens_trained") or 0)
+        flops = float(m.get("flops") or 0.0)
+        out[f"{kind}_flops"] += flops
+        out[f"{kind}_tokens"] += tokens
+        out["stages"][name] = {"kind": kind, "tokens": tokens, "flops": flops}
+    total = out["mid_flops"] + out["rl_flops"]
+    out["flops"] = total
+    out["tokens"] = out["mid_tokens"] + out["rl_tokens"]
+    out["beta"] = round(out["mid_flops"] / total, 4) if total else None
+    return out
+
+
+def arm_results(cfg: ExperimentConfig, recs_by_seed: dict[Any, dict[str, dict[str, Any]]],
+                steps_by_seed: dict[Any, dict[str, Step]]) -> dict[str, Any]:
+    """Per seed and arm: compute and the final eval's metrics (verified pass@1 by op range)."""
+    arms = cfg.only or list(cfg.arms)
+    out: dict[str, Any] = {}
+    for seed, recs in recs_by_seed.items():
+        per: dict[str, Any] = {}
+        for a in arms:
+            spec = cfg.arms[a]
+            ev = recs.get(spec.eval, {}).get("metrics", {}) if spec.eval else {}
+            ranges = {k.split(".")[1]: v for k, v in ev.items() if k.startswith("synthetic.") and k.endswith(".pass_at_1")}
+            per[a] = {"label": spec.label or a, "compute": compute_of(cfg, spec, recs, steps_by_seed[seed]),
+                      "verified_acc": ranges, "eval": ev}
+        out[str(seed)] = per
+    return out
+
+
+def dep_keys(cfg: ExperimentConfig, step: Step) -> list[str]:
+    """Keys of the steps ``step`` waits for (same seed, or the shared step)."""
+    keys = []
+    for d in step.deps:
+        st = cfg.stages[d]
+        keys.append(f"{d}@shared" if st.path or not st.per_seed else f"{d}@seed-{step.seed}")
+    return keys
+
+
+def _worker_init(threads: int) -> None:
+    """A stage worker: dies with the experiment process (kill -9 included) and uses ``threads`` CPU threads."""
+    import ctypes
+    import os
+    import signal
+
+    try:  # Linux: SIGKILL this worker when its parent dies, so that no orphan keeps writing after a kill -9
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _failed(step: Step, e: BaseException) -> BaseException:
+    if isinstance(e, MidtrainError):
+        return type(e)(f"stage '{step.key}' ({step.verb or 'path'}): {e}")
+    return e
+
+
+def execute(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, dict[str, Any]]:
+    """Run the steps in dependency order; with ``jobs`` > 1, independent steps run in parallel worker processes."""
+    done: dict[str, dict[str, Any]] = {}
+    if cfg.jobs <= 1:
+        for i, step in enumerate(steps, 1):
+            log(f"experiment {cfg.name}: step {i}/{len(steps)}")
+            try:
+                done[step.key] = run_step(cfg, step)
+            except MidtrainError as e:
+                raise _failed(step, e) from e
+        return done
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = cfg.threads_per_job or max(1, (os.cpu_count() or 1) // cfg.jobs)
+    pending = {s.key: s for s in steps}
+    running: dict[Any, Step] = {}
+    ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+        while pending or running:
+            ready = [s for s in pending.values() if all(k in done for k in dep_keys(cfg, s))]
+            for step in ready:
+                if step.config is None:  # a `path` stage: nothing to run
+                    done[step.key] = run_step(cfg, step)
+                    del pending[step.key]
+                elif len(running) < cfg.jobs:
+                    del pending[step.key]
+                    running[pool.submit(run_step, cfg, step)] = step
+            if not running:
+                if pending and not any(all(k in done for k in dep_keys(cfg, s)) for s in pending.values()):
+                    raise MidtrainError(f"experiment {cfg.name}: unsatisfiable dependencies: {', '.join(pending)}")
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                step = running.pop(fut)
+                try:
+                    done[step.key] = fut.result()
+                except BaseException as e:
+                    for other in running:
+                        other.cancel()
+                    raise _failed(step, e) from e
+                log(f"experiment {cfg.name}: {len(done)}/{len(steps)} steps done ({step.key})")
+    return done
+
+
+def run(cfg: ExperimentConfig) -> "ExperimentResult":
+    """Run the experiment (see module docstring)."""
+    steps = plan(cfg)
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cfg.out_dir / "experiment.config.json", cfg.to_dict())
+    t0 = time.time()
+    recs = execute(cfg, steps)
+    recs_by_seed: dict[Any, dict[str, dict[str, Any]]] = {s: {} for s in cfg.seeds}
+    steps_by_seed: dict[Any, dict[str, Step]] = {s: {} for s in cfg.seeds}
+    for step in steps:
+        for s in ([step.seed] if step.seed is not None else cfg.seeds):
+            recs_by_seed[s][step.name] = recs[step.key]
+            steps_by_seed[s][step.name] = step
+    base_rec = recs_by_seed[cfg.seeds[0]].get(cfg.base, {}) if cfg.base else {}
+    summary = {"name": cfg.name, "description": cfg.description, "seeds": list(cfg.seeds),
+               "base": {"stage": cfg.base, "metrics": base_rec.get("metrics", {})} if cfg.base else None,
+               "arms": arm_results(cfg, recs_by_seed, steps_by_seed),
+               "stages": {str(s): recs for s, recs in recs_by_seed.items()},
+               "seconds": round(time.time() - t0, 1)}
+    atomic_write_json(cfg.out_dir / "experiment.json", summary)
+    report_dir = None
+    if cfg.report:
+        from midtrain.experiment.report import ReportConfig, Section, Table
+        from midtrain.experiment.report import run as report
+
+        report_dir = cfg.out_dir / "report"
+        head, rows = arm_table(summary)
+        arms = [Section("arms", [Table("verified accuracy by op range (mean ± std over seeds) and training compute",
+                                       head, rows)])] if rows else []
+        report(ReportConfig(runs=[str(p) for p in _run_dirs(cfg)], out=str(report_dir), title=cfg.name, max_depth=0),
+               extra=lambda plots: arms)
+    print_table(summary)
+    return ExperimentResult(out=str(cfg.out_dir), data=summary, report=str(report_dir) if report_dir else None)
+
+
+def _run_dirs(cfg: ExperimentConfig) -> list[Path]:
+    seen: list[Path] = []
+    for d in sorted(cfg.out_dir.glob("*/*")):
+        if d.is_dir() and (d / "midtrain.json").is_file() and d.name != "report" and d not in seen:
+            seen.append(d)
+    return seen
+
+
+def arm_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Rows of arm × op range verified accuracy (mean ± std over seeds) and compute."""
+    from statistics import mean, pstdev
+
+    seeds = list(summary["arms"])
+    arms = list(summary["arms"][seeds[0]]) if seeds else []
+    ranges: list[str] = []
+    for a in arms:
+        for r in summary["arms"][seeds[0]][a]["verified_acc"]:
+            if r not in ranges:
+                ranges.append(r)
+    head = ["arm", *[f"{r} verified" for r in ranges], "train FLOPs", "β (mid share)"]
+    rows = []
+    for a in arms:
+        cells = [summary["arms"][seeds[0]][a]["label"]]
+        for r in ranges:
+            vals = [summary["arms"][s][a]["verified_acc"].get(r) for s in seeds]
+            vals = [v for v in vals if v is not None]
+            cells.append(f"{mean(vals):.3f} ± {pstdev(vals):.3f}" if len(vals) > 1 else (f"{vals[0]:.3f}" if vals else "–"))
+        comp = summary["arms"][seeds[0]][a]["compute"]
+        cells.append(f"{comp['flops']:.3g}")
+        cells.append("–" if comp["beta"] is None else f"{comp['beta']:.2f}")
+        rows.append(cells)
+    return head, rows
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    from midtrain.console import print_table as show
+
+    head, rows = arm_table(summary)
+    if rows:
+        show(f"{summary['name']}: verified accuracy by op range (mean ± std over {len(summary['arms'])} seed(s))", head, rows)
+
+
+@dataclass
+class ExperimentResult:
+    out: str
+    data: dict[str, Any]  # experiment.json
+    report: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": self.out, "report": self.report, "summary": self.data}
+
+    def summary(self) -> str:
+        return f"experiment: {self.out}/experiment.json" + (f"\n  report: {self.report}/report.html" if self.report else "")
+
+
+__all__ = ["ExperimentConfig", "StageSpec", "ArmSpec", "plan", "run", "run_step", "compute_of", "arm_table",
+           "substitute", "references"]

@@ -1,0 +1,492 @@
+"""Text-generation backends shared by the annotator (``midtrain augment``) and the judge (``midtrain.llm.judge``).
+
+One small protocol, :class:`TextBackend`: ``generate(prompts, *, max_new_tokens, temperature, n)`` returns ``n``
+completions per prompt in prompt order, and ``agenerate`` is the same as a coroutine. With ``errors="return"`` a
+prompt that failed for good yields a :class:`BackendError` in its slot instead of raising, so that one bad request
+never stops a run of thousands. Implementations:
+
+- :class:`TransformersBackend`: any local Hugging Face causal LM, batched with KV cache through
+  :func:`midtrain.models.generation.generate`; the tokenizer's chat template is applied when it has one.
+  ``agenerate`` runs the batch in a worker thread, one batch at a time.
+- :class:`OpenAIBackend`: any OpenAI-compatible HTTP server (vLLM serve, SGLang, TGI, hosted APIs), chat or
+  completions endpoint. Base URL from the config, else ``$MIDTRAIN_API_BASE`` / ``$OPENAI_BASE_URL``; the key from
+  the environment variable named by ``api_key_env`` (never from a config file). At most ``max_concurrency``
+  requests in flight (a semaphore per event loop), a timeout per request, and retries with exponential backoff
+  plus jitter (``backoff_s · 2^attempt · U[0.5, 1]``, capped, ``Retry-After`` honoured) on 408/409/429/5xx,
+  timeouts and connection errors; any other 4xx fails at once. Servers that ignore ``n`` are asked again.
+- :class:`VLLMBackend`: vLLM offline (``vllm.LLM``), imported only when constructed; a clear error otherwise.
+- :class:`ProgrammaticBackend`: no model. It answers the shipped annotator prompt with a rule-based annotation
+  (thoughts at evenly spaced sentence ends), the shipped judge prompt with a token-F1 verdict, or anything with a
+  user-supplied ``respond(prompt) -> str``; synthetic problems are annotated by ``midtrain.synth.annotate``.
+
+:func:`make_backend` builds one from a :class:`BackendConfig`. Prompt templates ship as package data
+(``midtrain/prompts/*.txt``) and are filled by :func:`fill_template` (only ``{name}`` placeholders that are
+given are replaced, in one pass, so braces in LaTeX or code and placeholders inside values are left alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import random
+import re
+import threading
+import weakref
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+
+from midtrain.config import Config, param
+from midtrain.errors import ConfigError, MidtrainError
+
+Errors = Literal["raise", "return"]
+TEXT_BEGIN = "=== BEGIN TEXT ==="
+TEXT_END = "=== END TEXT ==="
+
+
+class BackendError(MidtrainError):
+    """A generation request that failed for good (after the backend's own retries)."""
+
+
+# -- prompt templates -------------------------------------------------------------------------------------------
+def load_prompt(name_or_path: str) -> str:
+    """A shipped template by name (``augment``, ``judge``, ``suffix_task``) or a template file path."""
+    p = Path(name_or_path)
+    if p.suffix == ".txt" and p.is_file():
+        return p.read_text(encoding="utf-8")
+    if "/" in name_or_path or p.suffix:
+        raise ConfigError(f"prompt template file not found: {name_or_path}")
+    try:
+        return resources.files("midtrain").joinpath("prompts", f"{name_or_path}.txt").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"unknown shipped prompt '{name_or_path}' (give a .txt path)") from None
+
+
+def fill_template(template: str, **values: str) -> str:
+    """Replace ``{key}`` for the given keys in one pass (values are never re-scanned)."""
+    pattern = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
+    return pattern.sub(lambda m: values[m.group(1)], template)
+
+
+def require_placeholders(template: str, names: Sequence[str], key: str) -> None:
+    missing = [n for n in names if "{" + n + "}" not in template]
+    if missing:
+        raise ConfigError(f"key '{key}': the prompt template lacks the placeholder(s) {', '.join('{' + m + '}' for m in missing)}")
+
+
+# -- protocol ---------------------------------------------------------------------------------------------------
+@runtime_checkable
+class TextBackend(Protocol):
+    name: str
+    stats: Counter
+
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
+        errors: Errors = "raise",
+    ) -> list[list[str]]: ...
+
+    async def agenerate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
+        errors: Errors = "raise",
+    ) -> list[list[str]]: ...
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine from synchronous code, also when called inside a running event loop (own thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
+def _fail_all(n: int, err: BackendError, errors: Errors) -> list[Any]:
+    if errors == "raise":
+        raise err
+    return [err] * n
+
+
+@dataclass
+class BackendConfig(Config):
+    backend: Literal["transformers", "openai", "vllm", "programmatic"] = param(
+        "programmatic", "transformers: local HF model in-process; openai: OpenAI-compatible HTTP server; vllm: "
+        "vLLM offline; programmatic: rule-based, no model (tests, synthetic problems).")
+    model: str = param("", "Checkpoint dir or hub id (transformers, vllm); the served model name (openai).")
+    base_url: str = param("", "Server URL such as http://127.0.0.1:8000/v1 (openai); empty: $MIDTRAIN_API_BASE or $OPENAI_BASE_URL.")
+    api_key_env: str = param("OPENAI_API_KEY", "Name of the environment variable holding the API key (openai).")
+    api: Literal["chat", "completions"] = param("chat", "Endpoint: /chat/completions (messages) or /completions (raw prompt).")
+    max_concurrency: int = param(16, "Maximum HTTP requests in flight (openai).")
+    timeout_s: float = param(120.0, "Timeout of one HTTP request (openai).")
+    max_retries: int = param(5, "Retries of one request on 429/5xx/timeouts/connection errors (openai).")
+    backoff_s: float = param(1.0, "Base of the exponential backoff between retries (openai).")
+    max_backoff_s: float = param(60.0, "Cap of one backoff sleep (openai).")
+    batch_size: int = param(16, "Prompts per generate call (transformers).")
+    dtype: Literal["float32", "bfloat16"] = param("float32", "Weights dtype (transformers, vllm); never fp16 on CPU.")
+    chat_template: bool = param(True, "Apply the tokenizer's chat template when it has one (transformers, vllm).")
+    trust_remote_code: bool = param(False, "Allow custom model code from the checkpoint (transformers, vllm).")
+    num_threads: int = param(0, "torch CPU threads of this process (transformers); 0: torch's default. 1 avoids "
+                             "OpenMP spin-wait slowdowns on a shared machine.")
+    seed: int = param(0, "Sampling seed (transformers, vllm, openai when the server supports it).")
+
+    def check(self) -> None:
+        if self.backend in ("transformers", "vllm") and not self.model:
+            raise ConfigError(f"key 'model': backend '{self.backend}' needs a model checkpoint")
+        if self.max_concurrency < 1 or self.batch_size < 1:
+            raise ConfigError("key 'max_concurrency'/'batch_size': must be >= 1")
+        if self.max_retries < 0 or self.timeout_s <= 0:
+            raise ConfigError("key 'max_retries'/'timeout_s': retries >= 0 and timeout > 0")
+
+
+# -- in-process transformers ------------------------------------------------------------------------------------
+class TransformersBackend:
+    """A local HF causal LM; batches through :func:`midtrain.models.generation.generate` (KV cache)."""
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, batch_size: int = 16, dtype: str = "float32",
+                 chat_template: bool = True, trust_remote_code: bool = False, seed: int = 0, num_threads: int = 0) -> None:
+        from midtrain.models.init import load_model
+        from midtrain.models.tokenizer import load_tokenizer
+
+        if isinstance(model, (str, Path)):
+            self.name = f"transformers:{Path(model).name or model}"
+            tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model, trust_remote_code=trust_remote_code)
+            model = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
+        else:
+            self.name = f"transformers:{type(model).__name__}"
+        if tokenizer is None:
+            raise ConfigError("TransformersBackend: give a tokenizer with an in-memory model")
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.seed, self.num_threads = batch_size, seed, num_threads
+        self.use_template = bool(chat_template and getattr(tokenizer, "chat_template", None))
+        self.stats: Counter = Counter()
+        self._lock = threading.Lock()
+
+    def format(self, prompt: str) -> str:
+        if not self.use_template:
+            return prompt
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
+                 errors: Errors = "raise") -> list[list[str]]:
+        from midtrain.models.generation import generate
+
+        with self._lock:
+            self.stats["calls"] += 1
+            if self.num_threads > 0:  # OpenMP thread counts are per calling thread (agenerate runs in a worker)
+                import torch
+
+                torch.set_num_threads(self.num_threads)
+            try:
+                gens = generate(
+                    self.model, self.tokenizer, [self.format(p) for p in prompts], max_new_tokens=max_new_tokens,
+                    temperature=temperature, n=n, batch_size=self.batch_size, seed=self.seed + self.stats["calls"],
+                    add_bos=not self.use_template,
+                )
+            except Exception as e:  # noqa: BLE001 - one failed batch must not stop a run
+                return _fail_all(len(prompts), BackendError(f"{self.name}: {type(e).__name__}: {e}"), errors)
+        self.stats["requests"] += len(prompts) * n
+        self.stats["completion_tokens"] += sum(g.tokens for row in gens for g in row)
+        return [[g.text for g in row] for row in gens]
+
+    async def agenerate(self, prompts: Sequence[str], **kw: Any) -> list[list[str]]:
+        return await asyncio.to_thread(self.generate, prompts, **kw)
+
+
+# -- OpenAI-compatible HTTP -------------------------------------------------------------------------------------
+RETRY_STATUS = {408, 409, 429}
+
+
+class OpenAIBackend:
+    """Client of an OpenAI-compatible server with bounded concurrency, timeouts and backoff retries."""
+
+    def __init__(self, model: str = "", *, base_url: str = "", api_key: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", api: str = "chat", max_concurrency: int = 16,
+                 timeout_s: float = 120.0, max_retries: int = 5, backoff_s: float = 1.0,
+                 max_backoff_s: float = 60.0, seed: int | None = None, extra_body: dict[str, Any] | None = None) -> None:
+        url = base_url or os.environ.get("MIDTRAIN_API_BASE") or os.environ.get("OPENAI_BASE_URL") or ""
+        if not url:
+            raise ConfigError("key 'base_url': no server URL (set it, or $MIDTRAIN_API_BASE / $OPENAI_BASE_URL)")
+        self.base_url = url.rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get(api_key_env, "")
+        self.model, self.api = model, api
+        self.name = f"openai:{model or 'default'}"
+        self.max_concurrency, self.timeout_s, self.max_retries = max_concurrency, timeout_s, max_retries
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.seed, self.extra_body = seed, dict(extra_body or {})
+        self.stats: Counter = Counter()
+        self._per_loop: weakref.WeakKeyDictionary[Any, tuple[Any, asyncio.Semaphore]] = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _httpx() -> Any:
+        try:
+            import httpx2 as httpx
+        except ImportError:  # pragma: no cover - httpx2 ships with huggingface_hub
+            import httpx
+        return httpx
+
+    def _state(self) -> tuple[Any, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        st = self._per_loop.get(loop)
+        if st is None:
+            httpx = self._httpx()
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            client = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
+                limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
+            )
+            st = (client, asyncio.Semaphore(self.max_concurrency))
+            self._per_loop[loop] = st
+        return st
+
+    async def aclose(self) -> None:
+        """Close this event loop's HTTP client (a new one is made on the next request)."""
+        st = self._per_loop.pop(asyncio.get_running_loop(), None)
+        if st is not None:
+            await st[0].aclose()
+
+    def _body(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "temperature": temperature, "n": n}
+        if self.seed is not None:
+            body["seed"] = self.seed
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        body.update(self.extra_body)
+        return body
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to sleep before retry ``attempt + 1``: exponential with jitter, ``Retry-After`` honoured, capped."""
+        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(delay, self.max_backoff_s)
+
+    async def _request(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> list[str]:
+        httpx = self._httpx()
+        client, sem = self._state()
+        url = f"{self.base_url}/{'chat/completions' if self.api == 'chat' else 'completions'}"
+        body = self._body(prompt, max_new_tokens, temperature, n)
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                async with sem:
+                    self.stats["requests"] += 1
+                    resp = await client.post(url, json=body)
+                if resp.status_code == 200:
+                    return self._parse(resp)
+                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                if resp.status_code not in RETRY_STATUS and resp.status_code < 500:
+                    self.stats["http_errors"] += 1
+                    raise BackendError(f"{self.name}: {last}")
+                self.stats[f"http_{resp.status_code}"] += 1
+                try:
+                    retry_after = float(resp.headers.get("retry-after", ""))
+                except ValueError:
+                    retry_after = None
+            except httpx.TimeoutException as e:
+                self.stats["timeouts"] += 1
+                last = f"timeout after {self.timeout_s}s ({type(e).__name__})"
+            except httpx.TransportError as e:
+                self.stats["connection_errors"] += 1
+                last = f"{type(e).__name__}: {e}"
+            if attempt < self.max_retries:
+                self.stats["retries"] += 1
+                await asyncio.sleep(self.backoff(attempt, retry_after))
+        self.stats["failures"] += 1
+        raise BackendError(f"{self.name}: gave up after {self.max_retries + 1} attempts ({last})")
+
+    def _parse(self, resp: Any) -> list[str]:
+        try:
+            data = resp.json()
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+            texts = [(c["message"].get("content") if self.api == "chat" else c["text"]) or "" for c in choices]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise BackendError(f"{self.name}: malformed response ({type(e).__name__}: {e}): {resp.text[:200]}") from None
+        usage = data.get("usage") or {}
+        self.stats["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+        return texts
+
+    async def _one(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> list[str]:
+        texts = await self._request(prompt, max_new_tokens, temperature, n)
+        for _ in range(n):  # servers that ignore ``n`` return fewer choices: ask for the rest
+            if len(texts) >= n:
+                break
+            texts += await self._request(prompt, max_new_tokens, temperature, n - len(texts))
+        if len(texts) < n:
+            raise BackendError(f"{self.name}: server returned {len(texts)} of {n} completions")
+        return texts[:n]
+
+    async def agenerate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
+                        errors: Errors = "raise") -> list[list[str]]:
+        results = await asyncio.gather(
+            *(self._one(p, max_new_tokens, temperature, n) for p in prompts), return_exceptions=True
+        )
+        out: list[Any] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                if not isinstance(r, Exception):
+                    raise r
+                err = r if isinstance(r, BackendError) else BackendError(f"{self.name}: {type(r).__name__}: {r}")
+                if errors == "raise":
+                    raise err
+                r = err
+            out.append(r)
+        return out
+
+    def generate(self, prompts: Sequence[str], **kw: Any) -> list[list[str]]:
+        async def once() -> list[list[str]]:
+            try:
+                return await self.agenerate(prompts, **kw)
+            finally:
+                await self.aclose()
+
+        return run_sync(once())
+
+
+# -- vLLM offline -----------------------------------------------------------------------------------------------
+class VLLMBackend:
+    """vLLM's offline engine (GPU machines). Imported only here: a clear error if vLLM is missing."""
+
+    def __init__(self, model: str, *, dtype: str = "bfloat16", chat_template: bool = True,
+                 trust_remote_code: bool = False, seed: int = 0, **engine_kwargs: Any) -> None:
+        try:
+            import vllm  # type: ignore[import-not-found]
+        except ImportError:
+            raise MidtrainError(
+                "backend 'vllm' needs vLLM, which is not installed: pip install 'midtrain[vllm]' on a GPU machine, "
+                "or use backend 'openai' against a running `vllm serve`"
+            ) from None
+        self._vllm = vllm
+        self.llm = vllm.LLM(model=model, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code, **engine_kwargs)
+        self.name, self.chat, self.seed = f"vllm:{Path(model).name or model}", chat_template, seed
+        self.stats: Counter = Counter()
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
+                 errors: Errors = "raise") -> list[list[str]]:
+        sp = self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, seed=self.seed)
+        try:
+            if self.chat:
+                outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
+            else:
+                outs = self.llm.generate(list(prompts), sp, use_tqdm=False)
+        except Exception as e:  # noqa: BLE001
+            return _fail_all(len(prompts), BackendError(f"{self.name}: {type(e).__name__}: {e}"), errors)
+        self.stats["requests"] += len(prompts) * n
+        self.stats["completion_tokens"] += sum(len(o.token_ids) for out in outs for o in out.outputs)
+        return [[o.text for o in out.outputs] for out in outs]
+
+    async def agenerate(self, prompts: Sequence[str], **kw: Any) -> list[list[str]]:
+        return await asyncio.to_thread(self.generate, prompts, **kw)
+
+
+# -- programmatic (no model) ------------------------------------------------------------------------------------
+def extract_between(prompt: str, begin: str, end: str) -> str | None:
+    """Text between the first ``begin`` line and the last ``end`` line of a prompt, or None."""
+    i, j = prompt.find(begin + "\n"), prompt.rfind("\n" + end)
+    if i < 0 or j < i + len(begin):
+        return None
+    return prompt[i + len(begin) + 1 : j]
+
+
+def programmatic_annotation(text: str, max_thoughts: int = 4) -> str:
+    """Rule-based annotation: up to ``max_thoughts`` thoughts at evenly spaced sentence ends."""
+    from midtrain.augment.chunking import sentences
+
+    sents = sentences(text)
+    k = max(1, min(max_thoughts, len(sents)))
+    after = sorted({max(1, round((j + 1) * len(sents) / k)) for j in range(k)})  # sentence counts before a thought
+    out, done = [], 0
+    for m in after:
+        out.append("".join(sents[done:m]))
+        words = "".join(sents[:m]).split()[-6:]
+        out.append(f"<think>So far: \"{' '.join(words)}\". The text should go on from this point.</think>")
+        done = m
+    out.append("".join(sents[done:]))
+    return "".join(out)
+
+
+def _programmatic_verdict(prompt: str) -> str | None:
+    from midtrain.llm.judge import token_f1, unescape
+
+    m_c = re.search(r"<candidate>\n?(.*?)\n?</candidate>", prompt, re.S)
+    m_r = re.search(r"<reference>\n?(.*?)\n?</reference>", prompt, re.S)
+    if not (m_c and m_r):
+        return None
+    return "VERDICT: YES" if token_f1(unescape(m_c.group(1)), unescape(m_r.group(1))) >= 0.5 else "VERDICT: NO"
+
+
+class ProgrammaticBackend:
+    """No model: a scripted ``respond(prompt)``, or rule-based answers to the shipped annotator/judge prompts."""
+
+    def __init__(self, respond: Callable[[str], str] | None = None, *, max_thoughts: int = 4) -> None:
+        self.respond, self.max_thoughts = respond, max_thoughts
+        self.name = "programmatic"
+        self.stats: Counter = Counter()
+
+    def answer(self, prompt: str) -> str:
+        if self.respond is not None:
+            return self.respond(prompt)
+        text = extract_between(prompt, TEXT_BEGIN, TEXT_END)
+        if text is not None:
+            return programmatic_annotation(text, self.max_thoughts)
+        verdict = _programmatic_verdict(prompt)
+        return verdict if verdict is not None else ""
+
+    def annotate_text(self, text: str) -> str:
+        return programmatic_annotation(text, self.max_thoughts)
+
+    @staticmethod
+    def annotate_record(problem: dict[str, Any]) -> dict[str, Any]:
+        """A synthetic problem (with ``graph``) → its augmented record, by ``midtrain.synth.annotate``."""
+        try:
+            from midtrain.synth import annotate
+        except ImportError as e:
+            raise MidtrainError(f"synthetic problems need midtrain.synth.annotate, which is not available ({e})") from None
+        return annotate(problem)
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 0, temperature: float = 0.0, n: int = 1,
+                 errors: Errors = "raise") -> list[list[str]]:
+        out: list[Any] = []
+        for p in prompts:
+            self.stats["requests"] += n
+            try:
+                out.append([self.answer(p) for _ in range(n)])
+            except Exception as e:  # noqa: BLE001 - a scripted failure is a failed prompt
+                err = BackendError(f"{self.name}: {type(e).__name__}: {e}")
+                if errors == "raise":
+                    raise err from e
+                out.append(err)
+        return out
+
+    async def agenerate(self, prompts: Sequence[str], **kw: Any) -> list[list[str]]:
+        return self.generate(prompts, **kw)
+
+
+def make_backend(cfg: BackendConfig, *, respond: Callable[[str], str] | None = None) -> TextBackend:
+    """The backend a config describes (models are loaded here)."""
+    if cfg.backend == "transformers":
+        return TransformersBackend(cfg.model, batch_size=cfg.batch_size, dtype=cfg.dtype, chat_template=cfg.chat_template,
+                                   trust_remote_code=cfg.trust_remote_code, seed=cfg.seed, num_threads=cfg.num_threads)
+    if cfg.backend == "openai":
+        return OpenAIBackend(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env, api=cfg.api,
+                             max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                             backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s)
+    if cfg.backend == "vllm":
+        return VLLMBackend(cfg.model, dtype=cfg.dtype, chat_template=cfg.chat_template,
+                           trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
+    return ProgrammaticBackend(respond)
+
+
+__all__ = [
+    "BackendConfig", "BackendError", "TextBackend", "TransformersBackend", "OpenAIBackend", "VLLMBackend",
+    "ProgrammaticBackend", "make_backend", "load_prompt", "fill_template", "run_sync", "TEXT_BEGIN", "TEXT_END",
+    "programmatic_annotation", "extract_between", "require_placeholders",
+]

@@ -1,0 +1,456 @@
+"""Judges: the binary reward of RL mid-training (DESIGN §1.1 step 3) and a shared verifier signature.
+
+Every judge maps ``(candidates, references)`` to one :class:`Verdict` per pair (``score`` 1.0 or 0.0, ``label``
+``"YES"``/``"NO"`` or None, ``reason``), synchronously (``judge``) or as a coroutine (``ajudge``).
+
+- :class:`LLMJudge`: any :class:`~midtrain.llm.backends.TextBackend` answers the shipped prompt
+  (``midtrain/prompts/judge.txt``, user-overridable, placeholders ``{candidate}`` and ``{reference}``). Both
+  texts are **escaped** (``& < >`` → ``&amp; &lt; &gt;``) and placed inside ``<candidate>``/``<reference>``
+  tags, so no text inside can close a tag or pose as instructions outside it; the prompt says so. The verdict is
+  the ``VERDICT: YES|NO`` line(s) (all agreeing), else a leading YES/NO word without the other one; anything
+  else (no verdict, conflicting verdicts) scores 0 and is counted as ``unparseable``; a backend failure scores 0
+  and is counted as ``errors``. Verdicts are cached by SHA-256 of (judge name, template, candidate, reference),
+  in memory and optionally in an append-only JSONL file.
+  Concurrency is bounded by the backend (``max_concurrency`` HTTP requests in flight), so ``ajudge`` can serve
+  TRL's async reward functions directly.
+- Rule judges for tests and verifiable answers: :class:`ExactJudge`, :class:`NumberJudge`, :class:`TokenF1Judge`.
+- :func:`judge_reward` turns a judge into the plain reward callable ``(completions, references) -> rewards``:
+  only the text after the last ``</think>`` is judged; a completion without a closed think block, or with an
+  empty continuation, scores 0 with that reason (without asking the judge).
+
+CLI: ``midtrain judge pairs.jsonl --out DIR [--judge llm --backend.backend openai ...]`` writes
+``DIR/verdicts.jsonl`` and the mean score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+from midtrain.config import Config, param
+from midtrain.errors import ConfigError, DataError
+from midtrain.llm.backends import (
+    BackendConfig,
+    BackendError,
+    TextBackend,
+    fill_template,
+    load_prompt,
+    make_backend,
+    require_placeholders,
+    run_sync,
+)
+
+THINK_CLOSE, THINK_OPEN = "</think>", "<think>"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    score: float
+    label: str | None
+    reason: str
+
+
+@runtime_checkable
+class Judge(Protocol):
+    name: str
+
+    def judge(self, candidates: Sequence[str], references: Sequence[str]) -> list[Verdict]: ...
+
+    async def ajudge(self, candidates: Sequence[str], references: Sequence[str]) -> list[Verdict]: ...
+
+
+def _check_lengths(candidates: Sequence[str], references: Sequence[str]) -> None:
+    if len(candidates) != len(references):
+        raise ValueError(f"{len(candidates)} candidates but {len(references)} references")
+
+
+# -- prompt, escaping, parsing ----------------------------------------------------------------------------------
+def escape(text: str) -> str:
+    """Escape ``& < >`` so that text inside a tag can never close it (reversible with :func:`unescape`)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def render_judge_prompt(template: str, candidate: str, reference: str) -> str:
+    return fill_template(template, candidate=escape(candidate), reference=escape(reference))
+
+
+_VERDICT = re.compile(r"verdict\s*[:=]?\s*\**\s*(yes|no)\b", re.I)
+_LEADING = re.compile(r"^\W*(yes|no)\b", re.I)
+_WORD = re.compile(r"\b(yes|no)\b", re.I)
+
+
+def parse_verdict(answer: str) -> str | None:
+    """``"YES"``, ``"NO"`` or None (unparseable).
+
+    The ``VERDICT: X`` lines decide if there are any (all must agree); otherwise the answer must start with YES or
+    NO and not contain the other word. Conflicting or missing verdicts are None, never a guess.
+    """
+    found = {f.upper() for f in _VERDICT.findall(answer)}
+    if found:
+        return found.pop() if len(found) == 1 else None
+    m = _LEADING.match(answer.strip())
+    if not m:
+        return None
+    words = {w.upper() for w in _WORD.findall(answer)}
+    return m.group(1).upper() if len(words) == 1 else None
+
+
+# -- cache ------------------------------------------------------------------------------------------------------
+class VerdictCache:
+    """Verdicts by key, in memory and (with ``path``) in an append-only JSONL file that survives kill -9."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        from midtrain.shards import read_tolerant
+
+        self.path = Path(path) if path else None
+        self._mem: dict[str, Verdict] = {}
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for rec in read_tolerant(self.path, repair=True):
+                self._mem[rec["key"]] = Verdict(rec["score"], rec["label"], rec["reason"])
+
+    @staticmethod
+    def key(judge: str, template: str, candidate: str, reference: str) -> str:
+        return hashlib.sha256(json.dumps([judge, template, candidate, reference]).encode()).hexdigest()
+
+    def get(self, key: str) -> Verdict | None:
+        return self._mem.get(key)
+
+    def put_many(self, items: dict[str, Verdict]) -> None:
+        self._mem.update(items)
+        if self.path is not None and items:
+            from midtrain.data import append_jsonl
+
+            append_jsonl(self.path, [{"key": k, **asdict(v)} for k, v in items.items()])
+
+    def __len__(self) -> int:
+        return len(self._mem)
+
+
+# -- LLM judge --------------------------------------------------------------------------------------------------
+class LLMJudge:
+    """A binary YES/NO judge answered by any text backend; see the module docstring."""
+
+    def __init__(self, backend: TextBackend, prompt_template: str | None = None, cache: VerdictCache | None = None,
+                 *, max_new_tokens: int = 16, name: str | None = None) -> None:
+        self.backend = backend
+        self.template = prompt_template if prompt_template is not None else load_prompt("judge")
+        require_placeholders(self.template, ["candidate", "reference"], "prompt")
+        self.cache = cache if cache is not None else VerdictCache()
+        self.max_new_tokens = max_new_tokens
+        self.name = name or f"llm:{backend.name}"
+        self.stats: Counter = Counter()
+
+    def prompt(self, candidate: str, reference: str) -> str:
+        return render_judge_prompt(self.template, candidate, reference)
+
+    async def ajudge(self, candidates: Sequence[str], references: Sequence[str]) -> list[Verdict]:
+        _check_lengths(candidates, references)
+        keys = [self.cache.key(self.name, self.template, c, r) for c, r in zip(candidates, references)]
+        todo: dict[str, tuple[str, str]] = {}
+        for k, c, r in zip(keys, candidates, references):
+            if self.cache.get(k) is None:
+                todo.setdefault(k, (c, r))
+        self.stats["verdicts"] += len(keys)
+        self.stats["cache_hits"] += len(keys) - len(todo)
+        fresh: dict[str, Verdict] = {}
+        errors: dict[str, Verdict] = {}
+        if todo:
+            prompts = [self.prompt(c, r) for c, r in todo.values()]
+            answers = await self.backend.agenerate(prompts, max_new_tokens=self.max_new_tokens, temperature=0.0,
+                                                   errors="return")
+            for k, ans in zip(todo, answers):
+                if isinstance(ans, BackendError):
+                    self.stats["errors"] += 1
+                    errors[k] = Verdict(0.0, None, f"judge backend error: {ans}")
+                    continue
+                label = parse_verdict(ans[0])
+                if label is None:
+                    self.stats["unparseable"] += 1
+                    fresh[k] = Verdict(0.0, None, f"unparseable verdict: {ans[0][:120]!r}")
+                else:
+                    fresh[k] = Verdict(1.0 if label == "YES" else 0.0, label, "judge")
+            self.cache.put_many(fresh)  # backend errors are not cached: a re-run asks again
+        out = [errors.get(k) or self.cache.get(k) for k in keys]
+        for v in out:
+            self.stats[v.label or "none"] += 1
+        return out  # type: ignore[return-value]
+
+    def judge(self, candidates: Sequence[str], references: Sequence[str]) -> list[Verdict]:
+        async def once() -> list[Verdict]:
+            try:
+                return await self.ajudge(candidates, references)
+            finally:
+                close = getattr(self.backend, "aclose", None)
+                if close is not None:
+                    await close()
+
+        return run_sync(once())
+
+
+# -- rule judges ------------------------------------------------------------------------------------------------
+class _RuleJudge:
+    name = "rule"
+
+    def __init__(self) -> None:
+        self.stats: Counter = Counter()
+
+    def one(self, candidate: str, reference: str) -> Verdict:
+        raise NotImplementedError
+
+    def judge(self, candidates: Sequence[str], references: Sequence[str]) -> list[Verdict]:
+        _check_lengths(candidates, references)
+        out = [self.one(c, r) for c, r in zip(candidates, references)]
+        self.stats["verdicts"] += len(out)
+        return out
+
+    async def ajudge(self, candidates: Sequence[str], references: Sequence[str]) -> list[Verdict]:
+        return self.judge(candidates, references)
+
+
+def _yes(ok: bool, reason: str) -> Verdict:
+    return Verdict(1.0 if ok else 0.0, "YES" if ok else "NO", reason)
+
+
+def normalize_ws(text: str) -> str:
+    return " ".join(text.split())
+
+
+class ExactJudge(_RuleJudge):
+    """YES iff the texts are equal after whitespace normalisation (and case folding unless ``case=True``)."""
+
+    def __init__(self, case: bool = False) -> None:
+        super().__init__()
+        self.case = case
+        self.name = "exact"
+
+    def one(self, candidate: str, reference: str) -> Verdict:
+        a, b = normalize_ws(candidate), normalize_ws(reference)
+        if not self.case:
+            a, b = a.casefold(), b.casefold()
+        return _yes(a == b, "exact match" if a == b else "differs")
+
+
+_NUMBER = re.compile(r"[-−]?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|[-−]?\.\d+")
+
+
+def parse_number(text: str) -> Fraction | None:
+    """The last number in ``text`` as an exact fraction (thousands commas, unicode minus, ``a/b``, decimals)."""
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    s = found[-1].replace(",", "").replace("−", "-").replace(" ", "")
+    try:
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+class NumberJudge(_RuleJudge):
+    """YES iff the last numbers of candidate and reference are equal (relative tolerance ``rel_tol``)."""
+
+    def __init__(self, rel_tol: float = 1e-9) -> None:
+        super().__init__()
+        self.rel_tol = rel_tol
+        self.name = "number"
+
+    def one(self, candidate: str, reference: str) -> Verdict:
+        a, b = parse_number(candidate), parse_number(reference)
+        if b is None:
+            return Verdict(0.0, None, "no number in the reference")
+        if a is None:
+            return _yes(False, "no number in the candidate")
+        ok = a == b or abs(a - b) <= self.rel_tol * max(abs(a), abs(b))
+        return _yes(ok, f"{float(a):g} vs {float(b):g}")
+
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def tokens_for_f1(text: str) -> list[str]:
+    return text.casefold().translate(_PUNCT).split()
+
+
+def token_f1(candidate: str, reference: str) -> float:
+    """Bag-of-words F1 after case folding and punctuation removal (1.0 when both are empty)."""
+    a, b = tokens_for_f1(candidate), tokens_for_f1(reference)
+    if not a or not b:
+        return float(a == b)
+    common = sum((Counter(a) & Counter(b)).values())
+    if common == 0:
+        return 0.0
+    p, r = common / len(a), common / len(b)
+    return 2 * p * r / (p + r)
+
+
+class TokenF1Judge(_RuleJudge):
+    """YES iff token F1 ≥ ``threshold``."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.name = f"token_f1@{threshold:g}"
+
+    def one(self, candidate: str, reference: str) -> Verdict:
+        f1 = token_f1(candidate, reference)
+        return _yes(f1 >= self.threshold, f"f1={f1:.3f}")
+
+
+# -- reward -----------------------------------------------------------------------------------------------------
+def continuation(completion: str) -> str | None:
+    """The text after the last ``</think>``; None if no think block was closed (or a new one is left open)."""
+    cut = completion.rfind(THINK_CLOSE)
+    if cut < 0:
+        return None
+    rest = completion[cut + len(THINK_CLOSE):]
+    return None if THINK_OPEN in rest else rest.strip()
+
+
+async def ajudge_completions(judge: Judge, completions: Sequence[str], references: Sequence[str]) -> list[Verdict]:
+    """Verdicts on the continuations of ``<think>…</think>`` completions; see the module docstring."""
+    _check_lengths(completions, references)
+    out: list[Verdict | None] = [None] * len(completions)
+    idx, cands, refs = [], [], []
+    for i, (c, r) in enumerate(zip(completions, references)):
+        cont = continuation(c)
+        if cont is None:
+            out[i] = Verdict(0.0, None, "no closed <think> block")
+        elif not cont:
+            out[i] = Verdict(0.0, None, "empty continuation")
+        else:
+            idx.append(i)
+            cands.append(cont)
+            refs.append(r)
+    if idx:
+        for i, v in zip(idx, await judge.ajudge(cands, refs)):
+            out[i] = v
+    return out  # type: ignore[return-value]
+
+
+def judge_completions(judge: Judge, completions: Sequence[str], references: Sequence[str]) -> list[Verdict]:
+    """Synchronous :func:`ajudge_completions` (closes the backend's HTTP client of the temporary loop)."""
+
+    async def once() -> list[Verdict]:
+        try:
+            return await ajudge_completions(judge, completions, references)
+        finally:
+            close = getattr(getattr(judge, "backend", None), "aclose", None)
+            if close is not None:
+                await close()
+
+    return run_sync(once())
+
+
+class JudgeReward:
+    """``(completions, references) -> rewards``; ``last_verdicts`` keeps the reasons of the latest call."""
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self.__name__ = f"judge_{re.sub(r'[^A-Za-z0-9_]', '_', judge.name)}"
+        self.last_verdicts: list[Verdict] = []
+
+    def __call__(self, completions: Sequence[str], references: Sequence[str]) -> list[float]:
+        self.last_verdicts = judge_completions(self.judge, completions, references)
+        return [v.score for v in self.last_verdicts]
+
+    async def acall(self, completions: Sequence[str], references: Sequence[str]) -> list[float]:
+        self.last_verdicts = await ajudge_completions(self.judge, completions, references)
+        return [v.score for v in self.last_verdicts]
+
+
+def judge_reward(judge: Judge) -> JudgeReward:
+    """The plain reward callable of a judge (``await reward.acall(...)`` for async callers)."""
+    return JudgeReward(judge)
+
+
+# -- stage ------------------------------------------------------------------------------------------------------
+@dataclass
+class JudgeConfig(Config):
+    input: str = param("", "JSONL file of pairs to judge.", positional=True)
+    out: str = param("", "Output directory (verdicts.jsonl + midtrain.json).")
+    candidate_field: str = param("completion", "Field holding the candidate (or the full completion).")
+    reference_field: str = param("reference", "Field holding the reference continuation or answer.")
+    judge: Literal["llm", "exact", "number", "token_f1"] = param("llm", "Which judge.")
+    backend: BackendConfig = param(BackendConfig(), "The judge model's backend (judge=llm).")
+    prompt: str = param("judge", "Judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
+    max_new_tokens: int = param(16, "Token budget of one verdict (judge=llm).")
+    threshold: float = param(0.5, "F1 threshold of judge=token_f1.")
+    thoughts: bool = param(True, "Candidates are completions with <think>…</think>: judge the text after the last </think>.")
+    cache: str = param("", "Verdict cache JSONL shared across runs (judge=llm); empty: in memory only.")
+    batch_size: int = param(256, "Pairs per judge call.")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if not self.input:
+            raise ConfigError("key 'input': give a JSONL file of pairs")
+        if not self.out:
+            raise ConfigError("key 'out': give an output directory")
+
+
+def build_judge(cfg: JudgeConfig) -> Judge:
+    if cfg.judge == "exact":
+        return ExactJudge()
+    if cfg.judge == "number":
+        return NumberJudge()
+    if cfg.judge == "token_f1":
+        return TokenF1Judge(cfg.threshold)
+    template = load_prompt(cfg.prompt)
+    require_placeholders(template, ["candidate", "reference"], "prompt")
+    return LLMJudge(make_backend(cfg.backend), template, VerdictCache(cfg.cache or None), max_new_tokens=cfg.max_new_tokens)
+
+
+def run(cfg: JudgeConfig):
+    """Judge every pair of ``cfg.input``; write ``verdicts.jsonl`` (input fields + score, label, reason)."""
+    from midtrain.console import log
+    from midtrain.data import read_all, write_jsonl
+    from midtrain.runs import Result, open_run
+
+    pairs = read_all(cfg.input, required=[cfg.candidate_field, cfg.reference_field])
+    for rec in pairs:
+        for f in (cfg.candidate_field, cfg.reference_field):
+            if not isinstance(rec[f], str):
+                raise DataError(f"{cfg.input}:{rec.get('_line', '?')}: '{f}' is not a string")
+    with open_run(cfg.out, "judge", cfg, {"input": cfg.input}, overwrite=cfg.overwrite) as run_:
+        if run_.cached:
+            return Result.of(run_)
+        judge = build_judge(cfg)
+        verdicts: list[Verdict] = []
+
+        async def all_batches() -> None:
+            for s in range(0, len(pairs), cfg.batch_size):
+                batch = pairs[s : s + cfg.batch_size]
+                cands = [r[cfg.candidate_field] for r in batch]
+                refs = [r[cfg.reference_field] for r in batch]
+                verdicts.extend(await (ajudge_completions(judge, cands, refs) if cfg.thoughts else judge.ajudge(cands, refs)))
+            close = getattr(getattr(judge, "backend", None), "aclose", None)
+            if close is not None:
+                await close()
+
+        asyncio.run(all_batches())
+        write_jsonl(run_.path / "verdicts.jsonl", ({**r, **asdict(v)} for r, v in zip(pairs, verdicts)))
+        scores = [v.score for v in verdicts]
+        reasons = Counter(v.label or v.reason.split(":")[0] for v in verdicts)
+        metrics = {"pairs": len(pairs), "mean_score": sum(scores) / len(scores), "judge": judge.name,
+                   "labels": dict(reasons), **{k: v for k, v in getattr(judge, "stats", {}).items()}}
+        run_.finish(metrics)
+        log(f"judge: {len(pairs)} pairs, mean score {metrics['mean_score']:.4f} → {run_.path / 'verdicts.jsonl'}")
+        return Result.of(run_)
+
+
+__all__ = [
+    "Verdict", "Judge", "LLMJudge", "VerdictCache", "ExactJudge", "NumberJudge", "TokenF1Judge", "JudgeReward",
+    "judge_reward", "judge_completions", "ajudge_completions", "continuation", "escape", "unescape",
+    "render_judge_prompt", "parse_verdict", "token_f1", "parse_number", "JudgeConfig", "run",
+]

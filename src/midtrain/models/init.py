@@ -1,0 +1,152 @@
+"""``midtrain model init``: a tiny Llama or Qwen2 causal LM from a size preset, and loading any causal LM.
+
+Algorithm: the Hugging Face model class of ``arch`` built from a preset (hidden size, layers, heads, KV heads,
+MLP width), randomly initialised under a seed, with the embedding size set by the tokenizer's vocabulary; saved
+as safetensors with its tokenizer, so ``AutoModelForCausalLM.from_pretrained(DIR)`` loads it offline.
+:func:`load_model` loads any local checkpoint directory or hub id; ``trust_remote_code`` stays off unless the
+caller turns it on.
+
+Launch: ``midtrain model init --preset micro --tokenizer runs/tok --out runs/init``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from midtrain.config import Config, param
+from midtrain.console import log, seed_everything
+from midtrain.errors import ConfigError, MidtrainError
+from midtrain.models.tokenizer import load_tokenizer
+from midtrain.runs import Result, open_run
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    tie_embeddings: bool = True
+
+
+# Sizes in the comments are for a 512-token vocabulary with tied embeddings.
+PRESETS: dict[str, Preset] = {
+    "nano": Preset(96, 4, 4, 2, 256),  # ~0.44M
+    "micro": Preset(128, 4, 4, 2, 384),  # ~0.8M (the char-level probe size of DESIGN §4)
+    "tiny": Preset(256, 4, 8, 4, 688),  # ~3.2M (the bare-loop benchmark size of DESIGN §4)
+    "small": Preset(384, 6, 6, 2, 1024),  # ~9M
+    "medium": Preset(512, 8, 8, 2, 1536),  # ~23M
+    "interplay-100m": Preset(768, 12, 12, 2, 3072, tie_embeddings=False),  # Interplay's Qwen2-style 100M
+}
+
+
+@dataclass
+class ModelInitConfig(Config):
+    preset: str = param("micro", f"Size preset: {', '.join(PRESETS)}.")
+    tokenizer: str = param("", "Tokenizer directory (its vocabulary size sets the embedding size).")
+    out: str = param("", "Output checkpoint directory.")
+    arch: Literal["llama", "qwen2"] = param("llama", "Architecture of the Hugging Face model class.")
+    max_position_embeddings: int = param(1024, "Maximum sequence length (RoPE positions).")
+    rope_theta: float = param(10000.0, "RoPE base frequency.")
+    seed: int = param(0, "Seed of the random initialisation.")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if self.preset not in PRESETS:
+            import difflib
+
+            close = difflib.get_close_matches(self.preset, list(PRESETS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"key 'preset': unknown preset '{self.preset}'{hint}; choose from {', '.join(PRESETS)}")
+        if not self.tokenizer:
+            raise ConfigError("key 'tokenizer': give a tokenizer directory")
+        if not self.out:
+            raise ConfigError("key 'out': give an output directory")
+
+
+def model_config(preset: str, vocab_size: int, arch: str = "llama", max_position_embeddings: int = 1024, rope_theta: float = 10000.0, **ids: Any):
+    """A transformers config for a preset (no weights)."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    p = PRESETS[preset]
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=p.hidden,
+        intermediate_size=p.intermediate,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        num_key_value_heads=p.kv_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=p.tie_embeddings,
+        rms_norm_eps=1e-6,
+        **ids,
+    )
+    if arch == "qwen2":
+        return Qwen2Config(rope_theta=rope_theta, **common)
+    return LlamaConfig(rope_theta=rope_theta, **common)
+
+
+def init_model(cfg: ModelInitConfig) -> Result:
+    """Randomly initialise a model from a preset and save it with its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(cfg.tokenizer)  # fails before the out dir exists
+    with open_run(cfg.out, "model_init", cfg, {"tokenizer": cfg.tokenizer}, overwrite=cfg.overwrite, seed=cfg.seed) as run:
+        if run.cached:
+            return Result.of(run)
+        seed_everything(cfg.seed)
+        quiet_transformers()
+        mcfg = model_config(
+            cfg.preset, len(tok), cfg.arch, cfg.max_position_embeddings, cfg.rope_theta,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )
+        model = AutoModelForCausalLM.from_config(mcfg)
+        model.save_pretrained(str(run.path), safe_serialization=True)
+        tok.save_pretrained(str(run.path))
+        n = sum(p.numel() for p in model.parameters())
+        run.finish({"parameters": n, "preset": cfg.preset, "arch": cfg.arch, "vocab_size": len(tok)})
+        log(f"model init: {cfg.arch} '{cfg.preset}' with {n / 1e6:.2f}M parameters → {run.path}")
+        return Result.of(run)
+
+
+def quiet_transformers() -> None:
+    """No per-file progress bars from transformers ("Loading weights", "Writing model shards"): our logs say it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def load_model(path: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False, expect_arch: str | None = None):
+    """Load a causal LM from a local checkpoint dir or hub id (offline use needs a local dir)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    quiet_transformers()
+    try:
+        conf = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise MidtrainError(f"cannot load a model from '{path}': {str(e).splitlines()[0]}") from None
+    if expect_arch and conf.model_type != expect_arch:
+        raise MidtrainError(f"'{path}' is a {conf.model_type} checkpoint, expected {expect_arch}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise MidtrainError(f"cannot load model weights from '{path}': {str(e).splitlines()[0]}") from None
+    return model
+
+
+def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
+    """Copy tokenizer files from one checkpoint dir to another."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        f = Path(src) / name
+        if f.is_file():
+            shutil.copy2(f, Path(dst) / name)
+
+
+__all__ = ["PRESETS", "Preset", "ModelInitConfig", "init_model", "load_model", "model_config", "copy_tokenizer", "quiet_transformers"]

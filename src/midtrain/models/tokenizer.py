@@ -1,0 +1,118 @@
+"""``midtrain tokenizer train``: a tokenizer trained locally on the corpus, and loading any tokenizer.
+
+Algorithm: byte-level BPE (``kind=bpe``) or byte-level characters with no merges (``kind=char``) with the
+``tokenizers`` library. Digits are split one per token so that arithmetic is learnable. The tags ``<question>
+</question> <solution> </solution> <answer> </answer> <think> </think>`` are atomic added tokens (never split, and
+*kept* when decoding with ``skip_special_tokens=True``, so that rewards and verifiers see them); ``<bos> <eos>
+<pad>`` are the special tokens. Saved with ``save_pretrained`` so ``AutoTokenizer.from_pretrained(DIR)`` loads it
+offline. :func:`load_tokenizer` loads any local directory or hub id; ``trust_remote_code`` stays off unless the
+caller turns it on.
+
+Launch: ``midtrain tokenizer train --corpus data.jsonl --out runs/tok --vocab-size 512``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from midtrain.config import Config, param
+from midtrain.console import log
+from midtrain.errors import ConfigError, MidtrainError
+from midtrain.runs import Result, open_run
+
+BOS, EOS, PAD = "<bos>", "<eos>", "<pad>"
+TAGS = ["<question>", "</question>", "<solution>", "</solution>", "<answer>", "</answer>", "<think>", "</think>"]
+
+
+@dataclass
+class TokenizerConfig(Config):
+    corpus: list[str] = param([], "Corpus files (.jsonl/.jsonl.gz, .txt, .parquet, datasets dir): text, prompt+completion or augmented records.")
+    out: str = param("", "Output directory for the tokenizer.")
+    vocab_size: int = param(512, "Target vocabulary size including the 256 byte symbols and special tokens (bpe).")
+    kind: Literal["bpe", "char"] = param("bpe", "bpe: byte-level BPE; char: byte-level symbols only, no merges.")
+    text_field: str = param("text", "Field holding the text in JSONL/Parquet records.")
+    model_max_length: int = param(2048, "Maximum sequence length recorded in the tokenizer config.")
+    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
+
+    def check(self) -> None:
+        if not self.corpus:
+            raise ConfigError("key 'corpus': give at least one corpus file")
+        if not self.out:
+            raise ConfigError("key 'out': give an output directory")
+        if self.kind == "bpe" and self.vocab_size < 256 + len(TAGS) + 3:
+            raise ConfigError(f"key 'vocab_size': must be at least {256 + len(TAGS) + 3} for a byte-level BPE")
+
+
+def _build_tokenizer(texts, vocab_size: int, kind: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    special = [BOS, EOS, PAD]
+    size = vocab_size if kind == "bpe" else 256 + len(special)
+    trainer = trainers.BpeTrainer(
+        vocab_size=size,
+        min_frequency=2,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def wrap_tokenizer(tok, model_max_length: int = 2048):
+    """A ``PreTrainedTokenizerFast`` around a ``tokenizers.Tokenizer`` with our tags and special tokens."""
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=model_max_length
+    )
+    fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
+    return fast
+
+
+def train_tokenizer(cfg: TokenizerConfig) -> Result:
+    """Train and save a tokenizer (see module docstring)."""
+    from midtrain.train.data import read_pairs
+
+    # any training records: a text field, prompt + completion, or augmented chunks; fails before the out dir exists
+    texts = [p + b for p, b in read_pairs(cfg.corpus, text_field=cfg.text_field, what="corpus")]
+    with open_run(cfg.out, "tokenizer", cfg, {f"corpus[{i}]": p for i, p in enumerate(cfg.corpus)}, overwrite=cfg.overwrite) as run:
+        if run.cached:
+            return Result.of(run)
+        tok = _build_tokenizer(texts, cfg.vocab_size, cfg.kind)
+        fast = wrap_tokenizer(tok, cfg.model_max_length)
+        fast.save_pretrained(str(run.path))
+        n_chars = sum(len(t) for t in texts)
+        n_tokens = sum(len(e.ids) for e in tok.encode_batch(texts[:2000]))
+        sample_chars = sum(len(t) for t in texts[:2000])
+        metrics = {
+            "vocab_size": len(fast),
+            "documents": len(texts),
+            "characters": n_chars,
+            "chars_per_token": round(sample_chars / max(n_tokens, 1), 3),
+        }
+        run.finish(metrics)
+        log(f"tokenizer: vocab {len(fast)} ({cfg.kind}), {metrics['chars_per_token']} chars/token → {run.path}")
+        return Result.of(run)
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise MidtrainError(f"cannot load a tokenizer from '{path}': {str(e).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+

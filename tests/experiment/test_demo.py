@@ -1,0 +1,96 @@
+"""`midtrain demo`: the shipped base meets its recorded numbers; `--quick` writes every artifact and resumes
+after kill -9 without redoing finished stages. Claims and wall time are not asserted here (see bench/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from midtrain.experiment.demo import BASE_DIR, claims
+
+ACCEPT = BASE_DIR / "acceptance.json"
+
+
+def test_shipped_base_is_a_loadable_checkpoint_with_its_provenance():
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "midtrain.json", "acceptance.json"):
+        assert (BASE_DIR / name).is_file(), name
+    size = (BASE_DIR / "model.safetensors").stat().st_size
+    assert size < 8 << 20  # a few MB at most
+    meta = json.loads((BASE_DIR / "midtrain.json").read_text())
+    assert meta["stage"] == "pretrain" and meta["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_shipped_base_solves_in_distribution_problems_with_a_trace(tmp_path):
+    """Greedy verified accuracy on the recorded fixed problem set matches acceptance.json (and stays ≥ 0.8)."""
+    from midtrain.models.init import load_model
+    from midtrain.models.tokenizer import load_tokenizer
+    from midtrain.synth.diagnose import trace_and_direct_accuracy
+    from midtrain.synth.generate import SynthConfig, generate_problems
+
+    rec = json.loads(ACCEPT.read_text())
+    model, tok = load_model(str(BASE_DIR)), load_tokenizer(str(BASE_DIR))
+    for name in ("id", "edge"):
+        problems = generate_problems(SynthConfig.from_dict(rec["problems"][name]))
+        got = trace_and_direct_accuracy(model, tok, problems)
+        assert abs(got["trace_acc"] - rec[name]["trace_acc"]) <= rec["tolerance"], (name, got["trace_acc"])
+    assert rec["id"]["trace_acc"] >= 0.8 and rec["edge"]["trace_acc"] <= 0.5
+
+
+def test_claims_are_computed_from_measured_values():
+    arms = {a: {"edge": {"mean": v}} for a, v in {"a": 0.1, "b": 0.2, "c": 0.5, "d": 0.3}.items()}
+    an = {"weights_mid": {"mean": 0.99}, "weights_rl": {"mean": 0.6}, "cka_mid": {"mean": 0.8}, "cka_rl": {"mean": 0.9}}
+    got = {c["id"]: c for c in claims({"arms": arms, "analysis": an})}
+    assert got["thinking_midtraining_vs_rl"]["measured"]["ratio"] == 3.0 and got["thinking_midtraining_vs_rl"]["holds"]
+    assert got["thoughts_vs_raw"]["holds"]
+    assert not got["dense_mid_sparse_rl"]["holds"]  # 0.99 < 2 × 0.6
+    assert got["rl_keeps_geometry"]["holds"]
+    arms["a"]["edge"]["mean"] = 0.0
+    assert claims({"arms": arms, "analysis": an})[0]["holds"]  # (a) at zero, (d) above it
+
+
+@pytest.mark.slow
+def test_demo_quick_writes_artifacts_and_resumes_after_kill(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "midtrain", "demo", "--quick", "--out", str(out)]
+    env = {**os.environ, "MIDTRAIN_QUIET": "0", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    journal = out / "runs" / ".journal"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (journal / "sft_think@seed-0.json").is_file():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() < deadline, "the quick demo did not reach SFT(think) in 10 minutes"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in journal.glob("*.json")}
+    assert "sft_think@seed-0.json" in finished and not (out / "summary.json").exists()
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, stamp in finished.items():  # nothing that had finished ran again
+        assert (journal / name).stat().st_mtime_ns == stamp, name
+    assert "done earlier, skipped" in done.stderr
+    assert "claims" in done.stdout and "(d) base" in done.stdout  # the printed summary tables
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["arms"]) == {"a", "b", "c", "d"}
+    for arm in summary["arms"].values():
+        for r in ("id", "edge", "hard"):
+            assert 0.0 <= arm[r]["mean"] <= 1.0 and len(arm[r]["values"]) == 1
+        assert arm["compute"]["flops"] > 0
+    assert {c["id"] for c in summary["claims"]} == {"thinking_midtraining_vs_rl", "thoughts_vs_raw",
+                                                     "dense_mid_sparse_rl", "rl_keeps_geometry"}
+    assert all(isinstance(c["holds"], bool) for c in summary["claims"])
+    assert set(summary["checkpoints"]) == {"base", "SFT(raw)", "SFT(think)", "SFT(think) → RLMT", "(a)", "(b)", "(c)", "(d)"}
+    md = (out / "report.md").read_text()
+    assert "## claims" in md and "## arms" in md and "## checkpoint diagnostics" in md
+    assert (out / "plots" / "demo_arms.png").stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3

@@ -1,0 +1,129 @@
+"""Synthetic-world evaluation: aggregation on hand-made rows, eval plumbing, and the real verifier."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from midtrain.synth import summary as synth_eval
+from midtrain.cli import main
+from midtrain.eval.evaluate import EvalConfig, run
+from midtrain.runs import read_json
+
+
+def row(pid: str, j: int, verified: bool, outcome: bool, pacc: float, answer="1", tokens=5) -> dict:
+    return {"id": pid, "sample": j, "verified": verified, "outcome_correct": outcome, "process_acc": pacc,
+            "answer": answer, "tokens": tokens}
+
+
+def test_group_metrics_hand_rows() -> None:
+    rows = [row("a", 0, True, True, 1.0), row("a", 1, False, True, 0.5),  # one hack
+            row("b", 0, False, False, 0.0, answer=None), row("b", 1, False, True, 0.25)]  # one hack
+    g = synth_eval.group_metrics(rows)
+    assert g["n"] == 2 and g["samples"] == 4 and g["k"] == 2
+    assert g["verified_pass_at_k"] == {"1": 0.25, "2": 0.5}
+    assert g["outcome_pass_at_k"] == {"1": 0.75, "2": 1.0}
+    assert g["verified_acc"] == 0.25 and g["outcome_acc"] == 0.75 and g["process_acc"] == pytest.approx(0.4375)
+    assert g["hacking_rate"] == 0.5 and g["hacking_share"] == pytest.approx(2 / 3) and g["no_answer_rate"] == 0.25
+
+
+def test_summarize_groups_by_range_op_context_mode() -> None:
+    probs = [{"id": "a", "op": 3, "context": "zoo", "mode": "forward"}, {"id": "b", "op": 12, "context": "movies", "mode": "reverse"},
+             {"id": "c", "op": 40, "context": "zoo", "mode": "forward"}]
+    rows = [row("a", 0, True, True, 1.0), row("b", 0, False, True, 0.5), row("c", 0, False, False, 0.0)]
+    s = synth_eval.summarize(rows, probs, ranges=synth_eval.PAPER_RANGES)
+    assert list(s["by_range"]) == ["id", "edge", "other"]
+    assert s["by_range"]["id"]["verified_pass_at_k"]["1"] == 1.0 and s["by_range"]["edge"]["hacking_rate"] == 1.0
+    assert list(s["by_op"]) == ["3", "12", "40"] and set(s["by_context"]) == {"zoo", "movies"}
+    assert s["by_mode"]["reverse"]["n"] == 1 and "edge|movies|reverse" in s["by_range_context_mode"]
+    assert s["overall"]["samples"] == 3 and s["ranges"] == synth_eval.PAPER_RANGES
+
+
+def test_scale_ranges_and_bad_problem_files(tmp_path: Path) -> None:
+    assert synth_eval.scale_ranges("paper") == synth_eval.PAPER_RANGES
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"id": "a", "op": 2, "prompt": "x"}\n{"id": "b", "op": "two", "prompt": "y"}\n')
+    with pytest.raises(Exception, match=r"p\.jsonl:2: 'op' must be an integer"):
+        synth_eval.load_problems(f)
+    f.write_text('{"id": "a", "op": 2, "prompt": "x"}\n{"id": "b", "op": 3}\n')
+    with pytest.raises(Exception, match=r"p\.jsonl:2: record has no 'prompt'"):
+        synth_eval.load_problems(f)
+    f.write_text('{"id": "a", "op": 2, "prompt": "x"}\n')
+    assert len(synth_eval.load_problems(f, ranges={"id": [2, 5]})) == 1
+    with pytest.raises(Exception, match="inside the selected op ranges"):
+        synth_eval.load_problems(f, ranges={"edge": [6, 8]})
+
+
+def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, monkeypatch) -> None:
+    """The eval loop calls verify once per sample and aggregates per range (stub verifier: no synth needed)."""
+    seen = []
+
+    def stub(problem, completion):
+        seen.append((problem["id"], completion))
+        ok = problem["op"] < 5
+        return SimpleNamespace(verified=ok, outcome_correct=True, process_acc=1.0 if ok else 0.5, answer="1",
+                               mismatches={"value": 0}, reason="" if ok else "wrong value")
+
+    monkeypatch.setattr(synth_eval, "verify", stub)
+    probs = tmp_path / "p.jsonl"
+    probs.write_text("".join(json.dumps({"id": f"p{i}", "op": op, "context": "zoo", "mode": "forward",
+                                         "prompt": f"<question>a={i}.?a</question><think>", "answer": str(i)}) + "\n"
+                             for i, op in enumerate([2, 3, 6, 9])))
+    out = tmp_path / "e"
+    run(EvalConfig.from_dict(dict(model=str(eval_model), out=str(out), synthetic=str(probs), op_scale="tiny", n_samples=2,
+                                  temperature=1.0, max_new_tokens=6, progress=False)))
+    assert len(seen) == 8
+    s = read_json(out / "summary.json")["synthetic"]
+    assert s["by_range"]["id"]["verified_pass_at_k"] == {"1": 1.0, "2": 1.0}
+    assert s["by_range"]["edge"]["hacking_rate"] == 1.0 and s["by_range"]["hard"]["process_acc"] == 0.5
+    assert s["overall"]["samples"] == 8 and s["ranges"]["edge"] == [6, 8]
+    rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert {r["reason"] for r in rows} == {"", "wrong value"} and all(r["benchmark"] == "synthetic" for r in rows)
+
+
+# -- with the real midtrain.synth ------------------------------------------------------------------------------
+def _synth():
+    synth = pytest.importorskip("midtrain.synth")
+    if not hasattr(synth, "verify") or not hasattr(synth, "generate_problems"):
+        pytest.skip("midtrain.synth.verify / generate_problems not available yet")
+    return synth
+
+
+SPEC = {"preset": "tiny-all", "n": 12, "render": "compact", "modulus": 10, "order": "dependency", "seed": 3, "mode": "mixed"}
+
+
+def test_score_synthetic_gold_hacked_and_agrees_with_synth_summarize(tmp_path: Path, capsys) -> None:
+    synth = _synth()
+    recs = synth.generate_problems(synth.SynthConfig(**SPEC))
+    probs = tmp_path / "p.jsonl"
+    probs.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    comps = tmp_path / "c.jsonl"
+    lines = []
+    for r in recs:
+        lines.append({"id": r["id"], "completion": r["completion"]})  # the gold trace: verified
+        lines.append({"id": r["id"], "completion": f"</think><answer>{r['answer']}</answer>"})  # right answer, no trace
+    comps.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(["eval", "score", "--synthetic", str(probs), "--completions", str(comps), "--op-scale", "tiny", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["n"] == len(recs) and s["samples"] == 2 * len(recs)
+    assert s["verified_pass_at_k"] == {"1": 0.5, "2": 1.0} and s["outcome_acc"] == 1.0 and s["hacking_rate"] == 0.5
+    assert set(s["by_range"]) <= {"id", "edge", "hard"} and sum(g["samples"] for g in s["by_range"].values()) == 2 * len(recs)
+    theirs = synth.summarize(recs, {r["id"]: [r["completion"], f"</think><answer>{r['answer']}</answer>"] for r in recs}, ks=[1, 2])
+    overall = theirs.get("overall", theirs)
+    assert overall["verified_acc"] == s["verified_acc"] and overall["process_acc"] == pytest.approx(s["process_acc"])
+    assert overall["pass_at_k"] == s["verified_pass_at_k"]
+
+
+def test_eval_generates_synthetic_problems_from_a_spec(eval_model: Path, tmp_path: Path) -> None:
+    _synth()
+    out = tmp_path / "e"
+    spec = {**SPEC, "n": 4, "preset": "tiny-id"}
+    run(EvalConfig.from_dict(dict(model=str(eval_model), out=str(out), synth_generate=[spec, {**spec, "preset": "tiny-edge"}],
+                                  op_scale="tiny", max_new_tokens=8, progress=False)))
+    s = read_json(out / "summary.json")["synthetic"]
+    assert s["overall"]["n"] == 8 and set(s["by_range"]) == {"id", "edge"}
+    assert s["overall"]["verified_acc"] == 0.0  # random weights
+    assert len((out / "problems.jsonl").read_text().splitlines()) == 8
