@@ -1,3 +1,5 @@
+"""``python -m midtrain``: the same command line as ``midtrain``."""
+
 import sys
 
 from midtrain.cli import main
