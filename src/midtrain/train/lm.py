@@ -165,8 +165,6 @@ def flops_per_token(model: Any, seq_len: int) -> float:
     return 6 * n + 12 * c.num_hidden_layers * c.hidden_size * seq_len
 
 
-
-
 class LMLogCallback(StepLogCallback):
     """The LM's ``log.jsonl`` record and progress line: tok/s and MFU over the logging window."""
 
