@@ -50,12 +50,12 @@ def setup(root: Path, preset: str, n_problems: int) -> tuple[Path, Path]:
 
 
 def midtrain_steps(model: Path, data: Path, out: Path, a: argparse.Namespace, precision: str) -> list[dict]:
-    from midtrain.train.rl import RLConfig, run
+    from midtrain.train.rl import RL_OPTIM, RLConfig, run
 
     cfg = RLConfig(
         model=str(model), data=[str(data)], reward="synthetic_outcome", out=str(out), overwrite=True,
         max_steps=a.warmup + a.steps, per_device_batch_size=a.prompts * a.generations, num_generations=a.generations,
-        max_completion_length=a.tokens, lr=1e-5, precision=precision, save_every_steps=0, seed=0,
+        max_completion_length=a.tokens, optim=RL_OPTIM.replace(lr=1e-5), precision=precision, save_every_steps=0, seed=0,
     )
     run(cfg)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -6,7 +6,7 @@ For each preset and precision (fp32, bf16 autocast) it runs, in one process:
   (a) a bare loop: forward (packed rows, per-document positions), backward, clip, AdamW step;
   (b) `midtrain pretrain` (transformers Trainer + our collator) for the same number of steps;
 and prints tokens/s, the ratio (b)/(a) (target ≥ 0.9) and MFU against this machine's matmul peak, measured in
-the same run (`midtrain.train.lm.peak_flops`). Warm-up steps are excluded from both timings.
+the same run (`midtrain.train.engine.peak_flops`). Warm-up steps are excluded from both timings.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from midtrain.models.init import ModelInitConfig, init_model, load_model  # noqa: E402
 from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 from midtrain.train.data import collate  # noqa: E402
-from midtrain.train.lm import OptimConfig, peak_flops, build_rows, flops_per_token, prepare_for_packed_training  # noqa: E402
+from midtrain.train.engine import OptimConfig, peak_flops  # noqa: E402
+from midtrain.train.lm import build_rows, flops_per_token, prepare_for_packed_training  # noqa: E402
 from midtrain.train.pretrain import PretrainConfig, run  # noqa: E402
 
 WARMUP = 5

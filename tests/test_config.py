@@ -1,5 +1,5 @@
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
@@ -76,3 +76,34 @@ def test_round_trip_dict():
 def test_field_docs_flatten():
     docs = Outer.field_docs()
     assert docs["train.lr"][1] == "Learning rate." and docs["train.lr"][2] == 3e-4
+
+
+@dataclass
+class Moved(Config):
+    RENAMED: ClassVar[dict[str, str]] = {"lr": "train.lr", "decay": "train.schedule"}
+
+    train: Inner = param(Inner(lr=1e-6), "Training, with this class's own defaults.")
+    old: Outer = param(Outer(), "A nested section.")
+
+
+def test_renamed_key_names_its_new_place_in_every_form(tmp_path):
+    p = tmp_path / "m.yaml"
+    p.write_text("lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"^key 'lr' in .*m\.yaml is now 'train\.lr'$"):
+        load_config(Moved, p)
+    with pytest.raises(ConfigError, match=r"^key 'decay' is now 'train\.schedule'$"):
+        load_config(Moved, None, ["decay=linear"])
+    with pytest.raises(ConfigError, match=r"^key 'lr' is now 'train\.lr'$"):
+        load_config(Moved, None, {"lr": 0.1})
+    with pytest.raises(ConfigError, match=r"^key 'x\.lr' in s\.yaml is now 'x\.train\.lr'$"):  # inside a section
+        Moved.from_dict({"lr": 1}, prefix="x.", source="s.yaml")
+    with pytest.raises(ConfigError, match="unknown key 'lrr'"):  # other unknown keys stay unknown
+        load_config(Moved, None, ["lrr=1"])
+    assert load_config(Moved, None, ["train.lr=0.5"]).train.lr == 0.5
+
+
+def test_field_docs_list_renamed_keys_and_section_defaults_of_the_owner():
+    docs = Moved.field_docs()
+    assert docs["lr"][1] == "Renamed: use train.lr." and docs["lr"][0] is float
+    assert docs["train.lr"][2] == 1e-6  # Moved's default section, not Inner's class default 3e-4
+    assert docs["old.train.lr"][2] == 3e-4

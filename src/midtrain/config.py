@@ -12,6 +12,10 @@ Values come, in increasing precedence, from the defaults, a YAML file (``--confi
 overrides (``--lr 1e-3`` or dotted ``train.lr=1e-3``). Loading is strict: an unknown key is an error naming the
 key and its closest valid spelling; a value of the wrong type names the key and the expected type; ``Literal``
 modes are checked at parse time, never later. ``Config.check()`` holds cross-field rules.
+
+A key that moved stays known for one purpose: ``RENAMED = {"lr": "optim.lr"}`` on a config class makes the old key,
+in a YAML file, a flag or a dotted override, a one-line error naming the new one ("key 'lr' is now 'optim.lr'")
+instead of a bare "unknown key".
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
@@ -48,6 +52,9 @@ def param(default: Any = MISSING, doc: str = "", *, positional: bool = False, **
 @dataclass
 class Config:
     """Base class of every stage config."""
+
+    # Old key → new key (dotted, relative to this class) of keys that moved; see the module docstring.
+    RENAMED: ClassVar[dict[str, str]] = {}
 
     def check(self) -> None:
         """Cross-field validation; raise ConfigError naming the key. Subclasses extend it."""
@@ -77,10 +84,14 @@ class Config:
             doc = f.metadata.get("doc", "")
             default = _default_of(f)
             if _is_config(tp):
-                for k, v in tp.field_docs().items():
-                    out[f"{f.name}.{k}"] = v
+                for k, (sub_tp, sub_doc, sub_default) in tp.field_docs().items():
+                    if isinstance(default, Config):  # the section's own default (RL's optim.lr 1e-6), not its class's
+                        sub_default = _dotted_get(default, k, sub_default)
+                    out[f"{f.name}.{k}"] = (sub_tp, sub_doc, sub_default)
             else:
                 out[f.name] = (tp, doc, default)
+        for old, new in cls.RENAMED.items():  # listed so that the command line takes the old flag to name the new key
+            out[old] = (out[new][0], f"Renamed: use {new}.", MISSING)
         return out
 
 
@@ -90,6 +101,14 @@ def _default_of(f: dataclasses.Field) -> Any:
     if f.default_factory is not MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
     return MISSING
+
+
+def _dotted_get(obj: Any, key: str, fallback: Any) -> Any:
+    for part in key.split("."):
+        obj = getattr(obj, part, MISSING)
+        if obj is MISSING:
+            return fallback
+    return obj
 
 
 def _is_config(tp: Any) -> bool:
@@ -195,6 +214,15 @@ def coerce(value: Any, tp: Any, key: str, source: str = "", check: bool = True) 
     raise bad
 
 
+def renamed_key_error(cls: type[Config], key: str, prefix: str = "", source: str = "") -> ConfigError | None:
+    """The error for ``key`` (relative to ``cls``) if it is one of ``cls.RENAMED``, else None."""
+    new = cls.RENAMED.get(key)
+    if new is None:
+        return None
+    where = f" in {source}" if source else ""
+    return ConfigError(f"key '{prefix}{key}'{where} is now '{prefix}{new}'")
+
+
 def unknown_key_error(key: str, valid: list[str], source: str = "") -> ConfigError:
     where = f" in {source}" if source else ""
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
@@ -211,7 +239,7 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str, source: str, check: 
     for key, value in data.items():
         key = str(key).replace("-", "_")
         if key not in fields:
-            raise unknown_key_error(prefix + key, [prefix + k for k in fields], source)
+            raise renamed_key_error(cls, key, prefix, source) or unknown_key_error(prefix + key, [prefix + k for k in fields], source)
         kwargs[key] = coerce(value, hints[key], prefix + key, source, check)
     for name, f in fields.items():
         if name not in kwargs and _default_of(f) is MISSING:
@@ -231,7 +259,8 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, cls: type[Config]) ->
         fields = {f.name: f for f in dataclasses.fields(tp)}
         if part not in fields:
             prefix = ".".join(parts[:i])
-            raise unknown_key_error(dotted, [f"{prefix}.{k}" if prefix else k for k in fields])
+            renamed = renamed_key_error(tp, ".".join(parts[i:]), prefix + "." if prefix else "")
+            raise renamed or unknown_key_error(dotted, [f"{prefix}.{k}" if prefix else k for k in fields])
         if i == len(parts) - 1:
             node[part] = value
             return

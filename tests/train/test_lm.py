@@ -33,6 +33,7 @@ def test_pretraining_lowers_loss_and_saves_hf_checkpoint(nano_model, corpus, tmp
     log = _log(tmp_path / "r")
     assert log[-1]["step"] == 40 and log[-1]["loss"] < 0.6 * log[0]["loss"]  # stated margin: -40%
     assert {"loss", "lr", "tok_s", "mfu", "tokens"} <= set(log[0])
+    assert all(r["tok_s"] > 0 and 0 <= r["mfu"] <= 1 for r in log) and res.metrics["tokens_per_second"] > 0
     m = AutoModelForCausalLM.from_pretrained(str(tmp_path / "r"))
     assert m.config.model_type == "llama"
     meta = json.loads((tmp_path / "r" / "midtrain.json").read_text())

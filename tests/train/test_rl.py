@@ -14,7 +14,7 @@ from midtrain.config import load_config
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.train import rl
 from midtrain.train.grpo import dr_grpo_loss, group_advantages, token_logprobs
-from midtrain.train.rl import RLConfig, run
+from midtrain.train.rl import RL_OPTIM, RLConfig, run
 
 LOG_KEYS = {"step", "loss", "reward_mean", "reward_std", "zero_var_frac", "completion_len", "think_len", "gen_s",
             "reward_s", "train_s", "reward_errors"}
@@ -30,7 +30,8 @@ def _one_thread():
 
 def _cfg(model, data, out, **kw) -> RLConfig:
     base = dict(model=str(model), data=[str(data)], out=str(out), max_steps=2, per_device_batch_size=8,
-                num_generations=4, max_completion_length=12, lr=1e-4, save_every_steps=0, precision="fp32")
+                num_generations=4, max_completion_length=12, optim=RL_OPTIM.replace(lr=1e-4),
+                save_every_steps=0, precision="fp32")
     base.update(kw)
     return RLConfig(**base)
 
@@ -113,7 +114,8 @@ def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):
     out = tmp_path / "rl"
     cfg = RLConfig(
         model=str(synthetic_base["base"]), data=[str(synthetic_base["problems"])], reward="synthetic_outcome",
-        out=str(out), max_steps=10, per_device_batch_size=32, num_generations=8, max_completion_length=32, lr=1e-4,
+        out=str(out), max_steps=10, per_device_batch_size=32, num_generations=8, max_completion_length=32,
+        optim=RL_OPTIM.replace(lr=1e-4),
         save_every_steps=5, precision="fp32", seed=0,
     )
     before = sampled_reward(synthetic_base["base"])

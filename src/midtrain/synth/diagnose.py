@@ -18,6 +18,9 @@ The verb ``midtrain synth diagnose`` (:func:`diagnose`) runs both on a checkpoin
 ``n_per_range`` compact problems of the files, and writes ``diagnose.json`` into the cached run directory ``out``::
 
     midtrain synth diagnose runs/sft --problems id.jsonl edge.jsonl --n-per-range 64 --out runs/diagnose-sft
+
+During ``pretrain``/``sft`` (``diagnose_every_steps``) the same two measurements run as a training callback
+(:func:`training_callbacks`) into the run's ``diagnostics.jsonl``.
 """
 
 from __future__ import annotations
@@ -141,6 +144,34 @@ def trace_and_direct_accuracy(
 
 
 DIAGNOSE_FIELDS = ("prompt", "completion", "op", "graph", "render", "answer")
+DIAGNOSTICS_LOG = "diagnostics.jsonl"  # of a training run with diagnose_every_steps
+
+
+def training_callbacks(data: str, every_steps: int, n: int) -> list[Any]:
+    """``diagnose_every_steps`` of ``pretrain``/``sft`` as training-engine callbacks (empty when off).
+
+    Every ``every_steps`` optimizer steps, on rank 0: per-skill teacher-forced accuracy and greedy trace/direct
+    accuracy on the first ``n`` compact problems of ``data``, one record per line in ``diagnostics.jsonl``
+    (``{"step", "skills", "trace_acc", "direct_acc", "by_op"}``). The problems are read now, so that a bad file
+    fails before the run directory exists.
+    """
+    if not (every_steps and data):
+        return []
+    # imported here: the engine imports transformers and torch, which `midtrain synth diagnose --help` need not
+    from midtrain.train.engine import Periodic
+
+    problems = read_all(data, required=["prompt", "completion", "op", "graph"])[:n]
+
+    def diagnostics(model: Any, tokenizer: Any, step: int) -> dict[str, Any]:
+        was_training = model.training
+        skills = skill_accuracy(model, tokenizer, problems)
+        acc = trace_and_direct_accuracy(model, tokenizer, problems)
+        model.train(was_training)
+        log(f"diagnostics @ {step}: trace {acc['trace_acc']:.2f}  direct {acc['direct_acc']:.2f}  "
+            + "  ".join(f"{k} {v:.2f}" for k, v in skills.items()))
+        return {"skills": skills, **acc}
+
+    return [Periodic(every_steps, DIAGNOSTICS_LOG, diagnostics)]
 
 
 DIAGNOSE_JSON = "diagnose.json"

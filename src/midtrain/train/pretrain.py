@@ -1,8 +1,10 @@
 """``midtrain pretrain``: causal-LM pretraining, from a freshly initialised tiny model or any checkpoint.
 
 Next-token prediction on all tokens of packed documents (no cross-document attention), with a domain mixture
-and token budget from the config; see :mod:`midtrain.train.lm` for the engine (schedule, precision, resume,
-checkpoints, logs). Launch::
+and token budget from the config; see :mod:`midtrain.train.lm` for the LM stage and :mod:`midtrain.train.engine`
+for what every training stage shares (schedule, precision, resume, checkpoints, logs). With
+``diagnose_every_steps`` the synthetic world's skill diagnostics run as a callback
+(:func:`midtrain.synth.diagnose.training_callbacks`). Launch::
 
     midtrain model init --preset micro --tokenizer tok/ --out runs/init
     midtrain pretrain --model runs/init --data problems.jsonl --max-tokens 5000000 --out runs/base
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from midtrain.runs import Result
+from midtrain.synth.diagnose import training_callbacks
 from midtrain.train.lm import LMConfig, train_lm
 
 
@@ -24,4 +27,5 @@ class PretrainConfig(LMConfig):
 
 def run(cfg: PretrainConfig) -> Result:
     """Pretrain a causal LM (see module docstring)."""
-    return train_lm(cfg, "pretrain")
+    diagnostics = training_callbacks(cfg.diagnose_data, cfg.diagnose_every_steps, cfg.diagnose_n)
+    return train_lm(cfg, "pretrain", callbacks=diagnostics)

@@ -25,6 +25,11 @@ from the newest complete checkpoint), and ``midtrain.json`` metrics (final rewar
 Simplifications: completions are plain text (no chat template, no tools); the seconds in ``log.jsonl`` are rank
 0's (token and error counts are summed over ranks).
 
+The optimizer is the ``optim`` section shared with pretrain/sft (:class:`midtrain.train.engine.OptimConfig`;
+RL defaults: AdamW lr 1e-6, constant, no warm-up, no weight decay). What every training stage shares — run
+directory on rank 0, resume point, log truncation, precision, the step-log callback base, the final save — is
+:mod:`midtrain.train.engine`; this module keeps the tasks, rewards, GRPOConfig and counters.
+
 Launch: ``midtrain rl --model CKPT --data tasks.jsonl --out runs/rl`` on one CPU/GPU;
 ``accelerate launch --config_file configs/accelerate/ddp.yaml -m midtrain rl --config x.yaml`` to scale out,
 ``vllm: colocate|server`` for vLLM rollouts (docs/scale-out.md).
@@ -33,37 +38,38 @@ Launch: ``midtrain rl --model CKPT --data tasks.jsonl --out runs/rl`` on one CPU
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback
 from transformers.utils import logging as hf_logging
 
 from midtrain.config import Config, param
 from midtrain.console import log, seed_everything
 from midtrain.data import clean, iter_records, require
-from midtrain.errors import ConfigError, DataError, MidtrainError, RunDirError
+from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import BackendConfig
-from midtrain.runs import (
-    MARKER,
-    META,
-    Result,
-    Run,
-    atomic_write_json,
-    atomic_write_text,
-    content_hash,
-    open_run,
-    run_key,
+from midtrain.runs import Result, Run, atomic_write_json
+from midtrain.train.engine import (
+    CKPT_DIR,
+    OptimConfig,
+    Precision,
+    StepLogCallback,
+    Window,
+    is_main,
+    open_training_run,
+    resolve_precision,
+    save_final,
+    start,
+    train,
+    trainer_kwargs,
+    world_size,
 )
 from midtrain.train.grpo import rl_flops
-from midtrain.train.lm import resolve_precision
 from midtrain.train.rewards import (
     REWARD_COLUMNS,
     RewardName,
@@ -77,13 +83,23 @@ THINKING_TEMPLATE = (
     "Solve the problem. Think step by step inside <think> </think>, then give the final answer as \\boxed{}.\n\n"
     "Problem: {prompt}\n\n<think>"
 )
-LOG = "log.jsonl"
-CKPT_DIR = "checkpoints"
 COUNTERS = "midtrain_counters.json"  # written into a checkpoint once it is complete
+
+
+# RL's optimizer defaults, unchanged from before the `optim` section: lr 1e-6 constant, no warm-up, no weight decay,
+# beta2 0.999 (transformers' default, which rl used), and cosine (if chosen) decays to 0 as transformers' did.
+RL_OPTIM = OptimConfig(lr=1e-6, schedule="constant", warmup_steps=0, weight_decay=0.0, beta2=0.999, min_lr_ratio=0.0)
 
 
 @dataclass
 class RLConfig(Config):
+    # The flat optimizer keys of earlier versions: an error that names the new key.
+    RENAMED: ClassVar[dict[str, str]] = {
+        "lr": "optim.lr", "lr_schedule": "optim.schedule", "warmup_steps": "optim.warmup_steps",
+        "weight_decay": "optim.weight_decay", "max_grad_norm": "optim.max_grad_norm",
+        "grad_accum_steps": "optim.grad_accum_steps",
+    }
+
     # -- model and data --
     model: str = param("", "Policy: a local Hugging Face checkpoint dir (e.g. a pretrain/sft run dir).")
     data: list[str] = param([], "RL task files (JSONL/Parquet/datasets dir), one record per prompt.")
@@ -106,7 +122,6 @@ class RLConfig(Config):
     top_p: float = param(1.0, "Nucleus sampling mass (1.0 = off).")
     top_k: int = param(0, "Top-k sampling (0 = off).")
     per_device_batch_size: int = param(8, "Completions per device per micro-batch (TRL counts completions, not prompts).")
-    grad_accum_steps: int = param(1, "Micro-batches per optimizer step; prompts per step = per_device_batch_size · grad_accum_steps · processes / num_generations.")
     num_iterations: int = param(1, "Optimizer passes over each generated batch (μ); >1 makes the ratio/clipping active.")
     epsilon_low: float = param(0.2, "Lower clip range ε_low of the ratio.")
     epsilon_high: float = param(0.2, "Upper clip range ε_high (DAPO's clip-higher uses 0.28).")
@@ -115,14 +130,10 @@ class RLConfig(Config):
     scale_rewards: Literal["none", "group", "batch"] = param("none", "Advantage scaling: none = Dr. GRPO (mean-only); group/batch divide by the std.")
     mask_truncated_completions: bool = param(False, "Exclude completions that hit the token budget from the loss.")
     # -- optimisation --
-    lr: float = param(1e-6, "Peak learning rate (AdamW).")
-    lr_schedule: Literal["constant", "linear", "cosine"] = param("constant", "Learning-rate schedule after warm-up.")
-    warmup_steps: int = param(0, "Linear warm-up steps.")
-    weight_decay: float = param(0.0, "AdamW weight decay.")
-    max_grad_norm: float = param(1.0, "Gradient clipping norm (0 = off).")
+    optim: OptimConfig = param(RL_OPTIM, "AdamW and schedule; optim.grad_accum_steps = micro-batches per step, so prompts per step = per_device_batch_size · grad_accum_steps · processes / num_generations.")
     max_steps: int = param(100, "Optimizer steps.")
     seed: int = param(0, "Seed of sampling, data order and everything else.")
-    precision: Literal["auto", "fp32", "bf16"] = param("auto", "bf16 = bf16 autocast for generation and training (weights and optimizer stay fp32); auto = bf16 on GPUs that support it, fp32 on CPU (faster for RL steps of small models, bench/RESULTS.md).")
+    precision: Precision = param("auto", "bf16 = bf16 autocast for generation and training (weights and optimizer stay fp32); auto = bf16 on GPUs that support it, fp32 on CPU (faster for RL steps of small models, bench/RESULTS.md).")
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass (saves memory, ~17% slower).")
     threads: int = param(0, "torch intra-op threads (0 = torch's default).")
     # -- rollouts --
@@ -147,23 +158,25 @@ class RLConfig(Config):
             raise ConfigError("key 'out': give an output directory")
         if self.num_generations < 2:
             raise ConfigError("key 'num_generations': GRPO needs at least 2 completions per prompt")
-        if (self.per_device_batch_size * self.grad_accum_steps) % self.num_generations:
+        self.optim.check()
+        accum = self.optim.grad_accum_steps
+        if (self.per_device_batch_size * accum) % self.num_generations:
             raise ConfigError(
-                f"key 'per_device_batch_size': per_device_batch_size · grad_accum_steps "
-                f"({self.per_device_batch_size}·{self.grad_accum_steps}) must be a multiple of num_generations ({self.num_generations})"
+                f"key 'per_device_batch_size': per_device_batch_size · optim.grad_accum_steps "
+                f"({self.per_device_batch_size}·{accum}) must be a multiple of num_generations ({self.num_generations})"
             )
-        for key in ("max_completion_length", "per_device_batch_size", "grad_accum_steps", "num_iterations", "max_steps", "log_every_steps"):
+        for key in ("max_completion_length", "per_device_batch_size", "num_iterations", "max_steps", "log_every_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key '{key}': must be >= 1")
-        for key in ("save_every_steps", "keep_checkpoints", "warmup_steps", "max_prompt_tokens", "max_examples", "threads"):
+        for key in ("save_every_steps", "keep_checkpoints", "max_prompt_tokens", "max_examples", "threads"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"key '{key}': must be >= 0")
         if not self.temperature > 0:
             raise ConfigError("key 'temperature': must be > 0 (GRPO needs sampling)")
         if not 0 < self.top_p <= 1:
             raise ConfigError("key 'top_p': must be in (0, 1]")
-        if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0 or self.lr <= 0:
-            raise ConfigError("keys 'epsilon_low'/'epsilon_high'/'beta'/'lr': must be >= 0 (lr > 0)")
+        if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0:
+            raise ConfigError("keys 'epsilon_low'/'epsilon_high'/'beta': must be >= 0")
         reward = self.resolved_reward()
         if (self.task == "suffix") != (reward == "judge"):
             raise ConfigError(f"key 'reward': task '{self.task}' cannot use reward '{reward}' (suffix tasks use judge; answer tasks a verifier)")
@@ -277,8 +290,7 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
     kept = [r for r, n in zip(rows, lengths) if n <= limit]
     if not kept:
         raise DataError(f"every prompt in {', '.join(cfg.data)} is longer than {limit} tokens (max_prompt_tokens)")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_step = cfg.per_device_batch_size * cfg.grad_accum_steps * world // cfg.num_generations
+    per_step = cfg.per_device_batch_size * cfg.optim.grad_accum_steps * world_size() // cfg.num_generations
     if len(kept) < per_step:
         raise DataError(f"{', '.join(cfg.data)}: {len(kept)} usable prompts, but one step needs {per_step} distinct prompts")
     stats = {"prompts": len(kept), "prompts_dropped_too_long": len(rows) - len(kept), "prompt_tokens_max": max(lengths)}
@@ -374,15 +386,16 @@ def _make_trainer_class() -> type:
     return MidtrainGRPOTrainer
 
 
-class RLLogCallback(TrainerCallback):
-    """Writes ``log.jsonl`` (one line per logged step) and a progress line; marks complete checkpoints."""
+class RLLogCallback(StepLogCallback):
+    """RL's ``log.jsonl`` record and progress line (reward, zero-variance groups, lengths, seconds per step split
+    into generation/reward/training, averaged over the logging window); a checkpoint is complete once it holds
+    the counters."""
 
-    def __init__(self, run: Any, counters: _Counters, max_steps: int) -> None:
-        self.run, self.c, self.max_steps = run, counters, max_steps
+    def __init__(self, run: Run, counters: _Counters, max_steps: int, history: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(run, max_steps, history)
+        self.c = counters
         self._errors_logged = counters.reward_errors
-        self.path = run.path / LOG
         self.window: list[dict[str, float]] = []
-        self.history: list[dict[str, Any]] = []
 
     def on_step_begin(self, args, state, control, **kw):
         self._t0 = time.perf_counter()
@@ -397,12 +410,11 @@ class RLLogCallback(TrainerCallback):
             "step_s": wall, "gen_s": gen, "reward_s": rew, "train_s": max(wall - gen - rew, 0.0),
             "completion_len": (self.c.tokens_generated - self._snap[2]) / n, "think_len": (self.c.think_tokens - self._snap[4]) / n,
         })
-        if state.global_step >= self.max_steps:
-            control.should_log = True  # the last step is always logged, even when max_steps < log_every_steps
+        super().on_step_end(args, state, control, **kw)
 
-    def on_log(self, args, state, control, logs=None, **kw):
-        if not logs or "loss" not in logs or "train_runtime" in logs or not self.window:
-            return
+    def record(self, state: Any, logs: dict[str, Any], window: Window) -> dict[str, Any] | None:
+        if not self.window:
+            return None
         errors = int(self.c.reward_errors - self._errors_logged)
         self._errors_logged = self.c.reward_errors
         avg = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[0]}
@@ -416,26 +428,20 @@ class RLLogCallback(TrainerCallback):
             "grad_norm": logs.get("grad_norm"), "lr": logs.get("learning_rate"),
             "tokens_generated": int(self.c.tokens_generated), "tokens_trained": int(self.c.tokens_trained),
         }
-        rec = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
-        self.history.append(rec)
-        if not state.is_world_process_zero:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-        eta = (self.max_steps - state.global_step) * avg["step_s"]
-        share = lambda k: 100 * avg[k] / max(avg["step_s"], 1e-9)  # noqa: E731
-        log(
-            f"rl step {state.global_step}/{self.max_steps}  loss {_f(rec['loss'])}  reward {_f(rec['reward_mean'])}±{_f(rec['reward_std'])}"
-            f"  zero-var {_f(rec['zero_var_frac'], 2)}  len {avg['completion_len']:.0f} (think {avg['think_len']:.0f})"
-            f"  {avg['step_s']:.2f} s/step (gen {share('gen_s'):.0f}% reward {share('reward_s'):.0f}% train {share('train_s'):.0f}%)"
-            f"{'  errors ' + str(errors) if errors else ''}  ETA {_eta(eta)}"
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
+
+    def line(self, rec: dict[str, Any], window: Window) -> str:
+        share = lambda k: 100 * rec[k] / max(rec["step_s"], 1e-9)  # noqa: E731
+        errors = rec["reward_errors"]
+        return (
+            f"rl step {rec['step']}/{self.max_steps}  loss {_f(rec['loss'])}  reward {_f(rec['reward_mean'])}±{_f(rec['reward_std'])}"
+            f"  zero-var {_f(rec['zero_var_frac'], 2)}  len {rec['completion_len']:.0f} (think {rec['think_len']:.0f})"
+            f"  {rec['step_s']:.2f} s/step (gen {share('gen_s'):.0f}% reward {share('reward_s'):.0f}% train {share('train_s'):.0f}%)"
+            f"{'  errors ' + str(errors) if errors else ''}  ETA {_eta((self.max_steps - rec['step']) * rec['step_s'])}"
         )
 
-    def on_save(self, args, state, control, **kw):
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir() and state.is_world_process_zero:
-            atomic_write_json(ckpt / COUNTERS, {"step": state.global_step, **self.c.to_dict()})
-            self.run.keep()  # the directory now holds resumable state
+    def mark_checkpoint(self, ckpt: Path, state: Any) -> None:
+        atomic_write_json(ckpt / COUNTERS, {"step": state.global_step, **self.c.to_dict()})
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -448,38 +454,11 @@ def _eta(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def _resume_point(run_path: Path, model_conf: Any, remove_incomplete: bool = True) -> Path | None:
-    """The newest complete checkpoint (incomplete ones, e.g. killed mid-save, are removed); arch-checked."""
-    root = run_path / CKPT_DIR
-    if not root.is_dir():
-        return None
-    ckpts = sorted((p for p in root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
-    for p in reversed(ckpts):
-        if (p / COUNTERS).is_file():
-            conf = json.loads((p / "config.json").read_text()) if (p / "config.json").is_file() else {}
-            for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"):
-                if key in conf and conf[key] != getattr(model_conf, key, conf[key]):
-                    raise RunDirError(f"{p} holds a checkpoint of another architecture ({key} {conf[key]} vs {getattr(model_conf, key)}); use --overwrite")
-            return p
-        if remove_incomplete:
-            shutil.rmtree(p, ignore_errors=True)
-            log(f"[resume] removed incomplete checkpoint {p}")
-    return None
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    if path.is_file():
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-
 # -- the stage --------------------------------------------------------------------------------------------------
 def build_grpo_config(cfg: RLConfig, output_dir: str) -> Any:
     """TRL's GRPOConfig for ``cfg`` (exact key mapping: docs/scale-out.md)."""
     from trl import GRPOConfig
 
-    cuda = torch.cuda.is_available()
     vllm = {}
     if cfg.vllm != "off":
         vllm = dict(use_vllm=True, vllm_mode=cfg.vllm, vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
@@ -488,19 +467,15 @@ def build_grpo_config(cfg: RLConfig, output_dir: str) -> Any:
         if cfg.vllm == "server" and cfg.vllm_server_url:
             vllm["vllm_server_base_url"] = cfg.vllm_server_url
     return GRPOConfig(
-        output_dir=output_dir, use_cpu=not cuda, bf16=resolve_precision(cfg.precision) == "bf16", seed=cfg.seed, data_seed=cfg.seed,
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum_steps, num_generations=cfg.num_generations,
+        output_dir=output_dir,
+        **trainer_kwargs(cfg.optim, max_steps=cfg.max_steps, precision=resolve_precision(cfg.precision), seed=cfg.seed,
+                         log_every_steps=cfg.log_every_steps, gradient_checkpointing=cfg.gradient_checkpointing),
+        per_device_train_batch_size=cfg.per_device_batch_size, num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
         num_iterations=cfg.num_iterations, epsilon=cfg.epsilon_low, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
         loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, mask_truncated_completions=cfg.mask_truncated_completions,
-        learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_schedule, warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, activation_checkpointing=cfg.gradient_checkpointing,
-        ddp_find_unused_parameters=False,
-        logging_strategy="steps", logging_steps=cfg.log_every_steps,
         save_strategy="steps" if cfg.save_every_steps else "no", save_steps=cfg.save_every_steps or 500,
-        save_total_limit=cfg.keep_checkpoints or None, report_to=[], disable_tqdm=True, remove_unused_columns=False,
-        dataloader_num_workers=0, log_completions=False, **vllm,
+        save_total_limit=cfg.keep_checkpoints or None, log_completions=False, **vllm,
     )
 
 
@@ -538,26 +513,17 @@ def run(cfg: RLConfig) -> Result:
     if vocab is not None and len(tokenizer) > vocab:
         raise MidtrainError(f"model '{cfg.model}': the tokenizer has {len(tokenizer)} tokens but the model only {vocab} embeddings")
     inputs = {"model": cfg.model, **{f"data[{i}]": p for i, p in enumerate(cfg.data)}}
-    main = int(os.environ.get("RANK", "0")) == 0
-    opener = open_run if main else _follow_run  # one process owns the run directory's metadata
-    with opener(cfg.out, "rl", cfg, inputs, overwrite=cfg.overwrite, seed=cfg.seed) as run_:
+    with open_training_run(cfg.out, "rl", cfg, inputs, overwrite=cfg.overwrite, seed=cfg.seed) as run_:
         if run_.cached:
             return Result.of(run_)
         model = load_policy(cfg.model)  # (a bad checkpoint fails here and leaves no run directory behind)
         seed_everything(cfg.seed)
         counters = _Counters()
-        resume = _resume_point(run_.path, model_conf, remove_incomplete=main) if run_.resumed else None
+        resume, history = start(run_, COUNTERS, model_conf)
         if resume is not None:
             counters.load(json.loads((resume / COUNTERS).read_text()))
-            if main:
-                _truncate_log(run_.path / LOG, int(resume.name.split("-")[-1]))
-            log(f"[resume] rl: continuing from {resume.name}")
-        elif main:
-            (run_.path / LOG).unlink(missing_ok=True)
         args = build_grpo_config(cfg, str(run_.path / CKPT_DIR))
-        callback = RLLogCallback(run_, counters, cfg.max_steps)
-        if resume is not None and (run_.path / LOG).is_file():  # the steps before the checkpoint count too
-            callback.history = [json.loads(line) for line in (run_.path / LOG).read_text().splitlines() if line.strip()]
+        callback = RLLogCallback(run_, counters, cfg.max_steps, history)  # the steps before a checkpoint count too
         trainer = _make_trainer_class()(
             model=model, reward_funcs=for_trl(reward), args=args, train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer, callbacks=[callback],
@@ -567,16 +533,13 @@ def run(cfg: RLConfig) -> Result:
         trainer.use_bf16_generation = args.bf16 and cfg.vllm == "off"
         n_params = sum(p.numel() for p in model.parameters())
         t0 = time.time()
-        if main:
+        if is_main():
             log(f"rl: {cfg.task} task, reward {reward.name}, {len(rows)} prompts, G={cfg.num_generations}, "
                 f"{n_params / 1e6:.2f}M params, {'bf16' if args.bf16 else 'fp32'}, {cfg.max_steps} steps → {run_.path}")
-        with warnings.catch_warnings():  # TRL 1.16 still calls the renamed `is_gradient_checkpointing`
-            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-            trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-        if not main:
+        train(trainer, resume)
+        save_final(trainer, tokenizer, run_.path)
+        if not is_main():
             return Result.of(run_)
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(run_.path), safe_serialization=True)
-        tokenizer.save_pretrained(str(run_.path))
         metrics = _final_metrics(cfg, callback.history, counters, reward, data_stats, n_params, trainer.state.global_step)
         metrics.update(train_seconds_this_session=round(time.time() - t0, 3), resumed_from=resume.name if resume is not None else None,
                        precision="bf16" if args.bf16 else "fp32")
@@ -603,18 +566,7 @@ def _final_metrics(cfg: RLConfig, history: list[dict[str, Any]], c: _Counters, r
     }
 
 
-@contextmanager
-def _follow_run(out: str, stage: str, cfg: RLConfig, inputs: dict[str, str], **_: Any) -> Iterator[Run]:
-    """A non-zero rank's view of the run that rank 0 opens: cached if finished, never writes metadata."""
-    key = run_key(stage, cfg, {k: content_hash(v) for k, v in inputs.items()})
-    path = Path(out)
-    done = (path / MARKER).is_file() and (path / MARKER).read_text().strip() == key
-    started = (path / META).is_file() and json.loads((path / META).read_text()).get("run_key") == key
-    path.mkdir(parents=True, exist_ok=True)
-    yield Run(path, stage, key, {"metrics": {}}, cached=done, resumed=started and not done)
-
-
 __all__ = [
-    "RLConfig", "run", "load_tasks", "check_model_dir", "load_policy", "build_grpo_config", "resolve_precision",
+    "RLConfig", "run", "load_tasks", "check_model_dir", "load_policy", "build_grpo_config",
     "thinking_tokens", "THINKING_TEMPLATE", "RLLogCallback",
 ]

@@ -1,10 +1,11 @@
 """``midtrain sft``: SFT mid-training, e.g. on thinking-augmented text (Thinking mid-training, DESIGN §1.1).
 
-The same causal-LM engine as pretraining (:mod:`midtrain.train.lm`), starting from a trained checkpoint with
-a lower learning rate. Loss on **all** tokens by default — thinking SFT learns text and thoughts alike —
-or on completions only (``completion_only``). Augmented chunks (``segments`` records from ``midtrain augment``)
-are rendered with their thoughts (``format=augmented``) or without (``format=augmented_raw``, the SFT(raw)
-control). A ``replay`` share of the previous stage's data limits forgetting. Launch::
+The same causal-LM stage as pretraining (:mod:`midtrain.train.lm` on :mod:`midtrain.train.engine`), starting
+from a trained checkpoint with a lower learning rate. Loss on **all** tokens by default — thinking SFT learns
+text and thoughts alike — or on completions only (``completion_only``). Augmented chunks (``segments`` records
+from ``midtrain augment``) are rendered with their thoughts (``format=augmented``) or without
+(``format=augmented_raw``, the SFT(raw) control). A ``replay`` share of the previous stage's data limits
+forgetting. ``diagnose_every_steps`` runs the synthetic world's skill diagnostics as a callback. Launch::
 
     midtrain sft --model runs/base --data aug/sft.jsonl --format augmented --out runs/sft-think
 """
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 
 from midtrain.config import param
 from midtrain.runs import Result
-from midtrain.train.lm import LMConfig, OptimConfig, train_lm
+from midtrain.synth.diagnose import training_callbacks
+from midtrain.train.engine import OptimConfig
+from midtrain.train.lm import LMConfig, train_lm
 
 
 @dataclass
@@ -27,4 +30,5 @@ class SFTConfig(LMConfig):
 
 def run(cfg: SFTConfig) -> Result:
     """Run SFT mid-training (see module docstring)."""
-    return train_lm(cfg, "sft")
+    diagnostics = training_callbacks(cfg.diagnose_data, cfg.diagnose_every_steps, cfg.diagnose_n)
+    return train_lm(cfg, "sft", callbacks=diagnostics)
