@@ -80,6 +80,8 @@ def build_parser(verb: Stage, cls: type[Config]) -> argparse.ArgumentParser:
         shown = "" if default is dataclasses.MISSING else f" (default: {default!r})"
         kind = f" [{type_name(tp)}]"
         kw: dict[str, Any] = dict(dest=key, default=argparse.SUPPRESS, help=(doc + kind + shown).replace("%", "%%"))
+        if key in cls.RENAMED:  # accepted only to name the new key in the error; not shown in --help
+            kw["help"] = argparse.SUPPRESS
         if base is bool:
             parser.add_argument(_flag(key), action=argparse.BooleanOptionalAction, **kw)
         elif _is_list(tp):
