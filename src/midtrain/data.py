@@ -2,8 +2,11 @@
 
 Every reader streams records as dicts and fails with a :class:`DataError` that names the file and line: a
 missing file, bytes that are not UTF-8, a malformed JSON line, a record that lacks a required column, or a
-corpus with no records at all. Writers are atomic (temporary file + rename) so that a crash never leaves a
-half-written file under the final name.
+corpus with no records at all. :func:`write_jsonl` is atomic (through :func:`midtrain.runs.atomic_file`, the
+package's one atomic writer) so that a crash never leaves a half-written file under the final name.
+Append-only files (resumable shards, eval samples, verdict caches) are written by :func:`append_jsonl` (fsynced
+batches); after a ``kill -9`` their last line may be torn: :func:`iter_jsonl_tolerant` skips it and
+:func:`repair_tail` truncates it away before the next append.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from midtrain.errors import DataError
+from midtrain.runs import atomic_file
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
 
@@ -112,26 +115,14 @@ def clean(rec: dict[str, Any]) -> dict[str, Any]:
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
     """Atomically write records as JSONL (gzipped if the name ends in .gz); returns the count."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            sink = gzip.GzipFile(fileobj=raw, mode="wb") if path.suffix == ".gz" else raw
-            for rec in records:
-                sink.write((json.dumps(clean(rec), ensure_ascii=False) + "\n").encode("utf-8"))
-                n += 1
-            if sink is not raw:
-                sink.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        from midtrain.runs import _umask_mode
-
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as raw:
+        sink = gzip.GzipFile(fileobj=raw, mode="wb") if path.suffix == ".gz" else raw
+        for rec in records:
+            sink.write((json.dumps(clean(rec), ensure_ascii=False) + "\n").encode("utf-8"))
+            n += 1
+        if sink is not raw:
+            sink.close()  # writes the gzip trailer; ``raw`` stays open for the fsync
     return n
 
 
@@ -145,6 +136,38 @@ def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
         f.flush()
         os.fsync(f.fileno())
     return n
+
+
+def repair_tail(path: str | Path) -> int:
+    """Truncate ``path`` after its last newline (drops a line torn by a crash); returns the bytes dropped.
+
+    Appends then start on a fresh line, so every record of an append-only file is either complete or gone. Only
+    the tail is read (backwards, 64 KiB at a time), whatever the file's size.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    size = p.stat().st_size
+    if size == 0:
+        return 0
+    with open(p, "rb+") as f:
+        end = size
+        while True:  # scan backwards for the last newline
+            back = min(end, 1 << 16)
+            f.seek(end - back)
+            k = f.read(back).rfind(b"\n")
+            if k >= 0:
+                keep = end - back + k + 1
+                break
+            end -= back
+            if end == 0:
+                keep = 0
+                break
+        if keep < size:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    return size - keep
 
 
 def iter_jsonl_tolerant(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -5,10 +5,13 @@
 - ``mean_at_k``: the mean correctness over the k samples of each problem (the papers' mean@16 / mean@64),
   averaged over problems.
 - ``majority_vote``: the most frequent non-empty answer among samples (ties → the earliest).
+- ``token_f1``: bag-of-words F1 of two texts after case folding and punctuation removal (SQuAD-style), the rule
+  judge of continuations.
 """
 
 from __future__ import annotations
 
+import string
 from collections import Counter
 from typing import Hashable, Sequence
 
@@ -55,3 +58,22 @@ def majority_vote(answers: Sequence[Hashable | None]) -> Hashable | None:
 def ks_for(n: int, ks: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128)) -> list[int]:
     """The standard k values that n samples per problem support."""
     return [k for k in ks if k <= n]
+
+
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def tokens_for_f1(text: str) -> list[str]:
+    return text.casefold().translate(_PUNCT).split()
+
+
+def token_f1(candidate: str, reference: str) -> float:
+    """Bag-of-words F1 after case folding and punctuation removal (1.0 when both are empty)."""
+    a, b = tokens_for_f1(candidate), tokens_for_f1(reference)
+    if not a or not b:
+        return float(a == b)
+    common = sum((Counter(a) & Counter(b)).values())
+    if common == 0:
+        return 0.0
+    p, r = common / len(a), common / len(b)
+    return 2 * p * r / (p + r)

@@ -18,8 +18,12 @@ inputs). Opening a run (:func:`open_run`) decides what to do:
 
 If a fresh run fails before it wrote anything worth keeping, its directory is removed so that no half-written
 output is left behind; a stage that saves resumable checkpoints calls :meth:`Run.keep` to prevent that.
-All metadata files are written atomically (temporary file + ``os.replace``), and a fresh run directory appears
-by one ``rename`` with its midtrain.json already inside, so a kill -9 never leaves an unrecognisable directory.
+All metadata files are written atomically, and a fresh run directory appears by one ``rename`` with its
+midtrain.json already inside, so a kill -9 never leaves an unrecognisable directory.
+
+:func:`atomic_file` (temporary sibling, fsync, ordinary permissions, ``os.replace``) is the package's one atomic
+writer: ``atomic_write_bytes/text/json`` here, records (:func:`midtrain.data.write_jsonl`), Parquet shards and
+plots all use it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator, Literal
 
 from midtrain.config import Config, to_yaml
 from midtrain.console import log
@@ -54,18 +58,26 @@ FULL_HASH_MAX_BYTES = 256 << 20
 # -- atomic writes ----------------------------------------------------------------------------------------------
 def _umask_mode() -> int:
     """The permission bits an ordinary ``open(..., "w")`` would give (mkstemp makes files 0600)."""
-    mask = os.umask(0)
+    mask = os.umask(0)  # the only way to read the umask is to set it; restored at once
     os.umask(mask)
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file object whose content replaces ``path`` atomically when the block ends without an error.
+
+    The bytes go to a hidden temporary sibling (same directory, hence same filesystem, so ``os.replace`` is one
+    atomic rename), are fsynced, get the permissions an ordinary ``open`` would give, and are renamed over
+    ``path``: a reader, or a ``kill -9`` at any instant, sees the old file or the new one, never a torn one. On an
+    exception the temporary file is removed and ``path`` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())
@@ -73,6 +85,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -227,75 +244,90 @@ def open_run(
     inputs = inputs or {}
     hashes = {name: content_hash(p) for name, p in inputs.items()}
     key = run_key(stage, cfg, hashes)
-    conf = cfg.to_dict()
-    created = False
-    resumed = False
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"output path {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        meta_path = out / META
-        if not meta_path.is_file():
-            if not overwrite:
-                raise RunDirError(f"{out} is not empty and is not a midtrain run directory (use --overwrite)")
-            shutil.rmtree(out)
-        else:
-            old = read_json(meta_path)
-            done = (out / MARKER).is_file()
-            if old.get("run_key") == key and old.get("stage") == stage:
-                if done:
-                    log(f"[cache hit] {stage}: {out} already holds this run (same config and inputs); nothing to do")
-                    yield Run(out, stage, key, old, cached=True)
-                    return
-                resumed = True
-            elif overwrite:
-                shutil.rmtree(out)
-            else:
-                changed = _diff_keys(old.get("config", {}), conf)
-                if old.get("stage") != stage:
-                    changed = [f"stage ({old.get('stage')} → {stage})"]
-                elif old.get("inputs") != hashes:
-                    changed += [f"input '{k}'" for k in sorted(set(hashes) | set(old.get("inputs", {}))) if hashes.get(k) != old.get("inputs", {}).get(k)]
-                state = "finished" if done else "started"
-                raise RunDirError(
-                    f"{out} holds a {state} '{old.get('stage')}' run with a different config or inputs "
-                    f"(changed: {', '.join(changed) or 'bookkeeping'}); use --overwrite to replace it"
-                )
-    if resumed:
-        meta = read_json(out / META)
-        meta["resumed_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    state, old = classify_dir(out, stage, key, cfg.to_dict(), hashes, overwrite=overwrite)
+    if state == "cached":
+        log(f"[cache hit] {stage}: {out} already holds this run (same config and inputs); nothing to do")
+        yield Run(out, stage, key, old, cached=True)
+        return
+    if state == "resume":
         log(f"[resume] {stage}: continuing the unfinished run in {out}")
-    else:
-        meta = {
-            "stage": stage,
-            "status": "running",
-            "run_key": key,
-            "config": conf,
-            "inputs": hashes,
-            "parents": parents_of(inputs),
-            "seed": seed,
-            "versions": versions(),
-            "git_commit": git_commit(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "metrics": {},
-        }
-    meta["_t0"] = time.time()
-    if resumed:
+        meta = {**old, "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "_t0": time.time()}
         atomic_write_json(out / META, meta)
     else:
-        _create_run_dir(out, meta, to_yaml(cfg))
-        created = True  # fresh directory: removed again if the stage fails before keep()
-    run = Run(out, stage, key, meta, resumed=resumed, created=created)
+        meta = {**fresh_meta(stage, key, cfg, hashes, inputs, seed), "_t0": time.time()}
+        _create_run_dir(out, meta, to_yaml(cfg))  # fresh: removed again if the stage fails before keep()
+    run = Run(out, stage, key, meta, resumed=state == "resume", created=state == "fresh")
     try:
         yield run
     except BaseException:
-        if created and not run._keep and not (out / MARKER).exists():
-            _remove_dir(out)
-        else:
-            meta.pop("_t0", None)
-            meta["status"] = "failed"
-            if (out / META).exists():
-                atomic_write_json(out / META, meta)
+        _after_failure(run)
         raise
+
+
+RunState = Literal["fresh", "cached", "resume"]
+
+
+def classify_dir(out: Path, stage: str, key: str, conf: dict[str, Any], hashes: dict[str, str], *,
+                 overwrite: bool = False) -> tuple[RunState, dict[str, Any]]:
+    """What opening ``out`` for run ``key`` means, with the stored metadata (empty for a fresh run).
+
+    A directory that holds something else is refused with the reason, or removed when ``overwrite``.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"output path {out} exists and is not a directory")
+    if not (out.is_dir() and any(out.iterdir())):
+        return "fresh", {}
+    if not (out / META).is_file():
+        if not overwrite:
+            raise RunDirError(f"{out} is not empty and is not a midtrain run directory (use --overwrite)")
+        shutil.rmtree(out)
+        return "fresh", {}
+    old = read_json(out / META)
+    done = (out / MARKER).is_file()
+    if old.get("run_key") == key and old.get("stage") == stage:
+        return ("cached" if done else "resume"), old
+    if overwrite:
+        shutil.rmtree(out)
+        return "fresh", {}
+    changed = _diff_keys(old.get("config", {}), conf)
+    if old.get("stage") != stage:
+        changed = [f"stage ({old.get('stage')} → {stage})"]
+    elif old.get("inputs") != hashes:
+        before = old.get("inputs", {})
+        changed += [f"input '{k}'" for k in sorted(set(hashes) | set(before)) if hashes.get(k) != before.get(k)]
+    raise RunDirError(
+        f"{out} holds a {'finished' if done else 'started'} '{old.get('stage')}' run with a different config or "
+        f"inputs (changed: {', '.join(changed) or 'bookkeeping'}); use --overwrite to replace it"
+    )
+
+
+def fresh_meta(stage: str, key: str, cfg: Config, hashes: dict[str, str], inputs: dict[str, str | Path],
+               seed: int | None) -> dict[str, Any]:
+    """The midtrain.json of a run that starts now."""
+    return {
+        "stage": stage,
+        "status": "running",
+        "run_key": key,
+        "config": cfg.to_dict(),
+        "inputs": hashes,
+        "parents": parents_of(inputs),
+        "seed": seed,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "metrics": {},
+    }
+
+
+def _after_failure(run: Run) -> None:
+    """The stage raised: remove a fresh directory that holds nothing worth keeping, else mark the run failed."""
+    if run.created and not run._keep and not (run.path / MARKER).exists():
+        _remove_dir(run.path)
+        return
+    run.meta.pop("_t0", None)
+    run.meta["status"] = "failed"
+    if (run.path / META).exists():
+        atomic_write_json(run.path / META, run.meta)
 
 
 def _create_run_dir(out: Path, meta: dict[str, Any], config_yaml: str) -> None:

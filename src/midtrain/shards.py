@@ -8,9 +8,9 @@ Layout of an output directory with ``N`` shards::
     out/shards/shard-00000-of-00004.lock      advisory lock: one writer per shard
 
 A key (e.g. a document id) goes to shard ``sha256(key)[:8] mod N`` (:func:`shard_of`), stable across machines
-and Python versions. Crash safety: after ``kill -9`` the last JSONL line may be torn; :func:`repair_tail`
-truncates the file to its last complete line before any append, so every written record is either complete or
-gone, and the resuming writer skips the ids already present. A shard with a ``.done`` marker is never touched
+and Python versions. Crash safety: after ``kill -9`` the last JSONL line may be torn; :func:`repair_tail` (from
+:mod:`midtrain.data`) truncates the file to its last complete line before any append, so every written record is
+either complete or gone, and the resuming writer skips the ids already present. A shard with a ``.done`` marker is never touched
 again; a Parquet file without its ``.done`` is stale and rewritten.
 """
 
@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from midtrain.data import clean, iter_jsonl_tolerant, iter_records, repair_tail
 from midtrain.errors import DataError, RunDirError
-from midtrain.runs import atomic_write_json, read_json
+from midtrain.runs import atomic_file, atomic_write_json, read_json
 
 
 def stable_int(key: str) -> int:
@@ -55,40 +56,8 @@ def shard_paths(out: str | Path, index: int, num_shards: int) -> ShardPaths:
                       base.with_suffix(".lock"))
 
 
-def repair_tail(path: str | Path) -> int:
-    """Truncate ``path`` after its last newline (drops a line torn by a crash); returns the bytes dropped."""
-    p = Path(path)
-    if not p.is_file():
-        return 0
-    size = p.stat().st_size
-    if size == 0:
-        return 0
-    with open(p, "rb+") as f:
-        back = min(size, 1 << 16)
-        end = size
-        while True:  # scan backwards for the last newline
-            f.seek(end - back)
-            block = f.read(back)
-            k = block.rfind(b"\n")
-            if k >= 0:
-                keep = end - back + k + 1
-                break
-            if end - back == 0:
-                keep = 0
-                break
-            end -= back
-            back = min(end, 1 << 16)
-        if keep < size:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-    return size - keep
-
-
 def read_tolerant(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
     """Records of an append-only JSONL file; a torn last line is dropped (and truncated away if ``repair``)."""
-    from midtrain.data import iter_jsonl_tolerant
-
     if repair:
         repair_tail(path)
     return list(iter_jsonl_tolerant(path))
@@ -140,11 +109,8 @@ def to_parquet(records: list[dict[str, Any]], path: Path) -> bool:
         table = pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        pq.write_table(table, f)
     return True
 
 
@@ -160,8 +126,6 @@ def iter_shard(paths: ShardPaths) -> Iterator[dict[str, Any]]:
         for rec in pq.read_table(paths.parquet).to_pylist():
             yield _strip_nulls(rec)
     else:
-        from midtrain.data import iter_jsonl_tolerant
-
         yield from iter_jsonl_tolerant(paths.jsonl)
 
 
@@ -185,8 +149,6 @@ def iter_output(out: str | Path) -> Iterator[dict[str, Any]]:
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
     """Records of a sharded output directory, a run directory holding one, or any file ``iter_records`` reads."""
-    from midtrain.data import clean, iter_records
-
     p = Path(path)
     if p.is_dir() and (p / "shards").is_dir():
         yield from iter_output(p)

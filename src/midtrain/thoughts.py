@@ -18,6 +18,11 @@ ran out) or ``text_altered`` (with the first mismatch as detail). Otherwise each
 is mapped through the normalisation index maps onto a position in the **original** chunk, and the segments are
 cut from the original: the stored text is always the original, byte for byte, whatever whitespace or Unicode form
 the annotator returned. Then the thought count must lie in ``[min_thoughts, max_thoughts]``.
+
+**A completion's answer** (:func:`after_thinking`) is the text after its *last* ``</think>``, and its reasoning
+(:func:`thinking_part`) everything before that from the first ``<think>`` (or from the start when the prompt
+opened the thought, :func:`opens_thought`). One definition serves scoring, the judge, evaluation's thinking
+lengths and the synthetic verifier.
 """
 
 from __future__ import annotations
@@ -58,6 +63,56 @@ def strip_thoughts(text: str) -> str:
 
 def has_tags(text: str) -> bool:
     return THINK_OPEN in text or THINK_CLOSE in text
+
+
+# -- a completion's thinking and its answer -------------------------------------------------------------------
+def opens_thought(prompt: str | None) -> bool:
+    """Whether ``prompt`` ends inside a thought (its last think tag is ``<think>``), as thinking templates do."""
+    if not prompt:
+        return False
+    i = prompt.rfind(THINK_OPEN)
+    return i >= 0 and prompt.rfind(THINK_CLOSE) < i
+
+
+def after_thinking(text: str, *, opened: bool = False) -> str | None:
+    """The answer part of a completion: the text after its **last** ``</think>``; None while still thinking.
+
+    Why the last one: a model may close a thought, write a little and open another before it answers
+    (``<think>a</think> so <think>b</think> 42``); everything up to the final ``</think>`` is reasoning, and
+    cutting at the first one would score or judge a thought as the answer. The cases:
+
+    - a ``</think>`` in the text: what follows the last one, unstripped; but if a ``<think>`` follows it, a
+      thought was reopened and never closed: still thinking, None;
+    - no ``</think>``, but ``opened`` (the prompt ended inside ``<think>``, see :func:`opens_thought`) or a
+      ``<think>`` in the text: generation stopped while thinking, None;
+    - no tag at all and not ``opened``: the model did not think, the whole text is the answer.
+
+    A text that closes a thought the prompt opened, with no ``<think>`` of its own, is exactly
+    ``thinking_part(text) + "</think>" + after_thinking(text)`` (see :func:`thinking_part`).
+    """
+    cut = text.rfind(THINK_CLOSE)
+    if cut < 0:
+        return None if opened or THINK_OPEN in text else text
+    rest = text[cut + len(THINK_CLOSE):]
+    return None if THINK_OPEN in rest else rest
+
+
+def thinking_part(text: str, *, opened: bool = False) -> str | None:
+    """The reasoning of a completion: the text before its answer (:func:`after_thinking`), without the outer tags.
+
+    It starts at the text's start when ``opened`` (the prompt ended inside ``<think>``), else after the first
+    ``<think>``, or at the start when there is none but a ``</think>`` closes a thought opened before the text.
+    It ends at the last ``</think>``, or at the end of the text while still thinking. Tags of thoughts closed and
+    reopened in between are kept. None when the text never thought (no tag and not ``opened``).
+    """
+    close = text.rfind(THINK_CLOSE)
+    head = text if close < 0 else text[:close]
+    if opened:
+        return head
+    start = head.find(THINK_OPEN)
+    if start >= 0:
+        return head[start + len(THINK_OPEN):]
+    return head if close >= 0 else None
 
 
 @dataclass
@@ -221,5 +276,6 @@ def check_record(record: dict[str, Any], *, min_thoughts: int = 1, max_thoughts:
 
 __all__ = [
     "THINK_OPEN", "THINK_CLOSE", "REASONS", "FAILED", "Outcome", "render_augmented", "strip_thoughts", "has_tags",
+    "opens_thought", "after_thinking", "thinking_part",
     "parse_answer", "normalize", "validate_answer", "build_segments", "check_record",
 ]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midtrain.augment.chunking import _PARAGRAPH, chunk_document, chunk_text, sentences, split_units
+from midtrain.augment.chunking import PARAGRAPH, chunk_document, chunk_text, sentences, split_units
 from midtrain.models.tokenizer import load_tokenizer
 
 
@@ -48,7 +48,7 @@ def test_long_words_and_whitespace(tok):
 def test_sentence_rules():
     assert sentences("Mr. Darcy came. He left! Did he? Yes.") == ["Mr. Darcy came. ", "He left! ", "Did he? ", "Yes."]
     assert sentences("See Fig. 2 and J. Smith, i.e. the author. Next.") == ["See Fig. 2 and J. Smith, i.e. the author. ", "Next."]
-    assert split_units("\n\nA.\n\nB.", _PARAGRAPH) == ["\n\nA.\n\n", "B."]
+    assert split_units("\n\nA.\n\nB.", PARAGRAPH) == ["\n\nA.\n\n", "B."]
 
 
 def test_chunk_ids(tok, make_prose):

@@ -7,7 +7,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from midtrain.thoughts import (
-    build_segments, check_record, normalize, parse_answer, render_augmented, strip_thoughts, validate_answer,
+    after_thinking, build_segments, check_record, normalize, opens_thought, parse_answer, render_augmented,
+    strip_thoughts, thinking_part, validate_answer,
 )
 
 CHUNK = "Hello world. This is a test.\n\nA new paragraph here."
@@ -183,3 +184,38 @@ def test_property_exact_mode_rejects_every_edit(case):
     chunk, answer = case
     assume(strip_thoughts(answer) != chunk)
     assert validate_answer(chunk, answer, mode="exact", max_thoughts=10).status == "rejected"
+
+
+# -- a completion's thinking and its answer ---------------------------------------------------------------------
+@pytest.mark.parametrize("text, opened, thinking, answer", [
+    ("just an answer", False, None, "just an answer"),  # no tag: the model did not think
+    ("just an answer", True, "just an answer", None),  # the prompt opened a thought that never closed
+    ("<think>a</think> 42", False, "a", " 42"),
+    ("pre <think>t</think> x", False, "t", " x"),  # text before the thought is neither
+    ("<think>a</think> so <think>b</think> 42", False, "a</think> so <think>b", " 42"),  # several: the LAST close
+    ("a</think> b</think> c", True, "a</think> b", " c"),  # prompt-opened, closed twice
+    ("a</think> c", False, "a", " c"),  # a close without an open: thinking began before the text
+    ("<think>still going", False, "still going", None),  # unclosed <think>
+    ("<think>a</think> 42 <think>on second thought", False, "a", None),  # reopened and never closed
+    ("", False, None, ""),
+    ("", True, "", None),
+])
+def test_after_thinking_and_thinking_part(text, opened, thinking, answer):
+    assert after_thinking(text, opened=opened) == answer
+    assert thinking_part(text, opened=opened) == thinking
+
+
+def test_prompt_opened_thought_reassembles():
+    """A completion that closes the prompt's thought splits into thinking + </think> + answer, losslessly."""
+    prompt = "Question: 1+1?\nAnswer: <think>\n"
+    completion = "one and one</think> so <think>check</think> it is \\boxed{2}"
+    assert opens_thought(prompt) and not opens_thought(prompt + completion)
+    assert thinking_part(completion, opened=True) + "</think>" + after_thinking(completion, opened=True) == completion
+
+
+@pytest.mark.parametrize("prompt, opens", [
+    ("Answer: <think>\n", True), ("<think>a</think> b", False), ("<think>a</think><think>", True), ("plain", False),
+    ("", False), (None, False), ("</think><think>x", True),
+])
+def test_opens_thought(prompt, opens):
+    assert opens_thought(prompt) is opens

@@ -11,6 +11,7 @@ import pytest
 from eval_support import SHARED_BENCH, needs_benchmarks
 from midtrain.eval import benchmarks as B
 from midtrain.errors import ConfigError, DataError
+from midtrain.thoughts import opens_thought
 
 SIZES = {"gsm8k": 1319, "math500": 500, "amc23": 40, "aime2024": 30, "aime2025": 30, "olympiadbench": 675,
          "gpqa_diamond": 198, "mmlu_stem": 3018}
@@ -166,7 +167,7 @@ def test_fewshot_prompt() -> None:
 
 def test_think_prompt_opens_a_thought() -> None:
     p = B.build_prompt(REC, "math", "think")
-    assert p.endswith("<think>\n") and B.opens_thinking(p) and "\\boxed{}" in p
+    assert p.endswith("<think>\n") and opens_thought(p) and "\\boxed{}" in p
     assert B.stop_strings("think") == []
 
 
@@ -175,7 +176,7 @@ def test_chat_prompt_uses_the_template_and_opens_think() -> None:
     p = B.build_prompt(REC, "math", "chat", tokenizer=tok, think=True)
     assert p.startswith("<|user|>What is 2+3?") and p.endswith("<|assistant|><think>\n")
     assert tok.calls[-1] == {"enable_thinking": True}
-    assert not B.opens_thinking(B.build_prompt(REC, "math", "chat", tokenizer=tok, think=False))
+    assert not opens_thought(B.build_prompt(REC, "math", "chat", tokenizer=tok, think=False))
 
 
 def test_chat_without_template_is_a_clear_error_and_auto_falls_back() -> None:

@@ -94,6 +94,9 @@ def test_thinking_is_never_scored() -> None:
     assert score_math("hmm \\boxed{5} </think> so \\boxed{5}", "5", thinking=True).correct
     assert score_math("hmm \\boxed{5} and more thinking", "5", thinking=True).answer is None
     assert answer_region("a </think> b", thinking=True) == (" b", False)
+    # thoughts closed and reopened: the answer follows the LAST </think>; a reopened, unclosed one has no answer
+    assert score_math("<think>a</think> \\boxed{5} <think>no wait</think> \\boxed{6}", "6").correct
+    assert score_math("<think>a</think> \\boxed{5} <think>no wait", "5").answer is None
 
 
 def test_answer_tags_and_gsm8k_marker_are_explicit() -> None:

@@ -16,7 +16,7 @@ from eval_support import needs_benchmarks
 from midtrain.models import generation
 from midtrain.cli import main
 from midtrain.errors import ConfigError
-from midtrain.eval.evaluate import EvalConfig, run, thinking_span
+from midtrain.eval.evaluate import EvalConfig, run
 from midtrain.eval.summary import macro_averages, summarize_benchmark
 from midtrain.eval.score import ScoreConfig, score
 from midtrain.runs import read_json
@@ -54,13 +54,6 @@ def test_macro_and_domain_weighted_averages() -> None:
     assert m["domain_weighted_avg"] == pytest.approx((0.6 + 0.3) / 2)  # math 0.6, science 0.3, equal weights
     m = macro_averages(per, dom, {"math": 3.0, "science": 1.0})
     assert m["domain_weighted_avg"] == pytest.approx((3 * 0.6 + 0.3) / 4)
-
-
-def test_thinking_span() -> None:
-    assert thinking_span("abc</think> x", True) == "abc"
-    assert thinking_span("still thinking", True) == "still thinking"
-    assert thinking_span("pre <think>t</think> x", False) == "t"
-    assert thinking_span("no thought", False) is None
 
 
 # -- end to end -------------------------------------------------------------------------------------------------

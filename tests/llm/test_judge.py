@@ -154,6 +154,9 @@ def test_reward_scores_only_the_text_after_the_last_think():
     assert reasons[2] == reasons[3] == "no closed <think> block" and reasons[5] == "empty continuation"
     assert reward.__name__ == "judge_exact"
     assert continuation("<think>x</think> y ") == "y"
+    assert continuation("<think>x</think> draft <think>more</think> final ") == "final"  # after the LAST </think>
+    assert continuation("x</think> y") == "y"  # the prompt opened the thought
+    assert continuation("<think>x</think> y <think>reopened") is None and continuation("no thought") is None
 
 
 def test_rule_judges():

@@ -45,7 +45,7 @@ def test_generate_writes_records(problem_file, tmp_path, capsys):
 def test_verify_gold_and_completions(problem_file, tmp_path, capsys):
     code, out, _ = run(capsys, "synth", "verify", "--problems", str(problem_file), "--json")
     s = json.loads(out)
-    assert code == 0 and s["n"] == 60 and s["verified_acc"] == 1.0 and s["pass_at_k"] == {"1": 1.0}
+    assert code == 0 and s["samples"] == 60 and s["verified_acc"] == 1.0 and s["verified_pass_at_k"] == {"1": 1.0}
     recs = list(iter_jsonl(problem_file))
     comp = tmp_path / "completions.jsonl"
     lines = []
@@ -55,8 +55,8 @@ def test_verify_gold_and_completions(problem_file, tmp_path, capsys):
     comp.write_text("".join(json.dumps(x) + "\n" for x in lines))
     code, out, _ = run(capsys, "synth", "verify", "--problems", str(problem_file), "--completions", str(comp), "--json")
     s = json.loads(out)
-    assert code == 0 and s["n"] == 40 and s["problems"] == 10 and s["unanswered"] == 50
-    assert s["verified_acc"] == 0.25 and s["outcome_acc"] == 0.5 and s["pass_at_k"]["4"] == 1.0
+    assert code == 0 and s["samples"] == 40 and s["n"] == 10 and s["unanswered"] == 50
+    assert s["verified_acc"] == 0.25 and s["outcome_acc"] == 0.5 and s["verified_pass_at_k"]["4"] == 1.0
     assert s["mismatches"]["answer"] == 20 and s["mismatches"]["value"] == 10
     assert s["reasons"] == {"verified": 10, "wrong answer": 10, "wrong value": 10, "empty": 10}
     assert {"by_op", "by_context", "by_mode"} <= set(s)

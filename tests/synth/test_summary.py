@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
+import importlib
 
 import pytest
 
-from midtrain.synth import summary as synth_eval
 from midtrain.cli import main
 from midtrain.eval.evaluate import EvalConfig, run
 from midtrain.runs import read_json
+from midtrain.synth import summary as synth_eval
+from midtrain.synth.verify import Verification
 
 
 def row(pid: str, j: int, verified: bool, outcome: bool, pacc: float, answer="1", tokens=5) -> dict:
@@ -28,6 +29,7 @@ def test_group_metrics_hand_rows() -> None:
     assert g["outcome_pass_at_k"] == {"1": 0.75, "2": 1.0}
     assert g["verified_acc"] == 0.25 and g["outcome_acc"] == 0.75 and g["process_acc"] == pytest.approx(0.4375)
     assert g["hacking_rate"] == 0.5 and g["hacking_share"] == pytest.approx(2 / 3) and g["no_answer_rate"] == 0.25
+    assert g["correct_answer_wrong_trace"] == 2 and g["reasons"] == {"verified": 4} and g["response_tokens_mean"] == 5
 
 
 def test_summarize_groups_by_range_op_context_mode() -> None:
@@ -39,7 +41,11 @@ def test_summarize_groups_by_range_op_context_mode() -> None:
     assert s["by_range"]["id"]["verified_pass_at_k"]["1"] == 1.0 and s["by_range"]["edge"]["hacking_rate"] == 1.0
     assert list(s["by_op"]) == ["3", "12", "40"] and set(s["by_context"]) == {"zoo", "movies"}
     assert s["by_mode"]["reverse"]["n"] == 1 and "edge|movies|reverse" in s["by_range_context_mode"]
-    assert s["overall"]["samples"] == 3 and s["ranges"] == synth_eval.PAPER_RANGES
+    assert s["overall"]["samples"] == 3 and s["ranges"] == synth_eval.PAPER_RANGES and s["unanswered"] == 0
+    s = synth_eval.summarize(rows[:2], probs)  # no ranges: no range groups
+    assert s["unanswered"] == 1 and "by_range" not in s and "ranges" not in s and set(s["by_op"]) == {"3", "12"}
+    flat = synth_eval.flatten(s)
+    assert flat["verified_acc"] == s["overall"]["verified_acc"] and "overall" not in flat and flat["unanswered"] == 1
 
 
 def test_scale_ranges_and_bad_problem_files(tmp_path: Path) -> None:
@@ -64,10 +70,12 @@ def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, mo
     def stub(problem, completion):
         seen.append((problem["id"], completion))
         ok = problem["op"] < 5
-        return SimpleNamespace(verified=ok, outcome_correct=True, process_acc=1.0 if ok else 0.5, answer="1",
-                               mismatches={"value": 0}, reason="" if ok else "wrong value")
+        mism = {"value": 0 if ok else 1, "dependency": 0, "missing": 0, "extra": 0, "answer": 0}
+        return Verification(verified=ok, outcome_correct=True, process_acc=1.0 if ok else 0.5, answer="1",
+                            steps_correct=2 if ok else 1, gold_nodes=2, mismatches=mism, reason="" if ok else "wrong value")
 
-    monkeypatch.setattr(synth_eval, "verify", stub)
+    # sample_row looks verify up in its module at call time (the package attribute ``verify`` is the function)
+    monkeypatch.setattr(importlib.import_module("midtrain.synth.verify"), "verify", stub)
     probs = tmp_path / "p.jsonl"
     probs.write_text("".join(json.dumps({"id": f"p{i}", "op": op, "context": "zoo", "mode": "forward",
                                          "prompt": f"<question>a={i}.?a</question><think>", "answer": str(i)}) + "\n"
@@ -80,6 +88,8 @@ def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, mo
     assert s["by_range"]["id"]["verified_pass_at_k"] == {"1": 1.0, "2": 1.0}
     assert s["by_range"]["edge"]["hacking_rate"] == 1.0 and s["by_range"]["hard"]["process_acc"] == 0.5
     assert s["overall"]["samples"] == 8 and s["ranges"]["edge"] == [6, 8]
+    assert s["by_range"]["hard"]["reward"] == {"outcome": 1.0, "process": 0.6, "strict": 0.0}  # 0.2 + 0.8 × (1 - 1/2)
+    assert s["by_range"]["hard"]["mismatches"]["value"] == 2 and s["overall"]["reasons"] == {"verified": 4, "wrong value": 4}
     rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert {r["reason"] for r in rows} == {"", "wrong value"} and all(r["benchmark"] == "synthetic" for r in rows)
 
@@ -95,7 +105,8 @@ def _synth():
 SPEC = {"preset": "tiny-all", "n": 12, "render": "compact", "modulus": 10, "order": "dependency", "seed": 3, "mode": "mixed"}
 
 
-def test_score_synthetic_gold_hacked_and_agrees_with_synth_summarize(tmp_path: Path, capsys) -> None:
+def test_score_synthetic_gold_hacked_and_agrees_with_synth_verify(tmp_path: Path, capsys) -> None:
+    """``eval score --synthetic`` and ``synth verify`` print one schema, with the same numbers on the same samples."""
     synth = _synth()
     recs = synth.generate_problems(synth.SynthConfig(**SPEC))
     probs = tmp_path / "p.jsonl"
@@ -110,11 +121,15 @@ def test_score_synthetic_gold_hacked_and_agrees_with_synth_summarize(tmp_path: P
     s = json.loads(capsys.readouterr().out)
     assert s["n"] == len(recs) and s["samples"] == 2 * len(recs)
     assert s["verified_pass_at_k"] == {"1": 0.5, "2": 1.0} and s["outcome_acc"] == 1.0 and s["hacking_rate"] == 0.5
+    assert s["correct_answer_wrong_trace"] == len(recs) and s["reward"]["strict"] == 0.5
     assert set(s["by_range"]) <= {"id", "edge", "hard"} and sum(g["samples"] for g in s["by_range"].values()) == 2 * len(recs)
+    assert main(["synth", "verify", "--problems", str(probs), "--completions", str(comps), "--json"]) == 0
+    v = json.loads(capsys.readouterr().out)
+    assert {"by_op", "by_context", "by_mode", "verified_pass_at_k", "reward", "mismatches", "reasons"} <= set(v)
+    assert {k: s[k] for k in v} == v  # every key synth verify prints, with the same value
+    assert set(s) - set(v) == {"benchmark", "missing", "ranges", "by_range", "by_range_context_mode"}
     theirs = synth.summarize(recs, {r["id"]: [r["completion"], f"</think><answer>{r['answer']}</answer>"] for r in recs}, ks=[1, 2])
-    overall = theirs.get("overall", theirs)
-    assert overall["verified_acc"] == s["verified_acc"] and overall["process_acc"] == pytest.approx(s["process_acc"])
-    assert overall["pass_at_k"] == s["verified_pass_at_k"]
+    assert theirs == v
 
 
 def test_eval_generates_synthetic_problems_from_a_spec(eval_model: Path, tmp_path: Path) -> None:

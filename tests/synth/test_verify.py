@@ -204,18 +204,18 @@ def test_summary_pass_at_k_and_breakdowns():
     correct_counts = [0, 1, 2, 3, 5, 1]
     completions = {r["id"]: [r["completion"]] * c + [wrong_answer(r)] * (5 - c) for r, c in zip(recs, correct_counts)}
     s = summarize(recs, completions, ks=(1, 2, 5, 8))
-    assert s["n"] == 30 and s["problems"] == 6 and s["unanswered"] == 0
+    assert s["samples"] == 30 and s["n"] == 6 and s["k"] == 5 and s["unanswered"] == 0
     for k in (1, 2, 5):
         want = sum(brute_pass_at_k(5, c, k) for c in correct_counts) / 6
-        assert s["pass_at_k"][str(k)] == pytest.approx(want, abs=1e-6)
-    assert "8" not in s["pass_at_k"]  # more than the samples per problem
-    assert s["outcome_pass_at_k"]["1"] == pytest.approx(s["pass_at_k"]["1"], abs=1e-6)
+        assert s["verified_pass_at_k"][str(k)] == pytest.approx(want, abs=1e-6)
+    assert "8" not in s["verified_pass_at_k"]  # more than the samples per problem
+    assert s["outcome_pass_at_k"]["1"] == pytest.approx(s["verified_pass_at_k"]["1"], abs=1e-6)
     assert s["verified_acc"] == pytest.approx(sum(correct_counts) / 30, abs=1e-6)
     assert s["mismatches"]["answer"] == 30 - sum(correct_counts)
     assert s["reasons"] == {"verified": 12, "wrong answer": 18}
     assert set(s["by_op"]) == {str(r["op"]) for r in recs} and set(s["by_context"]) == {"zoo", "movies"}
-    assert sum(g["n"] for g in s["by_mode"].values()) == 30
-    assert {"n", "verified_acc", "process_acc", "outcome_acc", "pass_at_k"} <= set(s["by_op"]["3"])
+    assert sum(g["samples"] for g in s["by_mode"].values()) == 30
+    assert {"n", "samples", "verified_acc", "process_acc", "outcome_acc", "verified_pass_at_k"} <= set(s["by_op"]["3"])
     with pytest.raises(KeyError, match="nope"):
         summarize(recs, {"nope": ["x"]})
     partial = summarize(recs, {recs[0]["id"]: [recs[0]["completion"]]})

@@ -1,12 +1,14 @@
-"""Plots of ``midtrain analyze`` results (matplotlib, Agg backend), callable by the report command.
+"""Plots of ``midtrain analyze`` results, drawn by the analysis verbs and by ``midtrain report``.
 
 Each function takes a result dict (``weights.json`` / ``cka.json`` content) or the path of that file, writes a
-PNG and returns its path:
+PNG through :mod:`midtrain.plots` (Agg backend, one DPI, atomic write) and returns its path:
 
 - :func:`plot_weight_heatmap`: fraction of parameters changed, layer (rows, "none" = outside the numbered
   layers) × module type (columns);
 - :func:`plot_weight_timeline`: fraction changed between successive checkpoints and from the first one;
-- :func:`plot_cka`: linear CKA per layer, one line per probe set.
+- :func:`plot_cka`: linear CKA per layer (:func:`cka_curves`): one line per probe set, plus the mean over probes
+  when there are several. It reads partial or older results defensively (the report draws it for any
+  ``cka.json`` it finds) and returns None when there is no per-layer curve to draw.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from midtrain.plots import number_or_nan, pyplot, save_png
 
 WEIGHTS_HEATMAP = "weights_heatmap.png"
 WEIGHTS_TIMELINE = "weights_timeline.png"
@@ -26,27 +30,6 @@ def _load(result: dict[str, Any] | str | Path) -> dict[str, Any]:
     return json.loads(Path(result).read_text(encoding="utf-8"))
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    import io
-
-    from midtrain.runs import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
-
-
 def plot_weight_heatmap(result: dict[str, Any] | str | Path, path: str | Path) -> Path:
     """Heatmap of ``per_layer_module_type`` fraction changed (layers × module types)."""
     data = _load(result)
@@ -55,7 +38,7 @@ def plot_weight_heatmap(result: dict[str, Any] | str | Path, path: str | Path) -
     cols = [k for k in ("attention", "mlp", "embeddings", "norms", "other") if any(k in cells[r] for r in rows)]
     grid = [[(cells[r].get(c) or {}).get("fraction_changed") for c in cols] for r in rows]
     values = [[float("nan") if v is None else v for v in row] for row in grid]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.4 * len(cols) + 2.5, 0.28 * len(rows) + 1.8))
     im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(cols)), cols)
@@ -70,13 +53,13 @@ def plot_weight_heatmap(result: dict[str, Any] | str | Path, path: str | Path) -
     label = data.get("primary", "")
     ax.set_title(f"fraction changed (|Δ| > τ = {data.get('tau')}) {label}", fontsize=9)
     fig.colorbar(im, ax=ax, label="fraction changed")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_weight_timeline(result: dict[str, Any] | str | Path, path: str | Path) -> Path:
     """Fraction changed per timeline step: successive updates and cumulative from the first checkpoint."""
     steps = _load(result)["timeline"]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     x = [s["index"] for s in steps]
     ax.plot(x, [s["fraction_changed_successive"] for s in steps], "o-", label="c(i−1) → c(i)")
@@ -89,26 +72,43 @@ def plot_weight_timeline(result: dict[str, Any] | str | Path, path: str | Path) 
     ax.set_xticks(x)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
-def plot_cka(result: dict[str, Any] | str | Path, path: str | Path) -> Path:
-    """Linear CKA per layer (0 = embedding output), one line per probe set."""
-    data = _load(result)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, probe in data["probes"].items():
-        ys = [float("nan") if v is None else v for v in probe["per_layer"]]
-        ax.plot(range(len(ys)), ys, "o-", markersize=3, label=f"{name} (n={probe['rows']})")
+def cka_curves(data: dict[str, Any]) -> dict[str, list[Any]]:
+    """The per-layer CKA curves of a ``cka.json``: one per probe set (labelled with its row count when known),
+    preceded by ``per_layer`` (the mean over probes) when there are several probe sets or none with detail."""
+    curves: dict[str, list[Any]] = {}
+    probes = data.get("probes") if isinstance(data.get("probes"), dict) else {}
+    for name, probe in probes.items():
+        if isinstance(probe, dict) and isinstance(probe.get("per_layer"), list):
+            label = f"{name} (n={probe['rows']})" if "rows" in probe else str(name)
+            curves[label] = probe["per_layer"]
+    if isinstance(data.get("per_layer"), list) and len(curves) != 1:
+        curves = {"mean over probes": data["per_layer"], **curves}
+    return curves
+
+
+def plot_cka(result: dict[str, Any] | str | Path, path: str | Path, title: str = "") -> Path | None:
+    """Linear CKA per layer (0 = embedding output), one line per curve of :func:`cka_curves`; None if none."""
     from matplotlib.ticker import MaxNLocator
 
+    data = _load(result)
+    curves = cka_curves(data)
+    if not curves:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, ys in curves.items():
+        ax.plot(range(len(ys)), [number_or_nan(v) for v in ys], "o-", markersize=3, label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("linear CKA")
-    ax.set_title(f"CKA per layer ({data.get('pooling')} pooling, {data.get('estimator')} estimator)", fontsize=9)
+    how = ", ".join(f"{data[k]} {k}" for k in ("pooling", "estimator") if data.get(k))
+    ax.set_title(f"{title + ': ' if title else ''}CKA per layer" + (f" ({how})" if how else ""), fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
-__all__ = ["CKA_PLOT", "WEIGHTS_HEATMAP", "WEIGHTS_TIMELINE", "plot_cka", "plot_weight_heatmap", "plot_weight_timeline"]
+__all__ = ["CKA_PLOT", "WEIGHTS_HEATMAP", "WEIGHTS_TIMELINE", "cka_curves", "plot_cka", "plot_weight_heatmap", "plot_weight_timeline"]

@@ -42,7 +42,7 @@ from midtrain.augment.chunking import chunk_document, token_counter
 from midtrain.config import Config, param
 from midtrain.console import log, progress
 from midtrain.data import append_jsonl, iter_records
-from midtrain.errors import ConfigError, DataError
+from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import (
     BackendConfig,
     BackendError,
@@ -58,6 +58,7 @@ from midtrain.shards import (
     ShardLock,
     iter_shard,
     read_done,
+    read_records,
     read_tolerant,
     shard_of,
     shard_paths,
@@ -475,9 +476,9 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
                     backend = make_backend(cfg.annotator)
                 process_shard(cfg, i, backend=backend, tokenizer=tokenizer, template=template)
         else:
-            from midtrain.augment.datatrove import run_datatrove
+            from midtrain.augment.datatrove import run_datatrove  # datatrove is optional and costs 0.1 s to import
 
-            run_datatrove(cfg)
+            run_datatrove(cfg, shard_task)
         manifest = merge_manifest(cfg)
         manifest["seconds_this_invocation"] = round(time.time() - start, 2)
         if manifest["shards_done"] < cfg.num_shards:
@@ -491,14 +492,21 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
         return AugmentResult.of(run_)
 
 
+def shard_task(cfg_dict: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+    """One datatrove task (:mod:`midtrain.augment.datatrove`): :func:`process_shard` of shard ``rank``."""
+    cfg = AugmentConfig.from_dict(cfg_dict)
+    if world_size != cfg.num_shards:
+        raise MidtrainError(f"datatrove world_size {world_size} != num_shards {cfg.num_shards}")
+    return process_shard(cfg, rank)
+
+
 def read_augmented(path: str | Path, *, status: str | None = "accepted") -> Iterator[dict[str, Any]]:
     """Augmented records of an output directory (or a JSONL/Parquet file), optionally of one status."""
-    from midtrain.shards import read_records
-
     for rec in read_records(path):
         if status is None or rec.get("status") == status:
             yield rec
 
 
-__all__ = ["AugmentConfig", "AugmentResult", "Chunk", "run", "process_shard", "shard_chunks", "annotate_batch",
-           "merge_manifest", "read_augmented", "key_config", "iter_shard", "render_augmented", "strip_thoughts"]
+__all__ = ["AugmentConfig", "AugmentResult", "Chunk", "run", "process_shard", "shard_task", "shard_chunks",
+           "annotate_batch", "merge_manifest", "read_augmented", "key_config", "iter_shard", "render_augmented",
+           "strip_thoughts"]

@@ -20,11 +20,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-_PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
-_SENTENCE = re.compile(r"[.!?…]+[\"'”’»)\]]*\s+")
-_LINE = re.compile(r"\n+")
-_WORD = re.compile(r"\s+")
-LEVELS = (_PARAGRAPH, _SENTENCE, _LINE, _WORD)
+PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
+SENTENCE = re.compile(r"[.!?…]+[\"'”’»)\]]*\s+")
+LINE = re.compile(r"\n+")
+WORD = re.compile(r"\s+")
+LEVELS = (PARAGRAPH, SENTENCE, LINE, WORD)
 
 Counter = Callable[[Sequence[str]], list[int]]
 
@@ -55,7 +55,7 @@ def _ends_sentence(text: str, m: re.Match[str]) -> bool:
 
 def split_units(text: str, pattern: re.Pattern[str]) -> list[str]:
     """Cut ``text`` after every match of ``pattern`` (separators stay with the unit before them)."""
-    sentence = pattern is _SENTENCE
+    sentence = pattern is SENTENCE
     cuts = [m.end() for m in pattern.finditer(text)
             if 0 < m.end() < len(text) and (not sentence or _ends_sentence(text, m))]
     units, prev = [], 0
@@ -72,7 +72,7 @@ def split_units(text: str, pattern: re.Pattern[str]) -> list[str]:
 
 def sentences(text: str) -> list[str]:
     """Sentence-level units of ``text`` (lossless)."""
-    return split_units(text, _SENTENCE)
+    return split_units(text, SENTENCE)
 
 
 def token_counter(tokenizer: Any) -> Counter:

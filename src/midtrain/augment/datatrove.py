@@ -8,9 +8,11 @@ It installs in seconds with three small dependencies, where Ray brings a cluster
 ~70 MB wheel that a CPU test suite cannot afford. The annotator itself is usually a served model (vLLM/SGLang
 behind the OpenAI API), so the tasks are light HTTP clients and need no Ray object store or actors.
 
-The task body is :func:`midtrain.augment.augment.process_shard` with ``index = rank``, ``num_shards = world_size``: the
-same function, the same resume logic and the same ``.done`` markers as the inline runner, so a run may be
-started inline, continued on Slurm and finished inline again. datatrove's own completion markers live in
+The task body is passed in by the caller, :func:`midtrain.augment.augment.shard_task`, which runs
+``process_shard`` with ``index = rank``, ``num_shards = world_size``: the same function, the same resume logic and
+the same ``.done`` markers as the inline runner, so a run may be started inline, continued on Slurm and finished
+inline again. (Passing it in keeps this module below ``augment``: no import cycle, and the step pickles the task
+by reference, so it must be a module-level function.) datatrove's own completion markers live in
 ``out/datatrove/``. With Slurm the command returns after submitting; re-run it when the jobs have finished to
 write the manifest (finished shards are skipped).
 """
@@ -18,7 +20,7 @@ write the manifest (finished shards are skipped).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from midtrain.errors import ConfigError, MidtrainError
 
@@ -31,31 +33,29 @@ else:
     _HAVE_DATATROVE = True
 
 
+ShardTask = Callable[[dict[str, Any], int, int], dict[str, Any]]  # (config dict, rank, world_size) -> shard info
+
+
 class AugmentShardStep(PipelineStep):  # type: ignore[misc,valid-type]
-    """A datatrove pipeline step that augments shard ``rank`` of ``world_size``."""
+    """A datatrove pipeline step that runs ``task`` on shard ``rank`` of ``world_size``."""
 
     name = "midtrain augment shard"
     type = "annotate"
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], task: ShardTask) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.task = cfg, task
 
     def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
-        from midtrain.augment.augment import AugmentConfig, process_shard
-
-        cfg = AugmentConfig.from_dict(self.cfg)
-        if world_size != cfg.num_shards:
-            raise MidtrainError(f"datatrove world_size {world_size} != num_shards {cfg.num_shards}")
-        info = process_shard(cfg, rank)
+        info = self.task(self.cfg, rank, world_size)
         for status, k in info.get("status", {}).items():
             self.stat_update(status, value=k)
         if data:
             yield from data
 
 
-def build_executor(cfg: Any) -> Any:
-    """The datatrove executor that runs one :class:`AugmentShardStep` task per shard."""
+def build_executor(cfg: Any, task: ShardTask) -> Any:
+    """The datatrove executor that runs ``task`` as one :class:`AugmentShardStep` task per shard of ``cfg``."""
     if not _HAVE_DATATROVE:
         raise MidtrainError("executor '%s' needs datatrove: pip install 'midtrain[distributed]'" % cfg.executor)
     from datatrove.executor import (
@@ -64,7 +64,7 @@ def build_executor(cfg: Any) -> Any:
         SlurmPipelineExecutor,
     )
 
-    step = AugmentShardStep(cfg.to_dict())
+    step = AugmentShardStep(cfg.to_dict(), task)
     common = dict(pipeline=[step], tasks=cfg.num_shards, logging_dir=str(Path(cfg.out) / "datatrove"),
                   skip_completed=True, **cfg.executor_options)
     try:
@@ -78,8 +78,8 @@ def build_executor(cfg: Any) -> Any:
         raise ConfigError(f"key 'executor_options': {e}") from None
 
 
-def run_datatrove(cfg: Any) -> None:
-    build_executor(cfg).run()
+def run_datatrove(cfg: Any, task: ShardTask) -> None:
+    build_executor(cfg, task).run()
 
 
-__all__ = ["AugmentShardStep", "build_executor", "run_datatrove"]
+__all__ = ["AugmentShardStep", "ShardTask", "build_executor", "run_datatrove"]

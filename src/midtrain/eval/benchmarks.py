@@ -34,6 +34,7 @@ from typing import Any, Callable, Literal
 from midtrain.data import iter_records, require
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval.scoring import Kind
+from midtrain.thoughts import THINK_OPEN, opens_thought
 
 Source = Literal["local", "hub", "auto"]
 PromptFormat = Literal["auto", "fewshot", "think", "chat"]
@@ -314,20 +315,17 @@ def build_prompt(rec: dict[str, Any], kind: Kind, fmt: Literal["fewshot", "think
                 parts.append(f"Question: {q}\nAnswer: {a}\n\n")
         return "".join(parts) + f"Question: {question_text(rec, kind, instruction=False)}\nAnswer:"
     if fmt == "think":
-        return f"Question: {question_text(rec, kind)}\nAnswer: <think>\n"
+        return f"Question: {question_text(rec, kind)}\nAnswer: {THINK_OPEN}\n"
     if tokenizer is None or not has_chat_template(tokenizer):
         raise ConfigError("key 'prompt_format': 'chat' needs a tokenizer with a chat template")
     messages = [{"role": "user", "content": question_text(rec, kind)}]
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=think)
-    if think and not opens_thinking(prompt):
-        prompt += "<think>\n"
+    if think and not opens_thought(prompt):
+        prompt += THINK_OPEN + "\n"
     return prompt
 
 
-def opens_thinking(prompt: str) -> bool:
-    """Whether the prompt ends inside an open ``<think>`` block (the completion starts with thinking)."""
-    i = prompt.rfind("<think>")
-    return i >= 0 and prompt.rfind("</think>") < i
+opens_thinking = opens_thought  # the name bench/bench_eval.py imports; the one definition is midtrain.thoughts
 
 
 __all__ = [

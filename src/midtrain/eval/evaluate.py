@@ -6,7 +6,8 @@ with :mod:`midtrain.eval.scoring` (math-verify, or the option letter for multipl
 ``samples.jsonl`` as soon as its batch finishes. Metrics per benchmark (:func:`summarize_benchmark`): accuracy
 over all samples, mean@k (the papers' mean@16 / mean@64 with ``n_samples`` = 16 / 64), unbiased pass@k for
 k = 1, 2, 4, … ≤ ``n_samples``, majority-vote accuracy (maj@k, votes on the canonical answer), the share of
-completions with no extractable answer, mean response and thinking length in tokens, truncation rate. Across
+completions with no extractable answer, mean response and thinking length in tokens (the thinking is
+:func:`midtrain.thoughts.thinking_part`: up to the last ``</think>``), truncation rate. Across
 benchmarks: the plain macro average of mean@k and the domain-weighted macro average (PRISM): the mean over
 domains (math, science, general, custom) of the mean over that domain's benchmarks, domains weighted equally
 unless ``domain_weights`` says otherwise.
@@ -14,8 +15,9 @@ unless ``domain_weights`` says otherwise.
 Synthetic world (``synthetic=problems.jsonl``, or ``synth_generate`` = SynthConfig mappings generated in-process
 and saved as ``problems.jsonl``): the prompt is each record's ``prompt`` (ending in ``<think>``), generation
 stops at ``</answer>``, and ``midtrain.synth.verify`` checks the trace. Per op range (``op_scale`` paper: ID 2–10,
-edge 11–14, hard 15–20; tiny: 2–5, 6–8, 9–12; or ``op_ranges``), op, context and mode (:mod:`midtrain.synth.summary`):
-process-verified pass@1 and pass@k, ProcessAcc, outcome accuracy, and the hacking rate (right answer, wrong trace).
+edge 11–14, hard 15–20; tiny: 2–5, 6–8, 9–12; or ``op_ranges``), op, context and mode, the summary of
+:mod:`midtrain.synth.summary` (the schema ``midtrain synth verify`` prints too): process-verified pass@1 and pass@k,
+ProcessAcc, outcome accuracy, the hacking rate (right answer, wrong trace), mean rewards.
 
 Outputs in ``out``: ``samples.jsonl`` (one line per completion) and ``summary.json``, plus the run metadata of
 :mod:`midtrain.runs`. **Resumable**: re-running the same command after a crash or kill finds the finished
@@ -43,7 +45,7 @@ from typing import Any, Literal, Sequence
 
 from midtrain.config import Config, param
 from midtrain.console import log, progress
-from midtrain.data import append_jsonl, iter_jsonl_tolerant, write_jsonl
+from midtrain.data import append_jsonl, iter_jsonl_tolerant, repair_tail, write_jsonl
 from midtrain.errors import ConfigError
 from midtrain.eval.benchmarks import (
     PromptFormat,
@@ -52,7 +54,6 @@ from midtrain.eval.benchmarks import (
     infer_kind,
     load_benchmark,
     load_file,
-    opens_thinking,
     resolve_format,
     stop_strings,
 )
@@ -61,6 +62,8 @@ from midtrain.eval.summary import macro_averages, summarize_benchmark
 from midtrain.models import generation
 from midtrain.runs import Result, atomic_write_json, open_run
 from midtrain.synth import summary as synth_eval
+from midtrain.synth.verify import sample_row
+from midtrain.thoughts import opens_thought, thinking_part
 
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
@@ -192,15 +195,6 @@ def thinking_tokens(tokenizer: Any, texts: Sequence[str | None]) -> list[int | N
     return out
 
 
-def thinking_span(completion: str, opened: bool) -> str | None:
-    """The thinking text of a completion: up to ``</think>`` when the prompt opened it, or inside its own tags."""
-    if opened:
-        return completion.split("</think>", 1)[0]
-    if "<think>" in completion:
-        return completion.split("<think>", 1)[1].split("</think>", 1)[0]
-    return None
-
-
 # -- tasks ------------------------------------------------------------------------------------------------------
 @dataclass
 class Task:
@@ -239,16 +233,6 @@ def _load_tasks(cfg: EvalConfig) -> list[Task]:
     return tasks
 
 
-def _repair_tail(path: Path) -> None:
-    """Cut a torn final line (a kill mid-write) so that appends start on a fresh line."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
 def _payload(task: Task, gens: list[generation.Generation], items: list[tuple[int, int]]) -> list[tuple[str, dict[str, Any], bool]]:
     """What the scorer needs per sample: the completion, the record's answer fields, whether thinking was open."""
     keep = ("answer", "choices", "error")
@@ -261,12 +245,12 @@ def rows_for(task: Task, gens: list[generation.Generation], items: list[tuple[in
     rows = []
     if task.kind == "synthetic":
         for (i, j), g in zip(items, gens):
-            rows.append({"benchmark": task.name, **synth_eval.sample_row(task.records[i], j, g.text), "tokens": g.tokens,
+            rows.append({"benchmark": task.name, **sample_row(task.records[i], j, g.text), "tokens": g.tokens,
                          "finished": g.finished})
         return rows
     if scores is None:
         scores = score_batch(task.kind, _payload(task, gens, items))  # type: ignore[arg-type]
-    spans = [thinking_span(g.text, task.opened[i]) for (i, _), g in zip(items, gens)]
+    spans = [thinking_part(g.text, opened=task.opened[i]) for (i, _), g in zip(items, gens)]
     think = thinking_tokens(tokenizer, spans) if tokenizer is not None else [None] * len(spans)
     for (i, j), g, t, (correct, answer, key) in zip(items, gens, think, scores):
         rec = task.records[i]
@@ -359,7 +343,7 @@ def _prepare_prompts(cfg: EvalConfig, tasks: list[Task], tokenizer: Any) -> str:
             continue
         t.prompts = [build_prompt(r, t.kind, fmt, tokenizer=tokenizer, n_shots=cfg.n_shots, think=cfg.think)  # type: ignore[arg-type]
                      for r in t.records]
-        t.opened = [opens_thinking(p) for p in t.prompts]
+        t.opened = [opens_thought(p) for p in t.prompts]
         t.stop = stop_strings(fmt)
     return fmt
 
@@ -372,7 +356,7 @@ def _generate_missing(cfg: EvalConfig, tasks: list[Task], samples: Path, backend
     generate calls) and ``loop_seconds`` (generation + scoring + writes), so the eval's own overhead over raw
     generation is ``loop_seconds / generate_seconds - 1``, measured batch by batch in the same run.
     """
-    _repair_tail(samples)
+    repair_tail(samples)  # a kill mid-append leaves a torn last line: appends must start on a fresh one
     done = {(r.get("benchmark"), str(r["id"]), int(r["sample"])) for r in iter_jsonl_tolerant(samples)}
     todo = {t.name: [(i, j) for i, r in enumerate(t.records) for j in range(cfg.n_samples)
                      if (t.name, r["id"], j) not in done] for t in tasks}
@@ -478,5 +462,5 @@ class _NoBar:
 
 __all__ = [
     "EvalConfig", "run", "summarize_benchmark", "macro_averages",
-    "thinking_span", "build_summary", "SAMPLES", "SUMMARY",
+    "build_summary", "SAMPLES", "SUMMARY",
 ]

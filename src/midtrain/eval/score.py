@@ -2,8 +2,9 @@
 
 Algorithm: each ``{"id", "completion"}`` line (several per id; an optional ``sample`` index) is scored exactly as
 ``midtrain eval`` scores its own samples (:func:`midtrain.eval.evaluate.rows_for`: math-verify, the option letter,
-or process verification for synthetic problems), then summarised per benchmark (mean@k, pass@k, maj@k) or per op
-range. Ids not in the benchmark are an error naming file and line; problems without completions are counted as
+or process verification for synthetic problems), then summarised per benchmark (mean@k, pass@k, maj@k) or, for
+synthetic problems, in the one schema of :mod:`midtrain.synth.summary` (the one ``midtrain synth verify`` prints),
+overall keys at the top level. Ids not in the benchmark are an error naming file and line; problems without completions are counted as
 ``missing``. With ``--out`` the run directory holds ``samples.jsonl`` and ``summary.json``.
 
 Launch: ``midtrain eval score --benchmark gsm8k --completions vllm-out.jsonl --json``.
@@ -115,9 +116,8 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     gens = [generation.Generation(c["completion"], t, True) for c, t in zip(comps, tok_counts)]  # type: ignore[arg-type]
     rows = rows_for(task, gens, items, tokenizer)
     if kind == "synthetic":
-        full = synth_eval.summarize(rows, records, ranges=dict(cfg.op_ranges) or synth_eval.scale_ranges(cfg.op_scale))
-        summary = {"benchmark": name, **full["overall"], "by_range": full["by_range"], "by_op": full["by_op"],
-                   "by_context": full["by_context"], "by_mode": full["by_mode"]}
+        ranges = dict(cfg.op_ranges) or synth_eval.scale_ranges(cfg.op_scale)
+        summary = {"benchmark": name, **synth_eval.flatten(synth_eval.summarize(rows, records, ranges=ranges))}
     else:
         summary = {"benchmark": name, "domain": domain, **summarize_benchmark(rows)}
     scored = {r["id"] for r in comps}

@@ -3,9 +3,10 @@
 One scorer serves ``midtrain eval`` (own generations), ``midtrain eval score`` (completions produced elsewhere)
 and RL rewards, so they cannot drift. Algorithm:
 
-1. **Answer region.** Thinking is never scored: the text after the last ``</think>`` is kept; a completion that
-   opened a thought (``<think>`` in it, or ``thinking=True`` because the prompt ended inside ``<think>``) and never
-   closed it has no answer. Inside the region an explicit answer wins: the last ``<answer>…</answer>`` span, else
+1. **Answer region.** Thinking is never scored: the text after the last ``</think>`` is kept
+   (:func:`midtrain.thoughts.after_thinking`); a completion that opened a thought (``<think>`` in it, or
+   ``thinking=True`` because the prompt ended inside ``<think>``) and never closed it, or reopened one after its
+   last ``</think>``, has no answer. Inside the region an explicit answer wins: the last ``<answer>…</answer>`` span, else
    the text after the last GSM8K-style ``####``.
 2. **Math** (:func:`score_math`): math-verify ``parse`` with ``\\boxed{}`` first (priority 0), then "final answer
    is"/"answer:" anchors, then the last LaTeX or plain expression (math-verify picks the right-most match of
@@ -44,6 +45,8 @@ from math_verify import (
     verify,
 )
 
+from midtrain.thoughts import after_thinking
+
 Kind = Literal["math", "choice"]
 LETTERS = ("A", "B", "C", "D")
 
@@ -65,10 +68,8 @@ def _timeout() -> int | None:
 
 def answer_region(completion: str, *, thinking: bool = False) -> tuple[str, bool]:
     """(the part of ``completion`` that may hold the answer, whether it is an explicit answer span)."""
-    text = completion
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    elif thinking or "<think>" in text:
+    text = after_thinking(completion, opened=thinking)
+    if text is None:
         return "", False  # still thinking when generation stopped
     spans = _ANSWER_TAG.findall(text)
     if spans and spans[-1].strip():

@@ -33,8 +33,10 @@ from typing import Any
 from midtrain.config import Config, param, read_yaml
 from midtrain.console import log, print_table
 from midtrain.errors import ConfigError
-from midtrain.experiment.experiment import ExperimentConfig, arm_table
+from midtrain.experiment.experiment import ExperimentConfig, arm_table, run_dirs
 from midtrain.experiment.experiment import run as run_experiment
+from midtrain.experiment.report import RANGE_COLORS, Section, Table, build
+from midtrain.plots import pyplot, save_png
 from midtrain.runs import atomic_write_json, atomic_write_text, read_json
 
 REPO = Path(__file__).resolve().parents[3]
@@ -150,8 +152,6 @@ def _fmt_measured(m: dict[str, Any]) -> str:
 
 
 def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]]):
-    from midtrain.experiment.report import Section, Table
-
     def make(plots: Path) -> list[Any]:
         secs = [Section("claims", [Table("claims (means over seeds)", ["claim", "paper", "measured", "holds"],
                                          [[c["claim"], c["paper"], _fmt_measured(c["measured"]), "yes" if c["holds"] else "NO"]
@@ -179,11 +179,10 @@ def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]]):
 
 
 def plot_arms(arms: dict[str, Any], path: Path) -> Path | None:
-    from midtrain.experiment.report import RANGE_COLORS, _plt, _save
-
+    """Verified accuracy per arm (groups) and op range (bars, the report's range colours), mean ± std over seeds."""
     if not arms:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     width = 0.8 / len(RANGES)
     names = list(arms)
@@ -197,7 +196,7 @@ def plot_arms(arms: dict[str, Any], path: Path) -> Path | None:
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def demo(cfg: DemoConfig) -> "DemoResult":
@@ -222,10 +221,7 @@ def demo(cfg: DemoConfig) -> "DemoResult":
     summary = {"seeds": seeds, "quick": cfg.quick, "from_scratch": cfg.from_scratch, "arms": res["arms"],
                "claims": res["claims"], "analysis": res["analysis"], "checkpoints": res["checkpoints"],
                "base": data.get("base"), "seconds": round(time.time() - t0, 1), "experiment": str(exp_file)}
-    from midtrain.experiment.experiment import _run_dirs
-    from midtrain.experiment.report import build
-
-    md, ht, plots = build(_run_dirs(exp), "midtrain demo: thinking mid-training in a synthetic world", out,
+    md, ht, plots = build(run_dirs(exp), "midtrain demo: thinking mid-training in a synthetic world", out,
                           extra=_sections(res, table))
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", ht)

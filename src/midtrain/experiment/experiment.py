@@ -496,13 +496,15 @@ def run(cfg: ExperimentConfig) -> "ExperimentResult":
         head, rows = arm_table(summary)
         arms = [Section("arms", [Table("verified accuracy by op range (mean ± std over seeds) and training compute",
                                        head, rows)])] if rows else []
-        report(ReportConfig(runs=[str(p) for p in _run_dirs(cfg)], out=str(report_dir), title=cfg.name, max_depth=0),
+        report(ReportConfig(runs=[str(p) for p in run_dirs(cfg)], out=str(report_dir), title=cfg.name, max_depth=0),
                extra=lambda plots: arms)
     print_table(summary)
     return ExperimentResult(out=str(cfg.out_dir), data=summary, report=str(report_dir) if report_dir else None)
 
 
-def _run_dirs(cfg: ExperimentConfig) -> list[Path]:
+def run_dirs(cfg: ExperimentConfig) -> list[Path]:
+    """The stage run directories of an experiment (``out/<seed>/<stage>``, with a midtrain.json), in path order:
+    what its report (and the demo's) is built from."""
     seen: list[Path] = []
     for d in sorted(cfg.out_dir.glob("*/*")):
         if d.is_dir() and (d / "midtrain.json").is_file() and d.name != "report" and d not in seen:
@@ -558,4 +560,4 @@ class ExperimentResult:
 
 
 __all__ = ["ExperimentConfig", "StageSpec", "ArmSpec", "plan", "run", "run_step", "compute_of", "arm_table",
-           "substitute", "references"]
+           "substitute", "references", "run_dirs"]

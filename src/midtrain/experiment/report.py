@@ -14,8 +14,10 @@ directory holds decides what the report shows, read defensively (missing keys be
   per-layer CKA tables, and their ``weights_heatmap.png`` / ``cka_per_layer.png`` embedded.
 
 Numbers in tables are the summaries' values rounded to 4 decimals. Output: ``report.md`` (PNG files under
-``plots/``) and ``report.html`` (the same content, PNGs base64-embedded: one file to send around). Plots use
-matplotlib's Agg backend. The output directory is a run directory; a previous report there is replaced.
+``plots/``) and ``report.html`` (the same content, PNGs base64-embedded: one file to send around). Plots are drawn
+through :mod:`midtrain.plots` (Agg backend, one DPI, atomic writes); the CKA plot is
+:func:`midtrain.analysis.plots.plot_cka`, the one ``midtrain analyze cka`` draws. The output directory is a run
+directory; a previous report there is replaced.
 
     midtrain report runs/eval-base runs/eval-sft runs/rl runs/analysis --out runs/report
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import shutil
@@ -33,11 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from midtrain.analysis.plots import plot_cka, plot_weight_heatmap
 from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.data import iter_jsonl_tolerant
 from midtrain.errors import ConfigError, DataError
-from midtrain.runs import META, atomic_write_bytes, atomic_write_text, open_run
+from midtrain.plots import pyplot, save_png
+from midtrain.runs import META, atomic_write_text, open_run
 
 ARTIFACTS = ("summary.json", "log.jsonl", "weights.json", "cka.json")
 PNG_EMBEDS = ("weights_heatmap.png", "weights_timeline.png", "cka_per_layer.png")
@@ -171,23 +174,6 @@ class Section:
 
 
 # -- plots ------------------------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
 def _ks(d: dict[str, Any]) -> list[tuple[int, float]]:
     out = []
     for k, v in (d or {}).items():
@@ -202,7 +188,7 @@ def plot_pass_at_k(curves: dict[str, dict[str, Any]], path: Path, title: str) ->
     curves = {n: c for n, c in curves.items() if c}
     if not curves:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, pts in curves.items():
         ax.plot([k for k, _ in pts], [v for _, v in pts], marker="o", label=name)
@@ -216,7 +202,7 @@ def plot_pass_at_k(curves: dict[str, dict[str, Any]], path: Path, title: str) ->
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_acc_vs_op(series: dict[str, dict[str, Any]], ranges: dict[str, list[int]], path: Path) -> Path | None:
@@ -228,7 +214,7 @@ def plot_acc_vs_op(series: dict[str, dict[str, Any]], ranges: dict[str, list[int
             pts[name] = ops
     if not pts:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for rname, (lo, hi) in ranges.items():
         ax.axvspan(lo - 0.5, hi + 0.5, color=RANGE_COLORS.get(rname, "#999999"), alpha=0.12)
@@ -245,7 +231,7 @@ def plot_acc_vs_op(series: dict[str, dict[str, Any]], ranges: dict[str, list[int
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("synthetic accuracy vs op (shaded: ID / edge / hard)", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_training(rows: list[dict[str, Any]], path: Path, title: str) -> Path | None:
@@ -259,7 +245,7 @@ def plot_training(rows: list[dict[str, Any]], path: Path, title: str) -> Path | 
         panels.append("length")
     if not panels:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         def series(key: str) -> tuple[list[float], list[float]]:
@@ -293,30 +279,7 @@ def plot_training(rows: list[dict[str, Any]], path: Path, title: str) -> Path | 
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
-
-
-def plot_cka_curves(data: dict[str, Any], path: Path, title: str) -> Path | None:
-    """Linear CKA per layer from a cka.json: the mean over probes and one line per probe set."""
-    curves: dict[str, list[Any]] = {}
-    probes = data.get("probes") if isinstance(data.get("probes"), dict) else {}
-    for name, p in probes.items():
-        if isinstance(p, dict) and isinstance(p.get("per_layer"), list):
-            curves[name] = p["per_layer"]
-    if isinstance(data.get("per_layer"), list) and len(curves) != 1:
-        curves = {"mean over probes": data["per_layer"], **curves}
-    if not curves:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, ys in curves.items():
-        ax.plot(range(len(ys)), [float("nan") if _num(v) is None else v for v in ys], "o-", markersize=3, label=name)
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("linear CKA")
-    ax.set_title(f"{title}: CKA per layer", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 # -- sections ---------------------------------------------------------------------------------------------------
@@ -449,7 +412,7 @@ def analysis_sections(weights: list[tuple[str, Path, dict[str, Any]]], ckas: lis
 
 def _embed(sec: Section, run_dir: Path, label: str, plots: Path, data: dict[str, Any] | None = None,
            kind: str = "") -> None:
-    """Copy the analysis PNGs of ``run_dir``; without them, draw them with ``midtrain.analysis.plots`` if possible."""
+    """Copy the analysis PNGs of ``run_dir``; without them, draw them with :mod:`midtrain.analysis.plots` if possible."""
     for name in PNG_EMBEDS:
         src, dst = run_dir / name, plots / f"{_safe(label)}_{name}"
         if dst.exists():
@@ -459,10 +422,8 @@ def _embed(sec: Section, run_dir: Path, label: str, plots: Path, data: dict[str,
         elif data is not None and name == {"weights": "weights_heatmap.png", "cka": "cka_per_layer.png"}.get(kind):
             try:
                 if kind == "weights":
-                    from midtrain.analysis.plots import plot_weight_heatmap
-
                     plot_weight_heatmap(data, dst)
-                elif plot_cka_curves(data, dst, label) is None:
+                elif plot_cka(data, dst, title=label) is None:
                     continue
             except Exception as e:  # noqa: BLE001 - an older/partial result: the tables still show the numbers
                 log(f"report: no {name} for {label} ({type(e).__name__}: {e})")
@@ -572,4 +533,4 @@ def _titles(md: str) -> list[str]:
 
 
 __all__ = ["ReportConfig", "ReportResult", "run", "build", "find_runs", "fmt", "Table", "Section", "plot_pass_at_k", "plot_acc_vs_op",
-           "plot_training", "plot_cka_curves", "read_log"]
+           "plot_training", "read_log", "RANGE_COLORS"]

@@ -16,12 +16,15 @@ never stops a run of thousands. Implementations:
   timeouts and connection errors; any other 4xx fails at once. Servers that ignore ``n`` are asked again.
 - :class:`VLLMBackend`: vLLM offline (``vllm.LLM``), imported only when constructed; a clear error otherwise.
 - :class:`ProgrammaticBackend`: no model. It answers the shipped annotator prompt with a rule-based annotation
-  (thoughts at evenly spaced sentence ends), the shipped judge prompt with a token-F1 verdict, or anything with a
+  (thoughts at evenly spaced sentence ends), the shipped judge prompt with a token-F1 verdict (F1 ≥ 0.5), or anything with a
   user-supplied ``respond(prompt) -> str``; synthetic problems are annotated by ``midtrain.synth.annotate``.
 
 :func:`make_backend` builds one from a :class:`BackendConfig`. Prompt templates ship as package data
 (``midtrain/prompts/*.txt``) and are filled by :func:`fill_template` (only ``{name}`` placeholders that are
-given are replaced, in one pass, so braces in LaTeX or code and placeholders inside values are left alone).
+given are replaced, in one pass, so braces in LaTeX or code and placeholders inside values are left alone);
+:func:`escape` keeps a value placed inside a tag of a prompt from closing it. The rule-based judge answer
+(:func:`programmatic_verdict`, token F1 from :mod:`midtrain.metrics`) lives here, below :mod:`midtrain.llm.judge`,
+which builds on this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
 
 from midtrain.config import Config, param
 from midtrain.errors import ConfigError, MidtrainError
+from midtrain.metrics import token_f1
+from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 
 Errors = Literal["raise", "return"]
 TEXT_BEGIN = "=== BEGIN TEXT ==="
@@ -69,6 +74,15 @@ def fill_template(template: str, **values: str) -> str:
     """Replace ``{key}`` for the given keys in one pass (values are never re-scanned)."""
     pattern = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
     return pattern.sub(lambda m: values[m.group(1)], template)
+
+
+def escape(text: str) -> str:
+    """Escape ``& < >`` so that text placed inside a tag of a prompt can never close it (undone by :func:`unescape`)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def require_placeholders(template: str, names: Sequence[str], key: str) -> None:
@@ -407,15 +421,15 @@ def programmatic_annotation(text: str, max_thoughts: int = 4) -> str:
     for m in after:
         out.append("".join(sents[done:m]))
         words = "".join(sents[:m]).split()[-6:]
-        out.append(f"<think>So far: \"{' '.join(words)}\". The text should go on from this point.</think>")
+        out.append(f"{THINK_OPEN}So far: \"{' '.join(words)}\". The text should go on from this point.{THINK_CLOSE}")
         done = m
     out.append("".join(sents[done:]))
     return "".join(out)
 
 
-def _programmatic_verdict(prompt: str) -> str | None:
-    from midtrain.llm.judge import token_f1, unescape
-
+def programmatic_verdict(prompt: str) -> str | None:
+    """The verdict line of the shipped judge prompt answered by rule: YES iff token F1 of candidate and reference
+    (unescaped from their tags) is at least 0.5; None when the prompt has no ``<candidate>``/``<reference>`` pair."""
     m_c = re.search(r"<candidate>\n?(.*?)\n?</candidate>", prompt, re.S)
     m_r = re.search(r"<reference>\n?(.*?)\n?</reference>", prompt, re.S)
     if not (m_c and m_r):
@@ -437,7 +451,7 @@ class ProgrammaticBackend:
         text = extract_between(prompt, TEXT_BEGIN, TEXT_END)
         if text is not None:
             return programmatic_annotation(text, self.max_thoughts)
-        verdict = _programmatic_verdict(prompt)
+        verdict = programmatic_verdict(prompt)
         return verdict if verdict is not None else ""
 
     def annotate_text(self, text: str) -> str:
@@ -488,5 +502,5 @@ def make_backend(cfg: BackendConfig, *, respond: Callable[[str], str] | None = N
 __all__ = [
     "BackendConfig", "BackendError", "TextBackend", "TransformersBackend", "OpenAIBackend", "VLLMBackend",
     "ProgrammaticBackend", "make_backend", "load_prompt", "fill_template", "run_sync", "TEXT_BEGIN", "TEXT_END",
-    "programmatic_annotation", "extract_between", "require_placeholders",
+    "programmatic_annotation", "programmatic_verdict", "extract_between", "require_placeholders", "escape", "unescape",
 ]

@@ -28,7 +28,6 @@ import asyncio
 import hashlib
 import json
 import re
-import string
 from collections import Counter
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -36,19 +35,25 @@ from pathlib import Path
 from typing import Literal, Protocol, Sequence, runtime_checkable
 
 from midtrain.config import Config, param
+from midtrain.console import log
+from midtrain.data import append_jsonl, read_all, write_jsonl
 from midtrain.errors import ConfigError, DataError
 from midtrain.llm.backends import (
     BackendConfig,
     BackendError,
     TextBackend,
+    escape,
     fill_template,
     load_prompt,
     make_backend,
     require_placeholders,
     run_sync,
+    unescape,
 )
-
-THINK_CLOSE, THINK_OPEN = "</think>", "<think>"
+from midtrain.metrics import token_f1
+from midtrain.runs import Result, open_run
+from midtrain.shards import read_tolerant
+from midtrain.thoughts import after_thinking
 
 
 @dataclass(frozen=True)
@@ -73,15 +78,6 @@ def _check_lengths(candidates: Sequence[str], references: Sequence[str]) -> None
 
 
 # -- prompt, escaping, parsing ----------------------------------------------------------------------------------
-def escape(text: str) -> str:
-    """Escape ``& < >`` so that text inside a tag can never close it (reversible with :func:`unescape`)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def unescape(text: str) -> str:
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
 def render_judge_prompt(template: str, candidate: str, reference: str) -> str:
     return fill_template(template, candidate=escape(candidate), reference=escape(reference))
 
@@ -112,8 +108,6 @@ class VerdictCache:
     """Verdicts by key, in memory and (with ``path``) in an append-only JSONL file that survives kill -9."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        from midtrain.shards import read_tolerant
-
         self.path = Path(path) if path else None
         self._mem: dict[str, Verdict] = {}
         if self.path is not None:
@@ -131,8 +125,6 @@ class VerdictCache:
     def put_many(self, items: dict[str, Verdict]) -> None:
         self._mem.update(items)
         if self.path is not None and items:
-            from midtrain.data import append_jsonl
-
             append_jsonl(self.path, [{"key": k, **asdict(v)} for k, v in items.items()])
 
     def __len__(self) -> int:
@@ -276,25 +268,6 @@ class NumberJudge(_RuleJudge):
         return _yes(ok, f"{float(a):g} vs {float(b):g}")
 
 
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def tokens_for_f1(text: str) -> list[str]:
-    return text.casefold().translate(_PUNCT).split()
-
-
-def token_f1(candidate: str, reference: str) -> float:
-    """Bag-of-words F1 after case folding and punctuation removal (1.0 when both are empty)."""
-    a, b = tokens_for_f1(candidate), tokens_for_f1(reference)
-    if not a or not b:
-        return float(a == b)
-    common = sum((Counter(a) & Counter(b)).values())
-    if common == 0:
-        return 0.0
-    p, r = common / len(a), common / len(b)
-    return 2 * p * r / (p + r)
-
-
 class TokenF1Judge(_RuleJudge):
     """YES iff token F1 ≥ ``threshold``."""
 
@@ -310,12 +283,14 @@ class TokenF1Judge(_RuleJudge):
 
 # -- reward -----------------------------------------------------------------------------------------------------
 def continuation(completion: str) -> str | None:
-    """The text after the last ``</think>``; None if no think block was closed (or a new one is left open)."""
-    cut = completion.rfind(THINK_CLOSE)
-    if cut < 0:
-        return None
-    rest = completion[cut + len(THINK_CLOSE):]
-    return None if THINK_OPEN in rest else rest.strip()
+    """The text after the last ``</think>`` (:func:`midtrain.thoughts.after_thinking`), stripped; None if no
+    think block was closed or a new one is left open.
+
+    Suffix tasks always ask for a thought first, so a completion is read as opened by its prompt: one that never
+    closed a thought has no continuation to judge.
+    """
+    rest = after_thinking(completion, opened=True)
+    return None if rest is None else rest.strip()
 
 
 async def ajudge_completions(judge: Judge, completions: Sequence[str], references: Sequence[str]) -> list[Verdict]:
@@ -413,10 +388,6 @@ def build_judge(cfg: JudgeConfig) -> Judge:
 
 def run(cfg: JudgeConfig):
     """Judge every pair of ``cfg.input``; write ``verdicts.jsonl`` (input fields + score, label, reason)."""
-    from midtrain.console import log
-    from midtrain.data import read_all, write_jsonl
-    from midtrain.runs import Result, open_run
-
     pairs = read_all(cfg.input, required=[cfg.candidate_field, cfg.reference_field])
     for rec in pairs:
         for f in (cfg.candidate_field, cfg.reference_field):
@@ -449,6 +420,9 @@ def run(cfg: JudgeConfig):
         return Result.of(run_)
 
 
+# ``escape``/``unescape`` (midtrain.llm.backends) and ``token_f1`` (midtrain.metrics) are defined below this module,
+# so that the programmatic backend can answer the judge prompt without importing the judge; they stay part of the
+# judge's API.
 __all__ = [
     "Verdict", "Judge", "LLMJudge", "VerdictCache", "ExactJudge", "NumberJudge", "TokenF1Judge", "JudgeReward",
     "judge_reward", "judge_completions", "ajudge_completions", "continuation", "escape", "unescape",

@@ -1,18 +1,32 @@
-"""Synthetic-world evaluation helpers for ``midtrain eval``: load problems, verify samples, aggregate.
+"""Synthetic-world summaries: one schema for ``midtrain eval``, ``midtrain eval score --synthetic`` and
+``midtrain synth verify``, plus the problem loading of evaluation.
 
-Each completion is checked by ``midtrain.synth.verify(problem, completion)`` — the same verifier that computes
-the process reward, so evaluation and reward cannot drift — and stored as one row (``verified``,
-``outcome_correct``, ``process_acc``, ``answer``, ``reason``, mismatch counts). Aggregates per group of samples
-(:func:`group_metrics`): ``verified_pass_at_k`` (unbiased pass@k on VerifiedCorrect; pass@1 = verified accuracy),
-``outcome_pass_at_k`` (the same on the answer alone), mean ``process_acc``, ``outcome_acc``, ``verified_acc``,
-and ``hacking_rate`` = share of samples whose answer is right but whose trace is not verified
-(``hacking_share`` = the same among outcome-correct samples). Groups: overall, each named op range
-(``id`` 2–10, ``edge`` 11–14, ``hard`` 15–20 by default), each op, context, mode, and each range × context × mode.
+Each completion is verified once, by :func:`midtrain.synth.verify.sample_row` (the verifier that also computes the
+RL rewards, so evaluation and reward cannot drift), into one plain-JSON **sample row**: ``id``, ``sample``,
+``verified``, ``outcome_correct``, ``process_acc``, ``answer``, ``reason``, ``mismatches``, ``rewards`` (and
+``tokens`` when generated here). :func:`group_metrics` aggregates a group of rows into:
+
+- ``n`` problems, ``samples`` completions, ``k`` = the fewest completions of a problem;
+- ``verified_acc`` (share of completions that are VerifiedCorrect), ``process_acc`` (mean ProcessAcc),
+  ``outcome_acc`` (share with the right answer);
+- ``verified_pass_at_k`` / ``outcome_pass_at_k``: unbiased pass@k (:mod:`midtrain.metrics`) on VerifiedCorrect /
+  on the answer alone, for every k of ``ks`` (default 1, 2, 4, …) that each problem of the group has samples for;
+- ``correct_answer_wrong_trace`` (count), ``hacking_rate`` (its share of all completions) and ``hacking_share``
+  (its share of the outcome-correct ones): reward hacking in the Interplay sense;
+- ``no_answer_rate``; ``reward``: mean outcome, process and strict rewards; ``mismatches``: totals per kind;
+  ``reasons``: completions per verdict reason (``verified`` for the verified ones); ``response_tokens_mean``
+  (None when the rows carry no token counts).
+
+:func:`summarize` groups the rows: ``overall``, ``unanswered`` (problems without a completion), and ``by_op``,
+``by_context``, ``by_mode``; with named op ranges (``id`` 2–10, ``edge`` 11–14, ``hard`` 15–20 by default in
+evaluation) also ``ranges``, ``by_range`` and ``by_range_context_mode``. ``midtrain eval`` stores it as the
+``synthetic`` part of ``summary.json``; the two verbs that print one summary show :func:`flatten` of it (the
+``overall`` keys at the top level).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,23 +35,26 @@ from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.metrics import ks_for, mean_pass_at_k
 from midtrain.synth.generate import SynthConfig, generate_problems
 from midtrain.synth.mix import SCALES
-from midtrain.synth.verify import verify
 
 REQUIRED = ("id", "op", "prompt")
+REWARD_KINDS = ("outcome", "process", "strict")
 
 
-def load_problems(path: str | Path, *, ranges: dict[str, list[int]] | None = None, limit: int = 0) -> list[dict[str, Any]]:
-    """Synthetic problem records (``id``, ``op``, ``prompt`` …), optionally only ops inside ``ranges``."""
+def load_problems(path: str | Path, *, ranges: dict[str, list[int]] | None = None, limit: int = 0,
+                  required: Sequence[str] = REQUIRED) -> list[dict[str, Any]]:
+    """Synthetic problem records (``required`` fields, unique ids as strings, an integer ``op``), optionally only
+    the first ``limit`` whose op lies inside ``ranges``; errors name file and line."""
     out: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: dict[str, Any] = {}
     for rec in iter_records(path):
-        require(rec, REQUIRED, path)
+        require(rec, required, path)
         rec["id"] = str(rec["id"])
+        line = rec.get("_line", "?")
         if rec["id"] in seen:
-            raise DataError(f"{path}:{rec.get('_line', '?')}: duplicate id '{rec['id']}'")
-        seen.add(rec["id"])
+            raise DataError(f"{path}:{line}: duplicate id '{rec['id']}' (first on line {seen[rec['id']]})")
+        seen[rec["id"]] = line
         if not isinstance(rec["op"], int):
-            raise DataError(f"{path}:{rec.get('_line', '?')}: 'op' must be an integer, got {rec['op']!r}")
+            raise DataError(f"{path}:{line}: 'op' must be an integer, got {rec['op']!r}")
         if ranges and not any(lo <= rec["op"] <= hi for lo, hi in ranges.values()):
             continue
         out.append(rec)
@@ -83,54 +100,45 @@ def generate(specs: Sequence[dict[str, Any]], *, ranges: dict[str, list[int]] | 
     return recs
 
 
-def sample_row(problem: dict[str, Any], sample: int, completion: str) -> dict[str, Any]:
-    """One verified sample: the synth verifier's verdict in plain JSON types."""
-    v = verify(problem, completion)
-    mism = getattr(v, "mismatches", None) or {}
-    return {
-        "id": problem["id"], "sample": sample, "op": problem.get("op"), "context": problem.get("context"),
-        "mode": problem.get("mode"), "completion": completion, "answer": _plain(getattr(v, "answer", None)),
-        "gold": _plain(problem.get("answer")), "verified": bool(v.verified), "outcome_correct": bool(v.outcome_correct),
-        "correct": bool(v.verified), "process_acc": float(v.process_acc), "reason": getattr(v, "reason", None),
-        "mismatches": {str(k): _plain(x) for k, x in mism.items()} if isinstance(mism, dict) else _plain(mism),
-    }
-
-
-def _plain(x: Any) -> Any:
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return x
-    if isinstance(x, (list, tuple, set)):
-        return [_plain(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    return str(x)
+def _rate(count: float, total: int) -> float:
+    return round(count / total, 6) if total else 0.0
 
 
 def group_metrics(rows: Sequence[dict[str, Any]], ks: Sequence[int] | None = None) -> dict[str, Any]:
-    """Aggregates of one group of synthetic sample rows (see the module docstring)."""
+    """Aggregates of one group of sample rows (see the module docstring)."""
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_id[str(r["id"])].append(r)
     verified = [[bool(r["verified"]) for r in v] for v in by_id.values()]
     outcome = [[bool(r["outcome_correct"]) for r in v] for v in by_id.values()]
     k_min = min((len(v) for v in verified), default=0)
-    ks = [k for k in (ks or ks_for(k_min)) if k <= k_min]
+    ks = [k for k in (ks or ks_for(k_min)) if 1 <= k <= k_min]
     n = len(rows)
     hacked = sum(1 for r in rows if r["outcome_correct"] and not r["verified"])
     n_outcome = sum(1 for r in rows if r["outcome_correct"])
     tokens = [r["tokens"] for r in rows if r.get("tokens") is not None]
+    mismatches: Counter[str] = Counter()
+    for r in rows:
+        if isinstance(r.get("mismatches"), dict):
+            mismatches.update(r["mismatches"])
+    # rows of an older samples.jsonl (a resumed eval) may lack rewards: average over the rows that have them
+    rewarded = [r["rewards"] for r in rows if isinstance(r.get("rewards"), dict)]
     return {
         "n": len(by_id),
         "samples": n,
         "k": k_min,
+        "verified_acc": _rate(sum(map(sum, verified)), n),
+        "process_acc": _rate(sum(float(r["process_acc"]) for r in rows), n),
+        "outcome_acc": _rate(n_outcome, n),
         "verified_pass_at_k": {str(k): round(mean_pass_at_k(verified, k), 6) for k in ks},
         "outcome_pass_at_k": {str(k): round(mean_pass_at_k(outcome, k), 6) for k in ks},
-        "verified_acc": round(sum(map(sum, verified)) / n, 6) if n else 0.0,
-        "outcome_acc": round(n_outcome / n, 6) if n else 0.0,
-        "process_acc": round(sum(float(r["process_acc"]) for r in rows) / n, 6) if n else 0.0,
-        "hacking_rate": round(hacked / n, 6) if n else 0.0,
-        "hacking_share": round(hacked / n_outcome, 6) if n_outcome else 0.0,
-        "no_answer_rate": round(sum(1 for r in rows if r.get("answer") is None) / n, 6) if n else 0.0,
+        "correct_answer_wrong_trace": hacked,
+        "hacking_rate": _rate(hacked, n),
+        "hacking_share": _rate(hacked, n_outcome),
+        "no_answer_rate": _rate(sum(1 for r in rows if r.get("answer") is None), n),
+        "reward": {k: _rate(sum(float(w.get(k, 0.0)) for w in rewarded), len(rewarded)) for k in REWARD_KINDS},
+        "mismatches": dict(mismatches),
+        "reasons": dict(Counter(r.get("reason") or "verified" for r in rows).most_common()),
         "response_tokens_mean": round(sum(tokens) / len(tokens), 3) if tokens else None,
     }
 
@@ -144,21 +152,23 @@ def range_of(op: int, ranges: dict[str, list[int]]) -> str:
 
 def summarize(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]], *, ks: Sequence[int] | None = None,
               ranges: dict[str, list[int]] | None = None) -> dict[str, Any]:
-    """Synthetic summary: ``overall``, ``by_range``, ``by_op``, ``by_context``, ``by_mode``, ``by_range_context_mode``."""
+    """The synthetic summary of sample rows of ``problems`` (see the module docstring)."""
     ranges = ranges or {}
-    meta = {p["id"]: p for p in problems}
-    groups: dict[str, dict[str, list[dict[str, Any]]]] = {k: defaultdict(list) for k in
-                                                          ("by_range", "by_op", "by_context", "by_mode", "by_range_context_mode")}
+    meta = {str(p["id"]): p for p in problems}
+    keys = ("by_range", "by_op", "by_context", "by_mode", "by_range_context_mode") if ranges else ("by_op", "by_context", "by_mode")
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {k: defaultdict(list) for k in keys}
     for r in rows:
         p = meta.get(str(r["id"]), {})
         op = int(p.get("op", r.get("op") or 0))
         ctx, mode, rng = str(p.get("context", r.get("context"))), str(p.get("mode", r.get("mode"))), range_of(op, ranges)
-        groups["by_range"][rng].append(r)
-        groups["by_op"][str(op)].append(r)
-        groups["by_context"][ctx].append(r)
-        groups["by_mode"][mode].append(r)
-        groups["by_range_context_mode"][f"{rng}|{ctx}|{mode}"].append(r)
-    out: dict[str, Any] = {"overall": group_metrics(rows, ks), "ranges": ranges}
+        for key, name in (("by_range", rng), ("by_op", str(op)), ("by_context", ctx), ("by_mode", mode),
+                          ("by_range_context_mode", f"{rng}|{ctx}|{mode}")):
+            if key in groups:
+                groups[key][name].append(r)
+    answered = {str(r["id"]) for r in rows}
+    out: dict[str, Any] = {"overall": group_metrics(rows, ks), "unanswered": sum(1 for i in meta if i not in answered)}
+    if ranges:
+        out["ranges"] = ranges
     order = {name: i for i, name in enumerate(ranges)}
     for key, g in groups.items():
         names = sorted(g, key=lambda s: (int(s) if key == "by_op" else order.get(s, len(order)), s))
@@ -166,4 +176,10 @@ def summarize(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]
     return out
 
 
-__all__ = ["load_problems", "generate", "scale_ranges", "synth_config", "sample_row", "group_metrics", "summarize", "range_of"]
+def flatten(summary: dict[str, Any]) -> dict[str, Any]:
+    """One level of a :func:`summarize` result: the ``overall`` keys first, then the rest (the printed form)."""
+    return {**summary["overall"], **{k: v for k, v in summary.items() if k != "overall"}}
+
+
+__all__ = ["load_problems", "generate", "scale_ranges", "synth_config", "group_metrics", "summarize", "flatten",
+           "range_of", "REWARD_KINDS"]

@@ -2,11 +2,14 @@
 
 One implementation serves evaluation, the RL rewards and the verb ``midtrain synth verify`` (:func:`run`, DESIGN §1.3),
 which checks completions (``{"id", "completion"}`` lines, several per id) against a problem file, or the problems'
-own gold completions when none are given, and prints accuracy, ProcessAcc, pass@k and mismatch counts
-(``midtrain synth verify --problems p.jsonl --completions c.jsonl --json``):
+own gold completions when none are given, and prints the summary of :mod:`midtrain.synth.summary` (the same
+schema as ``midtrain eval`` on synthetic problems: accuracy, ProcessAcc, pass@k, hacking, rewards, mismatch
+counts, per op, context and mode) (``midtrain synth verify --problems p.jsonl --completions c.jsonl --json``):
 
-1. **Split** the completion: the trace is the text after ``<think>`` (when present) up to ``</think>``
-   (or ``<answer>``); the answer is the integer between ``<answer>`` and ``</answer>``.
+1. **Split** the completion (:mod:`midtrain.thoughts`): the trace is its thinking, from after ``<think>`` (when
+   present) up to the *last* ``</think>`` (or, without any ``</think>``, up to ``<answer>``); the answer is the
+   integer between the first ``<answer>`` and ``</answer>`` after it. A thought reopened after the last
+   ``</think>`` and never closed leaves no answer.
 2. **Parse** the trace into steps keyed by quantity name (never by letter). Compact clauses are separated by
    '.', natural sentences by '. '. ``Define <quantity> as <L>; …`` binds letter L to a quantity; a clause
    ``NAME = e1 = … = ek`` is a step for NAME whose **parents** are the names in e1 and whose **value** is ek;
@@ -23,7 +26,8 @@ own gold completions when none are given, and prints accuracy, ProcessAcc, pass@
    (a step for any other quantity, or a repeated one), answer.
 5. **Rewards**: outcome = answer right; process = max(0, 1 - penalty/|V|) with penalty = value + dependency +
    missing + min(extra, |V|) + answer mismatches, reward = 0.2*outcome + 0.8*process, 0 when the answer is wrong;
-   strict = 1 only when VerifiedCorrect. pass@k uses VerifiedCorrect with ``midtrain.metrics.pass_at_k``.
+   strict = 1 only when VerifiedCorrect. :func:`sample_row` stores a verdict with its three rewards as plain JSON,
+   and :mod:`midtrain.synth.summary` aggregates such rows (pass@k on VerifiedCorrect, ``midtrain.metrics``).
 
 Hostile input is bounded: at most ``MAX_CHARS`` characters (else reason "too long"), ``MAX_CLAUSES`` clauses,
 ``MAX_EXPR_CHARS`` per expression, ``MAX_DEPTH`` nesting and ``MAX_DIGITS`` per number; every regex is
@@ -33,15 +37,17 @@ anchored and linear, so any string is answered in time linear in its (capped) le
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 from midtrain.config import Config, param
-from midtrain.data import iter_jsonl, read_all
+from midtrain.data import iter_jsonl
 from midtrain.errors import ConfigError, DataError
-from midtrain.metrics import pass_at_k
+from midtrain.synth.summary import flatten
+from midtrain.synth.summary import load_problems as load_problem_records
+from midtrain.synth.summary import summarize as summarize_rows
 from midtrain.synth.world import Lin, Node, forms
+from midtrain.thoughts import THINK_CLOSE, THINK_OPEN, after_thinking, thinking_part
 
 MAX_CHARS = 65_536
 MAX_CLAUSES = 4_096
@@ -221,17 +227,19 @@ class Step:
 
 
 def split_completion(completion: str) -> tuple[str, str | None]:
-    """(trace, answer text or None)."""
-    s = completion
-    i = s.find("<think>")
-    if i >= 0:
-        s = s[i + len("<think>"):]
-    end = s.find("</think>")
-    if end < 0:
+    """(trace, answer text or None); see step 1 of the module docstring."""
+    if THINK_CLOSE in completion:
+        trace = thinking_part(completion) or ""
+        rest = after_thinking(completion)
+        if rest is None:  # a thought reopened after the last </think> and never closed: no answer yet
+            return trace, None
+    else:  # no </think>: the trace runs from <think> (when present) to the answer tag
+        i = completion.find(THINK_OPEN)
+        s = completion[i + len(THINK_OPEN):] if i >= 0 else completion
         end = s.find("<answer>")
-    if end < 0:
-        return s, None
-    trace, rest = s[:end], s[end:]
+        if end < 0:
+            return s, None
+        trace, rest = s[:end], s[end:]
     a = rest.find("<answer>")
     if a < 0:
         return trace, None
@@ -412,76 +420,49 @@ def reward(problem: dict[str, Any], completion: str, kind: Literal["outcome", "p
     return reward_of(verify(problem, completion), kind)
 
 
-# -- summaries --------------------------------------------------------------------------------------------------
-def _aggregate(rows: list[tuple[Verification, str]], ks: Sequence[int]) -> dict[str, Any]:
-    """Summary of (verification, problem id) rows."""
-    n = len(rows)
-    per_problem: dict[str, list[Verification]] = defaultdict(list)
-    for v, pid in rows:
-        per_problem[pid].append(v)
-    mm = Counter({k: 0 for k in MISMATCH_KINDS})
-    reasons: Counter[str] = Counter()
-    for v, _ in rows:
-        mm.update(v.mismatches)
-        reasons[v.reason or "verified"] += 1
+# -- sample rows and summaries ---------------------------------------------------------------------------------
+def sample_row(problem: dict[str, Any], sample: int, completion: str) -> dict[str, Any]:
+    """One verified completion in plain JSON types: the row that :mod:`midtrain.synth.summary` aggregates.
 
-    def mean(xs: Iterable[float]) -> float:
-        xs = list(xs)
-        return round(sum(xs) / len(xs), 6) if xs else 0.0
-
-    min_n = min((len(vs) for vs in per_problem.values()), default=0)
-    usable = [k for k in ks if 1 <= k <= min_n]
-
-    def pass_k(attr: str) -> dict[str, float]:
-        return {str(k): mean(pass_at_k(len(vs), sum(getattr(v, attr) for v in vs), k) for vs in per_problem.values())
-                for k in usable}
-
+    ``verify`` is looked up at call time (tests replace it with a stub).
+    """
+    v = verify(problem, completion)
     return {
-        "n": n,
-        "problems": len(per_problem),
-        "verified_acc": mean(v.verified for v, _ in rows),
-        "process_acc": mean(v.process_acc for v, _ in rows),
-        "outcome_acc": mean(v.outcome_correct for v, _ in rows),
-        "correct_answer_wrong_trace": sum(v.outcome_correct and not v.verified for v, _ in rows),
-        "reward": {k: mean(reward_of(v, k) for v, _ in rows) for k in ("outcome", "process", "strict")},
-        "pass_at_k": pass_k("verified"),
-        "outcome_pass_at_k": pass_k("outcome_correct"),
-        "mismatches": {k: mm[k] for k in MISMATCH_KINDS},
-        "reasons": dict(reasons.most_common()),
+        "id": problem["id"], "sample": sample, "op": problem.get("op"), "context": problem.get("context"),
+        "mode": problem.get("mode"), "completion": completion, "answer": v.answer, "gold": plain(problem.get("answer")),
+        "verified": bool(v.verified), "outcome_correct": bool(v.outcome_correct), "correct": bool(v.verified),
+        "process_acc": float(v.process_acc), "reason": v.reason,
+        "mismatches": {str(k): int(x) for k, x in v.mismatches.items()},
+        "rewards": {kind: reward_of(v, kind) for kind in ("outcome", "process", "strict")},
     }
+
+
+def plain(x: Any) -> Any:
+    """``x`` in JSON types (anything else as its string)."""
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if isinstance(x, (list, tuple, set)):
+        return [plain(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    return str(x)
 
 
 def summarize(problems: list[dict[str, Any]], completions: dict[str, list[str]],
               ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
-    """The ``synth verify --json`` summary of several completions per problem, overall and by op/context/mode.
+    """The ``synth verify --json`` summary of several completions per problem: :func:`midtrain.synth.summary.flatten`
+    of :func:`midtrain.synth.summary.summarize` (overall keys at the top, then ``by_op``/``by_context``/``by_mode``).
 
-    Problems without completions are skipped (counted as ``unanswered``); completions for an id that is not
-    among ``problems`` raise a KeyError naming it. pass@k is reported for every k in ``ks`` that each answered
-    problem has enough samples for.
+    Problems without completions are counted as ``unanswered``; completions for an id that is not among
+    ``problems`` raise a KeyError naming it. pass@k is reported for every k in ``ks`` that each answered problem
+    of a group has enough samples for.
     """
     by_id = {p["id"]: p for p in problems}
     stray = [i for i in completions if i not in by_id]
     if stray:
         raise KeyError(f"completions for unknown problem id '{stray[0]}'")
-    rows: list[tuple[Verification, dict[str, Any]]] = []
-    for pid, outs in completions.items():
-        for c in outs:
-            rows.append((verify(by_id[pid], c), by_id[pid]))
-    out = _aggregate([(v, p["id"]) for v, p in rows], ks)
-    out["unanswered"] = sum(1 for p in problems if not completions.get(p["id"]))
-    for key, field_name in (("by_op", "op"), ("by_context", "context"), ("by_mode", "mode")):
-        groups: dict[str, list[tuple[Verification, str]]] = defaultdict(list)
-        for v, p in rows:
-            groups[str(p.get(field_name))].append((v, p["id"]))
-        order = sorted(groups, key=lambda g: (len(g), g) if field_name == "op" else g)
-        out[key] = {g: _aggregate(groups[g], ks) for g in order}
-    return out
-
-
-__all__ = [
-    "MAX_CHARS", "MISMATCH_KINDS", "DEFAULT_KS", "ParseError", "Verification", "Gold", "Step", "tokenize", "evaluate",
-    "gold_of", "split_completion", "parse_answer", "parse_steps", "verify", "reward", "reward_of", "summarize",
-]
+    rows = [sample_row(by_id[pid], j, c) for pid, outs in completions.items() for j, c in enumerate(outs)]
+    return flatten(summarize_rows(rows, problems, ks=ks))
 
 
 PROBLEM_FIELDS = ("id", "op", "context", "mode", "render", "answer", "graph", "prompt", "completion")
@@ -511,36 +492,34 @@ class VerifyResult:
     def summary(self) -> str:
         d = self.data
         lines = [
-            f"synth verify: {d['n']} completions of {d['problems']} problems ({d['unanswered']} without completions)",
+            f"synth verify: {d['samples']} completions of {d['n']} problems ({d['unanswered']} without completions)",
             f"verified_acc {d['verified_acc']:.4f}  process_acc {d['process_acc']:.4f}  outcome_acc "
-            f"{d['outcome_acc']:.4f}  correct answer, wrong trace: {d['correct_answer_wrong_trace']}",
+            f"{d['outcome_acc']:.4f}  correct answer, wrong trace: {d['correct_answer_wrong_trace']} "
+            f"(hacking rate {d['hacking_rate']:.4f})",
             "reward   " + "  ".join(f"{k} {v:.4f}" for k, v in d["reward"].items()),
-            "pass@k   " + ("  ".join(f"@{k} {v:.4f}" for k, v in d["pass_at_k"].items()) or "-"),
+            "pass@k   " + ("  ".join(f"@{k} {v:.4f}" for k, v in d["verified_pass_at_k"].items()) or "-"),
             "mismatch " + "  ".join(f"{k} {v}" for k, v in d["mismatches"].items()),
             "reasons  " + "  ".join(f"{k}: {v}" for k, v in d["reasons"].items()),
         ]
         for key in ("by_op", "by_context", "by_mode"):
             label = key[3:]
-            lines.append(f"\n{label:<10} {'n':>6} {'verified':>9} {'process':>9} {'outcome':>9}")
+            lines.append(f"\n{label:<10} {'problems':>8} {'samples':>8} {'verified':>9} {'process':>9} {'outcome':>9} "
+                         f"{'hacking':>9}")
             for g, s in d[key].items():
-                lines.append(f"{g:<10} {s['n']:>6} {s['verified_acc']:>9.4f} {s['process_acc']:>9.4f} "
-                             f"{s['outcome_acc']:>9.4f}")
+                lines.append(f"{g:<10} {s['n']:>8} {s['samples']:>8} {s['verified_acc']:>9.4f} {s['process_acc']:>9.4f} "
+                             f"{s['outcome_acc']:>9.4f} {s['hacking_rate']:>9.4f}")
         return "\n".join(lines)
 
 
 def load_problems(path: str) -> list[dict[str, Any]]:
-    """Problem records, each checked to be verifiable; errors name file and line."""
-    recs = read_all(path, required=PROBLEM_FIELDS)
-    seen: dict[str, int] = {}
+    """Problem records (:func:`midtrain.synth.summary.load_problems`), each checked to be verifiable."""
+    recs = load_problem_records(path, required=PROBLEM_FIELDS)
     for rec in recs:
-        line = rec.get("_line", "?")
-        if rec["id"] in seen:
-            raise DataError(f"{path}:{line}: duplicate id '{rec['id']}' (first on line {seen[rec['id']]})")
-        seen[rec["id"]] = line
         try:
             gold_of(rec)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise DataError(f"{path}:{line}: not a synthetic problem record (bad graph: {type(e).__name__} {e})") from None
+            raise DataError(f"{path}:{rec.get('_line', '?')}: not a synthetic problem record (bad graph: "
+                            f"{type(e).__name__} {e})") from None
     return recs
 
 
@@ -572,3 +551,8 @@ def run(cfg: VerifyConfig) -> VerifyResult:
     return VerifyResult(summarize(problems, completions, ks=cfg.ks))
 
 
+__all__ = [
+    "MAX_CHARS", "MISMATCH_KINDS", "DEFAULT_KS", "ParseError", "Verification", "Gold", "Step", "tokenize", "evaluate",
+    "gold_of", "split_completion", "parse_answer", "parse_steps", "verify", "reward", "reward_of", "sample_row",
+    "summarize", "VerifyConfig", "VerifyResult", "run",
+]
