@@ -79,7 +79,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     from midtrain.models import generation
-    from midtrain.eval.benchmarks import build_prompt, load_benchmark, opens_thinking, stop_strings
+    from midtrain.eval.benchmarks import build_prompt, load_benchmark, stop_strings
+    from midtrain.thoughts import opens_thought
     from midtrain.eval.evaluate import EvalConfig, run
     from midtrain.models.init import load_model
     from midtrain.models.tokenizer import load_tokenizer
@@ -92,7 +93,7 @@ def main() -> int:
         _, recs, _ = load_benchmark("gsm8k", limit=args.limit)
         tok = load_tokenizer(model_dir)
         prompts = [build_prompt(r, "math", args.prompt_format, n_shots=args.n_shots) for r in recs]
-        assert all(opens_thinking(p) for p in prompts) == (args.prompt_format == "think")
+        assert all(opens_thought(p) for p in prompts) == (args.prompt_format == "think")
         stop = stop_strings(args.prompt_format)
         model = load_model(model_dir)
         n_params = sum(p.numel() for p in model.parameters())

@@ -6,8 +6,9 @@ import math
 import pytest
 
 from midtrain.errors import ConfigError
+from midtrain.thoughts import opens_thought
 from midtrain.train.rewards import (
-    REWARD_COLUMNS, REWARD_NAMES, SafeReward, build_reward, choice_reward, for_trl, math_reward, prompt_opens_thought,
+    REWARD_COLUMNS, REWARD_NAMES, SafeReward, build_reward, choice_reward, for_trl, math_reward,
     safe_reward,
 )
 
@@ -35,8 +36,8 @@ def test_math_reward_prompt_that_opens_a_thought():
     # A thinking template ends in "<think>": the completion starts inside the thought.
     assert math_reward(["72"], ["72"], prompts=["Q: 2*36?\n<think>"]) == [0.0]
     assert math_reward(["2*36=72</think> \\boxed{72}"], ["72"], prompts=["Q: 2*36?\n<think>"]) == [1.0]
-    assert prompt_opens_thought("a <think>b</think> <think>") and not prompt_opens_thought("a <think>b</think>")
-    assert not prompt_opens_thought(None)
+    assert opens_thought("a <think>b</think> <think>") and not opens_thought("a <think>b</think>")
+    assert not opens_thought(None)
 
 
 def test_choice_reward_letters_and_indices():

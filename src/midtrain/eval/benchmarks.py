@@ -325,11 +325,10 @@ def build_prompt(rec: dict[str, Any], kind: Kind, fmt: Literal["fewshot", "think
     return prompt
 
 
-opens_thinking = opens_thought  # the name bench/bench_eval.py imports; the one definition is midtrain.thoughts
 
 
 __all__ = [
     "Benchmark", "REGISTRY", "resolve_name", "data_root", "default_data_roots", "benchmark_path", "load_file",
-    "load_benchmark", "load_hub", "infer_kind", "build_prompt", "resolve_format", "stop_strings", "opens_thinking",
+    "load_benchmark", "load_hub", "infer_kind", "build_prompt", "resolve_format", "stop_strings",
     "question_text", "has_chat_template",
 ]

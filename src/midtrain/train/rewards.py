@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from functools import lru_cache
 from typing import Any, Callable, Literal, Sequence, get_args
 
 from midtrain.console import log
 from midtrain.errors import ConfigError
+from midtrain.thoughts import THINK_OPEN, opens_thought
 
 RewardFn = Callable[..., list[float]]  # (completions: list[str], **columns: list[Any]) -> list[float]
 RewardName = Literal["math", "choice", "synthetic_outcome", "synthetic_process", "synthetic_strict", "judge"]
@@ -44,16 +44,7 @@ REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "judge": ("answer",),
 }
 
-_TAG = re.compile(r"</?think>")
 _LETTERS = tuple("ABCDEFGHIJ")
-
-
-def prompt_opens_thought(prompt: str | None) -> bool:
-    """True when the prompt ends inside a thought (its last think tag is ``<think>``), e.g. a thinking template."""
-    if not prompt:
-        return False
-    tags = _TAG.findall(prompt)
-    return bool(tags) and tags[-1] == "<think>"
 
 
 def _prompts(columns: dict[str, Any], n: int) -> list[str | None]:
@@ -68,7 +59,7 @@ def math_reward(completions: list[str], answer: list[str], **columns: Any) -> li
 
     prompts = _prompts(columns, len(completions))
     return [
-        float(score_math(c, str(a), thinking=prompt_opens_thought(p)).correct)
+        float(score_math(c, str(a), thinking=opens_thought(p)).correct)
         for c, a, p in zip(completions, answer, prompts, strict=True)
     ]
 
@@ -87,7 +78,7 @@ def choice_reward(completions: list[str], answer: list[Any], **columns: Any) -> 
     for c, a, p, ch in zip(completions, answer, prompts, choices, strict=True):
         gold = _LETTERS[int(a)] if isinstance(a, int) or str(a).strip().isdigit() else str(a).strip().upper()
         letters = _LETTERS[: max(2, len(ch))] if isinstance(ch, (list, tuple)) and ch else _LETTERS[:4]
-        out.append(float(score_choice(c, gold, letters=letters, thinking=prompt_opens_thought(p)).correct))
+        out.append(float(score_choice(c, gold, letters=letters, thinking=opens_thought(p)).correct))
     return out
 
 
@@ -125,7 +116,7 @@ def judge_reward(judge: Any) -> RewardFn:
     def fn(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
         prompts = _prompts(columns, len(completions))
         # A prompt that ends inside a thought (``…<think>``) leaves the opening tag out of the completion.
-        full = [("<think>" + c) if prompt_opens_thought(p) else c for c, p in zip(completions, prompts)]
+        full = [(THINK_OPEN + c) if opens_thought(p) else c for c, p in zip(completions, prompts)]
         return list(inner(full, [str(a) for a in answer]))
 
     fn.__name__ = getattr(inner, "__name__", "judge")
@@ -260,5 +251,5 @@ def build_reward(name: str, *, judge: Any = None) -> SafeReward:
 
 __all__ = [
     "RewardFn", "RewardName", "REWARD_NAMES", "REWARD_COLUMNS", "math_reward", "choice_reward", "synthetic_reward",
-    "judge_reward", "make_judge", "SafeReward", "safe_reward", "for_trl", "build_reward", "prompt_opens_thought",
+    "judge_reward", "make_judge", "SafeReward", "safe_reward", "for_trl", "build_reward", 
 ]

@@ -69,6 +69,7 @@ from midtrain.train.engine import (
     trainer_kwargs,
     world_size,
 )
+from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 from midtrain.train.grpo import rl_flops
 from midtrain.train.rewards import (
     REWARD_COLUMNS,
@@ -315,7 +316,7 @@ class _Counters:
             setattr(self, f, float(d.get(f, 0.0)))
 
 
-_SPANS = (("<think>", "</think>"), ("<solution>", "</solution>"))  # thoughts; the synthetic world's traces
+_SPANS = ((THINK_OPEN, THINK_CLOSE), ("<solution>", "</solution>"))  # thoughts; the synthetic world's traces
 
 
 def thinking_tokens(ids: list[int], completion: str, prompt: str, tokenizer: Any) -> int:
