@@ -49,23 +49,33 @@ def llama_shapes(layers: int, hidden: int = 2048, inter: int = 5632, vocab: int 
     shapes = {"model.embed_tokens.weight": (vocab, hidden)}
     for i in range(layers):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "input_layernorm.weight": (hidden,),
-            p + "self_attn.q_proj.weight": (hidden, hidden),
-            p + "self_attn.k_proj.weight": (kv * head_dim, hidden),
-            p + "self_attn.v_proj.weight": (kv * head_dim, hidden),
-            p + "self_attn.o_proj.weight": (hidden, hidden),
-            p + "post_attention_layernorm.weight": (hidden,),
-            p + "mlp.gate_proj.weight": (inter, hidden),
-            p + "mlp.up_proj.weight": (inter, hidden),
-            p + "mlp.down_proj.weight": (hidden, inter),
-        })
+        shapes.update(
+            {
+                p + "input_layernorm.weight": (hidden,),
+                p + "self_attn.q_proj.weight": (hidden, hidden),
+                p + "self_attn.k_proj.weight": (kv * head_dim, hidden),
+                p + "self_attn.v_proj.weight": (kv * head_dim, hidden),
+                p + "self_attn.o_proj.weight": (hidden, hidden),
+                p + "post_attention_layernorm.weight": (hidden,),
+                p + "mlp.gate_proj.weight": (inter, hidden),
+                p + "mlp.up_proj.weight": (inter, hidden),
+                p + "mlp.down_proj.weight": (hidden, inter),
+            }
+        )
     shapes["model.norm.weight"] = (hidden,)
     shapes["lm_head.weight"] = (vocab, hidden)
     config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden, "intermediate_size": inter,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": vocab,
-        "tie_word_embeddings": False, "rms_norm_eps": 1e-5, "max_position_embeddings": 2048,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "vocab_size": vocab,
+        "tie_word_embeddings": False,
+        "rms_norm_eps": 1e-5,
+        "max_position_embeddings": 2048,
     }
     return shapes, config
 
@@ -98,8 +108,10 @@ def write_sharded(dirs: list[Path], shapes: dict, config: dict, dtype: str, shar
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(json.dumps(config, indent=2))
-        index = {"metadata": {"total_size": sum(math.prod(s) * size for s in shapes.values())},
-                 "weight_map": {n: files[i] for i, names in enumerate(shards) for n in names}}
+        index = {
+            "metadata": {"total_size": sum(math.prod(s) * size for s in shapes.values())},
+            "weight_map": {n: files[i] for i, names in enumerate(shards) for n in names},
+        }
         (d / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     seed = 0
     for fname, names in zip(files, shards):
@@ -124,8 +136,7 @@ def write_sharded(dirs: list[Path], shapes: dict, config: dict, dtype: str, shar
 def timed(cmd: list[str]) -> dict:
     """Run under /usr/bin/time -v: peak RSS (MiB), wall seconds, stdout."""
     t0 = time.time()
-    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True,
-                          env={**os.environ, "MIDTRAIN_QUIET": "1"})
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env={**os.environ, "MIDTRAIN_QUIET": "1"})
     wall = time.time() - t0
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
@@ -157,10 +168,22 @@ def main() -> None:
             made = time.time() - t0
             run = timed([str(MIDTRAIN), "analyze", "weights", str(pair[0]), str(pair[1]), "--json"])
             frac = json.loads(run["stdout"])["fraction_changed"]
-            rows.append({"layers": layers, "params": params, "ckpt_gib": params * size / 2**30,
-                         "largest_mib": largest / 2**20, "create_s": made, **run, "fraction_changed": frac})
-            print(f"L={layers}: {params / 1e9:.3f}B params, {params * size / 2**30:.2f} GiB/ckpt, created in {made:.0f}s; "
-                  f"peak RSS {run['rss_mib']:.0f} MiB, {run['seconds']:.1f}s, fraction changed {frac:.5f}", flush=True)
+            rows.append(
+                {
+                    "layers": layers,
+                    "params": params,
+                    "ckpt_gib": params * size / 2**30,
+                    "largest_mib": largest / 2**20,
+                    "create_s": made,
+                    **run,
+                    "fraction_changed": frac,
+                }
+            )
+            print(
+                f"L={layers}: {params / 1e9:.3f}B params, {params * size / 2**30:.2f} GiB/ckpt, created in {made:.0f}s; "
+                f"peak RSS {run['rss_mib']:.0f} MiB, {run['seconds']:.1f}s, fraction changed {frac:.5f}",
+                flush=True,
+            )
             if abs(frac - CHANGED) > 1e-3:
                 sys.exit(f"fraction changed {frac} differs from the planted {CHANGED}")
             if layers == args.layers:  # the same with a run dir: content hashes of both inputs, weights.json, plot
@@ -175,18 +198,22 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     half, full = rows
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"Command: `.venv/bin/python bench/bench_analysis_memory.py --record` (2-core box shared with other jobs, "
         f"load average {os.getloadavg()[0]:.1f} at the end, {time.strftime('%Y-%m-%d')}); "
         f"each row runs `/usr/bin/time -v .venv/bin/midtrain analyze weights BEFORE AFTER --json` on two random-init "
         f"Llama-shaped {args.dtype} checkpoints (sharded safetensors + index, {args.shard_gb:g} GiB shards; AFTER = BEFORE "
-        f"with {CHANGED:.0%} of every tensor moved by 1e-3), default `chunk_elements` = 1,048,576 and `threads` = 1.", "",
+        f"with {CHANGED:.0%} of every tensor moved by 1e-3), default `chunk_elements` = 1,048,576 and `threads` = 1.",
+        "",
         "| layers | parameters | GiB per checkpoint | largest tensor | peak RSS | wall | fraction changed |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['layers']} | {r['params'] / 1e9:.3f}B | {r['ckpt_gib']:.2f} | {r['largest_mib']:.0f} MiB | "
-                     f"{r['rss_mib']:.0f} MiB | {r['seconds']:.1f} s | {r['fraction_changed']:.5f} |")
+        lines.append(
+            f"| {r['layers']} | {r['params'] / 1e9:.3f}B | {r['ckpt_gib']:.2f} | {r['largest_mib']:.0f} MiB | "
+            f"{r['rss_mib']:.0f} MiB | {r['seconds']:.1f} s | {r['fraction_changed']:.5f} |"
+        )
     lines += [
         "",
         f"- With `--out DIR` (run dir: SHA-256 content hashes of both checkpoints for the run key, weights.json, heatmap): "

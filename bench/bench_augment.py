@@ -76,11 +76,19 @@ def main() -> None:
         tok = load_tokenizer(tok_dir)
 
         def cfg(out: Path, annotator: str = "transformers") -> AugmentConfig:
-            return AugmentConfig.from_dict({
-                "input": [args.corpus], "out": str(out), "tokenizer": str(tok_dir), "max_documents": args.docs,
-                "max_chunk_tokens": args.max_chunk_tokens, "max_new_tokens": args.max_new_tokens, "retries": 0,
-                "batch_chunks": args.batch, "annotator": {"backend": annotator, "model": str(model_dir)},
-            })
+            return AugmentConfig.from_dict(
+                {
+                    "input": [args.corpus],
+                    "out": str(out),
+                    "tokenizer": str(tok_dir),
+                    "max_documents": args.docs,
+                    "max_chunk_tokens": args.max_chunk_tokens,
+                    "max_new_tokens": args.max_new_tokens,
+                    "retries": 0,
+                    "batch_chunks": args.batch,
+                    "annotator": {"backend": annotator, "model": str(model_dir)},
+                }
+            )
 
         template = load_prompt("augment")
         chunks = shard_chunks(cfg(root / "x"), tok, 0)
@@ -105,7 +113,7 @@ def main() -> None:
         res = None
         outside: list[float] = []  # pipeline wall time outside backend.generate, per run
         for r in range(args.repeats):
-            for arm in (("raw", "pipe") if r % 2 == 0 else ("pipe", "raw")):  # alternate the order (ABBA)
+            for arm in ("raw", "pipe") if r % 2 == 0 else ("pipe", "raw"):  # alternate the order (ABBA)
                 if arm == "raw":
                     w, c, raw_out = timed(raw)
                 else:
@@ -120,9 +128,11 @@ def main() -> None:
         gen_tokens = backend.stats["completion_tokens"] // (2 * args.repeats + 1)
         best = {k: (min(x[0] for x in v), min(x[1] for x in v)) for k, v in t.items()}
         n, ct = len(chunks), res.metrics["chunk_tokens"]
-        print(f"chunks {n} (≤{args.max_chunk_tokens} tokens; {ct} corpus tokens), prompt tokens {prompt_tokens}, "
-              f"generated ~{gen_tokens} tokens per arm, batch {args.batch}, threads {args.threads}, repeats "
-              f"{args.repeats}; identical completions: {same}")
+        print(
+            f"chunks {n} (≤{args.max_chunk_tokens} tokens; {ct} corpus tokens), prompt tokens {prompt_tokens}, "
+            f"generated ~{gen_tokens} tokens per arm, batch {args.batch}, threads {args.threads}, repeats "
+            f"{args.repeats}; identical completions: {same}"
+        )
         print("| arm | wall s (best) | CPU s (best) | chunks/s | corpus tok/s | gen tok/s |")
         print("|---|---|---|---|---|---|")
         for key, label in (("raw", "raw generate (baseline)"), ("pipe", "augment pipeline")):
@@ -130,18 +140,23 @@ def main() -> None:
             print(f"| {label} | {w:.2f} | {c:.2f} | {n / w:.2f} | {ct / w:,.0f} | {gen_tokens / w:,.0f} |")
         w, c = best["prog"]
         print(f"| pipeline, programmatic annotator (no model) | {w:.2f} | {c:.2f} | {n / w:.1f} | {ct / w:,.0f} | – |")
+
         def median(xs):
             return sorted(xs)[len(xs) // 2]
 
         med_raw, med_pipe = median([x[0] for x in t["raw"]]), median([x[0] for x in t["pipe"]])
-        print(f"overhead: best wall {100 * (best['pipe'][0] / best['raw'][0] - 1):+.1f}%, best CPU "
-              f"{100 * (best['pipe'][1] / best['raw'][1] - 1):+.1f}%, median wall {100 * (med_pipe / med_raw - 1):+.1f}% "
-              f"(target ≤ 10%); non-generation cost "
-              f"{1000 * best['prog'][0] / n:.2f} ms/chunk ({100 * best['prog'][0] / best['raw'][0]:.1f}% of raw); "
-              f"wall runs raw {[round(x[0], 2) for x in t['raw']]} pipeline {[round(x[0], 2) for x in t['pipe']]}")
+        print(
+            f"overhead: best wall {100 * (best['pipe'][0] / best['raw'][0] - 1):+.1f}%, best CPU "
+            f"{100 * (best['pipe'][1] / best['raw'][1] - 1):+.1f}%, median wall {100 * (med_pipe / med_raw - 1):+.1f}% "
+            f"(target ≤ 10%); non-generation cost "
+            f"{1000 * best['prog'][0] / n:.2f} ms/chunk ({100 * best['prog'][0] / best['raw'][0]:.1f}% of raw); "
+            f"wall runs raw {[round(x[0], 2) for x in t['raw']]} pipeline {[round(x[0], 2) for x in t['pipe']]}"
+        )
         med = sorted(outside)[len(outside) // 2]
-        print(f"in-run decomposition: pipeline time outside backend.generate {med:.3f} s (median) = "
-              f"{100 * med / best['raw'][0]:.1f}% of the raw arm; per run {[round(x, 3) for x in outside]}")
+        print(
+            f"in-run decomposition: pipeline time outside backend.generate {med:.3f} s (median) = "
+            f"{100 * med / best['raw'][0]:.1f}% of the raw arm; per run {[round(x, 3) for x in outside]}"
+        )
         if not same:
             print("WARNING: the pipeline's answers differ from the raw completions", file=sys.stderr)
     finally:

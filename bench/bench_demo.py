@@ -59,18 +59,24 @@ def main() -> None:
             (clone / ".venv").symlink_to((ROOT / ".venv").resolve())
         else:
             setup_s, _, _ = timed(["bash", "setup.sh"], clone, env)
-        cmd = [str(clone / ".venv" / "bin" / "midtrain"), "demo", "--out", str(tmp / "demo")] + (["--quick"] if args.quick else []) \
+        cmd = (
+            [str(clone / ".venv" / "bin" / "midtrain"), "demo", "--out", str(tmp / "demo")]
+            + (["--quick"] if args.quick else [])
             + (["--jobs", str(args.jobs)] if args.jobs else [])
+        )
         wall, rss, _ = timed(cmd, clone, env)
         exp = json.loads((tmp / "demo" / "runs" / "experiment.json").read_text())
-        stages = sorted(((rec.get("seconds", 0.0), f"{name}") for name, rec in exp["stages"][str(exp["seeds"][0])].items()),
-                        reverse=True)
-        print(f"commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=clone, capture_output=True, text=True).stdout.strip()}"
-              f"  cores {os.cpu_count()}  quick {args.quick}  jobs {args.jobs or 'default'}")
+        stages = sorted(((rec.get("seconds", 0.0), f"{name}") for name, rec in exp["stages"][str(exp["seeds"][0])].items()), reverse=True)
+        print(
+            f"commit {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=clone, capture_output=True, text=True).stdout.strip()}"
+            f"  cores {os.cpu_count()}  quick {args.quick}  jobs {args.jobs or 'default'}"
+        )
         if not args.no_setup:
             print(f"setup.sh: {setup_s:.0f} s")
-        print(f"midtrain demo: {wall:.0f} s wall = {wall / BUDGET_S:.2f} x the {BUDGET_S / 60:.0f}-minute budget; "
-              f"peak RSS {rss / 1024:.0f} MiB")
+        print(
+            f"midtrain demo: {wall:.0f} s wall = {wall / BUDGET_S:.2f} x the {BUDGET_S / 60:.0f}-minute budget; "
+            f"peak RSS {rss / 1024:.0f} MiB"
+        )
         print("slowest stages (s): " + ", ".join(f"{n} {s:.0f}" for s, n in stages[:8]))
     finally:
         if not args.keep:

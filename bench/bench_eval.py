@@ -55,8 +55,7 @@ def build_model(root: Path, preset: str) -> Path:
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": r["problem"] + "\n" + r["solution"]}) + "\n" for r in recs), encoding="utf-8")
     train_tokenizer(TokenizerConfig(corpus=[str(corpus)], out=str(root / "tok"), vocab_size=512))
-    init_model(ModelInitConfig(preset=preset, tokenizer=str(root / "tok"), out=str(root / "model"), seed=0,
-                               max_position_embeddings=2048))
+    init_model(ModelInitConfig(preset=preset, tokenizer=str(root / "tok"), out=str(root / "model"), seed=0, max_position_embeddings=2048))
     return root / "model"
 
 
@@ -67,23 +66,31 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (on a shared 2-core machine 2 threads oversubscribe and run ~4x slower)")
-    ap.add_argument("--prompt-format", choices=["think", "fewshot"], default="think",
-                    help="think: completions start inside <think> (a random model never closes it, so scoring is "
-                         "trivial); fewshot: every completion is parsed by math-verify (the costly case)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (on a shared 2-core machine 2 threads oversubscribe and run ~4x slower)",
+    )
+    ap.add_argument(
+        "--prompt-format",
+        choices=["think", "fewshot"],
+        default="think",
+        help="think: completions start inside <think> (a random model never closes it, so scoring is "
+        "trivial); fewshot: every completion is parsed by math-verify (the costly case)",
+    )
     ap.add_argument("--n-shots", type=int, default=0, help="worked examples with --prompt-format fewshot")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
-    from midtrain.models import generation
     from midtrain.eval.benchmarks import build_prompt, load_benchmark, stop_strings
-    from midtrain.thoughts import opens_thought
     from midtrain.eval.evaluate import EvalConfig, run
+    from midtrain.models import generation
     from midtrain.models.init import load_model
     from midtrain.models.tokenizer import load_tokenizer
+    from midtrain.thoughts import opens_thought
 
     root = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     try:
@@ -105,17 +112,26 @@ def main() -> int:
         tokens = 0
         for rep in range(args.repeats):
             t, c = time.perf_counter(), cpu_seconds()
-            out = generation.generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                      stop=stop)
+            out = generation.generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, stop=stop)
             raw_times.append(time.perf_counter() - t)
             raw_cpu.append(cpu_seconds() - c)
             raw_texts = [g[0].text for g in out]
             tokens = sum(g[0].tokens for g in out)
             out_dir = root / f"eval{rep}"
-            cfg = EvalConfig.from_dict(dict(model=str(model_dir), out=str(out_dir), benchmarks=["gsm8k"], limit=args.limit,
-                                            prompt_format=args.prompt_format, n_shots=args.n_shots,
-                                            max_new_tokens=args.max_new_tokens,
-                                            batch_size=args.batch_size, backend="transformers", progress=False))
+            cfg = EvalConfig.from_dict(
+                dict(
+                    model=str(model_dir),
+                    out=str(out_dir),
+                    benchmarks=["gsm8k"],
+                    limit=args.limit,
+                    prompt_format=args.prompt_format,
+                    n_shots=args.n_shots,
+                    max_new_tokens=args.max_new_tokens,
+                    batch_size=args.batch_size,
+                    backend="transformers",
+                    progress=False,
+                )
+            )
             t, c = time.perf_counter(), cpu_seconds()
             run(cfg)
             eval_times.append(time.perf_counter() - t)
@@ -125,22 +141,31 @@ def main() -> int:
             g = summary["generation"]
             in_run.append(g["loop_seconds"] / g["generate_seconds"] - 1)
             eval_texts = {json.loads(line)["id"]: json.loads(line)["completion"] for line in (out_dir / "samples.jsonl").open()}
-            print(f"repeat {rep}: raw {raw_times[-1]:.2f}s (cpu {raw_cpu[-1]:.2f}s)  eval {eval_times[-1]:.2f}s "
-                  f"(cpu {eval_cpu[-1]:.2f}s; model load {g['model_load_seconds']:.2f}s, generate calls "
-                  f"{g['generate_seconds']:.2f}s, loop {g['loop_seconds']:.2f}s: in-run overhead {in_run[-1]:+.1%})", flush=True)
+            print(
+                f"repeat {rep}: raw {raw_times[-1]:.2f}s (cpu {raw_cpu[-1]:.2f}s)  eval {eval_times[-1]:.2f}s "
+                f"(cpu {eval_cpu[-1]:.2f}s; model load {g['model_load_seconds']:.2f}s, generate calls "
+                f"{g['generate_seconds']:.2f}s, loop {g['loop_seconds']:.2f}s: in-run overhead {in_run[-1]:+.1%})",
+                flush=True,
+            )
         same = sum(raw_texts[i] == eval_texts[r["id"]] for i, r in enumerate(recs))
         raw, ev, loop, rc, ec = min(raw_times), min(eval_times), min(gen_loop), min(raw_cpu), min(eval_cpu)
         scored = sum(1 for line in (root / f"eval{args.repeats - 1}" / "samples.jsonl").open() if json.loads(line)["answer"] is not None)
-        print(f"\nprompts {len(prompts)} ({args.prompt_format})  new tokens {tokens}  model {n_params / 1e6:.2f}M params  "
-              f"batch {args.batch_size}  completions with an extracted answer {scored}")
+        print(
+            f"\nprompts {len(prompts)} ({args.prompt_format})  new tokens {tokens}  model {n_params / 1e6:.2f}M params  "
+            f"batch {args.batch_size}  completions with an extracted answer {scored}"
+        )
         print(f"raw generate      {raw:8.2f}s  {tokens / raw:8.0f} tok/s")
         print(f"midtrain eval     {ev:8.2f}s  {tokens / ev:8.0f} tok/s  (end to end, incl. model load, scoring, writes)")
         print(f"eval loop         {loop:8.2f}s  {tokens / loop:8.0f} tok/s  (model load + generate + score + write)")
         print(f"cpu time          raw {rc:8.2f}s   eval {ec:8.2f}s")
-        print(f"in-run overhead (eval loop / time inside generate - 1, batch by batch): "
-              f"{', '.join(f'{x:+.1%}' for x in in_run)}; median {sorted(in_run)[len(in_run) // 2]:+.1%}")
-        print(f"overhead wall end to end {ev / raw - 1:+.1%}   wall loop {loop / raw - 1:+.1%}   "
-              f"cpu end to end {ec / rc - 1:+.1%}   identical completions {same}/{len(recs)}")
+        print(
+            f"in-run overhead (eval loop / time inside generate - 1, batch by batch): "
+            f"{', '.join(f'{x:+.1%}' for x in in_run)}; median {sorted(in_run)[len(in_run) // 2]:+.1%}"
+        )
+        print(
+            f"overhead wall end to end {ev / raw - 1:+.1%}   wall loop {loop / raw - 1:+.1%}   "
+            f"cpu end to end {ec / rc - 1:+.1%}   identical completions {same}/{len(recs)}"
+        )
         return 0 if min(ev / raw, ec / rc) - 1 <= 0.10 and same == len(recs) else 1
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -53,13 +53,23 @@ def midtrain_steps(model: Path, data: Path, out: Path, a: argparse.Namespace, pr
     from midtrain.train.rl import RL_OPTIM, RLConfig, run
 
     cfg = RLConfig(
-        model=str(model), data=[str(data)], reward="synthetic_outcome", out=str(out), overwrite=True,
-        max_steps=a.warmup + a.steps, per_device_batch_size=a.prompts * a.generations, num_generations=a.generations,
-        max_completion_length=a.tokens, optim=RL_OPTIM.replace(lr=1e-5), precision=precision, save_every_steps=0, seed=0,
+        model=str(model),
+        data=[str(data)],
+        reward="synthetic_outcome",
+        out=str(out),
+        overwrite=True,
+        max_steps=a.warmup + a.steps,
+        per_device_batch_size=a.prompts * a.generations,
+        num_generations=a.generations,
+        max_completion_length=a.tokens,
+        optim=RL_OPTIM.replace(lr=1e-5),
+        precision=precision,
+        save_every_steps=0,
+        seed=0,
     )
     run(cfg)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    return rows[a.warmup:]
+    return rows[a.warmup :]
 
 
 def bare_steps(model_dir: Path, data: Path, a: argparse.Namespace, precision: str) -> list[dict]:
@@ -85,9 +95,18 @@ def bare_steps(model_dir: Path, data: Path, a: argparse.Namespace, precision: st
         enc = tok([tok.bos_token + r["prompt"] for r in batch], return_tensors="pt", padding=True, add_special_tokens=False)
         model.eval()
         with torch.no_grad(), autocast:
-            ids = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=a.tokens,
-                                 use_cache=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        comp = ids[:, enc["input_ids"].shape[1]:]  # [N, T]
+            ids = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=a.tokens,
+                use_cache=True,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        comp = ids[:, enc["input_ids"].shape[1] :]  # [N, T]
         mask = completion_mask(comp, tok.eos_token_id)  # [N, T]
         texts = tok.batch_decode(comp.masked_fill(mask == 0, tok.pad_token_id), skip_special_tokens=True)
         t1 = time.perf_counter()
@@ -96,8 +115,9 @@ def bare_steps(model_dir: Path, data: Path, a: argparse.Namespace, precision: st
         t2 = time.perf_counter()
         model.train()
         with autocast:
-            logits = model(input_ids=torch.cat([enc["input_ids"], comp], 1),
-                           attention_mask=torch.cat([enc["attention_mask"], mask], 1)).logits
+            logits = model(
+                input_ids=torch.cat([enc["input_ids"], comp], 1), attention_mask=torch.cat([enc["attention_mask"], mask], 1)
+            ).logits
         logp = token_logprobs(logits[:, enc["input_ids"].shape[1] - 1 : -1], comp)  # [N, T]
         loss = dr_grpo_loss(logp, logp.detach(), adv, mask, 0.2, 0.2, a.tokens)
         loss.backward()
@@ -105,9 +125,16 @@ def bare_steps(model_dir: Path, data: Path, a: argparse.Namespace, precision: st
         opt.step()
         opt.zero_grad(set_to_none=True)
         t3 = time.perf_counter()
-        out.append({"step_s": t3 - t0, "gen_s": t1 - t0, "reward_s": t2 - t1, "train_s": t3 - t2,
-                    "completion_len": float(mask.sum(1).float().mean())})
-    return out[a.warmup:]
+        out.append(
+            {
+                "step_s": t3 - t0,
+                "gen_s": t1 - t0,
+                "reward_s": t2 - t1,
+                "train_s": t3 - t2,
+                "completion_len": float(mask.sum(1).float().mean()),
+            }
+        )
+    return out[a.warmup :]
 
 
 def med(rows: list[dict], key: str) -> float:
@@ -131,9 +158,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model, data = setup(root, a.preset, 200)
-        n_params = sum(t.numel() for t in __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(model / "model.safetensors")).values())
-        print(f"preset {a.preset} ({n_params / 1e6:.2f}M params), {a.prompts}×{a.generations} completions × {a.tokens} tokens, "
-              f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+        n_params = sum(
+            t.numel() for t in __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(model / "model.safetensors")).values()
+        )
+        print(
+            f"preset {a.preset} ({n_params / 1e6:.2f}M params), {a.prompts}×{a.generations} completions × {a.tokens} tokens, "
+            f"threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
+        )
         precisions = a.precisions.split(",")
         results = {p: ([], []) for p in precisions}
         for r in range(a.rounds):  # alternate sides and precisions so that load from other jobs hits all alike
@@ -145,14 +176,18 @@ def main() -> int:
             mid, bare = results[precision]
             for name, rows in (("midtrain rl (TRL)", mid), ("bare loop", bare)):
                 s = med(rows, "step_s")
-                print(f"{precision} {name:18s} {s:6.3f} s/step  gen {med(rows, 'gen_s'):.3f}  reward {med(rows, 'reward_s'):.3f}  "
-                      f"train {med(rows, 'train_s'):.3f}  completion {med(rows, 'completion_len'):.1f} tokens  "
-                      f"({a.prompts * a.generations * med(rows, 'completion_len') / s:,.0f} generated tok/s)")
+                print(
+                    f"{precision} {name:18s} {s:6.3f} s/step  gen {med(rows, 'gen_s'):.3f}  reward {med(rows, 'reward_s'):.3f}  "
+                    f"train {med(rows, 'train_s'):.3f}  completion {med(rows, 'completion_len'):.1f} tokens  "
+                    f"({a.prompts * a.generations * med(rows, 'completion_len') / s:,.0f} generated tok/s)"
+                )
             print(f"{precision} ratio bare/midtrain = {med(bare, 'step_s') / med(mid, 'step_s'):.2f}x (target ≥ 0.8)")
         if len(results) == 2:
             (m32, b32), (m16, b16) = results["fp32"], results["bf16"]
-            print(f"bf16 vs fp32: midtrain {med(m32, 'step_s') / med(m16, 'step_s'):.2f}x, bare {med(b32, 'step_s') / med(b16, 'step_s'):.2f}x "
-                  "(> 1: bf16 faster)")
+            print(
+                f"bf16 vs fp32: midtrain {med(m32, 'step_s') / med(m16, 'step_s'):.2f}x, bare {med(b32, 'step_s') / med(b16, 'step_s'):.2f}x "
+                "(> 1: bf16 faster)"
+            )
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -22,10 +22,10 @@ import time
 
 os.environ.setdefault("MIDTRAIN_QUIET", "1")
 
+from midtrain.synth.generate import SynthConfig, generate_problems
 from midtrain.synth.render import split_steps  # noqa: E402
 from midtrain.synth.verify import verify  # noqa: E402
 from midtrain.synth.world import build_graph  # noqa: E402
-from midtrain.synth.generate import SynthConfig, generate_problems
 
 ANSWER = re.compile(r"<answer>\s*(-?\d+)")
 
@@ -47,7 +47,7 @@ def corrupt(rec: dict) -> str:
     compact = rec["render"] == "compact"
     steps[i] = steps[i][:-1] + ("+1." if compact else " + 1.")
     sol = ("" if compact else " ").join(steps)
-    return ("" if compact else " ") + sol + rec["completion"][len(rec["solution"]) + (0 if compact else 1):]
+    return ("" if compact else " ") + sol + rec["completion"][len(rec["solution"]) + (0 if compact else 1) :]
 
 
 def outcome_only(rec: dict, completion: str) -> bool:
@@ -61,14 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     n, repeats = (60, 1) if args.quick else (400, 3)
     print(f"# synth bench: python {platform.python_version()}, {os.cpu_count()} CPUs, n={n} per cell, best of {repeats}")
-    print("\n| op | render | generate problems/s | bare graphs/s (baseline) | ratio | verify gold /s | verify corrupted /s "
-          "| outcome-only /s (baseline) | ratio |")
+    print(
+        "\n| op | render | generate problems/s | bare graphs/s (baseline) | ratio | verify gold /s | verify corrupted /s "
+        "| outcome-only /s (baseline) | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     hostile_worst = 0.0
     for op in (5, 10, 20):
         for render in ("natural", "compact"):
-            cfg = SynthConfig(ops=str(op), n=n, seed=op, mode="mixed", render=render,
-                              modulus=10 if render == "compact" else None, contexts=["zoo", "teachers", "movies"])
+            cfg = SynthConfig(
+                ops=str(op),
+                n=n,
+                seed=op,
+                mode="mixed",
+                render=render,
+                modulus=10 if render == "compact" else None,
+                contexts=["zoo", "teachers", "movies"],
+            )
             recs: list[dict] = []
 
             def gen() -> None:
@@ -90,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             t_gold = best_of(lambda: [verify(r, r["completion"]) for r in recs], repeats)
             t_bad = best_of(lambda: [verify(r, c) for r, c in zip(recs, bad)], repeats)
             t_out = best_of(lambda: [outcome_only(r, r["completion"]) for r in recs], repeats)
-            print(f"| {op} | {render} | {n / t_gen:,.0f} | {n / t_bare:,.0f} | {t_gen / t_bare:.1f}x slower | "
-                  f"{n / t_gold:,.0f} | {n / t_bad:,.0f} | {n / t_out:,.0f} | {t_gold / t_out:.0f}x slower |")
+            print(
+                f"| {op} | {render} | {n / t_gen:,.0f} | {n / t_bare:,.0f} | {t_gen / t_bare:.1f}x slower | "
+                f"{n / t_gold:,.0f} | {n / t_bad:,.0f} | {n / t_out:,.0f} | {t_gold / t_out:.0f}x slower |"
+            )
             for hostile in ("a=1." * 16_000, "(" * 60_000, "x" * 10_000_000, "Define the x as a; " * 3_000):
                 t0 = time.perf_counter()
                 verify(recs[0], hostile)

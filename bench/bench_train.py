@@ -38,10 +38,12 @@ WARMUP = 5
 def corpus(path: Path, n: int = 4000) -> Path:
     rng = random.Random(0)
     with open(path, "w") as f:
-        for i in range(n):
+        for _ in range(n):
             depth = rng.randint(2, 8)
             facts = [f"{chr(97 + j)}={chr(96 + j)}+{rng.randint(1, 4)}" if j else f"a={rng.randint(1, 4)}" for j in range(depth)]
-            f.write(json.dumps({"text": ".".join(facts) + f".?{chr(96 + depth)}<solution>" + "x" * rng.randint(10, 200) + "</solution>"}) + "\n")
+            f.write(
+                json.dumps({"text": ".".join(facts) + f".?{chr(96 + depth)}<solution>" + "x" * rng.randint(10, 200) + "</solution>"}) + "\n"
+            )
     return path
 
 
@@ -71,7 +73,11 @@ def engine(cfg: PretrainConfig) -> float:
     log = [json.loads(l) for l in (Path(cfg.out) / "log.jsonl").read_text().splitlines()]
     first = next(r for r in log if r["step"] >= WARMUP)
     last = log[-1]
-    return (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"]) if last is not first else res.metrics["tokens_per_second"]
+    return (
+        (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
+        if last is not first
+        else res.metrics["tokens_per_second"]
+    )
 
 
 def main() -> None:
@@ -95,8 +101,14 @@ def main() -> None:
             fpt = flops_per_token(load_model(mdir), args.seq_len)
             for prec in args.precisions:
                 cfg = PretrainConfig(
-                    model=str(mdir), data=[str(data)], out=str(tmp / f"run-{preset}-{prec}"), seq_len=args.seq_len,
-                    batch_size=args.batch_size, max_steps=args.steps, precision=prec, log_every_steps=1,
+                    model=str(mdir),
+                    data=[str(data)],
+                    out=str(tmp / f"run-{preset}-{prec}"),
+                    seq_len=args.seq_len,
+                    batch_size=args.batch_size,
+                    max_steps=args.steps,
+                    precision=prec,
+                    log_every_steps=1,
                     optim=OptimConfig(lr=1e-3, warmup_steps=5),
                 )
                 b = bare(mdir, cfg, prec)

@@ -41,20 +41,24 @@ def _status(out: Path, part: str) -> str:
 def rows(out: Path) -> list[tuple[str, str, str]]:
     table: list[tuple[str, str, str]] = []
     for r in _json(out / "pretrain.json") or []:
-        table.append((
-            f"pretrain {r['preset']} {r['precision']} seq {r['seq_len']} × batch {r['batch_size']}",
-            f"bare {r['bare_tok_s']:,.0f} tok/s ({r['bare_mfu']:.1%} MFU); midtrain {r['midtrain_tok_s']:,.0f} tok/s "
-            f"({r['midtrain_mfu']:.1%} MFU); ratio {r['ratio']:.2f}; log MFU max {r.get('log_mfu_max', float('nan')):.1%}",
-            _status(out, "pretrain"),
-        ))
+        table.append(
+            (
+                f"pretrain {r['preset']} {r['precision']} seq {r['seq_len']} × batch {r['batch_size']}",
+                f"bare {r['bare_tok_s']:,.0f} tok/s ({r['bare_mfu']:.1%} MFU); midtrain {r['midtrain_tok_s']:,.0f} tok/s "
+                f"({r['midtrain_mfu']:.1%} MFU); ratio {r['ratio']:.2f}; log MFU max {r.get('log_mfu_max', float('nan')):.1%}",
+                _status(out, "pretrain"),
+            )
+        )
     if not table:
         table.append(("pretrain interplay-100m bf16", "-", _status(out, "pretrain")))
     sft = _log(out / "sft-run" / "log.jsonl")
-    table.append((
-        "sft (demo base, 30 steps)",
-        f"loss {sft[0]['loss']:.3f} → {sft[-1]['loss']:.3f}, {sft[-1]['tok_s']:,.0f} tok/s" if sft else "-",
-        _status(out, "sft"),
-    ))
+    table.append(
+        (
+            "sft (demo base, 30 steps)",
+            f"loss {sft[0]['loss']:.3f} → {sft[-1]['loss']:.3f}, {sft[-1]['tok_s']:,.0f} tok/s" if sft else "-",
+            _status(out, "sft"),
+        )
+    )
     rl = _log(out / "rl-run" / "log.jsonl")[1:]  # the first step compiles kernels and warms caches
     if rl:
         step = statistics.median(r["step_s"] for r in rl)

@@ -45,8 +45,9 @@ def first_reaching(rows: list[dict], tokens_per_step: int, level: float) -> str:
 def runs_under(paths: list[str]) -> list[Path]:
     found = []
     for p in map(Path, paths):
-        found += sorted(d.parent for d in p.rglob("diagnostics.jsonl") if (d.parent / "log.jsonl").is_file()
-                        and "checkpoint" not in str(d.parent))
+        found += sorted(
+            d.parent for d in p.rglob("diagnostics.jsonl") if (d.parent / "log.jsonl").is_file() and "checkpoint" not in str(d.parent)
+        )
     return found
 
 
@@ -68,9 +69,11 @@ def main() -> None:
         edge = json.loads(final.read_text())["ranges"].get("edge", {}).get("trace_acc") if final.is_file() else None
         last = diag[-1] if diag else {}
         tok_s = sum(r.get("tok_s", 0) for r in logs) / max(len(logs), 1)
-        print(f"| {run.name} | {parameters(run):,} | {m.get('tokens', 0) / 1e6:.1f}M | {first_reaching(diag, tps, 0.5)} "
-              f"| {first_reaching(diag, tps, 0.8)} | {last.get('trace_acc', '–')} | {last.get('direct_acc', '–')} "
-              f"| {'–' if edge is None else edge} | {tok_s:,.0f} | {meta.get('seconds', 0) / 60:.1f} min |")
+        print(
+            f"| {run.name} | {parameters(run):,} | {m.get('tokens', 0) / 1e6:.1f}M | {first_reaching(diag, tps, 0.5)} "
+            f"| {first_reaching(diag, tps, 0.8)} | {last.get('trace_acc', '–')} | {last.get('direct_acc', '–')} "
+            f"| {'–' if edge is None else edge} | {tok_s:,.0f} | {meta.get('seconds', 0) / 60:.1f} min |"
+        )
         curves[run.name] = (tps, diag)
     if args.plots and curves:
         import matplotlib

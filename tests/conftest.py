@@ -84,12 +84,11 @@ def eval_model(tmp_path_factory) -> Path:
     texts = []
     if have_benchmarks():
         with open(SHARED_BENCH / "gsm8k" / "test.jsonl", encoding="utf-8") as f:
-            for i, line in zip(range(300), f):
+            for _, line in zip(range(300), f):
                 rec = json.loads(line)
                 texts.append(rec["problem"] + "\n" + rec["solution"])
     texts += [f"Question: what is {i} + {i + 1}? Answer: <think> add </think> \\boxed{{{2 * i + 1}}}" for i in range(200)]
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
     train_tokenizer(TokenizerConfig(corpus=[str(corpus)], out=str(root / "tok"), vocab_size=400))
-    init_model(ModelInitConfig(preset="nano", tokenizer=str(root / "tok"), out=str(root / "model"), seed=0,
-                               max_position_embeddings=2048))
+    init_model(ModelInitConfig(preset="nano", tokenizer=str(root / "tok"), out=str(root / "model"), seed=0, max_position_embeddings=2048))
     return root / "model"

@@ -82,13 +82,16 @@ def test_kill_9_during_write_leaves_the_old_file(tmp_path):
     assert [r["v"] for r in iter_jsonl(path)] == [1, 1, 1]  # the old file, whole; the new one never appeared
 
 
-@pytest.mark.parametrize("content, kept", [
-    (b"", b""),
-    (b'{"a": 1}\n', b'{"a": 1}\n'),
-    (b'{"a": 1}\n{"a": 2}\n{"a"', b'{"a": 1}\n{"a": 2}\n'),
-    (b'{"a": 1', b""),  # no complete line at all
-    (b'{"a": 1}\n' + b"x" * 200_000, b'{"a": 1}\n'),  # a torn line longer than one 64 KiB read-back block
-])
+@pytest.mark.parametrize(
+    "content, kept",
+    [
+        (b"", b""),
+        (b'{"a": 1}\n', b'{"a": 1}\n'),
+        (b'{"a": 1}\n{"a": 2}\n{"a"', b'{"a": 1}\n{"a": 2}\n'),
+        (b'{"a": 1', b""),  # no complete line at all
+        (b'{"a": 1}\n' + b"x" * 200_000, b'{"a": 1}\n'),  # a torn line longer than one 64 KiB read-back block
+    ],
+)
 def test_repair_tail_truncates_after_the_last_newline(tmp_path, content, kept):
     path = tmp_path / "s.jsonl"
     path.write_bytes(content)

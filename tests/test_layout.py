@@ -34,9 +34,7 @@ MODULES = {module_name(p): p for p in sorted(PKG.rglob("*.py"))}
 
 def _is_type_checking(node: ast.If) -> bool:
     t = node.test
-    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING"
-    )
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
 
 
 def _resolve_from(mod: str, node: ast.ImportFrom) -> str:
@@ -161,8 +159,14 @@ def test_no_private_names_across_modules():
                 for a in node.names:
                     if a.name.startswith("midtrain") and a.asname:
                         aliases[a.asname] = a.name
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and node.attr.startswith("_") and not node.attr.startswith("__") and aliases[node.value.id] != mod):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and aliases[node.value.id] != mod
+            ):
                 bad.append(f"{path.relative_to(SRC)}:{node.lineno}: uses {aliases[node.value.id]}.{node.attr}")
     assert not bad, "private names used across modules:\n" + "\n".join(bad)
 
@@ -199,6 +203,9 @@ def test_readme_lists_every_verb():
 
 
 def test_every_module_opens_with_a_docstring():
-    bare = [str(p.relative_to(SRC)) for p in MODULES.values()
-            if p.stat().st_size and not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))]
+    bare = [
+        str(p.relative_to(SRC))
+        for p in MODULES.values()
+        if p.stat().st_size and not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))
+    ]
     assert not bare, f"modules without a docstring: {bare}"

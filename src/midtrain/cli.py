@@ -72,7 +72,10 @@ def build_parser(verb: Stage, cls: type[Config]) -> argparse.ArgumentParser:
     for f in positional:
         many = _is_list(hints[f.name])
         parser.add_argument(
-            f"_pos_{f.name}", metavar=f.name.upper(), nargs="*" if many else "?", default=None,
+            f"_pos_{f.name}",
+            metavar=f.name.upper(),
+            nargs="*" if many else "?",
+            default=None,
             help=f.metadata.get("doc", ""),
         )
     for key, (tp, doc, default) in cls.field_docs().items():

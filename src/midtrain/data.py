@@ -14,8 +14,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from midtrain.errors import DataError
 from midtrain.runs import atomic_file
@@ -27,7 +28,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) of a text file (``.gz`` read compressed); bad UTF-8 names file and line."""
     lineno = 0
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 try:
                     yield lineno, raw.decode("utf-8")

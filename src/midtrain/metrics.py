@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import string
 from collections import Counter
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

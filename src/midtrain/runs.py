@@ -36,10 +36,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Literal
+from typing import Any, BinaryIO, Literal
 
 from midtrain.config import Config, to_yaml
 from midtrain.console import log
@@ -161,9 +162,7 @@ def versions() -> dict[str, str]:
 def git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
-        )
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None
@@ -267,8 +266,9 @@ def open_run(
 RunState = Literal["fresh", "cached", "resume"]
 
 
-def classify_dir(out: Path, stage: str, key: str, conf: dict[str, Any], hashes: dict[str, str], *,
-                 overwrite: bool = False) -> tuple[RunState, dict[str, Any]]:
+def classify_dir(
+    out: Path, stage: str, key: str, conf: dict[str, Any], hashes: dict[str, str], *, overwrite: bool = False
+) -> tuple[RunState, dict[str, Any]]:
     """What opening ``out`` for run ``key`` means, with the stored metadata (empty for a fresh run).
 
     A directory that holds something else is refused with the reason, or removed when ``overwrite``.
@@ -301,8 +301,9 @@ def classify_dir(out: Path, stage: str, key: str, conf: dict[str, Any], hashes: 
     )
 
 
-def fresh_meta(stage: str, key: str, cfg: Config, hashes: dict[str, str], inputs: dict[str, str | Path],
-               seed: int | None) -> dict[str, Any]:
+def fresh_meta(
+    stage: str, key: str, cfg: Config, hashes: dict[str, str], inputs: dict[str, str | Path], seed: int | None
+) -> dict[str, Any]:
     """The midtrain.json of a run that starts now."""
     return {
         "stage": stage,
@@ -401,7 +402,7 @@ class Result:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, run: Run) -> "Result":
+    def of(cls, run: Run) -> Result:
         return cls(stage=run.stage, out=str(run.path), cached=run.cached, metrics=dict(run.metrics))
 
     def to_dict(self) -> dict[str, Any]:

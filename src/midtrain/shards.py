@@ -19,9 +19,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from midtrain.data import clean, iter_jsonl_tolerant, iter_records, repair_tail
 from midtrain.errors import DataError, RunDirError
@@ -52,8 +53,7 @@ class ShardPaths:
 
 def shard_paths(out: str | Path, index: int, num_shards: int) -> ShardPaths:
     base = Path(out) / "shards" / f"shard-{index:05d}-of-{num_shards:05d}"
-    return ShardPaths(base.with_suffix(".jsonl"), base.with_suffix(".done"), base.with_suffix(".parquet"),
-                      base.with_suffix(".lock"))
+    return ShardPaths(base.with_suffix(".jsonl"), base.with_suffix(".done"), base.with_suffix(".parquet"), base.with_suffix(".lock"))
 
 
 def read_tolerant(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
@@ -70,7 +70,7 @@ class ShardLock:
         self.path = Path(path)
         self._fd: int | None = None
 
-    def __enter__(self) -> "ShardLock":
+    def __enter__(self) -> ShardLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -158,7 +158,19 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 __all__ = [
-    "shard_of", "unit_interval", "stable_int", "ShardPaths", "shard_paths", "repair_tail", "read_tolerant",
-    "ShardLock", "write_done", "read_done", "to_parquet", "iter_shard", "iter_output", "num_shards_of",
+    "shard_of",
+    "unit_interval",
+    "stable_int",
+    "ShardPaths",
+    "shard_paths",
+    "repair_tail",
+    "read_tolerant",
+    "ShardLock",
+    "write_done",
+    "read_done",
+    "to_parquet",
+    "iter_shard",
+    "iter_output",
+    "num_shards_of",
     "read_records",
 ]

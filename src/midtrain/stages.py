@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import importlib
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from midtrain.config import Config
 
@@ -50,7 +51,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("synth generate", "midtrain.synth.generate:generate", "Generate synthetic dependency-graph problems (JSONL).", output="file"),
     Stage("synth verify", "midtrain.synth.verify:run", "Process-verify completions against synthetic problems.", output="none"),
     Stage("synth stats", "midtrain.synth.stats:stats", "Histograms and token-length percentiles of a problem file.", output="none"),
-    Stage("synth diagnose", "midtrain.synth.diagnose:diagnose", "Skill diagnostic of a checkpoint: per-skill teacher-forced accuracy, verified accuracy with and without a trace."),
+    Stage(
+        "synth diagnose",
+        "midtrain.synth.diagnose:diagnose",
+        "Skill diagnostic of a checkpoint: per-skill teacher-forced accuracy, verified accuracy with and without a trace.",
+    ),
     Stage("pretrain", "midtrain.train.pretrain:run", "Causal-LM pretraining from scratch or a checkpoint.", compute="mid"),
     Stage("sft", "midtrain.train.sft:run", "SFT mid-training on (augmented) text, loss on all tokens by default.", compute="mid"),
     Stage("rl", "midtrain.train.rl:run", "Dr. GRPO RL: answer tasks (RLVR) or suffix tasks (RL mid-training).", compute="rl"),

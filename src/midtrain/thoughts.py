@@ -41,7 +41,12 @@ _SPAN = re.compile(r"<think>.*?</think>", re.S)
 
 # Rejection reasons (status "rejected") and the failure reason (status "failed"), in report order.
 REASONS = (
-    "text_altered", "truncated", "tags_unbalanced", "too_few_thoughts", "too_many_thoughts", "empty",
+    "text_altered",
+    "truncated",
+    "tags_unbalanced",
+    "too_few_thoughts",
+    "too_many_thoughts",
+    "empty",
     "source_has_tags",
 )
 FAILED = "backend_error"
@@ -49,9 +54,7 @@ FAILED = "backend_error"
 
 def render_augmented(record: dict[str, Any]) -> str:
     """The training text of an augmented record: each segment's text followed by its thought in tags."""
-    return "".join(
-        s["text"] + (THINK_OPEN + s["thought"] + THINK_CLOSE if s.get("thought") else "") for s in record["segments"]
-    )
+    return "".join(s["text"] + (THINK_OPEN + s["thought"] + THINK_CLOSE if s.get("thought") else "") for s in record["segments"])
 
 
 def strip_thoughts(text: str) -> str:
@@ -93,7 +96,7 @@ def after_thinking(text: str, *, opened: bool = False) -> str | None:
     cut = text.rfind(THINK_CLOSE)
     if cut < 0:
         return None if opened or THINK_OPEN in text else text
-    rest = text[cut + len(THINK_CLOSE):]
+    rest = text[cut + len(THINK_CLOSE) :]
     return None if THINK_OPEN in rest else rest
 
 
@@ -111,7 +114,7 @@ def thinking_part(text: str, *, opened: bool = False) -> str | None:
         return head
     start = head.find(THINK_OPEN)
     if start >= 0:
-        return head[start + len(THINK_OPEN):]
+        return head[start + len(THINK_OPEN) :]
     return head if close >= 0 else None
 
 
@@ -195,7 +198,7 @@ def normalize(text: str, mode: Normalization) -> tuple[str, list[int]]:
 
 def _mismatch(a: str, b: str, width: int = 30) -> str:
     k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return f"at char {k}: original {a[max(0, k - width):k + width]!r} vs answer {b[max(0, k - width):k + width]!r}"
+    return f"at char {k}: original {a[max(0, k - width) : k + width]!r} vs answer {b[max(0, k - width) : k + width]!r}"
 
 
 def validate_answer(
@@ -275,7 +278,20 @@ def check_record(record: dict[str, Any], *, min_thoughts: int = 1, max_thoughts:
 
 
 __all__ = [
-    "THINK_OPEN", "THINK_CLOSE", "REASONS", "FAILED", "Outcome", "render_augmented", "strip_thoughts", "has_tags",
-    "opens_thought", "after_thinking", "thinking_part",
-    "parse_answer", "normalize", "validate_answer", "build_segments", "check_record",
+    "THINK_OPEN",
+    "THINK_CLOSE",
+    "REASONS",
+    "FAILED",
+    "Outcome",
+    "render_augmented",
+    "strip_thoughts",
+    "has_tags",
+    "opens_thought",
+    "after_thinking",
+    "thinking_part",
+    "parse_answer",
+    "normalize",
+    "validate_answer",
+    "build_segments",
+    "check_record",
 ]

@@ -12,12 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from midtrain.analysis.cka import CkaConfig, MinibatchCKA, cka, hsic1, linear_cka, minibatch_cka
+from midtrain.analysis.diff import changed_mask, cosine, jaccard, layer_index, module_type, prepare
 from midtrain.analysis.weights import WeightsConfig, analyze_weights, weights
-from midtrain.analysis.diff import changed_mask, cosine, jaccard, layer_index, module_type
-from midtrain.analysis.cka import linear_cka, minibatch_cka
-from midtrain.analysis.cka import CkaConfig, cka
-from midtrain.analysis.cka import MinibatchCKA, hsic1
-from midtrain.analysis.diff import prepare
 from midtrain.cli import main
 from midtrain.errors import ConfigError, DataError, MidtrainError
 
@@ -358,8 +355,12 @@ def test_one_cka_plot_for_analysis_and_report(tmp_path):
     from midtrain.analysis.plots import cka_curves, plot_cka
     from midtrain.plots import DPI
 
-    data = {"per_layer": [1.0, 0.9], "pooling": "mean", "estimator": "full",
-            "probes": {"a": {"rows": 8, "per_layer": [1.0, 0.8]}, "b": {"rows": 6, "per_layer": [1.0, None]}}}
+    data = {
+        "per_layer": [1.0, 0.9],
+        "pooling": "mean",
+        "estimator": "full",
+        "probes": {"a": {"rows": 8, "per_layer": [1.0, 0.8]}, "b": {"rows": 6, "per_layer": [1.0, None]}},
+    }
     assert list(cka_curves(data)) == ["mean over probes", "a (n=8)", "b (n=6)"]
     assert list(cka_curves({"per_layer": [1.0], "probes": {"a": {"per_layer": [1.0]}}})) == ["a"]  # one probe: no mean
     assert list(cka_curves({"per_layer": [1.0, 0.5]})) == ["mean over probes"]  # an older result without probes
@@ -368,7 +369,7 @@ def test_one_cka_plot_for_analysis_and_report(tmp_path):
     head = png.read_bytes()
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     phys = head.index(b"pHYs") + 4  # pixels per metre, x then y
-    assert round(int.from_bytes(head[phys:phys + 4], "big") * 0.0254) == DPI
+    assert round(int.from_bytes(head[phys : phys + 4], "big") * 0.0254) == DPI
     assert [p.name for p in tmp_path.iterdir()] == ["c.png"]  # written atomically: no temporary file left
 
 
@@ -474,11 +475,26 @@ def tiny_pair(tmp_path_factory):
 def test_cka_same_model_is_one_and_run_dir(tiny_pair, capsys):
     root = tiny_pair
     out = root / "run"
-    code = main([
-        "analyze", "cka", str(root / "a"), str(root / "a"), "--probe", str(root / "probe.jsonl"),
-        str(root / "math.jsonl"), "--max-examples", "12", "--max-length", "32", "--batch-size", "4",
-        "--out", str(out), "--json",
-    ])
+    code = main(
+        [
+            "analyze",
+            "cka",
+            str(root / "a"),
+            str(root / "a"),
+            "--probe",
+            str(root / "probe.jsonl"),
+            str(root / "math.jsonl"),
+            "--max-examples",
+            "12",
+            "--max-length",
+            "32",
+            "--batch-size",
+            "4",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["layers"] == 5  # embeddings + 4 blocks of the nano preset
@@ -490,8 +506,7 @@ def test_cka_same_model_is_one_and_run_dir(tiny_pair, capsys):
 
 def test_cka_perturbed_model_token_pooling_and_minibatch(tiny_pair):
     root = tiny_pair
-    common = dict(a=str(root / "a"), b=str(root / "b"), probe=[str(root / "probe.jsonl")], max_examples=16,
-                  max_length=32, batch_size=8)
+    common = dict(a=str(root / "a"), b=str(root / "b"), probe=[str(root / "probe.jsonl")], max_examples=16, max_length=32, batch_size=8)
     seq = cka(CkaConfig(**common))
     values = next(iter(seq.data["probes"].values()))["per_layer"]
     assert all(0.0 < v < 1.0 + 1e-9 for v in values) and values[0] > 0.5
@@ -517,6 +532,5 @@ def test_cka_errors(tiny_pair, monkeypatch):
     with pytest.raises(ConfigError, match="probe"):
         CkaConfig(a="x", b="y", probe=["synthetic:zero"]).check()
     with pytest.raises(DataError, match="none of the text fields"):
-        cka(CkaConfig(a=str(root / "a"), b=str(root / "a"), probe=[str(root / "math.jsonl")], text_fields=["body"],
-                      out=str(root / "bad")))
+        cka(CkaConfig(a=str(root / "a"), b=str(root / "a"), probe=[str(root / "math.jsonl")], text_fields=["body"], out=str(root / "bad")))
     assert not (root / "bad").exists()

@@ -11,18 +11,17 @@ from pathlib import Path
 import pytest
 
 from midtrain.augment.augment import AugmentConfig, read_augmented, run, shard_chunks
-from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between
 from midtrain.cli import main as cli_main
 from midtrain.errors import ConfigError, DataError, RunDirError
-from midtrain.models.tokenizer import load_tokenizer
+from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between
 from midtrain.llm.serve import HTTPFault
+from midtrain.models.tokenizer import load_tokenizer
 from midtrain.shards import ShardLock, read_tolerant, shard_paths
 from midtrain.thoughts import render_augmented, strip_thoughts
 
 
 def cfg_for(tmp_path: Path, corpus: Path, tokenizer_dir: Path, **kw) -> AugmentConfig:
-    base = dict(input=[str(corpus)], out=str(tmp_path / "aug"), tokenizer=str(tokenizer_dir), max_chunk_tokens=64,
-                batch_chunks=8)
+    base = dict(input=[str(corpus)], out=str(tmp_path / "aug"), tokenizer=str(tokenizer_dir), max_chunk_tokens=64, batch_chunks=8)
     base.update(kw)
     return AugmentConfig.from_dict(base)
 
@@ -97,13 +96,24 @@ def test_scripted_http_annotator_counts_every_reason(tmp_path, tokenizer_dir, se
     corpus.write_text("".join(json.dumps({"id": k, "text": f"{k} the river ran. It was cold. Then it froze."}) + "\n" for k in kinds))
     temps: list = []
     srv = serve(scripted_annotator(temps))
-    cfg = cfg_for(tmp_path, corpus, tokenizer_dir, retries=1, max_thoughts=8, annotator={
-        "backend": "openai", "base_url": srv.url, "model": "scripted", "max_retries": 1, "backoff_s": 0.01,
-        "timeout_s": 5})
+    cfg = cfg_for(
+        tmp_path,
+        corpus,
+        tokenizer_dir,
+        retries=1,
+        max_thoughts=8,
+        annotator={"backend": "openai", "base_url": srv.url, "model": "scripted", "max_retries": 1, "backoff_s": 0.01, "timeout_s": 5},
+    )
     m = run(cfg).metrics
     assert m["chunks"] == 9 and m["accepted"] == 2 and m["failed"] == 1 and m["rejected"] == 6
-    assert m["rejected_by_reason"] == {"text_altered": 1, "truncated": 1, "tags_unbalanced": 1, "too_few_thoughts": 1,
-                                       "too_many_thoughts": 1, "empty": 1}
+    assert m["rejected_by_reason"] == {
+        "text_altered": 1,
+        "truncated": 1,
+        "tags_unbalanced": 1,
+        "too_few_thoughts": 1,
+        "too_many_thoughts": 1,
+        "empty": 1,
+    }
     assert m["failed_by_reason"] == {"backend_error": 1}
     recs = {r["source_id"]: r for r in all_records(cfg.out)}
     assert recs["FLAKY"]["status"] == "accepted" and recs["FLAKY"]["attempts"] == 2  # the retry re-asked
@@ -151,8 +161,7 @@ def test_parquet_shards(tmp_path, prose_corpus, tokenizer_dir):
     assert len(recs) == m["chunks"] and all("".join(s["text"] for s in r["segments"]) == r["chunk"] for r in recs)
     jsonl = cfg_for(tmp_path, prose_corpus, tokenizer_dir, num_shards=2, out=str(tmp_path / "j"))
     run(jsonl)
-    assert sorted((r["id"], render_augmented(r)) for r in all_records(jsonl.out)) == sorted(
-        (r["id"], render_augmented(r)) for r in recs)
+    assert sorted((r["id"], render_augmented(r)) for r in all_records(jsonl.out)) == sorted((r["id"], render_augmented(r)) for r in recs)
 
 
 def test_synthetic_problems_are_annotated_by_synth(tmp_path, tokenizer_dir, monkeypatch):
@@ -163,14 +172,24 @@ def test_synthetic_problems_are_annotated_by_synth(tmp_path, tokenizer_dir, monk
         segs = [{"text": text[:5], "thought": "a step"}, {"text": text[5:], "thought": None}]
         if problem["id"] == "p-bad":
             segs[1]["text"] += "!"
-        return {"id": problem["id"], "source_id": problem["id"], "chunk": text, "domain": "synthetic",
-                "segments": segs, "annotator": "synth", "status": "accepted"}
+        return {
+            "id": problem["id"],
+            "source_id": problem["id"],
+            "chunk": text,
+            "domain": "synthetic",
+            "segments": segs,
+            "annotator": "synth",
+            "status": "accepted",
+        }
 
     monkeypatch.setitem(sys.modules, "midtrain.synth", types.SimpleNamespace(annotate=annotate))
     corpus = tmp_path / "synth.jsonl"
     rows = [{"id": f"p{i}", "problem": f"a={i}.b=a+1.?b", "graph": {"nodes": 2}} for i in range(3)]
-    rows += [{"id": "p-bad", "problem": "x=1.?x", "graph": {}}, {"id": "p-crash", "problem": "y", "graph": {}},
-             {"id": "plain", "problem": "Just text. More text."}]
+    rows += [
+        {"id": "p-bad", "problem": "x=1.?x", "graph": {}},
+        {"id": "p-crash", "problem": "y", "graph": {}},
+        {"id": "plain", "problem": "Just text. More text."},
+    ]
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     m = run(cfg_for(tmp_path, corpus, tokenizer_dir, text_field="problem")).metrics
     assert m["chunks"] == 6 and m["accepted"] == 4 and m["rejected_by_reason"] == {"text_altered": 1}
@@ -211,14 +230,32 @@ def test_datatrove_local_executor_runs_the_same_shards(tmp_path, prose_corpus, t
 
 def test_cli_augment_split_tasks(tmp_path, prose_corpus, tokenizer_dir, capsys):
     aug, spl, tsk = tmp_path / "aug", tmp_path / "split", tmp_path / "tasks"
-    assert cli_main(["augment", str(prose_corpus), "--out", str(aug), "--tokenizer", str(tokenizer_dir),
-                     "--max-chunk-tokens", "64", "--num-shards", "2", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "augment",
+                str(prose_corpus),
+                "--out",
+                str(aug),
+                "--tokenizer",
+                str(tokenizer_dir),
+                "--max-chunk-tokens",
+                "64",
+                "--num-shards",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     n = json.loads(capsys.readouterr().out)["metrics"]["accepted"]
     assert cli_main(["augment", "split", str(aug), "--out", str(spl), "--rl-fraction", "0.5", "--json"]) == 0
     sm = json.loads(capsys.readouterr().out)["metrics"]
     assert sm["sft"] + sm["rl"] == n and sm["sft"] > 0 and sm["rl"] > 0
-    assert cli_main(["augment", "tasks", str(spl), "--out", str(tsk), "--tokenizer", str(tokenizer_dir),
-                     "--min-prefix-tokens", "4", "--json"]) == 0
+    assert (
+        cli_main(["augment", "tasks", str(spl), "--out", str(tsk), "--tokenizer", str(tokenizer_dir), "--min-prefix-tokens", "4", "--json"])
+        == 0
+    )
     tm = json.loads(capsys.readouterr().out)["metrics"]
     assert 0 < tm["tasks"] <= sm["rl"]
     assert cli_main(["augment", "--out", str(tmp_path / "x"), "--tokenizer", str(tokenizer_dir)]) == 2  # no input

@@ -58,8 +58,7 @@ def test_chunk_ids(tok, make_prose):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=400),
-       budget=st.integers(8, 64))
+@given(text=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=400), budget=st.integers(8, 64))
 def test_property_lossless_within_budget(tok, text, budget):
     chunks = chunk_text(text, tok, budget)
     pos = 0  # chunks are consecutive cuts of the text; only whitespace-only pieces may be dropped

@@ -9,11 +9,19 @@ def test_inprocess_annotator_counts_every_chunk(tmp_path, nano_model, make_corpu
     corpus = make_corpus(tmp_path / "c.jsonl", 4, seed=1, paragraphs=(1, 2))
     prompt = tmp_path / "p.txt"
     prompt.write_text("Copy the text and add thoughts in <think> tags:\n{text}\n")
-    cfg = AugmentConfig.from_dict({
-        "input": [str(corpus)], "out": str(tmp_path / "aug"), "tokenizer": str(nano_model), "max_chunk_tokens": 32,
-        "max_new_tokens": 16, "retries": 1, "prompt": str(prompt), "batch_chunks": 4,
-        "annotator": {"backend": "transformers", "model": str(nano_model), "batch_size": 8},
-    })
+    cfg = AugmentConfig.from_dict(
+        {
+            "input": [str(corpus)],
+            "out": str(tmp_path / "aug"),
+            "tokenizer": str(nano_model),
+            "max_chunk_tokens": 32,
+            "max_new_tokens": 16,
+            "retries": 1,
+            "prompt": str(prompt),
+            "batch_chunks": 4,
+            "annotator": {"backend": "transformers", "model": str(nano_model), "batch_size": 8},
+        }
+    )
     m = run(cfg).metrics
     assert m["chunks"] > 0 and m["accepted"] + m["rejected"] + m["failed"] == m["chunks"]
     assert sum(m["rejected_by_reason"].values()) == m["rejected"]

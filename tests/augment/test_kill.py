@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from midtrain.augment.augment import AugmentConfig, shard_chunks
-from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between, programmatic_annotation
 from midtrain.data import iter_jsonl
-from midtrain.models.tokenizer import load_tokenizer
+from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between, programmatic_annotation
 from midtrain.llm.serve import HTTPFault
+from midtrain.models.tokenizer import load_tokenizer
 
 
 def respond(prompt: str, body: dict) -> str:
@@ -41,11 +41,32 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path, tokenizer_dir,
     corpus = make_corpus(tmp_path / "corpus.jsonl", 70, seed=5, paragraphs=(2, 5))
     out = tmp_path / "aug"
     srv = serve(respond)
-    args = [str(corpus), "--out", str(out), "--tokenizer", str(tokenizer_dir), "--max-chunk-tokens", "48",
-            "--num-shards", "2", "--batch-chunks", "4", "--retries", "0", "--annotator.backend", "openai",
-            "--annotator.base-url", srv.url, "--annotator.max-retries", "0", "--annotator.max-concurrency", "4"]
-    cfg = AugmentConfig.from_dict({"input": [str(corpus)], "out": str(out), "tokenizer": str(tokenizer_dir),
-                                   "max_chunk_tokens": 48, "num_shards": 2})
+    args = [
+        str(corpus),
+        "--out",
+        str(out),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--max-chunk-tokens",
+        "48",
+        "--num-shards",
+        "2",
+        "--batch-chunks",
+        "4",
+        "--retries",
+        "0",
+        "--annotator.backend",
+        "openai",
+        "--annotator.base-url",
+        srv.url,
+        "--annotator.max-retries",
+        "0",
+        "--annotator.max-concurrency",
+        "4",
+    ]
+    cfg = AugmentConfig.from_dict(
+        {"input": [str(corpus)], "out": str(out), "tokenizer": str(tokenizer_dir), "max_chunk_tokens": 48, "num_shards": 2}
+    )
     tok = load_tokenizer(tokenizer_dir)
     expected = {c.id for i in range(2) for c in shard_chunks(cfg, tok, i)}
     assert len(expected) >= 200  # "a few hundred chunks"

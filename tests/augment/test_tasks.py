@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from midtrain.augment.split import SplitConfig, is_rl, split
+from midtrain.augment.tasks import TasksConfig, build, prefix_text, reference_text, suffix_tasks
 from midtrain.errors import DataError
 from midtrain.models.tokenizer import load_tokenizer
-from midtrain.augment.tasks import TasksConfig, build, prefix_text, reference_text, suffix_tasks
-from midtrain.augment.split import SplitConfig, is_rl, split
 from midtrain.thoughts import THINK_OPEN, render_augmented
 
 SEGMENTS = [
@@ -17,8 +17,15 @@ SEGMENTS = [
     {"text": "The town was cut off for a month. ", "thought": "Supplies must have run low."},
     {"text": "Food ran short by March. People left. Some came back in May. Most did not.", "thought": None},
 ]
-RECORD = {"id": "d#0000", "source_id": "d", "chunk": "".join(s["text"] for s in SEGMENTS), "domain": "general",
-          "segments": SEGMENTS, "annotator": "x", "status": "accepted"}
+RECORD = {
+    "id": "d#0000",
+    "source_id": "d",
+    "chunk": "".join(s["text"] for s in SEGMENTS),
+    "domain": "general",
+    "segments": SEGMENTS,
+    "annotator": "x",
+    "status": "accepted",
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,9 @@ def write(path, records):
 def test_prefix_drops_the_boundary_thought_and_optionally_all():
     assert prefix_text(SEGMENTS, 1, True) == "The river froze early. "
     with_thoughts = prefix_text(SEGMENTS, 2, True)
-    assert with_thoughts == ("The river froze early. <think>Winter came soon; what happened to the town?</think>"
-                             "The town was cut off for a month. ")
+    assert with_thoughts == (
+        "The river froze early. <think>Winter came soon; what happened to the town?</think>The town was cut off for a month. "
+    )
     assert THINK_OPEN not in prefix_text(SEGMENTS, 2, False)
     assert "Supplies" not in with_thoughts  # the thought at the boundary is the policy's to write
 
@@ -58,13 +66,14 @@ def test_suffix_task_records(tok):
     assert t["prompt"] == "Think, then continue.\n\n" + t["meta"]["prefix"]
     assert t["meta"]["boundary"] == 2 and t["meta"]["reference_tokens"] <= 256 and t["meta"]["keep_thoughts"]
     one = suffix_tasks(RECORD, TasksConfig(input="x", out="y", tokenizer="t", min_prefix_tokens=1), tok, "{prefix}")
-    assert len(one) == 1 and one == suffix_tasks(RECORD, TasksConfig(input="x", out="y", tokenizer="t", min_prefix_tokens=1), tok, "{prefix}")
+    assert len(one) == 1 and one == suffix_tasks(
+        RECORD, TasksConfig(input="x", out="y", tokenizer="t", min_prefix_tokens=1), tok, "{prefix}"
+    )
     assert suffix_tasks(RECORD, TasksConfig(input="x", out="y", tokenizer="t", min_prefix_tokens=10_000), tok, "{prefix}") == []
 
 
 def test_split_is_deterministic_by_chunk_text(tmp_path):
-    recs = [{**RECORD, "id": f"d{i}#0000", "chunk": f"chunk {i}", "segments": [{"text": f"chunk {i}", "thought": "t"}]}
-            for i in range(200)]
+    recs = [{**RECORD, "id": f"d{i}#0000", "chunk": f"chunk {i}", "segments": [{"text": f"chunk {i}", "thought": "t"}]} for i in range(200)]
     recs.append({**recs[0], "id": "copy#0000"})  # same text as d0#0000
     recs.append({**recs[1], "status": "rejected"})
     src = write(tmp_path / "aug.jsonl", recs)

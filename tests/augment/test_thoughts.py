@@ -7,8 +7,16 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from midtrain.thoughts import (
-    after_thinking, build_segments, check_record, normalize, opens_thought, parse_answer, render_augmented,
-    strip_thoughts, thinking_part, validate_answer,
+    after_thinking,
+    build_segments,
+    check_record,
+    normalize,
+    opens_thought,
+    parse_answer,
+    render_augmented,
+    strip_thoughts,
+    thinking_part,
+    validate_answer,
 )
 
 CHUNK = "Hello world. This is a test.\n\nA new paragraph here."
@@ -104,8 +112,9 @@ def test_check_record_for_directly_built_records():
 # -- properties -------------------------------------------------------------------------------------------------
 ALPHABET = st.characters(codec="utf-8", exclude_characters="<>", exclude_categories=("Cs",))
 chunks = st.text(ALPHABET, min_size=1, max_size=120).filter(lambda s: s.strip() != "")
-thought_text = st.text(st.characters(codec="utf-8", exclude_characters="<>", exclude_categories=("Cs",)), min_size=1,
-                       max_size=20).filter(lambda s: s.strip() != "")
+thought_text = st.text(st.characters(codec="utf-8", exclude_characters="<>", exclude_categories=("Cs",)), min_size=1, max_size=20).filter(
+    lambda s: s.strip() != ""
+)
 
 
 @st.composite
@@ -163,7 +172,7 @@ def edited(draw):
     else:
         p = draw(st.sampled_from(text_pos))
         repl = "" if op == "delete" else draw(st.characters(codec="utf-8", exclude_characters="<>", exclude_categories=("Cs",)))
-        new = answer[:p] + repl + answer[p + 1:]
+        new = answer[:p] + repl + answer[p + 1 :]
     return chunk, new
 
 
@@ -187,19 +196,22 @@ def test_property_exact_mode_rejects_every_edit(case):
 
 
 # -- a completion's thinking and its answer ---------------------------------------------------------------------
-@pytest.mark.parametrize("text, opened, thinking, answer", [
-    ("just an answer", False, None, "just an answer"),  # no tag: the model did not think
-    ("just an answer", True, "just an answer", None),  # the prompt opened a thought that never closed
-    ("<think>a</think> 42", False, "a", " 42"),
-    ("pre <think>t</think> x", False, "t", " x"),  # text before the thought is neither
-    ("<think>a</think> so <think>b</think> 42", False, "a</think> so <think>b", " 42"),  # several: the LAST close
-    ("a</think> b</think> c", True, "a</think> b", " c"),  # prompt-opened, closed twice
-    ("a</think> c", False, "a", " c"),  # a close without an open: thinking began before the text
-    ("<think>still going", False, "still going", None),  # unclosed <think>
-    ("<think>a</think> 42 <think>on second thought", False, "a", None),  # reopened and never closed
-    ("", False, None, ""),
-    ("", True, "", None),
-])
+@pytest.mark.parametrize(
+    "text, opened, thinking, answer",
+    [
+        ("just an answer", False, None, "just an answer"),  # no tag: the model did not think
+        ("just an answer", True, "just an answer", None),  # the prompt opened a thought that never closed
+        ("<think>a</think> 42", False, "a", " 42"),
+        ("pre <think>t</think> x", False, "t", " x"),  # text before the thought is neither
+        ("<think>a</think> so <think>b</think> 42", False, "a</think> so <think>b", " 42"),  # several: the LAST close
+        ("a</think> b</think> c", True, "a</think> b", " c"),  # prompt-opened, closed twice
+        ("a</think> c", False, "a", " c"),  # a close without an open: thinking began before the text
+        ("<think>still going", False, "still going", None),  # unclosed <think>
+        ("<think>a</think> 42 <think>on second thought", False, "a", None),  # reopened and never closed
+        ("", False, None, ""),
+        ("", True, "", None),
+    ],
+)
 def test_after_thinking_and_thinking_part(text, opened, thinking, answer):
     assert after_thinking(text, opened=opened) == answer
     assert thinking_part(text, opened=opened) == thinking
@@ -213,9 +225,17 @@ def test_prompt_opened_thought_reassembles():
     assert thinking_part(completion, opened=True) + "</think>" + after_thinking(completion, opened=True) == completion
 
 
-@pytest.mark.parametrize("prompt, opens", [
-    ("Answer: <think>\n", True), ("<think>a</think> b", False), ("<think>a</think><think>", True), ("plain", False),
-    ("", False), (None, False), ("</think><think>x", True),
-])
+@pytest.mark.parametrize(
+    "prompt, opens",
+    [
+        ("Answer: <think>\n", True),
+        ("<think>a</think> b", False),
+        ("<think>a</think><think>", True),
+        ("plain", False),
+        ("", False),
+        (None, False),
+        ("</think><think>x", True),
+    ],
+)
 def test_opens_thought(prompt, opens):
     assert opens_thought(prompt) is opens

@@ -7,14 +7,22 @@ import json
 from pathlib import Path
 
 import pytest
-
 from eval_support import SHARED_BENCH, needs_benchmarks
-from midtrain.eval import benchmarks as B
+
 from midtrain.errors import ConfigError, DataError
+from midtrain.eval import benchmarks as B
 from midtrain.thoughts import opens_thought
 
-SIZES = {"gsm8k": 1319, "math500": 500, "amc23": 40, "aime2024": 30, "aime2025": 30, "olympiadbench": 675,
-         "gpqa_diamond": 198, "mmlu_stem": 3018}
+SIZES = {
+    "gsm8k": 1319,
+    "math500": 500,
+    "amc23": 40,
+    "aime2024": 30,
+    "aime2025": 30,
+    "olympiadbench": 675,
+    "gpqa_diamond": 198,
+    "mmlu_stem": 3018,
+}
 
 
 @pytest.fixture
@@ -89,13 +97,16 @@ def test_malformed_gzip_line_names_file_and_line(tmp_path) -> None:
         B.load_file(f)
 
 
-@pytest.mark.parametrize("line,match", [
-    ('{"id": "1", "answer": "1"}', r"x\.jsonl:2: record has no 'problem'"),
-    ('{"id": "0", "problem": "p", "answer": "2"}', r"x\.jsonl:2: duplicate id '0'"),
-    ('{"id": "1", "problem": "p", "answer": ""}', r"x\.jsonl:2: empty 'answer'"),
-    ('{"id": "1", "problem": "", "answer": "3"}', r"x\.jsonl:2: 'problem' must be"),
-    ('{"id": "1", "problem": "p", "answer": "7", "choices": ["a", "b"]}', r"x\.jsonl:2: multiple-choice answer"),
-])
+@pytest.mark.parametrize(
+    "line,match",
+    [
+        ('{"id": "1", "answer": "1"}', r"x\.jsonl:2: record has no 'problem'"),
+        ('{"id": "0", "problem": "p", "answer": "2"}', r"x\.jsonl:2: duplicate id '0'"),
+        ('{"id": "1", "problem": "p", "answer": ""}', r"x\.jsonl:2: empty 'answer'"),
+        ('{"id": "1", "problem": "", "answer": "3"}', r"x\.jsonl:2: 'problem' must be"),
+        ('{"id": "1", "problem": "p", "answer": "7", "choices": ["a", "b"]}', r"x\.jsonl:2: multiple-choice answer"),
+    ],
+)
 def test_bad_records(tmp_path, line: str, match: str) -> None:
     f = tmp_path / "x.jsonl"
     f.write_text('{"id": "0", "problem": "p", "answer": "1"}\n' + line + "\n")
@@ -110,8 +121,17 @@ def test_hub_path_maps_records(monkeypatch) -> None:
     calls = []
     fake = {
         "openai/gsm8k": [{"question": "Q?", "answer": "3 + 4 = 7\n#### 1,007"}],
-        "Idavidrein/gpqa": [{"Question": "Which?", "Correct Answer": "right", "Incorrect Answer 1": "w1",
-                             "Incorrect Answer 2": "w2", "Incorrect Answer 3": "w3", "Record ID": "rec1", "Explanation": "e"}],
+        "Idavidrein/gpqa": [
+            {
+                "Question": "Which?",
+                "Correct Answer": "right",
+                "Incorrect Answer 1": "w1",
+                "Incorrect Answer 2": "w2",
+                "Incorrect Answer 3": "w3",
+                "Record ID": "rec1",
+                "Explanation": "e",
+            }
+        ],
         "HuggingFaceH4/aime_2024": [{"id": 60, "problem": "P", "answer": "025", "solution": "s"}],
     }
 

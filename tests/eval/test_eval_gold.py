@@ -11,8 +11,8 @@ import json
 import re
 
 import pytest
-
 from eval_support import FIXTURES, needs_benchmarks
+
 from midtrain.eval.benchmarks import load_benchmark
 from midtrain.eval.scoring import score
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from midtrain.eval.scoring import (
-    answer_region, boxed_contents, clean_boxed, extract_choice, parse_gold, score, score_choice,
-    score_math, tolerance_rounding,
+    answer_region,
+    boxed_contents,
+    clean_boxed,
+    extract_choice,
+    parse_gold,
+    score,
+    score_choice,
+    score_math,
+    tolerance_rounding,
 )
 
 EQUIVALENT = [
@@ -128,16 +135,19 @@ def test_tolerance() -> None:
     assert not score("\\boxed{3.3}", rec).correct
 
 
-@pytest.mark.parametrize("completion,letter", [
-    ("The answer is (B).", "B"),
-    ("\\boxed{C}", "C"),
-    ("Final answer: $\\boxed{\\text{D}}$", "D"),
-    ("Answer: A", "A"),
-    ("**B**", "B"),
-    ("I think A is wrong. The final answer is C.", "C"),
-    ("<think>A? B?</think> The correct option is (D)", "D"),
-    ("\\boxed{B) 5 m/s}", "B"),
-])
+@pytest.mark.parametrize(
+    "completion,letter",
+    [
+        ("The answer is (B).", "B"),
+        ("\\boxed{C}", "C"),
+        ("Final answer: $\\boxed{\\text{D}}$", "D"),
+        ("Answer: A", "A"),
+        ("**B**", "B"),
+        ("I think A is wrong. The final answer is C.", "C"),
+        ("<think>A? B?</think> The correct option is (D)", "D"),
+        ("\\boxed{B) 5 m/s}", "B"),
+    ],
+)
 def test_choice_letter_extraction(completion: str, letter: str) -> None:
     assert extract_choice(completion) == letter
     assert score_choice(completion, letter).correct

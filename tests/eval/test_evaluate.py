@@ -11,14 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from eval_support import needs_benchmarks
-from midtrain.models import generation
+
 from midtrain.cli import main
 from midtrain.errors import ConfigError
 from midtrain.eval.evaluate import EvalConfig, run
-from midtrain.eval.summary import macro_averages, summarize_benchmark
 from midtrain.eval.score import ScoreConfig, score
+from midtrain.eval.summary import macro_averages, summarize_benchmark
+from midtrain.models import generation
 from midtrain.runs import read_json
 
 
@@ -34,8 +34,9 @@ def test_summarize_benchmark_hand_rows() -> None:
         rows.append({"id": "a", "sample": j, "correct": bool(ok), "vote": v, "answer": v, "tokens": 10, "thinking_tokens": 4})
     # problem b: 1 of 4 correct; answers 2,3,3,None → majority 3 (wrong); one no-answer
     for j, (ok, v) in enumerate([(1, "2"), (0, "3"), (0, "3"), (0, None)]):
-        rows.append({"id": "b", "sample": j, "correct": bool(ok), "vote": v, "answer": v, "tokens": 20, "thinking_tokens": None,
-                     "finished": j != 3})
+        rows.append(
+            {"id": "b", "sample": j, "correct": bool(ok), "vote": v, "answer": v, "tokens": 20, "thinking_tokens": None, "finished": j != 3}
+        )
     s = summarize_benchmark(rows)
     assert s["n"] == 2 and s["samples"] == 8 and s["k"] == 4
     assert s["accuracy"] == 0.5 and s["mean_at_k"] == 0.5
@@ -140,8 +141,23 @@ def children_of(pid: int) -> list[int]:
 @pytest.mark.slow
 def test_kill_9_midway_then_rerun_finishes(eval_model: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "killed"
-    args = ["eval", str(eval_model), "--benchmarks", "gsm8k", "--limit", "12", "--max-new-tokens", "48",
-            "--batch-size", "2", "--score-workers", "1", "--out", str(out), "--no-progress"]
+    args = [
+        "eval",
+        str(eval_model),
+        "--benchmarks",
+        "gsm8k",
+        "--limit",
+        "12",
+        "--max-new-tokens",
+        "48",
+        "--batch-size",
+        "2",
+        "--score-workers",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     env = {**os.environ, "MIDTRAIN_QUIET": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "midtrain", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     samples = out / "samples.jsonl"
@@ -169,15 +185,33 @@ def test_kill_9_midway_then_rerun_finishes(eval_model: Path, tmp_path: Path, mon
 
 def test_sampling_several_per_problem_with_custom_data(eval_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "mine.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"id": "m1", "problem": "What is 1+1?", "answer": "2"},
-        {"id": "m2", "problem": "What is 2+2?", "answer": "4"},
-    ]))
+    data.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"id": "m1", "problem": "What is 1+1?", "answer": "2"},
+                {"id": "m2", "problem": "What is 2+2?", "answer": "4"},
+            ]
+        )
+    )
     mc = tmp_path / "quiz.jsonl"
     mc.write_text(json.dumps({"id": "q1", "problem": "Pick.", "answer": "B", "choices": ["a", "b", "c", "d"]}) + "\n")
     out = tmp_path / "e"
-    run(EvalConfig.from_dict(dict(model=str(eval_model), out=str(out), data=[str(data), str(mc)], n_samples=4,
-                                  temperature=1.0, max_new_tokens=6, prompt_format="fewshot", n_shots=2, progress=False)))
+    run(
+        EvalConfig.from_dict(
+            dict(
+                model=str(eval_model),
+                out=str(out),
+                data=[str(data), str(mc)],
+                n_samples=4,
+                temperature=1.0,
+                max_new_tokens=6,
+                prompt_format="fewshot",
+                n_shots=2,
+                progress=False,
+            )
+        )
+    )
     s = read_json(out / "summary.json")
     assert s["prompt_format"] == "fewshot"
     mine, quiz = s["benchmarks"]["mine"], s["benchmarks"]["quiz"]
@@ -234,16 +268,26 @@ def test_score_cli_on_a_benchmark(tmp_path: Path, capsys) -> None:
 
 def test_score_custom_data_and_errors(tmp_path: Path, capsys) -> None:
     data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"id": "x", "problem": "half of one?", "answer": "\\frac{1}{2}"},
-        {"id": "y", "problem": "1,000 + 234?", "answer": "1234"},
-    ]))
+    data.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"id": "x", "problem": "half of one?", "answer": "\\frac{1}{2}"},
+                {"id": "y", "problem": "1,000 + 234?", "answer": "1234"},
+            ]
+        )
+    )
     comps = tmp_path / "c.jsonl"
-    comps.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"id": "x", "completion": "<think>maybe 1/3</think> It is 0.5."},
-        {"id": "y", "completion": "The total is $1,234."},
-        {"id": "y", "completion": "<think>never closed"},
-    ]))
+    comps.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {"id": "x", "completion": "<think>maybe 1/3</think> It is 0.5."},
+                {"id": "y", "completion": "The total is $1,234."},
+                {"id": "y", "completion": "<think>never closed"},
+            ]
+        )
+    )
     res = score(ScoreConfig.from_dict(dict(data=str(data), completions=str(comps), out=str(tmp_path / "s"))))
     s = res.to_dict()
     assert s["n"] == 2 and s["samples"] == 3 and s["no_answer"] == 1 and s["accuracy"] == pytest.approx(2 / 3)

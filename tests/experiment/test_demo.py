@@ -85,8 +85,12 @@ def test_demo_quick_writes_artifacts_and_resumes_after_kill(tmp_path):
         for r in ("id", "edge", "hard"):
             assert 0.0 <= arm[r]["mean"] <= 1.0 and len(arm[r]["values"]) == 1
         assert arm["compute"]["flops"] > 0
-    assert {c["id"] for c in summary["claims"]} == {"thinking_midtraining_vs_rl", "thoughts_vs_raw",
-                                                     "dense_mid_sparse_rl", "rl_keeps_geometry"}
+    assert {c["id"] for c in summary["claims"]} == {
+        "thinking_midtraining_vs_rl",
+        "thoughts_vs_raw",
+        "dense_mid_sparse_rl",
+        "rl_keeps_geometry",
+    }
     assert all(isinstance(c["holds"], bool) for c in summary["claims"])
     assert set(summary["checkpoints"]) == {"base", "SFT(raw)", "SFT(think)", "SFT(think) → RLMT", "(a)", "(b)", "(c)", "(d)"}
     md = (out / "report.md").read_text()

@@ -10,7 +10,8 @@ import yaml
 
 from midtrain.cli import main
 from midtrain.errors import ConfigError
-from midtrain.experiment.experiment import ArmSpec, ExperimentConfig, Step, compute_of, plan, references, run, substitute
+from midtrain.experiment.compute import compute_of
+from midtrain.experiment.experiment import ArmSpec, ExperimentConfig, Step, plan, references, run, substitute
 
 
 def _exp(tmp_path: Path, stages: dict, arms: dict | None = None, **kw) -> ExperimentConfig:
@@ -18,8 +19,11 @@ def _exp(tmp_path: Path, stages: dict, arms: dict | None = None, **kw) -> Experi
     return ExperimentConfig.from_dict(data)
 
 
-GEN = {"verb": "synth generate", "per_seed": False,
-       "args": {"ops": "2-3", "n": 6, "seed": 3, "render": "compact", "modulus": 10, "order": "dependency"}}
+GEN = {
+    "verb": "synth generate",
+    "per_seed": False,
+    "args": {"ops": "2-3", "n": 6, "seed": 3, "render": "compact", "modulus": 10, "order": "dependency"},
+}
 
 
 def test_substitute_keeps_types_and_interpolates():
@@ -31,11 +35,15 @@ def test_substitute_keeps_types_and_interpolates():
 
 
 def test_plan_resolves_outputs_and_dependency_order(tmp_path, nano_model):
-    cfg = _exp(tmp_path, {
-        "ev": {"verb": "eval", "args": {"model": "${base}", "synthetic": "${gen}", "op_scale": "tiny", "seed": "${seed}"}},
-        "gen": GEN,
-        "base": {"path": str(nano_model)},
-    }, seeds=[0, 1])
+    cfg = _exp(
+        tmp_path,
+        {
+            "ev": {"verb": "eval", "args": {"model": "${base}", "synthetic": "${gen}", "op_scale": "tiny", "seed": "${seed}"}},
+            "gen": GEN,
+            "base": {"path": str(nano_model)},
+        },
+        seeds=[0, 1],
+    )
     steps = plan(cfg)
     names = [(s.name, s.seed) for s in steps]
     assert names.index(("gen", None)) < names.index(("ev", 0))  # dependencies first
@@ -45,18 +53,27 @@ def test_plan_resolves_outputs_and_dependency_order(tmp_path, nano_model):
     assert ev1.config.seed == 1 and ev1.config.model == str(nano_model)
 
 
-@pytest.mark.parametrize("stages, arms, needle", [
-    ({"x": {"verb": "pretrian", "args": {}}}, {}, "stages.x.verb"),
-    ({"x": {"verb": "synth generate", "args": {"nn": 3}}}, {}, "stages.x.args.nn"),
-    ({"x": {"verb": "synth generate", "args": {"n": "${nope}"}}}, {}, "unknown reference"),
-    ({"x": {"verb": "synth generate", "args": {"n": "${vars.q}"}}}, {}, "unknown variable 'q'"),
-    ({"x": {"verb": "synth generate", "args": {"out": "f.jsonl"}}}, {}, "stages.x.args.out"),
-    ({"x": {"verb": "synth generate", "per_seed": False, "args": {"seed": "${seed}"}}}, {}, "per_seed: false"),
-    ({"x": {"verb": "analyze weights", "args": {"checkpoints": ["${y}", "${y}"]}},
-      "y": {"verb": "analyze weights", "args": {"checkpoints": ["${x}", "${x}"]}}}, {}, "dependency cycle"),
-    ({"x": GEN}, {"a": {"chain": ["missing"]}}, "arms.a.chain[0]"),
-    ({"x": {"path": "p", "verb": "sft"}}, {}, "exactly one of 'verb' or 'path'"),
-])
+@pytest.mark.parametrize(
+    "stages, arms, needle",
+    [
+        ({"x": {"verb": "pretrian", "args": {}}}, {}, "stages.x.verb"),
+        ({"x": {"verb": "synth generate", "args": {"nn": 3}}}, {}, "stages.x.args.nn"),
+        ({"x": {"verb": "synth generate", "args": {"n": "${nope}"}}}, {}, "unknown reference"),
+        ({"x": {"verb": "synth generate", "args": {"n": "${vars.q}"}}}, {}, "unknown variable 'q'"),
+        ({"x": {"verb": "synth generate", "args": {"out": "f.jsonl"}}}, {}, "stages.x.args.out"),
+        ({"x": {"verb": "synth generate", "per_seed": False, "args": {"seed": "${seed}"}}}, {}, "per_seed: false"),
+        (
+            {
+                "x": {"verb": "analyze weights", "args": {"checkpoints": ["${y}", "${y}"]}},
+                "y": {"verb": "analyze weights", "args": {"checkpoints": ["${x}", "${x}"]}},
+            },
+            {},
+            "dependency cycle",
+        ),
+        ({"x": GEN}, {"a": {"chain": ["missing"]}}, "arms.a.chain[0]"),
+        ({"x": {"path": "p", "verb": "sft"}}, {}, "exactly one of 'verb' or 'path'"),
+    ],
+)
 def test_bad_experiments_fail_before_running_and_name_the_key(tmp_path, stages, arms, needle):
     with pytest.raises(ConfigError, match=None) as e:
         _exp(tmp_path, stages, arms)
@@ -98,9 +115,11 @@ def test_run_twice_skips_finished_stages(tmp_path, nano_model, capsys):
 
 def test_compute_is_split_into_mid_training_and_rl(tmp_path):
     cfg = _exp(tmp_path, {"gen": GEN})
-    recs = {"sft": {"stage": "sft", "verb": "sft", "metrics": {"tokens": 1000, "flops": 6e6}},
-            "rlmt": {"stage": "rlmt", "verb": "rl", "metrics": {"tokens_generated": 300, "tokens_trained": 400, "flops": 2e6}},
-            "rl": {"stage": "rl", "verb": "rl", "metrics": {"tokens_generated": 100, "tokens_trained": 200, "flops": 2e6}}}
+    recs = {
+        "sft": {"stage": "sft", "verb": "sft", "metrics": {"tokens": 1000, "flops": 6e6}},
+        "rlmt": {"stage": "rlmt", "verb": "rl", "metrics": {"tokens_generated": 300, "tokens_trained": 400, "flops": 2e6}},
+        "rl": {"stage": "rl", "verb": "rl", "metrics": {"tokens_generated": 100, "tokens_trained": 200, "flops": 2e6}},
+    }
 
     class Suffix:
         task = "suffix"
@@ -116,8 +135,9 @@ def test_compute_is_split_into_mid_training_and_rl(tmp_path):
 
 def test_one_variable_can_be_overridden_from_the_command_line(tmp_path, capsys):
     path = tmp_path / "e.yaml"
-    path.write_text(yaml.safe_dump({"name": "t", "vars": {"n": 6, "keep": 1},
-                                    "stages": {"gen": {**GEN, "args": {**GEN["args"], "n": "${vars.n}"}}}}))
+    path.write_text(
+        yaml.safe_dump({"name": "t", "vars": {"n": 6, "keep": 1}, "stages": {"gen": {**GEN, "args": {**GEN["args"], "n": "${vars.n}"}}}})
+    )
     assert main(["experiment", "run", str(path), "vars.n=9", "--dry-run"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["vars"] == {"n": 9, "keep": 1}
@@ -143,8 +163,10 @@ def test_report_opens_with_the_arms_table(tmp_path, nano_model, capsys):
     stages = {
         "base": {"path": str(nano_model)},
         "gen": GEN,
-        "ev": {"verb": "eval", "args": {"model": "${base}", "synthetic": "${gen}", "op_scale": "tiny",
-                                        "max_new_tokens": 8, "seed": "${seed}"}},
+        "ev": {
+            "verb": "eval",
+            "args": {"model": "${base}", "synthetic": "${gen}", "op_scale": "tiny", "max_new_tokens": 8, "seed": "${seed}"},
+        },
     }
     res = run(_exp(tmp_path, stages, {"a": {"label": "base only", "eval": "ev"}}, base="base"))
     md = Path(res.report, "report.md").read_text()

@@ -21,9 +21,15 @@ def _id(path: Path) -> str:
 
 def test_the_experiment_configs_are_found():
     names = {p.name for p in EXPERIMENTS}
-    for expected in ("demo.yaml", "interplay-edge-of-competence.yaml", "interplay-context-exposure.yaml",
-                     "interplay-compute-split.yaml", "interplay-process-reward.yaml", "prism-mixture.yaml",
-                     "thinking-midtraining-llama3-8b.yaml"):
+    for expected in (
+        "demo.yaml",
+        "interplay-edge-of-competence.yaml",
+        "interplay-context-exposure.yaml",
+        "interplay-compute-split.yaml",
+        "interplay-process-reward.yaml",
+        "prism-mixture.yaml",
+        "thinking-midtraining-llama3-8b.yaml",
+    ):
         assert expected in names
 
 

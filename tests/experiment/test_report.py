@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.synth import summary as synth_eval
 from midtrain.cli import main
 from midtrain.errors import DataError
 from midtrain.experiment.report import ReportConfig, find_runs, fmt, run
+from midtrain.synth import summary as synth_eval
 
 
 def md_tables(md: str) -> dict[str, list[dict[str, str]]]:
@@ -52,15 +52,43 @@ def png(path: Path) -> None:
 def runs(tmp_path: Path) -> dict[str, Path]:
     root = tmp_path / "runs"
     bench = {
-        "gsm8k": {"title": "GSM8K", "domain": "math", "n": 10, "k": 4, "accuracy": 0.41234, "mean_at_k": 0.41234,
-                  "pass_at_k": {"1": 0.41234, "2": 0.55551, "4": 0.7}, "maj_at_k": 0.5, "no_answer": 3,
-                  "response_tokens_mean": 120.5, "thinking_tokens_mean": 80.25},
-        "gpqa_diamond": {"title": "GPQA-Diamond", "domain": "science", "n": 5, "k": 4, "accuracy": 0.25, "mean_at_k": 0.25,
-                         "pass_at_k": {"1": 0.25, "2": 0.43333, "4": 0.6}, "maj_at_k": 0.2, "no_answer": 0,
-                         "response_tokens_mean": 99.0, "thinking_tokens_mean": None},
+        "gsm8k": {
+            "title": "GSM8K",
+            "domain": "math",
+            "n": 10,
+            "k": 4,
+            "accuracy": 0.41234,
+            "mean_at_k": 0.41234,
+            "pass_at_k": {"1": 0.41234, "2": 0.55551, "4": 0.7},
+            "maj_at_k": 0.5,
+            "no_answer": 3,
+            "response_tokens_mean": 120.5,
+            "thinking_tokens_mean": 80.25,
+        },
+        "gpqa_diamond": {
+            "title": "GPQA-Diamond",
+            "domain": "science",
+            "n": 5,
+            "k": 4,
+            "accuracy": 0.25,
+            "mean_at_k": 0.25,
+            "pass_at_k": {"1": 0.25, "2": 0.43333, "4": 0.6},
+            "maj_at_k": 0.2,
+            "no_answer": 0,
+            "response_tokens_mean": 99.0,
+            "thinking_tokens_mean": None,
+        },
     }
-    write(root / "eval-a" / "summary.json", {"kind": "eval", "benchmarks": bench, "macro_avg": 0.33117,
-                                             "domain_weighted_avg": 0.33117, "domains": {"math": 0.41234, "science": 0.25}})
+    write(
+        root / "eval-a" / "summary.json",
+        {
+            "kind": "eval",
+            "benchmarks": bench,
+            "macro_avg": 0.33117,
+            "domain_weighted_avg": 0.33117,
+            "domains": {"math": 0.41234, "science": 0.25},
+        },
+    )
     write(root / "eval-a" / "midtrain.json", {"stage": "eval", "status": "complete"})
     bench_b = {"gsm8k": {**bench["gsm8k"], "mean_at_k": 0.61, "pass_at_k": {"1": 0.61}}}
     write(root / "eval-b" / "summary.json", {"kind": "eval", "benchmarks": bench_b, "macro_avg": 0.61, "domain_weighted_avg": 0.61})
@@ -69,23 +97,59 @@ def runs(tmp_path: Path) -> dict[str, Path]:
     for p in probs:
         for j in range(4):
             ok = j < (12 - p["op"]) // 3
-            rows.append({"id": p["id"], "sample": j, "verified": ok, "outcome_correct": ok or j == 3,
-                         "process_acc": 1.0 if ok else 0.3, "answer": "1", "tokens": 30})
+            rows.append(
+                {
+                    "id": p["id"],
+                    "sample": j,
+                    "verified": ok,
+                    "outcome_correct": ok or j == 3,
+                    "process_acc": 1.0 if ok else 0.3,
+                    "answer": "1",
+                    "tokens": 30,
+                }
+            )
     synth = synth_eval.summarize(rows, probs, ranges=synth_eval.scale_ranges("tiny"))
     write(root / "eval-synth" / "summary.json", {"kind": "eval", "synthetic": synth})
     log = root / "rl" / "log.jsonl"
     log.parent.mkdir(parents=True)
-    log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s, "reward_mean": s / 20, "reward_std": 0.1,
-                                       "zero_var_frac": 0.2, "completion_len": 40 + s, "think_len": 10 + s,
-                                       "gen_s": 0.5, "reward_s": 0.1, "train_s": 0.25}) + "\n" for s in range(1, 21))
-                   + '{"step": 21, "loss"')  # a torn last line is skipped
+    log.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "step": s,
+                    "loss": 1.0 / s,
+                    "reward_mean": s / 20,
+                    "reward_std": 0.1,
+                    "zero_var_frac": 0.2,
+                    "completion_len": 40 + s,
+                    "think_len": 10 + s,
+                    "gen_s": 0.5,
+                    "reward_s": 0.1,
+                    "train_s": 0.25,
+                }
+            )
+            + "\n"
+            for s in range(1, 21)
+        )
+        + '{"step": 21, "loss"'
+    )  # a torn last line is skipped
     an = root / "analysis"
-    write(an / "weights.json", {"fraction_changed": 0.93125, "rel_frob": 0.0123,
-                                "per_module_type": {"attention": {"fraction_changed": 0.95, "rel_frob": 0.01},
-                                                    "mlp": {"fraction_changed": 0.9, "rel_frob": 0.02}},
-                                "per_layer": {"0": {"fraction_changed": 0.91}, "1": {"fraction_changed": 0.96}}})
-    write(an / "cka.json", {"per_layer": [1.0, 0.99912, 0.99871], "min_cka": 0.99871,
-                            "probes": {"text": {"per_layer": [1.0, 0.9991, 0.9987]}}})
+    write(
+        an / "weights.json",
+        {
+            "fraction_changed": 0.93125,
+            "rel_frob": 0.0123,
+            "per_module_type": {
+                "attention": {"fraction_changed": 0.95, "rel_frob": 0.01},
+                "mlp": {"fraction_changed": 0.9, "rel_frob": 0.02},
+            },
+            "per_layer": {"0": {"fraction_changed": 0.91}, "1": {"fraction_changed": 0.96}},
+        },
+    )
+    write(
+        an / "cka.json",
+        {"per_layer": [1.0, 0.99912, 0.99871], "min_cka": 0.99871, "probes": {"text": {"per_layer": [1.0, 0.9991, 0.9987]}}},
+    )
     png(an / "weights_heatmap.png")
     png(an / "cka_per_layer.png")
     return {"root": root, "synth": synth, "bench": bench}
@@ -97,8 +161,14 @@ def test_report_tables_match_summaries_and_plots_exist(runs, tmp_path: Path) -> 
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     names = {Path(p).name for p in res.plots}
-    assert {"synth_acc_vs_op.png", "passk_eval-a.png", "synth_passk_eval-synth.png", "train_rl.png",
-            "analysis_weights_heatmap.png", "analysis_cka_per_layer.png"} <= names
+    assert {
+        "synth_acc_vs_op.png",
+        "passk_eval-a.png",
+        "synth_passk_eval-synth.png",
+        "train_rl.png",
+        "analysis_weights_heatmap.png",
+        "analysis_cka_per_layer.png",
+    } <= names
     for p in res.plots:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](plots/{Path(p).name})" in md
@@ -166,13 +236,17 @@ def test_find_runs_errors(tmp_path: Path) -> None:
 
 def test_report_on_a_real_eval_run(eval_model: Path, tmp_path: Path) -> None:
     """An eval run dir written by midtrain eval (custom data, 2 samples) goes through the report unchanged."""
-    from midtrain.eval.evaluate import EvalConfig, run as eval_run
+    from midtrain.eval.evaluate import EvalConfig
+    from midtrain.eval.evaluate import run as eval_run
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i}+1?", "answer": str(i + 1)}) + "\n" for i in range(3)))
     ev = tmp_path / "ev"
-    eval_run(EvalConfig.from_dict(dict(model=str(eval_model), out=str(ev), data=[str(data)], n_samples=2, temperature=1.0,
-                                       max_new_tokens=4, progress=False)))
+    eval_run(
+        EvalConfig.from_dict(
+            dict(model=str(eval_model), out=str(ev), data=[str(data)], n_samples=2, temperature=1.0, max_new_tokens=4, progress=False)
+        )
+    )
     summary = json.loads((ev / "summary.json").read_text())
     out = tmp_path / "rep"
     run(ReportConfig.from_dict({"runs": [str(ev)], "out": str(out)}))
@@ -184,10 +258,28 @@ def test_report_on_a_real_eval_run(eval_model: Path, tmp_path: Path) -> None:
 
 def test_missing_analysis_png_is_drawn_and_score_summaries_are_read(tmp_path: Path) -> None:
     root = tmp_path / "runs"
-    write(root / "cka2" / "cka.json", {"per_layer": [1.0, 0.998], "min_cka": 0.998, "layers": 2,
-                                       "probes": {"text": {"per_layer": [1.0, 0.998], "mean": 0.999, "min": 0.998}}})
-    write(root / "scored" / "summary.json", {"benchmark": "gsm8k", "n": 3, "samples": 3, "k": 1, "accuracy": 0.3333,
-                                             "mean_at_k": 0.3333, "pass_at_k": {"1": 0.3333}, "no_answer": 1})
+    write(
+        root / "cka2" / "cka.json",
+        {
+            "per_layer": [1.0, 0.998],
+            "min_cka": 0.998,
+            "layers": 2,
+            "probes": {"text": {"per_layer": [1.0, 0.998], "mean": 0.999, "min": 0.998}},
+        },
+    )
+    write(
+        root / "scored" / "summary.json",
+        {
+            "benchmark": "gsm8k",
+            "n": 3,
+            "samples": 3,
+            "k": 1,
+            "accuracy": 0.3333,
+            "mean_at_k": 0.3333,
+            "pass_at_k": {"1": 0.3333},
+            "no_answer": 1,
+        },
+    )
     out = tmp_path / "rep"
     res = run(ReportConfig.from_dict({"runs": [str(root)], "out": str(out)}))
     assert "cka2_cka_per_layer.png" in {Path(p).name for p in res.plots}

@@ -10,11 +10,18 @@ from collections import Counter
 
 import pytest
 
-from midtrain.llm.backends import (
-    BackendConfig, BackendError, OpenAIBackend, ProgrammaticBackend, TransformersBackend, VLLMBackend, fill_template,
-    load_prompt, make_backend,
-)
 from midtrain.errors import ConfigError, MidtrainError
+from midtrain.llm.backends import (
+    BackendConfig,
+    BackendError,
+    OpenAIBackend,
+    ProgrammaticBackend,
+    TransformersBackend,
+    VLLMBackend,
+    fill_template,
+    load_prompt,
+    make_backend,
+)
 from midtrain.llm.serve import HTTPFault, OpenAIServer, model_responder
 from midtrain.thoughts import validate_answer
 
@@ -154,7 +161,7 @@ def test_programmatic_backend_answers_the_shipped_prompt():
     text = "One sentence here. Another one follows. And a third."
     prompt = fill_template(load_prompt("augment"), text=text)
     b = ProgrammaticBackend()
-    (ans,), = b.generate([prompt], max_new_tokens=0)
+    ((ans,),) = b.generate([prompt], max_new_tokens=0)
     out = validate_answer(text, ans)
     assert out.status == "accepted" and out.thoughts >= 1
     scripted = ProgrammaticBackend(lambda p: "fixed")

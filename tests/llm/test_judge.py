@@ -10,11 +10,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midtrain.llm.backends import OpenAIBackend, ProgrammaticBackend, fill_template, load_prompt
 from midtrain.cli import main as cli_main
+from midtrain.llm.backends import OpenAIBackend, ProgrammaticBackend, fill_template, load_prompt
 from midtrain.llm.judge import (
-    ExactJudge, LLMJudge, NumberJudge, TokenF1Judge, VerdictCache, continuation, escape, judge_reward,
-    parse_number, parse_verdict, render_judge_prompt, token_f1, unescape,
+    ExactJudge,
+    LLMJudge,
+    NumberJudge,
+    TokenF1Judge,
+    VerdictCache,
+    continuation,
+    escape,
+    judge_reward,
+    parse_number,
+    parse_verdict,
+    render_judge_prompt,
+    token_f1,
+    unescape,
 )
 from midtrain.llm.serve import OpenAIServer
 
@@ -75,9 +86,20 @@ def test_property_escaped_texts_reach_the_judge_intact(candidate, reference):
 
 @pytest.mark.parametrize(
     ("answer", "label"),
-    [("VERDICT: YES", "YES"), ("verdict: no", "NO"), ("Reasoning...\nVERDICT: **YES**", "YES"), ("Yes.", "YES"),
-     ("NO", "NO"), ("Yes, it matches", "YES"), ("maybe", None), ("", None), ("VERDICT: PERHAPS", None),
-     ("yes and no", None), ("VERDICT: YES\nVERDICT: NO", None), ("Not sure", None)],
+    [
+        ("VERDICT: YES", "YES"),
+        ("verdict: no", "NO"),
+        ("Reasoning...\nVERDICT: **YES**", "YES"),
+        ("Yes.", "YES"),
+        ("NO", "NO"),
+        ("Yes, it matches", "YES"),
+        ("maybe", None),
+        ("", None),
+        ("VERDICT: PERHAPS", None),
+        ("yes and no", None),
+        ("VERDICT: YES\nVERDICT: NO", None),
+        ("Not sure", None),
+    ],
 )
 def test_parse_verdict(answer, label):
     assert parse_verdict(answer) == label
@@ -181,8 +203,11 @@ def test_programmatic_llm_judge_uses_token_f1_on_the_shipped_prompt():
 
 def test_judge_cli(tmp_path, capsys):
     pairs = tmp_path / "pairs.jsonl"
-    rows = [{"completion": "<think>t</think>7 apples", "reference": "7"}, {"completion": "8", "reference": "8"},
-            {"completion": "<think>t</think>9", "reference": "8"}]
+    rows = [
+        {"completion": "<think>t</think>7 apples", "reference": "7"},
+        {"completion": "8", "reference": "8"},
+        {"completion": "<think>t</think>9", "reference": "8"},
+    ]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert cli_main(["judge", str(pairs), "--out", str(tmp_path / "v"), "--judge", "number", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -49,13 +49,17 @@ def test_cli_reload_in_fresh_offline_process(nano_model):
 
 @pytest.mark.parametrize("preset", ["nano", "micro", "tiny"])
 def test_presets_sizes(preset, tokenizer_dir, tmp_path):
-    from midtrain.models.init import PRESETS, model_config
-
     from transformers import AutoModelForCausalLM
+
+    from midtrain.models.init import PRESETS, model_config
 
     m = AutoModelForCausalLM.from_config(model_config(preset, 300))
     n = sum(p.numel() for p in m.parameters())
-    assert {"nano": (3e5, 6e5), "micro": (5e5, 1.2e6), "tiny": (2e6, 4e6)}[preset][0] < n < {"nano": (3e5, 6e5), "micro": (5e5, 1.2e6), "tiny": (2e6, 4e6)}[preset][1]
+    assert (
+        {"nano": (3e5, 6e5), "micro": (5e5, 1.2e6), "tiny": (2e6, 4e6)}[preset][0]
+        < n
+        < {"nano": (3e5, 6e5), "micro": (5e5, 1.2e6), "tiny": (2e6, 4e6)}[preset][1]
+    )
     assert PRESETS["interplay-100m"].hidden == 768 and PRESETS["interplay-100m"].kv_heads == 2
 
 
@@ -79,5 +83,7 @@ def test_bad_inputs(capsys, tmp_path, tokenizer_dir):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"text": "ok"}\n{"text": \n')
     _one_line_error(capsys, ["tokenizer", "train", "--corpus", str(broken), "--out", str(out)], "broken.jsonl:2", "malformed JSON")
-    _one_line_error(capsys, ["model", "init", "--preset", "gigantic", "--tokenizer", str(tokenizer_dir), "--out", str(out)], "unknown preset 'gigantic'")
+    _one_line_error(
+        capsys, ["model", "init", "--preset", "gigantic", "--tokenizer", str(tokenizer_dir), "--out", str(out)], "unknown preset 'gigantic'"
+    )
     assert not out.exists()

@@ -8,25 +8,28 @@ import re
 
 import pytest
 
-from midtrain.synth.render import split_steps
 from midtrain.synth.generate import SynthConfig, generate_problems
+from midtrain.synth.render import split_steps
 
 os.environ.setdefault("MIDTRAIN_QUIET", "1")
 CONTEXTS = ["zoo", "teachers", "movies"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def problems(**kw) -> tuple[dict, ...]:
     """Generated problems for a config (cached: tests must not mutate them)."""
     kw = {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
     return tuple(generate_problems(SynthConfig(**kw)))
 
 
-def one(seed: int, op: int, context: str, mode: str, render: str, modulus: int | None = None,
-        order: str = "shuffled", distractors: bool = True) -> dict:
-    return generate_problems(SynthConfig(ops=str(op), n=1, seed=seed, contexts=[context], mode=mode,
-                                         render=render, modulus=modulus, order=order,
-                                         distractors=distractors))[0]
+def one(
+    seed: int, op: int, context: str, mode: str, render: str, modulus: int | None = None, order: str = "shuffled", distractors: bool = True
+) -> dict:
+    return generate_problems(
+        SynthConfig(
+            ops=str(op), n=1, seed=seed, contexts=[context], mode=mode, render=render, modulus=modulus, order=order, distractors=distractors
+        )
+    )[0]
 
 
 # -- corruptions of a gold completion ---------------------------------------------------------------------------

@@ -21,8 +21,23 @@ def run(capsys, *argv):
 @pytest.fixture
 def problem_file(tmp_path, capsys, quiet):
     path = tmp_path / "problems.jsonl"
-    code, out, err = run(capsys, "synth", "generate", "--ops", "2-8", "--contexts", "zoo,teachers,movies", "--n",
-                         "60", "--seed", "1", "--out", str(path), "--mode", "mixed")
+    code, out, err = run(
+        capsys,
+        "synth",
+        "generate",
+        "--ops",
+        "2-8",
+        "--contexts",
+        "zoo,teachers,movies",
+        "--n",
+        "60",
+        "--seed",
+        "1",
+        "--out",
+        str(path),
+        "--mode",
+        "mixed",
+    )
     assert code == 0, err
     return path
 
@@ -32,12 +47,44 @@ def test_generate_writes_records(problem_file, tmp_path, capsys):
     assert len(recs) == 60 and {r["op"] for r in recs} == set(range(2, 9))
     assert {r["context"] for r in recs} == {"zoo", "teachers", "movies"} and {r["mode"] for r in recs} == {"forward", "reverse"}
     again = tmp_path / "again.jsonl"
-    code, out, _ = run(capsys, "synth", "generate", "--ops", "2-8", "--contexts", "zoo,teachers,movies", "--n", "60",
-                       "--seed", "1", "--out", str(again), "--mode", "mixed", "--json")
+    code, out, _ = run(
+        capsys,
+        "synth",
+        "generate",
+        "--ops",
+        "2-8",
+        "--contexts",
+        "zoo,teachers,movies",
+        "--n",
+        "60",
+        "--seed",
+        "1",
+        "--out",
+        str(again),
+        "--mode",
+        "mixed",
+        "--json",
+    )
     assert code == 0 and again.read_bytes() == problem_file.read_bytes()
     assert json.loads(out)["n"] == 60
-    code, out, _ = run(capsys, "synth", "generate", "--preset", "tiny-id", "--render", "compact", "--modulus", "10",
-                       "--order", "dependency", "--no-distractors", "--n", "20", "--out", str(tmp_path / "c.jsonl"))
+    code, out, _ = run(
+        capsys,
+        "synth",
+        "generate",
+        "--preset",
+        "tiny-id",
+        "--render",
+        "compact",
+        "--modulus",
+        "10",
+        "--order",
+        "dependency",
+        "--no-distractors",
+        "--n",
+        "20",
+        "--out",
+        str(tmp_path / "c.jsonl"),
+    )
     assert code == 0 and "synth generate: 20 problems" in out
     assert all(r["render"] == "compact" and r["op"] <= 5 for r in iter_jsonl(tmp_path / "c.jsonl"))
 
@@ -50,8 +97,12 @@ def test_verify_gold_and_completions(problem_file, tmp_path, capsys):
     comp = tmp_path / "completions.jsonl"
     lines = []
     for r in recs[:10]:
-        lines += [{"id": r["id"], "completion": r["completion"]}, {"id": r["id"], "completion": wrong_answer(r)},
-                  {"id": r["id"], "completion": wrong_value(r, r["graph"]["trace"][0])}, {"id": r["id"], "completion": ""}]
+        lines += [
+            {"id": r["id"], "completion": r["completion"]},
+            {"id": r["id"], "completion": wrong_answer(r)},
+            {"id": r["id"], "completion": wrong_value(r, r["graph"]["trace"][0])},
+            {"id": r["id"], "completion": ""},
+        ]
     comp.write_text("".join(json.dumps(x) + "\n" for x in lines))
     code, out, _ = run(capsys, "synth", "verify", "--problems", str(problem_file), "--completions", str(comp), "--json")
     s = json.loads(out)
@@ -93,8 +144,24 @@ def test_bad_input_is_one_line_and_exit_2(problem_file, tmp_path, capsys):
     broken.write_text(json.dumps({**first, "graph": {"nodes": "x"}}) + "\n")
     code, _, err = run(capsys, "synth", "verify", "--problems", str(broken))
     assert code == 2 and f"{broken}:1" in err and "graph" in err
-    code, _, err = run(capsys, "synth", "generate", "--ops", "2", "--n", "500", "--render", "compact", "--modulus",
-                       "10", "--no-distractors", "--max-tries", "30", "--out", str(tmp_path / "x.jsonl"))
+    code, _, err = run(
+        capsys,
+        "synth",
+        "generate",
+        "--ops",
+        "2",
+        "--n",
+        "500",
+        "--render",
+        "compact",
+        "--modulus",
+        "10",
+        "--no-distractors",
+        "--max-tries",
+        "30",
+        "--out",
+        str(tmp_path / "x.jsonl"),
+    )
     assert code == 2 and "cannot generate" in err and not (tmp_path / "x.jsonl").exists()
     code, _, err = run(capsys, "synth", "generate", "--n", "5")
     assert code == 2 and "'out'" in err

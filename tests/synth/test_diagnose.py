@@ -37,8 +37,7 @@ def test_diagnostics_run_on_a_tiny_model(nano_model):
 def _write_problems(path, **kw):
     from midtrain.data import write_jsonl
 
-    recs = generate_problems(**{"n": 16, "ops": "2-8", "render": "compact", "modulus": 10, "order": "dependency",
-                                "seed": 3, **kw})
+    recs = generate_problems(**{"n": 16, "ops": "2-8", "render": "compact", "modulus": 10, "order": "dependency", "seed": 3, **kw})
     write_jsonl(path, recs)
     return recs
 
@@ -46,12 +45,12 @@ def _write_problems(path, **kw):
 def test_synth_diagnose_writes_a_cached_run(nano_model, tmp_path, quiet):
     import json
 
-    from midtrain.synth.diagnose import SynthDiagnoseConfig, diagnose
-    from midtrain.synth.diagnose import SKILLS
+    from midtrain.synth.diagnose import SKILLS, SynthDiagnoseConfig, diagnose
 
     recs = _write_problems(tmp_path / "p.jsonl")
-    cfg = SynthDiagnoseConfig(model=str(nano_model), problems=[str(tmp_path / "p.jsonl")], n_per_range=4,
-                              batch_size=4, threads=1, out=str(tmp_path / "diag"))
+    cfg = SynthDiagnoseConfig(
+        model=str(nano_model), problems=[str(tmp_path / "p.jsonl")], n_per_range=4, batch_size=4, threads=1, out=str(tmp_path / "diag")
+    )
     res = diagnose(cfg)
     assert not res.cached
     d = json.loads((tmp_path / "diag" / "diagnose.json").read_text())
@@ -91,8 +90,13 @@ def test_synth_diagnose_config_checks():
     base = {"model": "m", "problems": ["p.jsonl"], "out": "o"}
     assert SynthDiagnoseConfig.from_dict(base).ranges() == {"id": [2, 5], "edge": [6, 8], "hard": [9, 12]}
     assert SynthDiagnoseConfig.from_dict({**base, "op_ranges": {"x": [3, 4]}}).ranges() == {"x": [3, 4]}
-    for bad, key in [({"model": ""}, "model"), ({"out": ""}, "out"), ({"problems": []}, "problems"),
-                     ({"n_per_range": 0}, "n_per_range"), ({"op_ranges": {"x": [5, 2]}}, "op_ranges.x")]:
+    for bad, key in [
+        ({"model": ""}, "model"),
+        ({"out": ""}, "out"),
+        ({"problems": []}, "problems"),
+        ({"n_per_range": 0}, "n_per_range"),
+        ({"op_ranges": {"x": [5, 2]}}, "op_ranges.x"),
+    ]:
         with pytest.raises(ConfigError, match=f"key '{key}'"):
             SynthDiagnoseConfig.from_dict({**base, **bad})
 
@@ -104,8 +108,7 @@ def test_synth_diagnose_rejects_natural_problems(nano_model, tmp_path, quiet):
     from midtrain.synth.diagnose import SynthDiagnoseConfig, diagnose
 
     _write_problems(tmp_path / "natural.jsonl", render="natural", modulus=None)
-    cfg = SynthDiagnoseConfig(model=str(nano_model), problems=[str(tmp_path / "natural.jsonl")], n_per_range=2,
-                              out=str(tmp_path / "diag"))
+    cfg = SynthDiagnoseConfig(model=str(nano_model), problems=[str(tmp_path / "natural.jsonl")], n_per_range=2, out=str(tmp_path / "diag"))
     with pytest.raises(DataError, match=r"natural\.jsonl:1: .*compact"):
         diagnose(cfg)
     assert not (tmp_path / "diag").exists()

@@ -8,10 +8,17 @@ from collections import Counter
 import pytest
 
 from midtrain.errors import ConfigError
-from midtrain.synth.mix import (
-    PRESETS, allocate, difficulty_mix, mix_records, parse_context_item, parse_ops, plan_slots, replay_mix,
-)
 from midtrain.synth.generate import SynthConfig, generate_problems
+from midtrain.synth.mix import (
+    PRESETS,
+    allocate,
+    difficulty_mix,
+    mix_records,
+    parse_context_item,
+    parse_ops,
+    plan_slots,
+    replay_mix,
+)
 
 
 def probs(d):

@@ -9,13 +9,12 @@ import yaml
 
 from midtrain.errors import ConfigError
 from midtrain.synth import annotate, raw_document, render_augmented, verify
-from midtrain.synth.render import BUILTIN_CONTEXTS, load_context, load_contexts, split_steps
 from midtrain.synth.generate import SynthConfig, generate_problems
+from midtrain.synth.render import BUILTIN_CONTEXTS, load_context, load_contexts, split_steps
 
 from .conftest import CONTEXTS, one, problems
 
-RECORD_KEYS = {"id", "op", "context", "mode", "render", "problem", "question", "solution", "answer", "graph",
-               "prompt", "completion"}
+RECORD_KEYS = {"id", "op", "context", "mode", "render", "problem", "question", "solution", "answer", "graph", "prompt", "completion"}
 
 
 @pytest.mark.parametrize("name", BUILTIN_CONTEXTS)
@@ -26,9 +25,13 @@ def test_builtin_contexts_have_30_names_per_level(name):
 
 
 def test_user_context_from_yaml(tmp_path):
-    spec = {"name": "garden", "groups": ["North Bed", "South Bed", "East Bed", "West Bed"],
-            "items": ["roses", "tulips", "daisies", "lilies", "irises"],
-            "quantity": "the number of {item} in the {group}", "total": "the total number of flowers in the {group}"}
+    spec = {
+        "name": "garden",
+        "groups": ["North Bed", "South Bed", "East Bed", "West Bed"],
+        "items": ["roses", "tulips", "daisies", "lilies", "irises"],
+        "quantity": "the number of {item} in the {group}",
+        "total": "the total number of flowers in the {group}",
+    }
     path = tmp_path / "garden.yaml"
     path.write_text(yaml.safe_dump(spec))
     recs = generate_problems(SynthConfig(ops="2-8", n=30, seed=1, contexts=[str(path)], mode="mixed"))
@@ -37,12 +40,21 @@ def test_user_context_from_yaml(tmp_path):
     assert "flowers in the" in " ".join(r["solution"] for r in recs)
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"groups": ["Only"]}, "groups"), ({"items": ["a1", "b2"]}, "items"), ({"items": ["x", "X"]}, "items"),
-    ({"quantity": "{item} things"}, "quantity"), ({"total": "all of it"}, "total"), ({"colour": "red"}, "colour"),
-    ({"groups": ["Kansas as City", "Other"]}, "groups"), ({"alphabet": "ab1"}, "alphabet"),
-    ({"quantity": "the number of {item} in {group}. Really"}, "quantity"), ({"quantity": "{item} in {place}"}, "quantity"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"groups": ["Only"]}, "groups"),
+        ({"items": ["a1", "b2"]}, "items"),
+        ({"items": ["x", "X"]}, "items"),
+        ({"quantity": "{item} things"}, "quantity"),
+        ({"total": "all of it"}, "total"),
+        ({"colour": "red"}, "colour"),
+        ({"groups": ["Kansas as City", "Other"]}, "groups"),
+        ({"alphabet": "ab1"}, "alphabet"),
+        ({"quantity": "the number of {item} in {group}. Really"}, "quantity"),
+        ({"quantity": "{item} in {place}"}, "quantity"),
+    ],
+)
 def test_bad_user_context_names_the_key(tmp_path, change, key):
     spec = {"name": "bad", "groups": ["A Place", "B Place"], "items": ["cats", "dogs"], **change}
     path = tmp_path / "bad.yaml"
@@ -118,8 +130,9 @@ def test_compact_contexts_use_their_alphabets():
         r = one(4, 6, ctx, "forward", "compact", modulus=10)
         names = {d["name"] for d in r["graph"]["nodes"]}
         assert all(c in load_context(ctx).alphabet for n in names for c in n)
-    big = generate_problems(SynthConfig(ops="30", n=1, contexts=["movies"], mode="reverse", render="compact",
-                                        modulus=10, kinds=["mul"]))[0]  # 30+ quantities, 24 Greek letters
+    big = generate_problems(SynthConfig(ops="30", n=1, contexts=["movies"], mode="reverse", render="compact", modulus=10, kinds=["mul"]))[
+        0
+    ]  # 30+ quantities, 24 Greek letters
     assert len({d["name"] for d in big["graph"]["nodes"]}) == len(big["graph"]["nodes"]) > 24
     assert verify(big, big["completion"]).verified
 

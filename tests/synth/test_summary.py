@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
-import importlib
 
 import pytest
 
@@ -16,13 +16,24 @@ from midtrain.synth.verify import Verification
 
 
 def row(pid: str, j: int, verified: bool, outcome: bool, pacc: float, answer="1", tokens=5) -> dict:
-    return {"id": pid, "sample": j, "verified": verified, "outcome_correct": outcome, "process_acc": pacc,
-            "answer": answer, "tokens": tokens}
+    return {
+        "id": pid,
+        "sample": j,
+        "verified": verified,
+        "outcome_correct": outcome,
+        "process_acc": pacc,
+        "answer": answer,
+        "tokens": tokens,
+    }
 
 
 def test_group_metrics_hand_rows() -> None:
-    rows = [row("a", 0, True, True, 1.0), row("a", 1, False, True, 0.5),  # one hack
-            row("b", 0, False, False, 0.0, answer=None), row("b", 1, False, True, 0.25)]  # one hack
+    rows = [
+        row("a", 0, True, True, 1.0),
+        row("a", 1, False, True, 0.5),  # one hack
+        row("b", 0, False, False, 0.0, answer=None),
+        row("b", 1, False, True, 0.25),
+    ]  # one hack
     g = synth_eval.group_metrics(rows)
     assert g["n"] == 2 and g["samples"] == 4 and g["k"] == 2
     assert g["verified_pass_at_k"] == {"1": 0.25, "2": 0.5}
@@ -33,8 +44,11 @@ def test_group_metrics_hand_rows() -> None:
 
 
 def test_summarize_groups_by_range_op_context_mode() -> None:
-    probs = [{"id": "a", "op": 3, "context": "zoo", "mode": "forward"}, {"id": "b", "op": 12, "context": "movies", "mode": "reverse"},
-             {"id": "c", "op": 40, "context": "zoo", "mode": "forward"}]
+    probs = [
+        {"id": "a", "op": 3, "context": "zoo", "mode": "forward"},
+        {"id": "b", "op": 12, "context": "movies", "mode": "reverse"},
+        {"id": "c", "op": 40, "context": "zoo", "mode": "forward"},
+    ]
     rows = [row("a", 0, True, True, 1.0), row("b", 0, False, True, 0.5), row("c", 0, False, False, 0.0)]
     s = synth_eval.summarize(rows, probs, ranges=synth_eval.PAPER_RANGES)
     assert list(s["by_range"]) == ["id", "edge", "other"]
@@ -71,18 +85,51 @@ def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, mo
         seen.append((problem["id"], completion))
         ok = problem["op"] < 5
         mism = {"value": 0 if ok else 1, "dependency": 0, "missing": 0, "extra": 0, "answer": 0}
-        return Verification(verified=ok, outcome_correct=True, process_acc=1.0 if ok else 0.5, answer="1",
-                            steps_correct=2 if ok else 1, gold_nodes=2, mismatches=mism, reason="" if ok else "wrong value")
+        return Verification(
+            verified=ok,
+            outcome_correct=True,
+            process_acc=1.0 if ok else 0.5,
+            answer="1",
+            steps_correct=2 if ok else 1,
+            gold_nodes=2,
+            mismatches=mism,
+            reason="" if ok else "wrong value",
+        )
 
     # sample_row looks verify up in its module at call time (the package attribute ``verify`` is the function)
     monkeypatch.setattr(importlib.import_module("midtrain.synth.verify"), "verify", stub)
     probs = tmp_path / "p.jsonl"
-    probs.write_text("".join(json.dumps({"id": f"p{i}", "op": op, "context": "zoo", "mode": "forward",
-                                         "prompt": f"<question>a={i}.?a</question><think>", "answer": str(i)}) + "\n"
-                             for i, op in enumerate([2, 3, 6, 9])))
+    probs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"p{i}",
+                    "op": op,
+                    "context": "zoo",
+                    "mode": "forward",
+                    "prompt": f"<question>a={i}.?a</question><think>",
+                    "answer": str(i),
+                }
+            )
+            + "\n"
+            for i, op in enumerate([2, 3, 6, 9])
+        )
+    )
     out = tmp_path / "e"
-    run(EvalConfig.from_dict(dict(model=str(eval_model), out=str(out), synthetic=str(probs), op_scale="tiny", n_samples=2,
-                                  temperature=1.0, max_new_tokens=6, progress=False)))
+    run(
+        EvalConfig.from_dict(
+            dict(
+                model=str(eval_model),
+                out=str(out),
+                synthetic=str(probs),
+                op_scale="tiny",
+                n_samples=2,
+                temperature=1.0,
+                max_new_tokens=6,
+                progress=False,
+            )
+        )
+    )
     assert len(seen) == 8
     s = read_json(out / "summary.json")["synthetic"]
     assert s["by_range"]["id"]["verified_pass_at_k"] == {"1": 1.0, "2": 1.0}
@@ -136,8 +183,18 @@ def test_eval_generates_synthetic_problems_from_a_spec(eval_model: Path, tmp_pat
     _synth()
     out = tmp_path / "e"
     spec = {**SPEC, "n": 4, "preset": "tiny-id"}
-    run(EvalConfig.from_dict(dict(model=str(eval_model), out=str(out), synth_generate=[spec, {**spec, "preset": "tiny-edge"}],
-                                  op_scale="tiny", max_new_tokens=8, progress=False)))
+    run(
+        EvalConfig.from_dict(
+            dict(
+                model=str(eval_model),
+                out=str(out),
+                synth_generate=[spec, {**spec, "preset": "tiny-edge"}],
+                op_scale="tiny",
+                max_new_tokens=8,
+                progress=False,
+            )
+        )
+    )
     s = read_json(out / "summary.json")["synthetic"]
     assert s["overall"]["n"] == 8 and set(s["by_range"]) == {"id", "edge"}
     assert s["overall"]["verified_acc"] == 0.0  # random weights

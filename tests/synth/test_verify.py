@@ -13,12 +13,28 @@ from hypothesis import strategies as st
 
 from midtrain.metrics import pass_at_k
 from midtrain.synth.verify import (
-    MAX_CHARS, ParseError, Verification, evaluate, reward, reward_of, summarize, tokenize, verify,
+    MAX_CHARS,
+    ParseError,
+    Verification,
+    evaluate,
+    reward,
+    reward_of,
+    summarize,
+    tokenize,
+    verify,
 )
 from midtrain.synth.world import Lin
 
 from .conftest import (
-    CONTEXTS, extra_step, missing_step, one, problems, step_index, steps_of, wrong_answer, wrong_parent,
+    CONTEXTS,
+    extra_step,
+    missing_step,
+    one,
+    problems,
+    step_index,
+    steps_of,
+    wrong_answer,
+    wrong_parent,
     wrong_value,
 )
 
@@ -33,19 +49,50 @@ def sym(name):
     raise ParseError(name)
 
 
-@pytest.mark.parametrize("text, value", [
-    ("3", Lin(0, 3)), ("2 + 3 * 4", Lin(0, 14)), ("(2 + 3) * 4", Lin(0, 20)), ("7 - 2 - 1", Lin(0, 4)),
-    ("-3 + 1", Lin(0, -2)), ("3b+6", Lin(3, 6)), ("3 * (b + 2)", Lin(3, 6)), ("-b + 3", Lin(-1, 3)),
-    ("2(b-1)", Lin(2, -2)), ("b", Lin(1, 0)), ("((((1))))", Lin(0, 1)), ("4b - (b + 2)", Lin(3, -2)),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", Lin(0, 3)),
+        ("2 + 3 * 4", Lin(0, 14)),
+        ("(2 + 3) * 4", Lin(0, 20)),
+        ("7 - 2 - 1", Lin(0, 4)),
+        ("-3 + 1", Lin(0, -2)),
+        ("3b+6", Lin(3, 6)),
+        ("3 * (b + 2)", Lin(3, 6)),
+        ("-b + 3", Lin(-1, 3)),
+        ("2(b-1)", Lin(2, -2)),
+        ("b", Lin(1, 0)),
+        ("((((1))))", Lin(0, 1)),
+        ("4b - (b + 2)", Lin(3, -2)),
+    ],
+)
 def test_evaluator(text, value):
     assert evaluate(text, sym) == value
 
 
-@pytest.mark.parametrize("text", [
-    "", "1 +", "(1", "1)", "b * b", "c + 1", "__import__('os')", "1 / 2", "2 ** 3", "1e5", "1.5", "9" * 41,
-    "(" * 40 + "1" + ")" * 40, "-" * 40 + "1", "1" + " + 1" * 200, "lambda: 0", "\x00", "٣",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "1 +",
+        "(1",
+        "1)",
+        "b * b",
+        "c + 1",
+        "__import__('os')",
+        "1 / 2",
+        "2 ** 3",
+        "1e5",
+        "1.5",
+        "9" * 41,
+        "(" * 40 + "1" + ")" * 40,
+        "-" * 40 + "1",
+        "1" + " + 1" * 200,
+        "lambda: 0",
+        "\x00",
+        "٣",
+    ],
+)
 def test_evaluator_refuses(text):
     with pytest.raises(ParseError):
         evaluate(text, sym)
@@ -74,9 +121,15 @@ def test_gold_verifies_across_ops_and_contexts(render, mode, modulus):
         assert verify(r, r["prompt"] + r["completion"]).verified  # the prompt may be included
 
 
-@given(seed=st.integers(0, 2**31), op=st.integers(2, 20), context=st.sampled_from(CONTEXTS),
-       mode=st.sampled_from(MODES), render=st.sampled_from(RENDERS), modulus=st.sampled_from([None, 7, 10]),
-       order=st.sampled_from(["shuffled", "dependency"]))
+@given(
+    seed=st.integers(0, 2**31),
+    op=st.integers(2, 20),
+    context=st.sampled_from(CONTEXTS),
+    mode=st.sampled_from(MODES),
+    render=st.sampled_from(RENDERS),
+    modulus=st.sampled_from([None, 7, 10]),
+    order=st.sampled_from(["shuffled", "dependency"]),
+)
 @settings(max_examples=250, deadline=None)
 def test_gold_always_verifies(seed, op, context, mode, render, modulus, order):
     r = one(seed, op, context, mode, render, modulus, order)
@@ -91,9 +144,15 @@ def expect(v: Verification, *, outcome: bool, verified: bool = False, reason: st
     assert v.outcome_correct is outcome and v.verified is verified and v.reason == reason, v
 
 
-@given(seed=st.integers(0, 2**31), op=st.integers(2, 20), context=st.sampled_from(CONTEXTS),
-       mode=st.sampled_from(MODES), render=st.sampled_from(RENDERS), modulus=st.sampled_from([None, 10]),
-       pick=st.integers(0, 10**6))
+@given(
+    seed=st.integers(0, 2**31),
+    op=st.integers(2, 20),
+    context=st.sampled_from(CONTEXTS),
+    mode=st.sampled_from(MODES),
+    render=st.sampled_from(RENDERS),
+    modulus=st.sampled_from([None, 10]),
+    pick=st.integers(0, 10**6),
+)
 @settings(max_examples=150, deadline=None)
 def test_single_corruptions_are_classified(seed, op, context, mode, render, modulus, pick):
     r = one(seed, op, context, mode, render, modulus)
@@ -160,16 +219,23 @@ def test_answer_parsing_and_modulus():
 
 # -- hostile completions ----------------------------------------------------------------------------------------
 HOSTILE = {
-    "empty": "", "spaces": " \n\t ", "10 MB": "x" * 10_000_000, "just over": "a=1." * (MAX_CHARS // 4 + 1),
+    "empty": "",
+    "spaces": " \n\t ",
+    "10 MB": "x" * 10_000_000,
+    "just over": "a=1." * (MAX_CHARS // 4 + 1),
     "binary": bytes(random.Random(0).randrange(256) for _ in range(50_000)).decode("latin-1"),
     "nested": "a=" + "(" * 30_000 + "1" + ")" * 30_000 + "</think><answer>",
     "nested small": "a=" + "(" * 5_000 + "1" + ")" * 5_000 + "</think><answer>x</answer>",
     "import": "__import__('os').system('rm -rf /')</think><answer>__import__('os')</answer>",
     "eval": "a=eval('1+1').</think><answer>eval('2')</answer>",
-    "many steps": "a=1." * 16_000, "many defines": "Define the number of lions as a; " * 1_900,
-    "we know": "We know " * 8_000, "equals": "=" * 65_000, "answers": "<answer>" * 8_000,
+    "many steps": "a=1." * 16_000,
+    "many defines": "Define the number of lions as a; " * 1_900,
+    "we know": "We know " * 8_000,
+    "equals": "=" * 65_000,
+    "answers": "<answer>" * 8_000,
     "huge numbers": "a=" + "9" * 500 + "*" + "9" * 500 + "</think><answer>x</answer>",
-    "unicode digits": "ψ=٣٣٣." * 5_000, "wide product": "a=" + "*".join(["b"] * 250),
+    "unicode digits": "ψ=٣٣٣." * 5_000,
+    "wide product": "a=" + "*".join(["b"] * 250),
     "not text": b"a=1",
 }
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midtrain.errors import ConfigError, MidtrainError
-from midtrain.synth.world import KINDS, Lin, Node, WorldSpec, ancestors, build_graph, forms, op_count
 from midtrain.synth.generate import SynthConfig, generate_problems
+from midtrain.synth.world import KINDS, Lin, Node, WorldSpec, ancestors, build_graph, forms, op_count
 
 from .conftest import CONTEXTS, problems
 
@@ -29,8 +29,13 @@ def test_op_count_definition_on_hand_made_graphs():
 
 
 def test_forms_are_linear_in_the_unknown():
-    nodes = [Node(0, "const", [], 2, 2), Node(1, "const", [], 3, 3), Node(2, "mul", [0], 3, 6),
-             Node(3, "sum", [2, 1], None, 9), Node(4, "diff", [3, 0], None, 7)]
+    nodes = [
+        Node(0, "const", [], 2, 2),
+        Node(1, "const", [], 3, 3),
+        Node(2, "mul", [0], 3, 6),
+        Node(3, "sum", [2, 1], None, 9),
+        Node(4, "diff", [3, 0], None, 7),
+    ]
     assert forms(nodes)[4] == Lin(0, 7)
     assert forms(nodes, unknown=0)[4] == Lin(2, 3)  # (3u + 3) - u
     assert forms(nodes, unknown=0, modulus=5)[4] == Lin(2, 3)
@@ -75,8 +80,9 @@ def test_record_op_counts_and_graphs():
     assert set(per_op.values()) == {12}  # stratified, not sampled
 
 
-@given(seed=st.integers(0, 2**31), op=st.integers(2, 20), modulus=st.sampled_from([None, 7, 10]),
-       mode=st.sampled_from(["forward", "reverse"]))
+@given(
+    seed=st.integers(0, 2**31), op=st.integers(2, 20), modulus=st.sampled_from([None, 7, 10]), mode=st.sampled_from(["forward", "reverse"])
+)
 @settings(max_examples=120, deadline=None)
 def test_values_bounds_and_reverse_solvability(seed, op, modulus, mode):
     cfg = SynthConfig(ops=str(op), n=1, seed=seed, mode=mode, modulus=modulus, max_value=500)
@@ -101,8 +107,7 @@ def test_values_bounds_and_reverse_solvability(seed, op, modulus, mode):
         assert rec["answer"] == str(nodes[u].value) and g["given"] == {"node": g["target"], "value": nodes[g["target"]].value}
         lin = forms(nodes, u, modulus)[g["target"]]
         # the given value determines u uniquely
-        cands = [x for x in range(hi + 1 if modulus else 2 * hi + 1)
-                 if Lin(lin.a * x + lin.b, 0).mod(modulus).a == g["given"]["value"]]
+        cands = [x for x in range(hi + 1 if modulus else 2 * hi + 1) if Lin(lin.a * x + lin.b, 0).mod(modulus).a == g["given"]["value"]]
         assert cands == [nodes[u].value]
 
 
@@ -140,10 +145,17 @@ def test_impossible_requests_fail_clearly():
     with pytest.raises(MidtrainError, match="cannot generate"):  # op 2 needs a product
         generate_problems(SynthConfig(ops="2", n=1, kinds=["sum"], max_tries=20))
     for bad, match in [
-        (dict(ops="0-3"), "ops"), (dict(ops="2-50"), "ops"), (dict(ops="x"), "ops"), (dict(n=0), "'n'"),
-        (dict(mode="reverse", ops="1-3"), "reverse"), (dict(modulus=1), "modulus"), (dict(kinds=["pow"]), "kinds"),
-        (dict(modulus=6, max_multiplier=4), "coprime"), (dict(preset="nope"), "preset"),
-        (dict(preset="tiny-id", ops="3"), "preset"), (dict(contexts=["mars"]), "mars"),
+        (dict(ops="0-3"), "ops"),
+        (dict(ops="2-50"), "ops"),
+        (dict(ops="x"), "ops"),
+        (dict(n=0), "'n'"),
+        (dict(mode="reverse", ops="1-3"), "reverse"),
+        (dict(modulus=1), "modulus"),
+        (dict(kinds=["pow"]), "kinds"),
+        (dict(modulus=6, max_multiplier=4), "coprime"),
+        (dict(preset="nope"), "preset"),
+        (dict(preset="tiny-id", ops="3"), "preset"),
+        (dict(contexts=["mars"]), "mars"),
     ]:
         with pytest.raises(ConfigError, match=match):
             SynthConfig.from_dict(bad)

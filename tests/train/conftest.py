@@ -40,13 +40,23 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
     from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
     from midtrain.synth import SynthConfig, generate_problems
     from midtrain.train.lm import OptimConfig
-    from midtrain.train.pretrain import PretrainConfig, run as pretrain
+    from midtrain.train.pretrain import PretrainConfig
+    from midtrain.train.pretrain import run as pretrain
 
     root = tmp_path_factory.mktemp("synthetic_base")
-    problems = generate_problems(SynthConfig(
-        ops="2", n=225, render="compact", modulus=10, order="dependency", distractors=False, const_max=9,
-        max_multiplier=3, seed=1,
-    ))
+    problems = generate_problems(
+        SynthConfig(
+            ops="2",
+            n=225,
+            render="compact",
+            modulus=10,
+            order="dependency",
+            distractors=False,
+            const_max=9,
+            max_multiplier=3,
+            seed=1,
+        )
+    )
     problems = [p for p in problems if p["problem"].startswith("a=")]
     assert len(problems) == 9, "the synthetic world changed its compact naming; update this fixture"
     write_jsonl(root / "problems.jsonl", problems)
@@ -63,11 +73,21 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # deterministic and steady on a shared 2-core box
     try:
-        pretrain(PretrainConfig(
-            model=str(root / "init"), data=[str(root / "docs.jsonl")], format="prompt_completion", seq_len=40,
-            batch_size=16, max_steps=200, optim=OptimConfig(lr=1e-3, warmup_steps=10, weight_decay=0.0),
-            precision="fp32", out=str(root / "base"), log_every_steps=50, seed=0,
-        ))
+        pretrain(
+            PretrainConfig(
+                model=str(root / "init"),
+                data=[str(root / "docs.jsonl")],
+                format="prompt_completion",
+                seq_len=40,
+                batch_size=16,
+                max_steps=200,
+                optim=OptimConfig(lr=1e-3, warmup_steps=10, weight_decay=0.0),
+                precision="fp32",
+                out=str(root / "base"),
+                log_every_steps=50,
+                seed=0,
+            )
+        )
     finally:
         torch.set_num_threads(threads)
     return {"base": root / "base", "problems": root / "problems.jsonl"}

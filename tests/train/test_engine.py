@@ -74,7 +74,9 @@ def test_resume_point_refuses_another_architecture(tmp_path):
     root = tmp_path / CKPT_DIR
     _ckpt(root, 3, model_type="llama", hidden_size=64)
     ours = SimpleNamespace(model_type="llama", hidden_size=128)
-    with pytest.raises(RunDirError, match=r"checkpoint-3 holds a checkpoint of another architecture \(hidden_size 64 vs 128\); use --overwrite"):
+    with pytest.raises(
+        RunDirError, match=r"checkpoint-3 holds a checkpoint of another architecture \(hidden_size 64 vs 128\); use --overwrite"
+    ):
         resume_point(root, MARK, ours)
     assert resume_point(root, MARK, SimpleNamespace(model_type="llama", hidden_size=64)) == root / "checkpoint-3"
 
@@ -137,19 +139,22 @@ def test_mfu_meter_raises_its_peak_when_beaten(tmp_path):
     assert meter.peak == 4e12 and meter(2e6) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("name, precision, peak", [
-    ("NVIDIA H200", "bf16", 989.4e12),
-    ("NVIDIA H200", "fp32", 494.7e12),
-    ("NVIDIA H100 80GB HBM3", "bf16", 989.4e12),
-    ("NVIDIA H100 PCIe", "bf16", 756.5e12),
-    ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
-    ("NVIDIA A100 80GB PCIe", "fp32", 156e12),
-    ("NVIDIA L4", "bf16", 121e12),
-    ("NVIDIA L40S", "bf16", None),  # not the L4
-    ("NVIDIA A10G", "bf16", None),  # not the A10
-    ("NVIDIA GeForce RTX 4090", "bf16", 165.2e12),
-    ("Some Future Accelerator", "bf16", None),
-])
+@pytest.mark.parametrize(
+    "name, precision, peak",
+    [
+        ("NVIDIA H200", "bf16", 989.4e12),
+        ("NVIDIA H200", "fp32", 494.7e12),
+        ("NVIDIA H100 80GB HBM3", "bf16", 989.4e12),
+        ("NVIDIA H100 PCIe", "bf16", 756.5e12),
+        ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
+        ("NVIDIA A100 80GB PCIe", "fp32", 156e12),
+        ("NVIDIA L4", "bf16", 121e12),
+        ("NVIDIA L40S", "bf16", None),  # not the L4
+        ("NVIDIA A10G", "bf16", None),  # not the A10
+        ("NVIDIA GeForce RTX 4090", "bf16", 165.2e12),
+        ("Some Future Accelerator", "bf16", None),
+    ],
+)
 def test_device_peak_table(name, precision, peak):
     assert table_peak(name, precision) == peak
 
@@ -209,13 +214,22 @@ def test_periodic_callback_writes_on_rank_0_every_n_steps(tmp_path):
 
 
 # -- the optimizer section ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("key, value, rule", [
-    ("lr", 0.0, "finite and > 0"), ("lr", float("inf"), "finite and > 0"), ("lr", float("nan"), "finite and > 0"),
-    ("warmup_steps", -1, ">= 0"), ("beta1", 1.0, r"in \[0, 1\)"), ("beta2", -0.1, r"in \[0, 1\)"),
-    ("grad_accum_steps", 0, ">= 1"), ("max_grad_norm", -1.0, "finite and >= 0"),
-    ("max_grad_norm", float("inf"), "finite and >= 0"), ("min_lr_ratio", 1.5, r"in \[0, 1\]"),
-    ("weight_decay", -0.1, "finite and >= 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, rule",
+    [
+        ("lr", 0.0, "finite and > 0"),
+        ("lr", float("inf"), "finite and > 0"),
+        ("lr", float("nan"), "finite and > 0"),
+        ("warmup_steps", -1, ">= 0"),
+        ("beta1", 1.0, r"in \[0, 1\)"),
+        ("beta2", -0.1, r"in \[0, 1\)"),
+        ("grad_accum_steps", 0, ">= 1"),
+        ("max_grad_norm", -1.0, "finite and >= 0"),
+        ("max_grad_norm", float("inf"), "finite and >= 0"),
+        ("min_lr_ratio", 1.5, r"in \[0, 1\]"),
+        ("weight_decay", -0.1, "finite and >= 0"),
+    ],
+)
 def test_optim_ranges_name_the_key(key, value, rule):
     with pytest.raises(ConfigError, match=rf"key 'optim.{key}': must be {rule}"):
         OptimConfig.from_dict({key: value})
@@ -227,8 +241,11 @@ def test_optim_ranges_name_the_key(key, value, rule):
 
 
 def test_rl_keeps_its_optimizer_defaults():
-    assert RLConfig().optim == RL_OPTIM == OptimConfig(lr=1e-6, schedule="constant", warmup_steps=0, weight_decay=0.0,
-                                                       beta2=0.999, min_lr_ratio=0.0)
+    assert (
+        RLConfig().optim
+        == RL_OPTIM
+        == OptimConfig(lr=1e-6, schedule="constant", warmup_steps=0, weight_decay=0.0, beta2=0.999, min_lr_ratio=0.0)
+    )
     kw = optimizer_kwargs(RL_OPTIM, max_steps=100)
     assert (kw["learning_rate"], kw["lr_scheduler_type"], kw["warmup_steps"], kw["weight_decay"]) == (1e-6, "constant_with_warmup", 0, 0.0)
     assert (kw["adam_beta1"], kw["adam_beta2"], kw["max_grad_norm"], kw["gradient_accumulation_steps"]) == (0.9, 0.999, 1.0, 1)
@@ -260,7 +277,6 @@ def test_old_lr_through_the_cli_is_one_line_and_exit_2(form, tmp_path, capsys):
 
 
 def test_new_optim_keys_work_through_the_cli(capsys):
-    assert main(["rl", "--model", "m", "--data", "d", "--out", "o", "--optim.lr", "2e-5",
-                 "optim.grad_accum_steps=2", "--dry-run"]) == 0
+    assert main(["rl", "--model", "m", "--data", "d", "--out", "o", "--optim.lr", "2e-5", "optim.grad_accum_steps=2", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "lr: 2.0e-05" in out and "grad_accum_steps: 2" in out

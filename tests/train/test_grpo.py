@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from midtrain.train.grpo import (
-    completion_mask, dr_grpo_loss, group_advantages, rl_flops, token_logprobs, zero_variance_fraction,
+    completion_mask,
+    dr_grpo_loss,
+    group_advantages,
+    rl_flops,
+    token_logprobs,
+    zero_variance_fraction,
 )
 
 

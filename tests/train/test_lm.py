@@ -15,8 +15,16 @@ from midtrain.train.pretrain import PretrainConfig, run
 
 def _cfg(nano_model, corpus, out, **kw):
     base = dict(
-        model=str(nano_model), data=[str(corpus)], out=str(out), seq_len=64, batch_size=8, max_steps=40,
-        precision="fp32", log_every_steps=4, optim=OptimConfig(lr=3e-3, warmup_steps=5), seed=0,
+        model=str(nano_model),
+        data=[str(corpus)],
+        out=str(out),
+        seq_len=64,
+        batch_size=8,
+        max_steps=40,
+        precision="fp32",
+        log_every_steps=4,
+        optim=OptimConfig(lr=3e-3, warmup_steps=5),
+        seed=0,
     )
     base.update(kw)
     return PretrainConfig(**base)
@@ -118,16 +126,52 @@ def test_two_gloo_processes_match_one(nano_model, corpus, tmp_path):
     simple launcher); `--multi_gpu` on a machine without GPUs starts torchrun workers that use gloo on the CPU.
     """
     common = [
-        "--model", str(nano_model), "--data", str(corpus), "--seq-len", "64", "--max-steps", "6",
-        "--precision", "fp32", "--log-every-steps", "1", "optim.lr=3e-3", "optim.warmup_steps=2",
+        "--model",
+        str(nano_model),
+        "--data",
+        str(corpus),
+        "--seq-len",
+        "64",
+        "--max-steps",
+        "6",
+        "--precision",
+        "fp32",
+        "--log-every-steps",
+        "1",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=2",
     ]
-    one = subprocess.run([sys.executable, "-m", "midtrain", "sft", *common, "--batch-size", "8", "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    one = subprocess.run(
+        [sys.executable, "-m", "midtrain", "sft", *common, "--batch-size", "8", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     two = subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "-m", "midtrain", "sft", *common, "--batch-size", "4", "--out", str(tmp_path / "two")],
-        capture_output=True, text=True,
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "midtrain",
+            "sft",
+            *common,
+            "--batch-size",
+            "4",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert two.returncode == 0, two.stderr[-3000:]
     l1, l2 = _log(tmp_path / "one"), _log(tmp_path / "two")
@@ -143,8 +187,17 @@ def test_diagnostics_during_pretraining(nano_model, tmp_path):
 
     probs = generate_problems(n=40, ops="2-3", render="compact", modulus=10, order="dependency", seed=3)
     write_jsonl(tmp_path / "p.jsonl", probs)
-    run(_cfg(nano_model, tmp_path / "p.jsonl", tmp_path / "r", max_steps=6, diagnose_data=str(tmp_path / "p.jsonl"),
-             diagnose_every_steps=3, diagnose_n=4))
+    run(
+        _cfg(
+            nano_model,
+            tmp_path / "p.jsonl",
+            tmp_path / "r",
+            max_steps=6,
+            diagnose_data=str(tmp_path / "p.jsonl"),
+            diagnose_every_steps=3,
+            diagnose_n=4,
+        )
+    )
     rows = [json.loads(l) for l in (tmp_path / "r" / "diagnostics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6]
     assert {"trace_acc", "direct_acc", "by_op", "skills"} <= set(rows[0]) and "arith" in rows[0]["skills"]

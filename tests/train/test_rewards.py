@@ -8,7 +8,13 @@ import pytest
 from midtrain.errors import ConfigError
 from midtrain.thoughts import opens_thought
 from midtrain.train.rewards import (
-    REWARD_COLUMNS, REWARD_NAMES, SafeReward, build_reward, choice_reward, for_trl, math_reward,
+    REWARD_COLUMNS,
+    REWARD_NAMES,
+    SafeReward,
+    build_reward,
+    choice_reward,
+    for_trl,
+    math_reward,
     safe_reward,
 )
 
@@ -49,7 +55,9 @@ def test_choice_reward_letters_and_indices():
 
 def test_synthetic_rewards_use_the_record_column():
     synth = pytest.importorskip("midtrain.synth")
-    (problem,) = synth.generate_problems(synth.SynthConfig(ops="2", n=1, render="compact", modulus=10, order="dependency", distractors=False, seed=3))
+    (problem,) = synth.generate_problems(
+        synth.SynthConfig(ops="2", n=1, render="compact", modulus=10, order="dependency", distractors=False, seed=3)
+    )
     record = json.dumps(problem)
     gold = problem["completion"]
     wrong_answer = gold.rsplit("<answer>", 1)[0] + "<answer>" + str((int(problem["answer"]) + 1) % 10) + "</answer>"
@@ -104,8 +112,15 @@ def test_for_trl_adapts_calling_convention():
     r = safe_reward(fn, "mine")
     metrics = []
     trl_fn = for_trl(r)
-    out = trl_fn(prompts=["p1", "p2"], completions=["x", "y"], completion_ids=[[1], [2]], answer=["x", "z"],
-                 trainer_state=object(), log_metric=lambda k, v: metrics.append((k, v)), log_extra=None)
+    out = trl_fn(
+        prompts=["p1", "p2"],
+        completions=["x", "y"],
+        completion_ids=[[1], [2]],
+        answer=["x", "z"],
+        trainer_state=object(),
+        log_metric=lambda k, v: metrics.append((k, v)),
+        log_extra=None,
+    )
     assert out == [1.0, 0.0] and trl_fn.__name__ == "mine"
     assert seen == {"prompts": ["p1", "p2"]} and metrics == [("reward_errors", 0.0)]
 

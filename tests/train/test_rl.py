@@ -12,12 +12,23 @@ import torch
 
 from midtrain.config import load_config
 from midtrain.errors import ConfigError, DataError, MidtrainError
-from midtrain.train import rl
+from midtrain.train import rl, rl_trainer
 from midtrain.train.grpo import dr_grpo_loss, group_advantages, token_logprobs
 from midtrain.train.rl import RL_OPTIM, RLConfig, run
 
-LOG_KEYS = {"step", "loss", "reward_mean", "reward_std", "zero_var_frac", "completion_len", "think_len", "gen_s",
-            "reward_s", "train_s", "reward_errors"}
+LOG_KEYS = {
+    "step",
+    "loss",
+    "reward_mean",
+    "reward_std",
+    "zero_var_frac",
+    "completion_len",
+    "think_len",
+    "gen_s",
+    "reward_s",
+    "train_s",
+    "reward_errors",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -29,9 +40,18 @@ def _one_thread():
 
 
 def _cfg(model, data, out, **kw) -> RLConfig:
-    base = dict(model=str(model), data=[str(data)], out=str(out), max_steps=2, per_device_batch_size=8,
-                num_generations=4, max_completion_length=12, optim=RL_OPTIM.replace(lr=1e-4),
-                save_every_steps=0, precision="fp32")
+    base = dict(
+        model=str(model),
+        data=[str(data)],
+        out=str(out),
+        max_steps=2,
+        per_device_batch_size=8,
+        num_generations=4,
+        max_completion_length=12,
+        optim=RL_OPTIM.replace(lr=1e-4),
+        save_every_steps=0,
+        precision="fp32",
+    )
     base.update(kw)
     return RLConfig(**base)
 
@@ -57,11 +77,14 @@ def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
     tok = load_tokenizer(nano_model)
     tok.padding_side = "left"
     reward = build_reward("math")
-    trainer = rl._make_trainer_class()(
-        model=rl.load_policy(nano_model), reward_funcs=for_trl(reward), args=rl.build_grpo_config(cfg, str(tmp_path / "ck")),
-        train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8), processing_class=tok,
+    trainer = rl_trainer.make_trainer_class()(
+        model=rl.load_policy(nano_model),
+        reward_funcs=for_trl(reward),
+        args=rl.build_grpo_config(cfg, str(tmp_path / "ck")),
+        train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8),
+        processing_class=tok,
     )
-    trainer.counters, trainer.reward = rl._Counters(), reward
+    trainer.counters, trainer.reward = rl_trainer.Counters(), reward
     G = 4
     prompts = ["a=1.b=a+2.?b", "a=2.b=a+2.?b"]
     texts = ["3", "4", "3", "x3", "4", "4", "5", "4"]  # group 1 rewards [1,0,1,0], group 2 [1,1,0,1]
@@ -74,7 +97,9 @@ def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
 
     trainer._generate = fake_generate
     trainer.model.train()
-    out = trainer._generate_and_score_completions([{"prompt": p, "answer": a} for p, a in zip([p for p in prompts for _ in range(G)], answers)])
+    out = trainer._generate_and_score_completions(
+        [{"prompt": p, "answer": a} for p, a in zip([p for p in prompts for _ in range(G)], answers)]
+    )
     rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
     assert torch.allclose(out["advantages"], group_advantages(rewards, G, "none"))
     assert torch.allclose(out["advantages"], torch.tensor([0.5, -0.5, 0.5, -0.5, 0.25, 0.25, -0.75, 0.25]))
@@ -113,10 +138,18 @@ def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):
 
     out = tmp_path / "rl"
     cfg = RLConfig(
-        model=str(synthetic_base["base"]), data=[str(synthetic_base["problems"])], reward="synthetic_outcome",
-        out=str(out), max_steps=10, per_device_batch_size=32, num_generations=8, max_completion_length=32,
+        model=str(synthetic_base["base"]),
+        data=[str(synthetic_base["problems"])],
+        reward="synthetic_outcome",
+        out=str(out),
+        max_steps=10,
+        per_device_batch_size=32,
+        num_generations=8,
+        max_completion_length=32,
         optim=RL_OPTIM.replace(lr=1e-4),
-        save_every_steps=5, precision="fp32", seed=0,
+        save_every_steps=5,
+        precision="fp32",
+        seed=0,
     )
     before = sampled_reward(synthetic_base["base"])
     res = run(cfg)
@@ -155,9 +188,30 @@ def test_rl_run_artifacts_and_json_cli(nano_model, rl_tasks, tmp_path, capsys):
     from midtrain.cli import main
 
     out = tmp_path / "r"
-    code = main(["rl", "--model", str(nano_model), "--data", str(rl_tasks), "--out", str(out), "--max-steps", "2",
-                 "--per-device-batch-size", "8", "--num-generations", "4", "--max-completion-length", "8",
-                 "--save-every-steps", "0", "--precision", "fp32", "--json"])
+    code = main(
+        [
+            "rl",
+            "--model",
+            str(nano_model),
+            "--data",
+            str(rl_tasks),
+            "--out",
+            str(out),
+            "--max-steps",
+            "2",
+            "--per-device-batch-size",
+            "8",
+            "--num-generations",
+            "4",
+            "--max-completion-length",
+            "8",
+            "--save-every-steps",
+            "0",
+            "--precision",
+            "fp32",
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)  # stdout holds only the JSON result
     assert result["stage"] == "rl" and result["metrics"]["steps"] == 2
@@ -178,14 +232,14 @@ def test_last_step_is_logged_when_fewer_steps_than_the_log_interval(nano_model, 
 def test_interrupted_run_resumes_from_its_checkpoint(nano_model, rl_tasks, tmp_path, monkeypatch):
     out = tmp_path / "r"
     cfg = _cfg(nano_model, rl_tasks, out, max_steps=4, save_every_steps=2)
-    original = rl.RLLogCallback.on_step_end
+    original = rl_trainer.RLLogCallback.on_step_end
 
     def crash_at_3(self, args, state, control, **kw):
         original(self, args, state, control, **kw)
         if state.global_step == 3:
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(rl.RLLogCallback, "on_step_end", crash_at_3)
+    monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", crash_at_3)
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
     meta = json.loads((out / "midtrain.json").read_text())
@@ -193,7 +247,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(nano_model, rl_tasks, tmp_p
     assert (out / "checkpoints" / "checkpoint-2" / rl.COUNTERS).is_file()
     assert [r["step"] for r in _log(out)] == [1, 2]  # step 3 never reached its log line
 
-    monkeypatch.setattr(rl.RLLogCallback, "on_step_end", original)
+    monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", original)
     res = run(cfg)
     assert res.metrics["resumed_from"] == "checkpoint-2" and res.metrics["steps"] == 4
     assert [r["step"] for r in _log(out)] == [1, 2, 3, 4]  # continued, not restarted, nothing logged twice
@@ -256,7 +310,9 @@ def test_checkpoint_of_another_architecture_is_refused(nano_model, rl_tasks, tmp
     from transformers import BertConfig, BertModel
 
     bert = tmp_path / "bert"
-    BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(bert)
+    BertModel(BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(
+        bert
+    )
     shutil.copy(nano_model / "tokenizer.json", bert / "tokenizer.json")
     shutil.copy(nano_model / "tokenizer_config.json", bert / "tokenizer_config.json")
     before = _digest(bert)
@@ -311,9 +367,20 @@ def test_prompt_template_and_bos(nano_model, tmp_path):
     from midtrain.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(nano_model)
-    data = _write(tmp_path / "g.jsonl", [{"problem": "What is 2+2?", "answer": 4, "level": 1}, {"problem": "1+1?", "answer": "2", "level": 2}])
-    cfg = RLConfig.from_dict(dict(model=str(nano_model), data=[str(data)], out="o", prompt_field="problem",
-                                  prompt_template="thinking", per_device_batch_size=8, num_generations=4))
+    data = _write(
+        tmp_path / "g.jsonl", [{"problem": "What is 2+2?", "answer": 4, "level": 1}, {"problem": "1+1?", "answer": "2", "level": 2}]
+    )
+    cfg = RLConfig.from_dict(
+        dict(
+            model=str(nano_model),
+            data=[str(data)],
+            out="o",
+            prompt_field="problem",
+            prompt_template="thinking",
+            per_device_batch_size=8,
+            num_generations=4,
+        )
+    )
     rows, stats = rl.load_tasks(cfg, tok, 1024)
     assert rows[0]["prompt"].startswith(tok.bos_token + "Solve the problem.") and rows[0]["prompt"].endswith("What is 2+2?\n\n<think>")
     assert rows[0]["answer"] == "4" and stats["prompts"] == 2
@@ -321,7 +388,9 @@ def test_prompt_template_and_bos(nano_model, tmp_path):
     rows2, _ = rl.load_tasks(cfg2, tok, 1024)
     assert rows2[1]["prompt"] == "[L2] 1+1? {missing} \\frac{1}{2}"  # LaTeX braces and unknown names are left alone
     mc = _write(tmp_path / "mc.jsonl", [{"prompt": "Q?", "choices": ["yes", "no"], "answer": "A"}] * 2)
-    rows4, _ = rl.load_tasks(cfg.replace(data=[str(mc)], prompt_field="prompt", reward="choice", prompt_template="{prompt}\n{choices}"), tok, 1024)
+    rows4, _ = rl.load_tasks(
+        cfg.replace(data=[str(mc)], prompt_field="prompt", reward="choice", prompt_template="{prompt}\n{choices}"), tok, 1024
+    )
     assert rows4[0]["prompt"].endswith("Q?\nA. yes\nB. no") and rows4[0]["choices"] == ["yes", "no"]
     short = len(tok(rows[1]["prompt"])["input_ids"])
     rows3, stats3 = rl.load_tasks(cfg.replace(max_prompt_tokens=short, per_device_batch_size=4), tok, 1024)
@@ -350,11 +419,47 @@ def test_two_gloo_processes(nano_model, rl_tasks, tmp_path):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     out = tmp_path / "two"
     proc = subprocess.run(
-        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "midtrain", "rl", "--model", str(nano_model), "--data", str(rl_tasks),
-         "--out", str(out), "--max-steps", "2", "--per-device-batch-size", "4", "--num-generations", "4",
-         "--max-completion-length", "8", "--save-every-steps", "1", "--precision", "fp32", "--threads", "1"],
-        capture_output=True, text=True, timeout=600,
+        [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            "-m",
+            "midtrain",
+            "rl",
+            "--model",
+            str(nano_model),
+            "--data",
+            str(rl_tasks),
+            "--out",
+            str(out),
+            "--max-steps",
+            "2",
+            "--per-device-batch-size",
+            "4",
+            "--num-generations",
+            "4",
+            "--max-completion-length",
+            "8",
+            "--save-every-steps",
+            "1",
+            "--precision",
+            "fp32",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["step"] for r in _log(out)] == [1, 2]  # one writer
@@ -384,8 +489,14 @@ def test_every_task_kind_runs_through_trl(kind, nano_model, tmp_path):
         cfg = _cfg(nano_model, _write(tmp_path / "s.jsonl", records), tmp_path / "o", task="suffix", judge="token_f1")
     elif kind == "choice":
         records = [{"question": f"Pick {i}?", "choices": ["w", "x", "y", "z", "v"][: 4 + i % 2], "answer": "ABCD"[i % 4]} for i in range(4)]
-        cfg = _cfg(nano_model, _write(tmp_path / "c.jsonl", records), tmp_path / "o", reward="choice", prompt_field="question",
-                   prompt_template="{prompt} Options: {choices}\n<think>")
+        cfg = _cfg(
+            nano_model,
+            _write(tmp_path / "c.jsonl", records),
+            tmp_path / "o",
+            reward="choice",
+            prompt_field="question",
+            prompt_template="{prompt} Options: {choices}\n<think>",
+        )
     else:
         synth = pytest.importorskip("midtrain.synth")
         records = synth.generate_problems(synth.SynthConfig(ops="2", n=4, render="compact", modulus=10, order="dependency", seed=0))

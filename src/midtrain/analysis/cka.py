@@ -26,9 +26,10 @@ import gc
 import importlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -160,9 +161,7 @@ def synthetic_texts(n: int, seed: int, fields: list[str]) -> list[str]:
         raise MidtrainError(f"probe 'synthetic:{n}' needs the midtrain.synth module, which cannot be imported ({e})") from None
     gen: Callable[..., Any] | None = getattr(synth, "generate_problems", None)
     if gen is None:
-        raise MidtrainError(
-            f"probe 'synthetic:{n}' needs midtrain.synth.generate_problems(n, seed=...), which midtrain.synth lacks"
-        )
+        raise MidtrainError(f"probe 'synthetic:{n}' needs midtrain.synth.generate_problems(n, seed=...), which midtrain.synth lacks")
     texts = []
     for i, rec in enumerate(gen(n, seed=seed)[:n]):
         full = rec.get("prompt"), rec.get("completion")
@@ -195,15 +194,24 @@ class ProbeBatch:
 
 
 def make_batches(
-    texts: list[str], tokenizer: Any, *, batch_size: int, max_length: int, pooling: str,
-    max_tokens_per_sequence: int, generator: torch.Generator,
+    texts: list[str],
+    tokenizer: Any,
+    *,
+    batch_size: int,
+    max_length: int,
+    pooling: str,
+    max_tokens_per_sequence: int,
+    generator: torch.Generator,
 ) -> list[ProbeBatch]:
     """Tokenised, right-padded batches; for token pooling, the (seeded) token positions both models will use."""
     tokenizer.padding_side = "right"
     out = []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(
-            texts[start : start + batch_size], truncation=True, max_length=max_length, padding=True,
+            texts[start : start + batch_size],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
             return_tensors="pt",
         )
         positions = None
@@ -336,8 +344,15 @@ def analyze_cka(cfg: CkaConfig) -> dict[str, Any]:
     tok = load_tokenizer(cfg.a)
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = {
-        n: make_batches(texts[n], tok, batch_size=cfg.batch_size, max_length=cfg.max_length, pooling=cfg.pooling,
-                        max_tokens_per_sequence=cfg.max_tokens_per_sequence, generator=gen)
+        n: make_batches(
+            texts[n],
+            tok,
+            batch_size=cfg.batch_size,
+            max_length=cfg.max_length,
+            pooling=cfg.pooling,
+            max_tokens_per_sequence=cfg.max_tokens_per_sequence,
+            generator=gen,
+        )
         for n in names
     }
     t0 = time.time()
@@ -350,7 +365,7 @@ def analyze_cka(cfg: CkaConfig) -> dict[str, Any]:
             raise MidtrainError(f"'{path}' has {vocab} embeddings, fewer than the token ids of {cfg.a}'s tokenizer")
         with progress() as bar:
             task = bar.add_task(f"hidden states {which}", total=n_batches, info=Path(path).name)
-            feats[which] = {n: collect_features(model, batches[n], lambda: bar.advance(task)) for n in names}
+            feats[which] = {n: collect_features(model, batches[n], lambda task=task: bar.advance(task)) for n in names}
         del model
         gc.collect()
     probes: dict[str, Any] = {}
@@ -407,7 +422,22 @@ def cka(cfg: CkaConfig) -> CkaResult:
 
 
 __all__ = [
-    "CKA_JSON", "CkaConfig", "CkaResult", "MinibatchCKA", "ProbeBatch", "analyze_cka", "cka", "collect_features", "hsic1",
-    "layer_cka", "linear_cka", "make_batches", "minibatch_cka", "parse_synthetic", "pool", "probe_name", "probe_texts",
+    "CKA_JSON",
+    "CkaConfig",
+    "CkaResult",
+    "MinibatchCKA",
+    "ProbeBatch",
+    "analyze_cka",
+    "cka",
+    "collect_features",
+    "hsic1",
+    "layer_cka",
+    "linear_cka",
+    "make_batches",
+    "minibatch_cka",
+    "parse_synthetic",
+    "pool",
+    "probe_name",
+    "probe_texts",
     "synthetic_texts",
 ]

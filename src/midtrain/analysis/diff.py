@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -245,7 +246,7 @@ class Counters:
 
     parameters: int = 0
 
-    def __add__(self, other: "Counters") -> "Counters":
+    def __add__(self, other: Counters) -> Counters:
         return type(self)(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
 
@@ -372,9 +373,7 @@ def group(tensors: list[tuple[str, tuple[int, ...]]], stats: list[ChangeStats] |
         **sum(stats, zero).summary(),
         "per_layer": {str(k): layers[k].summary() for k in sorted(layers)},
         "per_module_type": {k: kinds[k].summary() for k in MODULE_TYPES if k in kinds},
-        "per_layer_module_type": {
-            row: {k: cells[row][k].summary() for k in MODULE_TYPES if k in cells[row]} for row in order
-        },
+        "per_layer_module_type": {row: {k: cells[row][k].summary() for k in MODULE_TYPES if k in cells[row]} for row in order},
         "per_tensor": {
             name: {"shape": list(shape), "layer": layer_index(name), "module_type": module_type(name), **s.summary()}
             for (name, shape), s in zip(tensors, stats)
@@ -383,7 +382,23 @@ def group(tensors: list[tuple[str, tuple[int, ...]]], stats: list[ChangeStats] |
 
 
 __all__ = [
-    "MODULE_TYPES", "ChangeStats", "Checkpoint", "OverlapStats", "align", "changed_mask", "cosine", "exceeds",
-    "group", "jaccard", "layer_index", "module_type", "natural_key", "open_checkpoint", "prepare",
-    "random_jaccard", "read_rows", "row_slices", "stream_stats",
+    "MODULE_TYPES",
+    "ChangeStats",
+    "Checkpoint",
+    "OverlapStats",
+    "align",
+    "changed_mask",
+    "cosine",
+    "exceeds",
+    "group",
+    "jaccard",
+    "layer_index",
+    "module_type",
+    "natural_key",
+    "open_checkpoint",
+    "prepare",
+    "random_jaccard",
+    "read_rows",
+    "row_slices",
+    "stream_stats",
 ]

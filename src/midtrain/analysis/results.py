@@ -30,5 +30,3 @@ class AnalysisResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**strip_per_tensor(self.data), "out": self.out, "cached": self.cached}
-
-

@@ -65,7 +65,8 @@ WEIGHTS_JSON = "weights.json"
 @dataclass
 class WeightsConfig(Config):
     checkpoints: list[str] = param(
-        [], "Checkpoints (dirs or .safetensors files): BEFORE AFTER for a pair, c0 c1 … cn for a timeline.",
+        [],
+        "Checkpoints (dirs or .safetensors files): BEFORE AFTER for a pair, c0 c1 … cn for a timeline.",
         positional=True,
     )
     compare: list[str] = param([], "A second pair C D: compare the update BEFORE→AFTER with C→D (overlap, cosine).")
@@ -116,9 +117,10 @@ class WeightsResult(AnalysisResult):
         for k, v in d["per_module_type"].items():
             lines.append(f"  {k:<12} {v['parameters']:>14,} {fmt_num(v['fraction_changed']):>9} {fmt_num(v['rel_frob'], '.3e'):>11}")
         if d["per_layer"]:
-            lines.append("  per layer (fraction changed): " + "  ".join(
-                f"{k}:{fmt_num(v['fraction_changed'], '.3f')}" for k, v in d["per_layer"].items()
-            ))
+            lines.append(
+                "  per layer (fraction changed): "
+                + "  ".join(f"{k}:{fmt_num(v['fraction_changed'], '.3f')}" for k, v in d["per_layer"].items())
+            )
         for s in d.get("timeline", []):
             lines.append(
                 f"  step {s['index']}: successive {fmt_num(s['fraction_changed_successive'])}  from c0 "
@@ -163,17 +165,21 @@ def analyze_weights(cfg: WeightsConfig, opened: Opened | None = None) -> dict[st
     with progress() as bar, torch_threads(cfg.threads):
         task = bar.add_task("analyze weights", total=total, info=f"{len(plan)} tensors")
         tensors, by_cmp, by_ovl = stream_stats(
-            ckpts, plan, comparisons, overlaps, tau=cfg.tau, relative=cfg.relative_tau, bf16=cfg.bf16,
-            chunk_elements=cfg.chunk_elements, on_progress=lambda n: bar.advance(task, n),
+            ckpts,
+            plan,
+            comparisons,
+            overlaps,
+            tau=cfg.tau,
+            relative=cfg.relative_tau,
+            bf16=cfg.bf16,
+            chunk_elements=cfg.chunk_elements,
+            on_progress=lambda n: bar.advance(task, n),
         )
     cmps = [
         {"label": _label(paths, i, j), "before": paths[i], "after": paths[j], **group(tensors, stats)}
         for (i, j), stats in zip(comparisons, by_cmp)
     ]
-    ovls = [
-        {"first": cmps[p]["label"], "second": cmps[q]["label"], **group(tensors, stats)}
-        for (p, q), stats in zip(overlaps, by_ovl)
-    ]
+    ovls = [{"first": cmps[p]["label"], "second": cmps[q]["label"], **group(tensors, stats)} for (p, q), stats in zip(overlaps, by_ovl)]
     main = cmps[primary]
     data: dict[str, Any] = {
         "kind": kind,
@@ -195,17 +201,19 @@ def analyze_weights(cfg: WeightsConfig, opened: Opened | None = None) -> dict[st
             succ = cmps[i - 1]
             first = succ if i == 1 else cmps[n + i - 2]
             nxt = ovls[i - 1] if i < n else None
-            steps.append({
-                "index": i,
-                "checkpoint": paths[i],
-                "fraction_changed_successive": succ["fraction_changed"],
-                "rel_frob_successive": succ["rel_frob"],
-                "fraction_changed_from_first": first["fraction_changed"],
-                "rel_frob_from_first": first["rel_frob"],
-                "jaccard_with_next": nxt["jaccard"] if nxt else None,
-                "jaccard_random_with_next": nxt["jaccard_random"] if nxt else None,
-                "cosine_with_next": nxt["cosine"] if nxt else None,
-            })
+            steps.append(
+                {
+                    "index": i,
+                    "checkpoint": paths[i],
+                    "fraction_changed_successive": succ["fraction_changed"],
+                    "rel_frob_successive": succ["rel_frob"],
+                    "fraction_changed_from_first": first["fraction_changed"],
+                    "rel_frob_from_first": first["rel_frob"],
+                    "jaccard_with_next": nxt["jaccard"] if nxt else None,
+                    "jaccard_random_with_next": nxt["jaccard_random"] if nxt else None,
+                    "cosine_with_next": nxt["cosine"] if nxt else None,
+                }
+            )
         data["timeline"] = steps
         last = steps[-1]["fraction_changed_from_first"]
         data["first_step_share"] = steps[0]["fraction_changed_from_first"] / last if last else None

@@ -34,9 +34,10 @@ import asyncio
 import math
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from midtrain.augment.chunking import chunk_document, token_counter
 from midtrain.config import Config, param
@@ -95,7 +96,8 @@ class AugmentConfig(Config):
     retries: int = param(1, "Re-ask the annotator this many times when its answer is rejected.")
     retry_temperature: float = param(0.7, "Sampling temperature of the retries.")
     normalization: Literal["exact", "whitespace", "nfkc"] = param(
-        "nfkc", "Text preservation check: exact; whitespace (runs collapsed, ends trimmed); nfkc (NFKC + whitespace).")
+        "nfkc", "Text preservation check: exact; whitespace (runs collapsed, ends trimmed); nfkc (NFKC + whitespace)."
+    )
     min_thoughts: int = param(1, "Reject answers with fewer thoughts.")
     max_thoughts: int = param(16, "Reject answers with more thoughts.")
     batch_chunks: int = param(64, "Chunks per annotator call and per fsynced append.")
@@ -104,7 +106,8 @@ class AugmentConfig(Config):
     num_shards: int = param(1, "Number of output shards (documents are assigned by stable hash).")
     shard_index: int | None = param(None, "Process only this shard (manual splitting across machines); default all.")
     executor: Literal["inline", "datatrove_local", "datatrove_slurm", "datatrove_ray"] = param(
-        "inline", "inline: this process; datatrove_*: one datatrove task per shard (pip install 'midtrain[distributed]').")
+        "inline", "inline: this process; datatrove_*: one datatrove task per shard (pip install 'midtrain[distributed]')."
+    )
     num_workers: int = param(1, "Shards run in parallel by datatrove_local / datatrove_ray.")
     executor_options: dict[str, Any] = param({}, "Extra keyword arguments of the datatrove executor (e.g. partition, time).")
     keep_answers: bool = param(True, "Store the raw annotator answer on rejected records (for the rejection report).")
@@ -136,10 +139,22 @@ class AugmentConfig(Config):
 
 
 # Fields that say *how* to run, not *what*: reset in the run key so that a resumed run may change them.
-_HOW = {"shard_index": None, "executor": "inline", "num_workers": 1, "executor_options": {}, "batches_in_flight": 0,
-        "annotator.base_url": "", "annotator.api_key_env": "OPENAI_API_KEY", "annotator.max_concurrency": 16,
-        "annotator.timeout_s": 120.0, "annotator.max_retries": 5, "annotator.backoff_s": 1.0,
-        "annotator.max_backoff_s": 60.0, "annotator.batch_size": 16, "annotator.num_threads": 0}
+_HOW = {
+    "shard_index": None,
+    "executor": "inline",
+    "num_workers": 1,
+    "executor_options": {},
+    "batches_in_flight": 0,
+    "annotator.base_url": "",
+    "annotator.api_key_env": "OPENAI_API_KEY",
+    "annotator.max_concurrency": 16,
+    "annotator.timeout_s": 120.0,
+    "annotator.max_retries": 5,
+    "annotator.backoff_s": 1.0,
+    "annotator.max_backoff_s": 60.0,
+    "annotator.batch_size": 16,
+    "annotator.num_threads": 0,
+}
 
 
 def key_config(cfg: AugmentConfig) -> AugmentConfig:
@@ -200,8 +215,18 @@ def shard_chunks(cfg: AugmentConfig, tokenizer: Any, index: int, *, synthetic: b
 
 # -- annotation -------------------------------------------------------------------------------------------------
 def _record(c: Chunk, annotator: str, status: str, attempts: int, **extra: Any) -> dict[str, Any]:
-    rec = {"id": c.id, "source_id": c.source_id, "chunk": c.text, "domain": c.domain, "segments": [],
-           "annotator": annotator, "status": status, "reason": None, "attempts": attempts, "tokens": c.tokens}
+    rec = {
+        "id": c.id,
+        "source_id": c.source_id,
+        "chunk": c.text,
+        "domain": c.domain,
+        "segments": [],
+        "annotator": annotator,
+        "status": status,
+        "reason": None,
+        "attempts": attempts,
+        "tokens": c.tokens,
+    }
     rec.update(extra)
     return rec
 
@@ -212,9 +237,17 @@ def _synthetic(c: Chunk, backend: ProgrammaticBackend, cfg: AugmentConfig) -> di
     except Exception as e:  # noqa: BLE001 - one bad problem must not stop the run
         return _record(c, "synth", "failed", 1, reason=FAILED, detail=f"{type(e).__name__}: {e}")
     out = check_record(made, min_thoughts=cfg.min_thoughts, max_thoughts=cfg.max_thoughts)
-    rec = {**made, "id": c.id, "source_id": c.source_id, "domain": made.get("domain") or c.domain,
-           "annotator": made.get("annotator") or "synth", "status": out.status, "reason": out.reason, "attempts": 1,
-           "tokens": c.tokens}
+    rec = {
+        **made,
+        "id": c.id,
+        "source_id": c.source_id,
+        "domain": made.get("domain") or c.domain,
+        "annotator": made.get("annotator") or "synth",
+        "status": out.status,
+        "reason": out.reason,
+        "attempts": 1,
+        "tokens": c.tokens,
+    }
     if out.status == "accepted":
         rec["segments"] = out.segments
     else:
@@ -240,15 +273,13 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
             answers: list[Any] = [[backend.annotate_text(c.text)] for c in pending]  # type: ignore[union-attr]
         else:
             prompts = [fill_template(template, text=c.text) for c in pending]
-            answers = await backend.agenerate(prompts, max_new_tokens=cfg.new_tokens, temperature=temperature,
-                                              errors="return")
+            answers = await backend.agenerate(prompts, max_new_tokens=cfg.new_tokens, temperature=temperature, errors="return")
         retry = []
         for c, ans in zip(pending, answers):
             if isinstance(ans, BackendError):
                 done[c.id] = _record(c, backend.name, "failed", attempt + 1, reason=FAILED, detail=str(ans))
                 continue
-            out = validate_answer(c.text, ans[0], mode=cfg.normalization, min_thoughts=cfg.min_thoughts,
-                                  max_thoughts=cfg.max_thoughts)
+            out = validate_answer(c.text, ans[0], mode=cfg.normalization, min_thoughts=cfg.min_thoughts, max_thoughts=cfg.max_thoughts)
             if out.status == "accepted":
                 done[c.id] = _record(c, backend.name, "accepted", attempt + 1, segments=out.segments)
             elif attempt < cfg.retries and out.reason != "source_has_tags":
@@ -292,8 +323,13 @@ class Tally:
             mine += ex[: EXAMPLES_PER_REASON - len(mine)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": dict(self.status), "reasons": dict(self.reasons), "thoughts": self.thoughts,
-                "tokens": self.tokens, "examples": self.examples}
+        return {
+            "status": dict(self.status),
+            "reasons": dict(self.reasons),
+            "thoughts": self.thoughts,
+            "tokens": self.tokens,
+            "examples": self.examples,
+        }
 
     @property
     def chunks(self) -> int:
@@ -308,8 +344,7 @@ def _batches_in_flight(cfg: AugmentConfig) -> int:
     return 1
 
 
-async def _annotate_all(chunks: list[Chunk], backend: TextBackend, template: str, cfg: AugmentConfig,
-                        sink: Any) -> None:
+async def _annotate_all(chunks: list[Chunk], backend: TextBackend, template: str, cfg: AugmentConfig, sink: Any) -> None:
     limit = _batches_in_flight(cfg)
     running: set[asyncio.Task] = set()
 
@@ -333,8 +368,9 @@ async def _annotate_all(chunks: list[Chunk], backend: TextBackend, template: str
             await aclose()
 
 
-def process_shard(cfg: AugmentConfig, index: int, *, backend: TextBackend | None = None, tokenizer: Any = None,
-                  template: str | None = None) -> dict[str, Any]:
+def process_shard(
+    cfg: AugmentConfig, index: int, *, backend: TextBackend | None = None, tokenizer: Any = None, template: str | None = None
+) -> dict[str, Any]:
     """Annotate shard ``index`` to completion (resuming), write its ``.done`` marker; returns the marker."""
     paths = shard_paths(cfg.out, index, cfg.num_shards)
     info = read_done(paths)
@@ -360,8 +396,14 @@ def process_shard(cfg: AugmentConfig, index: int, *, backend: TextBackend | None
         if chunks:
             backend = backend if backend is not None else make_backend(cfg.annotator)
             _run_shard(cfg, index, chunks, total, backend, template, tally, paths.jsonl, token_counter(tokenizer))
-        info = {"shard": index, "num_shards": cfg.num_shards, "chunks": tally.chunks, **tally.to_dict(),
-                "format": "jsonl", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info = {
+            "shard": index,
+            "num_shards": cfg.num_shards,
+            "chunks": tally.chunks,
+            **tally.to_dict(),
+            "format": "jsonl",
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         if cfg.format == "parquet":
             records = read_tolerant(paths.jsonl)
             if to_parquet(records, paths.parquet):
@@ -374,8 +416,17 @@ def process_shard(cfg: AugmentConfig, index: int, *, backend: TextBackend | None
     return info
 
 
-def _run_shard(cfg: AugmentConfig, index: int, chunks: list[Chunk], total: int, backend: TextBackend, template: str,
-               tally: Tally, path: Path, count: Any) -> None:
+def _run_shard(
+    cfg: AugmentConfig,
+    index: int,
+    chunks: list[Chunk],
+    total: int,
+    backend: TextBackend,
+    template: str,
+    tally: Tally,
+    path: Path,
+    count: Any,
+) -> None:
     start = time.time()
     done0, tok0, gen0 = tally.chunks, tally.tokens, getattr(backend, "stats", {}).get("completion_tokens", 0)
     next_log = [0.1]
@@ -393,8 +444,11 @@ def _run_shard(cfg: AugmentConfig, index: int, chunks: list[Chunk], total: int, 
             n = tally.chunks - done0
             rate = tally.status["accepted"] / max(tally.chunks, 1)
             gen = getattr(backend, "stats", {}).get("completion_tokens", 0) - gen0
-            info = (f"{n / dt:.2f} chunks/s · {(tally.tokens - tok0) / dt:,.0f} corpus tok/s"
-                    + (f" · {gen / dt:,.0f} gen tok/s" if gen else "") + f" · accepted {rate:.1%}")
+            info = (
+                f"{n / dt:.2f} chunks/s · {(tally.tokens - tok0) / dt:,.0f} corpus tok/s"
+                + (f" · {gen / dt:,.0f} gen tok/s" if gen else "")
+                + f" · accepted {rate:.1%}"
+            )
             bar.update(task, completed=tally.chunks, info=info)
             if n >= next_log[0] * len(chunks) or n == len(chunks):
                 log(f"augment shard {index}: {tally.chunks}/{total} chunks · {info}")
@@ -420,12 +474,19 @@ def merge_manifest(cfg: AugmentConfig) -> dict[str, Any]:
     rejected = {r.split(":", 1)[1]: k for r, k in sorted(tally.reasons.items()) if r.startswith("rejected:")}
     failed = {r.split(":", 1)[1]: k for r, k in sorted(tally.reasons.items()) if r.startswith("failed:")}
     return {
-        "num_shards": cfg.num_shards, "shards_done": done, "chunks": n, "accepted": acc,
-        "rejected": tally.status["rejected"], "failed": tally.status["failed"],
+        "num_shards": cfg.num_shards,
+        "shards_done": done,
+        "chunks": n,
+        "accepted": acc,
+        "rejected": tally.status["rejected"],
+        "failed": tally.status["failed"],
         "acceptance_rate": round(acc / n, 4) if n else 0.0,
         "rejected_by_reason": {r: rejected.get(r, 0) for r in REASONS if rejected.get(r)},
-        "failed_by_reason": failed, "thoughts_per_accepted_chunk": round(tally.thoughts / acc, 3) if acc else 0.0,
-        "chunk_tokens": tally.tokens, "files": files, "examples": tally.examples,
+        "failed_by_reason": failed,
+        "thoughts_per_accepted_chunk": round(tally.thoughts / acc, 3) if acc else 0.0,
+        "chunk_tokens": tally.tokens,
+        "files": files,
+        "examples": tally.examples,
     }
 
 
@@ -434,10 +495,12 @@ class AugmentResult(Result):
         m = self.metrics
         if "chunks" not in m:
             return super().summary()
-        lines = [f"{self.stage}: {'cache hit, ' if self.cached else ''}{self.out}",
-                 f"  shards {m['shards_done']}/{m['num_shards']}  chunks {m['chunks']}  accepted {m['accepted']} "
-                 f"({m['acceptance_rate']:.1%})  rejected {m['rejected']}  failed {m['failed']}  "
-                 f"thoughts/accepted chunk {m['thoughts_per_accepted_chunk']}"]
+        lines = [
+            f"{self.stage}: {'cache hit, ' if self.cached else ''}{self.out}",
+            f"  shards {m['shards_done']}/{m['num_shards']}  chunks {m['chunks']}  accepted {m['accepted']} "
+            f"({m['acceptance_rate']:.1%})  rejected {m['rejected']}  failed {m['failed']}  "
+            f"thoughts/accepted chunk {m['thoughts_per_accepted_chunk']}",
+        ]
         for reason, k in {**m["rejected_by_reason"], **{f"failed:{r}": k for r, k in m["failed_by_reason"].items()}}.items():
             lines.append(f"  {reason:<20} {k}")
         return "\n".join(lines)
@@ -465,9 +528,11 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
         run_.keep()
         run_.update(operational=operational(cfg))
         ann = cfg.annotator
-        log(f"augment: {len(cfg.input)} input(s) → {cfg.num_shards} shard(s) in {run_.path}; chunks ≤ {cfg.max_chunk_tokens} "
+        log(
+            f"augment: {len(cfg.input)} input(s) → {cfg.num_shards} shard(s) in {run_.path}; chunks ≤ {cfg.max_chunk_tokens} "
             f"tokens; annotator {backend.name if backend is not None else ann.backend + (':' + ann.model if ann.model else '')}"
-            f"; executor {cfg.executor}")
+            f"; executor {cfg.executor}"
+        )
         start = time.time()
         if cfg.executor == "inline":
             todo = [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards)
@@ -487,8 +552,10 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
             return AugmentResult(stage="augment", out=str(run_.path), metrics=manifest)
         atomic_write_json(run_.path / "manifest.json", manifest)
         run_.finish(manifest)
-        log(f"augment: {manifest['chunks']} chunks, {manifest['accepted']} accepted ({manifest['acceptance_rate']:.1%}), "
-            f"rejected {manifest['rejected_by_reason']}, failed {manifest['failed']} → {run_.path}")
+        log(
+            f"augment: {manifest['chunks']} chunks, {manifest['accepted']} accepted ({manifest['acceptance_rate']:.1%}), "
+            f"rejected {manifest['rejected_by_reason']}, failed {manifest['failed']} → {run_.path}"
+        )
         return AugmentResult.of(run_)
 
 
@@ -507,6 +574,19 @@ def read_augmented(path: str | Path, *, status: str | None = "accepted") -> Iter
             yield rec
 
 
-__all__ = ["AugmentConfig", "AugmentResult", "Chunk", "run", "process_shard", "shard_task", "shard_chunks",
-           "annotate_batch", "merge_manifest", "read_augmented", "key_config", "iter_shard", "render_augmented",
-           "strip_thoughts"]
+__all__ = [
+    "AugmentConfig",
+    "AugmentResult",
+    "Chunk",
+    "run",
+    "process_shard",
+    "shard_task",
+    "shard_chunks",
+    "annotate_batch",
+    "merge_manifest",
+    "read_augmented",
+    "key_config",
+    "iter_shard",
+    "render_augmented",
+    "strip_thoughts",
+]

@@ -17,8 +17,9 @@ Guarantees: ``"".join(chunks) == text`` except that whitespace-only chunks are d
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 SENTENCE = re.compile(r"[.!?…]+[\"'”’»)\]]*\s+")
@@ -56,8 +57,7 @@ def _ends_sentence(text: str, m: re.Match[str]) -> bool:
 def split_units(text: str, pattern: re.Pattern[str]) -> list[str]:
     """Cut ``text`` after every match of ``pattern`` (separators stay with the unit before them)."""
     sentence = pattern is SENTENCE
-    cuts = [m.end() for m in pattern.finditer(text)
-            if 0 < m.end() < len(text) and (not sentence or _ends_sentence(text, m))]
+    cuts = [m.end() for m in pattern.finditer(text) if 0 < m.end() < len(text) and (not sentence or _ends_sentence(text, m))]
     units, prev = [], 0
     for c in cuts:
         if c > prev:
@@ -144,8 +144,9 @@ def _pack(units: list[str], counts: list[int], max_tokens: int) -> list[list[int
     return groups
 
 
-def _fit(group: list[int], units: list[str], counts: list[int], count: Counter, tokenizer: Any, max_tokens: int,
-         exact: int | None = None) -> list[tuple[str, int]]:
+def _fit(
+    group: list[int], units: list[str], counts: list[int], count: Counter, tokenizer: Any, max_tokens: int, exact: int | None = None
+) -> list[tuple[str, int]]:
     """``group`` as one chunk if it fits exactly, else split at its token-weighted middle, recursively."""
     text = "".join(units[i] for i in group)
     n = count([text])[0] if exact is None else exact
@@ -159,8 +160,7 @@ def _fit(group: list[int], units: list[str], counts: list[int], count: Counter, 
         if acc * 2 >= total:
             half = k
             break
-    return (_fit(group[:half], units, counts, count, tokenizer, max_tokens)
-            + _fit(group[half:], units, counts, count, tokenizer, max_tokens))
+    return _fit(group[:half], units, counts, count, tokenizer, max_tokens) + _fit(group[half:], units, counts, count, tokenizer, max_tokens)
 
 
 def chunk_text(text: str, tokenizer: Any, max_tokens: int) -> list[tuple[str, int]]:

@@ -19,8 +19,9 @@ write the manifest (finished shards are skipped).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from midtrain.errors import ConfigError, MidtrainError
 
@@ -57,7 +58,7 @@ class AugmentShardStep(PipelineStep):  # type: ignore[misc,valid-type]
 def build_executor(cfg: Any, task: ShardTask) -> Any:
     """The datatrove executor that runs ``task`` as one :class:`AugmentShardStep` task per shard of ``cfg``."""
     if not _HAVE_DATATROVE:
-        raise MidtrainError("executor '%s' needs datatrove: pip install 'midtrain[distributed]'" % cfg.executor)
+        raise MidtrainError(f"executor '{cfg.executor}' needs datatrove: pip install 'midtrain[distributed]'")
     from datatrove.executor import (
         LocalPipelineExecutor,
         RayPipelineExecutor,
@@ -65,8 +66,9 @@ def build_executor(cfg: Any, task: ShardTask) -> Any:
     )
 
     step = AugmentShardStep(cfg.to_dict(), task)
-    common = dict(pipeline=[step], tasks=cfg.num_shards, logging_dir=str(Path(cfg.out) / "datatrove"),
-                  skip_completed=True, **cfg.executor_options)
+    common = dict(
+        pipeline=[step], tasks=cfg.num_shards, logging_dir=str(Path(cfg.out) / "datatrove"), skip_completed=True, **cfg.executor_options
+    )
     try:
         if cfg.executor == "datatrove_local":
             common.setdefault("start_method", "spawn")

@@ -72,13 +72,16 @@ def split(cfg: SplitConfig) -> Result:
         sft = [{**r, "text": render_augmented(r)} for r in records if not is_rl(r["chunk"], cfg.rl_fraction, cfg.salt)]
         write_jsonl(run.path / "sft.jsonl", sft)
         write_jsonl(run.path / "rl.jsonl", rl)
-        metrics = {"accepted": len(records), "sft": len(sft), "rl": len(rl),
-                   "sft_tokens": sum(int(r.get("tokens") or 0) for r in sft),
-                   "rl_tokens": sum(int(r.get("tokens") or 0) for r in rl)}
+        metrics = {
+            "accepted": len(records),
+            "sft": len(sft),
+            "rl": len(rl),
+            "sft_tokens": sum(int(r.get("tokens") or 0) for r in sft),
+            "rl_tokens": sum(int(r.get("tokens") or 0) for r in rl),
+        }
         run.finish(metrics)
         log(f"augment split: {len(sft)} SFT + {len(rl)} RL chunks → {run.path}")
         return Result.of(run)
-
 
 
 __all__ = ["SplitConfig", "accepted_records", "is_rl", "split"]

@@ -104,13 +104,25 @@ def suffix_tasks(record: dict[str, Any], cfg: TasksConfig, tokenizer: Any, templ
         ref = reference_text(segs, k, tokenizer, cfg.max_reference_tokens, cfg.max_reference_sentences)
         if not ref:
             continue
-        out.append({
-            "id": f"{record['id']}@{k}", "prompt": fill_template(template, prefix=prefix), "reference": ref,
-            "kind": "suffix",
-            "meta": {"chunk_id": record["id"], "source_id": record.get("source_id"), "domain": record.get("domain"),
-                     "boundary": k, "segments": len(segs), "keep_thoughts": cfg.keep_thoughts, "prefix": prefix,
-                     "prefix_tokens": count([prefix])[0], "reference_tokens": count([ref])[0]},
-        })
+        out.append(
+            {
+                "id": f"{record['id']}@{k}",
+                "prompt": fill_template(template, prefix=prefix),
+                "reference": ref,
+                "kind": "suffix",
+                "meta": {
+                    "chunk_id": record["id"],
+                    "source_id": record.get("source_id"),
+                    "domain": record.get("domain"),
+                    "boundary": k,
+                    "segments": len(segs),
+                    "keep_thoughts": cfg.keep_thoughts,
+                    "prefix": prefix,
+                    "prefix_tokens": count([prefix])[0],
+                    "reference_tokens": count([ref])[0],
+                },
+            }
+        )
     return out
 
 
@@ -133,12 +145,15 @@ def build(cfg: TasksConfig) -> Result:
             skipped += not made
             tasks += made
         if not tasks:
-            raise DataError(f"{cfg.input}: no chunk has a usable boundary (need ≥ 2 segments and ≥ "
-                            f"{cfg.min_prefix_tokens} prefix tokens)")
+            raise DataError(f"{cfg.input}: no chunk has a usable boundary (need ≥ 2 segments and ≥ {cfg.min_prefix_tokens} prefix tokens)")
         write_jsonl(run.path / "tasks.jsonl", tasks)
-        metrics = {"chunks": len(records), "tasks": len(tasks), "chunks_without_task": skipped,
-                   "mean_prefix_tokens": round(sum(t["meta"]["prefix_tokens"] for t in tasks) / len(tasks), 1),
-                   "mean_reference_tokens": round(sum(t["meta"]["reference_tokens"] for t in tasks) / len(tasks), 1)}
+        metrics = {
+            "chunks": len(records),
+            "tasks": len(tasks),
+            "chunks_without_task": skipped,
+            "mean_prefix_tokens": round(sum(t["meta"]["prefix_tokens"] for t in tasks) / len(tasks), 1),
+            "mean_reference_tokens": round(sum(t["meta"]["reference_tokens"] for t in tasks) / len(tasks), 1),
+        }
         run.finish(metrics)
         log(f"augment tasks: {len(tasks)} suffix tasks from {len(records)} chunks → {run.path / 'tasks.jsonl'}")
         return Result.of(run)

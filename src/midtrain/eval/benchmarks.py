@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from midtrain.data import iter_records, require
 from midtrain.errors import ConfigError, DataError
@@ -59,17 +60,33 @@ REGISTRY: dict[str, Benchmark] = {
         Benchmark("amc23", "amc23/test.jsonl", "math", "math", ("math-ai/amc23", None, "test"), "AMC23"),
         Benchmark("aime2024", "aime2024/test.jsonl", "math", "math", ("HuggingFaceH4/aime_2024", None, "train"), "AIME 2024"),
         Benchmark("aime2025", "aime2025/test.jsonl", "math", "math", ("MathArena/aime_2025", None, "train"), "AIME 2025"),
-        Benchmark("olympiadbench", "olympiadbench/test.jsonl", "math", "math",
-                  ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"), "OlympiadBench"),
-        Benchmark("gpqa_diamond", "gpqa_diamond/test.jsonl.gz", "choice", "science",
-                  ("Idavidrein/gpqa", "gpqa_diamond", "train"), "GPQA-Diamond"),
+        Benchmark(
+            "olympiadbench",
+            "olympiadbench/test.jsonl",
+            "math",
+            "math",
+            ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train"),
+            "OlympiadBench",
+        ),
+        Benchmark(
+            "gpqa_diamond", "gpqa_diamond/test.jsonl.gz", "choice", "science", ("Idavidrein/gpqa", "gpqa_diamond", "train"), "GPQA-Diamond"
+        ),
         Benchmark("mmlu_stem", "mmlu_stem/test.jsonl", "choice", "general", ("TIGER-Lab/MMLU-STEM", None, "test"), "MMLU-STEM"),
     ]
 }
 ALIASES = {
-    "math-500": "math500", "math_500": "math500", "aime24": "aime2024", "aime25": "aime2025", "aime_2024": "aime2024",
-    "aime_2025": "aime2025", "olympiad": "olympiadbench", "gpqa": "gpqa_diamond", "gpqa-diamond": "gpqa_diamond",
-    "gpqa-d": "gpqa_diamond", "mmlu-stem": "mmlu_stem", "amc": "amc23",
+    "math-500": "math500",
+    "math_500": "math500",
+    "aime24": "aime2024",
+    "aime25": "aime2025",
+    "aime_2024": "aime2024",
+    "aime_2025": "aime2025",
+    "olympiad": "olympiadbench",
+    "gpqa": "gpqa_diamond",
+    "gpqa-diamond": "gpqa_diamond",
+    "gpqa-d": "gpqa_diamond",
+    "mmlu-stem": "mmlu_stem",
+    "amc": "amc23",
 }
 
 
@@ -105,9 +122,7 @@ def data_root(explicit: str | Path | None = None) -> Path:
     for p in cands:
         if p.is_dir():
             return p
-    raise DataError(
-        f"no benchmark data root found (tried {', '.join(map(str, cands))}); set data_root or ${ENV_DATA_ROOT}"
-    )
+    raise DataError(f"no benchmark data root found (tried {', '.join(map(str, cands))}); set data_root or ${ENV_DATA_ROOT}")
 
 
 def benchmark_path(bench: Benchmark, root: str | Path | None = None) -> Path:
@@ -134,7 +149,9 @@ def load_file(path: str | Path, *, kind: Kind | None = None, limit: int = 0) -> 
         if rec["answer"] is None or str(rec["answer"]).strip() == "":
             raise DataError(f"{path}:{line}: empty 'answer'")
         rec["answer"] = str(rec["answer"])
-        if (kind == "choice" or (kind is None and isinstance(rec.get("choices"), list))) and rec["answer"].strip().upper() not in "ABCDEFGHIJ":
+        if (kind == "choice" or (kind is None and isinstance(rec.get("choices"), list))) and rec[
+            "answer"
+        ].strip().upper() not in "ABCDEFGHIJ":
             raise DataError(f"{path}:{line}: multiple-choice answer must be an option letter, got {rec['answer']!r}")
         out.append(rec)
         if limit and len(out) >= limit:
@@ -174,8 +191,12 @@ def _strip_float(x: Any) -> str:
 
 
 def _gsm8k(rec: dict[str, Any], i: int) -> dict[str, Any]:
-    return {"id": f"gsm8k-test-{i}", "problem": rec["question"], "solution": rec["answer"],
-            "answer": rec["answer"].split("####")[-1].strip().replace(",", "")}
+    return {
+        "id": f"gsm8k-test-{i}",
+        "problem": rec["question"],
+        "solution": rec["answer"],
+        "answer": rec["answer"].split("####")[-1].strip().replace(",", ""),
+    }
 
 
 def _gpqa(rec: dict[str, Any], i: int) -> dict[str, Any]:
@@ -184,22 +205,41 @@ def _gpqa(rec: dict[str, Any], i: int) -> dict[str, Any]:
     choices = [correct] + [rec[f"Incorrect Answer {j}"].strip() for j in (1, 2, 3)]
     random.Random("gpqa_diamond-" + rid).shuffle(choices)
     idx = choices.index(correct)
-    return {"id": f"gpqa_diamond-{rid}", "problem": rec["Question"].strip(), "choices": choices,
-            "answer": "ABCD"[idx], "answer_index": idx, "solution": rec.get("Explanation", ""), "domain": rec.get("High-level domain")}
+    return {
+        "id": f"gpqa_diamond-{rid}",
+        "problem": rec["Question"].strip(),
+        "choices": choices,
+        "answer": "ABCD"[idx],
+        "answer_index": idx,
+        "solution": rec.get("Explanation", ""),
+        "domain": rec.get("High-level domain"),
+    }
 
 
 def _mmlu(rec: dict[str, Any], i: int) -> dict[str, Any]:
     idx = int(rec["answer"])
-    return {"id": f"mmlu_stem-{rec.get('subject', 'x')}-{i}", "problem": rec["question"], "choices": list(rec["choices"]),
-            "answer": "ABCD"[idx], "answer_index": idx, "subject": rec.get("subject")}
+    return {
+        "id": f"mmlu_stem-{rec.get('subject', 'x')}-{i}",
+        "problem": rec["question"],
+        "choices": list(rec["choices"]),
+        "answer": "ABCD"[idx],
+        "answer_index": idx,
+        "subject": rec.get("subject"),
+    }
 
 
 def _olympiad(rec: dict[str, Any], i: int) -> dict[str, Any]:
     final = rec.get("final_answer") or [""]
     sols = rec.get("solution") or []
-    return {"id": f"olympiadbench-{rec.get('id', i)}", "problem": rec["question"],
-            "answer": str(final[0]).strip().strip("$"), "solution": sols[0] if isinstance(sols, list) and sols else sols,
-            "error": rec.get("error"), "unit": rec.get("unit"), "answer_type": rec.get("answer_type")}
+    return {
+        "id": f"olympiadbench-{rec.get('id', i)}",
+        "problem": rec["question"],
+        "answer": str(final[0]).strip().strip("$"),
+        "solution": sols[0] if isinstance(sols, list) and sols else sols,
+        "error": rec.get("error"),
+        "unit": rec.get("unit"),
+        "answer_type": rec.get("answer_type"),
+    }
 
 
 def _generic(prefix: str) -> Callable[[dict[str, Any], int], dict[str, Any]]:
@@ -209,14 +249,25 @@ def _generic(prefix: str) -> Callable[[dict[str, Any], int], dict[str, Any]]:
         answer = _strip_float(rec["answer"])
         if answer.isdigit():
             answer = answer.lstrip("0") or "0"  # AIME "025" -> "25"
-        return {**rec, "id": rid if prefix == "" else f"{prefix}-{rid}",
-                "problem": rec.get("problem") or rec.get("question"), "answer": answer}
+        return {
+            **rec,
+            "id": rid if prefix == "" else f"{prefix}-{rid}",
+            "problem": rec.get("problem") or rec.get("question"),
+            "answer": answer,
+        }
+
     return f
 
 
 HUB_MAPPERS: dict[str, Callable[[dict[str, Any], int], dict[str, Any]]] = {
-    "gsm8k": _gsm8k, "math500": _generic(""), "amc23": _generic("amc23"), "aime2024": _generic("aime2024"),
-    "aime2025": _generic("aime2025"), "olympiadbench": _olympiad, "gpqa_diamond": _gpqa, "mmlu_stem": _mmlu,
+    "gsm8k": _gsm8k,
+    "math500": _generic(""),
+    "amc23": _generic("amc23"),
+    "aime2024": _generic("aime2024"),
+    "aime2025": _generic("aime2025"),
+    "olympiadbench": _olympiad,
+    "gpqa_diamond": _gpqa,
+    "mmlu_stem": _mmlu,
 }
 
 
@@ -232,7 +283,9 @@ def load_hub(bench: Benchmark, *, limit: int = 0) -> list[dict[str, Any]]:
     try:
         ds = datasets.load_dataset(repo, config, split=split)
     except Exception as e:  # noqa: BLE001 - offline, gated, renamed: one clear line
-        raise DataError(f"cannot load '{repo}' from the Hugging Face hub ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise DataError(
+            f"cannot load '{repo}' from the Hugging Face hub ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     mapper = HUB_MAPPERS[bench.name]
     out = []
     for i, rec in enumerate(ds):
@@ -248,24 +301,43 @@ CHOICE_INSTRUCTION = "Reason step by step, then give the letter of the correct o
 
 # Worked examples written for this project (no benchmark test item is used as an exemplar).
 MATH_SHOTS = [
-    ("A baker makes 4 trays of 12 rolls and sells all but 5 of them. How many rolls does he sell?",
-     "He makes 4 * 12 = 48 rolls. He sells 48 - 5 = 43 of them. The final answer is $\\boxed{43}$."),
-    ("What is the value of $\\frac{3}{4} + \\frac{1}{6}$?",
-     "With the common denominator 12, $\\frac{9}{12} + \\frac{2}{12} = \\frac{11}{12}$. The final answer is $\\boxed{\\frac{11}{12}}$."),
-    ("Solve for $x$: $5x - 7 = 2x + 8$.",
-     "Subtracting $2x$ from both sides gives $3x - 7 = 8$, so $3x = 15$ and $x = 5$. The final answer is $\\boxed{5}$."),
-    ("A train covers 180 km in 2.5 hours. What is its average speed in km per hour?",
-     "The average speed is 180 / 2.5 = 72 km per hour. The final answer is $\\boxed{72}$."),
-    ("How many positive divisors does 36 have?",
-     "$36 = 2^2 \\cdot 3^2$, so it has $(2+1)(2+1) = 9$ positive divisors. The final answer is $\\boxed{9}$."),
+    (
+        "A baker makes 4 trays of 12 rolls and sells all but 5 of them. How many rolls does he sell?",
+        "He makes 4 * 12 = 48 rolls. He sells 48 - 5 = 43 of them. The final answer is $\\boxed{43}$.",
+    ),
+    (
+        "What is the value of $\\frac{3}{4} + \\frac{1}{6}$?",
+        "With the common denominator 12, $\\frac{9}{12} + \\frac{2}{12} = \\frac{11}{12}$. The final answer is $\\boxed{\\frac{11}{12}}$.",
+    ),
+    (
+        "Solve for $x$: $5x - 7 = 2x + 8$.",
+        "Subtracting $2x$ from both sides gives $3x - 7 = 8$, so $3x = 15$ and $x = 5$. The final answer is $\\boxed{5}$.",
+    ),
+    (
+        "A train covers 180 km in 2.5 hours. What is its average speed in km per hour?",
+        "The average speed is 180 / 2.5 = 72 km per hour. The final answer is $\\boxed{72}$.",
+    ),
+    (
+        "How many positive divisors does 36 have?",
+        "$36 = 2^2 \\cdot 3^2$, so it has $(2+1)(2+1) = 9$ positive divisors. The final answer is $\\boxed{9}$.",
+    ),
 ]
 CHOICE_SHOTS = [
-    ("Which gas makes up most of the Earth's atmosphere?", ["Oxygen", "Carbon dioxide", "Nitrogen", "Argon"],
-     "About 78% of dry air is nitrogen. The final answer is $\\boxed{C}$."),
-    ("What is the derivative of $x^3$?", ["$3x^2$", "$x^2$", "$3x$", "$x^4/4$"],
-     "By the power rule the derivative of $x^3$ is $3x^2$. The final answer is $\\boxed{A}$."),
-    ("Which particle carries a negative electric charge?", ["Proton", "Neutron", "Photon", "Electron"],
-     "The electron has charge $-e$. The final answer is $\\boxed{D}$."),
+    (
+        "Which gas makes up most of the Earth's atmosphere?",
+        ["Oxygen", "Carbon dioxide", "Nitrogen", "Argon"],
+        "About 78% of dry air is nitrogen. The final answer is $\\boxed{C}$.",
+    ),
+    (
+        "What is the derivative of $x^3$?",
+        ["$3x^2$", "$x^2$", "$3x$", "$x^4/4$"],
+        "By the power rule the derivative of $x^3$ is $3x^2$. The final answer is $\\boxed{A}$.",
+    ),
+    (
+        "Which particle carries a negative electric charge?",
+        ["Proton", "Neutron", "Photon", "Electron"],
+        "The electron has charge $-e$. The final answer is $\\boxed{D}$.",
+    ),
 ]
 
 
@@ -302,8 +374,15 @@ def stop_strings(fmt: str) -> list[str]:
     return ["\nQuestion:"] if fmt == "fewshot" else []
 
 
-def build_prompt(rec: dict[str, Any], kind: Kind, fmt: Literal["fewshot", "think", "chat"], *, tokenizer: Any = None,
-                 n_shots: int = 4, think: bool = True) -> str:
+def build_prompt(
+    rec: dict[str, Any],
+    kind: Kind,
+    fmt: Literal["fewshot", "think", "chat"],
+    *,
+    tokenizer: Any = None,
+    n_shots: int = 4,
+    think: bool = True,
+) -> str:
     """The prompt text for one record (see the module docstring)."""
     if fmt == "fewshot":
         parts = []
@@ -325,10 +404,20 @@ def build_prompt(rec: dict[str, Any], kind: Kind, fmt: Literal["fewshot", "think
     return prompt
 
 
-
-
 __all__ = [
-    "Benchmark", "REGISTRY", "resolve_name", "data_root", "default_data_roots", "benchmark_path", "load_file",
-    "load_benchmark", "load_hub", "infer_kind", "build_prompt", "resolve_format", "stop_strings",
-    "question_text", "has_chat_template",
+    "Benchmark",
+    "REGISTRY",
+    "resolve_name",
+    "data_root",
+    "default_data_roots",
+    "benchmark_path",
+    "load_file",
+    "load_benchmark",
+    "load_hub",
+    "infer_kind",
+    "build_prompt",
+    "resolve_format",
+    "stop_strings",
+    "question_text",
+    "has_chat_template",
 ]

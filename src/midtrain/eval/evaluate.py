@@ -39,9 +39,10 @@ import importlib.util
 import os
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log, progress
@@ -73,17 +74,27 @@ SUMMARY = "summary.json"
 class EvalConfig(Config):
     model: str = param("", "Model checkpoint directory (or a hub id when online).", positional=True)
     out: str = param("", "Output run directory (samples.jsonl, summary.json).")
-    benchmarks: list[str] = param([], "Registered benchmarks: gsm8k, math500, amc23, aime2024, aime2025, olympiadbench, gpqa_diamond, mmlu_stem.")
+    benchmarks: list[str] = param(
+        [], "Registered benchmarks: gsm8k, math500, amc23, aime2024, aime2025, olympiadbench, gpqa_diamond, mmlu_stem."
+    )
     data: list[str] = param([], "Custom benchmark JSONL files (id, problem, answer; + choices for multiple choice), named by file stem.")
     synthetic: str = param("", "Synthetic-world problem JSONL (midtrain synth generate); verified with midtrain.synth.verify.")
-    synth_generate: list[dict[str, Any]] = param([], "Generate the synthetic problems instead: one midtrain.synth SynthConfig mapping per set, e.g. synth_generate='[{preset: tiny-edge, n: 50, render: compact, modulus: 10}]'.")
-    op_scale: Literal["paper", "tiny"] = param("paper", "Named synthetic op ranges: paper (id 2-10, edge 11-14, hard 15-20) or tiny (id 2-5, edge 6-8, hard 9-12).")
+    synth_generate: list[dict[str, Any]] = param(
+        [],
+        "Generate the synthetic problems instead: one midtrain.synth SynthConfig mapping per set, e.g. synth_generate='[{preset: tiny-edge, n: 50, render: compact, modulus: 10}]'.",
+    )
+    op_scale: Literal["paper", "tiny"] = param(
+        "paper", "Named synthetic op ranges: paper (id 2-10, edge 11-14, hard 15-20) or tiny (id 2-5, edge 6-8, hard 9-12)."
+    )
     op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces op_scale when given.")
     synth_ranges: list[str] = param([], "Evaluate only synthetic problems whose op falls in these named ranges (empty: all).")
     tokenizer: str = param("", "Tokenizer directory (default: the model's).")
     data_root: str = param("", "Benchmark data root (default: $MIDTRAIN_DATA_ROOT, else shared/benchmarks next to the checkout).")
     source: Source = param("local", "Where registered benchmarks come from: local files, the HF hub (online), or auto (local, else hub).")
-    prompt_format: PromptFormat = param("auto", "fewshot (base models), think (plain '<think>' prompt), chat (chat template), auto (chat if the tokenizer has a template, else think).")
+    prompt_format: PromptFormat = param(
+        "auto",
+        "fewshot (base models), think (plain '<think>' prompt), chat (chat template), auto (chat if the tokenizer has a template, else think).",
+    )
     think: bool = param(True, "With prompt_format=chat: open a '<think>' block in the assistant turn (thinking models).")
     n_shots: int = param(4, "Worked examples in the fewshot prompt.")
     limit: int = param(0, "Evaluate only the first N problems of each benchmark / the synthetic file (0 = all).")
@@ -92,10 +103,15 @@ class EvalConfig(Config):
     top_p: float = param(1.0, "Nucleus sampling threshold.")
     max_new_tokens: int = param(512, "Generation budget per completion, in tokens.")
     batch_size: int = param(32, "Completions generated per batch (transformers backend).")
-    score_workers: int = param(-1, "Background processes scoring one batch while the next generates; 0 = inline; -1 = auto (1 when generating on a GPU, else 0: on CPU a worker competes with generation).")
+    score_workers: int = param(
+        -1,
+        "Background processes scoring one batch while the next generates; 0 = inline; -1 = auto (1 when generating on a GPU, else 0: on CPU a worker competes with generation).",
+    )
     backend: Literal["auto", "transformers", "vllm"] = param("auto", "Generation backend; auto = vLLM when installed and a GPU is present.")
     dtype: Literal["float32", "bfloat16"] = param("float32", "Model weights dtype (transformers backend).")
-    domain_weights: dict[str, float] = param({}, "Weights of domains (math, science, general, custom) in the domain-weighted macro average; empty = equal.")
+    domain_weights: dict[str, float] = param(
+        {}, "Weights of domains (math, science, general, custom) in the domain-weighted macro average; empty = equal."
+    )
     seed: int = param(0, "Sampling seed.")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
     progress: bool = param(True, "Show a progress bar.")
@@ -139,13 +155,23 @@ class _HF:
         self.tokenizer = tokenizer
         self.chunk = cfg.batch_size
 
-    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
-                 stop: Sequence[str], seed: int | None) -> list[generation.Generation]:
+    def generate(
+        self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float, stop: Sequence[str], seed: int | None
+    ) -> list[generation.Generation]:
         bos = self.tokenizer.bos_token or ""
         add_bos = not (bos and prompts and prompts[0].startswith(bos))
         out = generation.generate(
-            self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            n=1, batch_size=len(prompts), seed=seed, stop=stop, add_bos=add_bos,
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            n=1,
+            batch_size=len(prompts),
+            seed=seed,
+            stop=stop,
+            add_bos=add_bos,
         )
         return [g[0] for g in out]
 
@@ -157,15 +183,25 @@ class _VLLM:  # exercised only where vLLM is installed (not in this repository's
         self.llm = LLM(model=cfg.model, tokenizer=cfg.tokenizer or cfg.model, seed=cfg.seed, dtype="auto")
         self.chunk = 1024  # vLLM batches continuously; chunks only bound the work lost to a kill
 
-    def generate(self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
-                 stop: Sequence[str], seed: int | None) -> list[generation.Generation]:
+    def generate(
+        self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float, stop: Sequence[str], seed: int | None
+    ) -> list[generation.Generation]:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=1, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed,
-                                stop=list(stop) or None, include_stop_str_in_output=True)
+        params = SamplingParams(
+            n=1,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_new_tokens,
+            seed=seed,
+            stop=list(stop) or None,
+            include_stop_str_in_output=True,
+        )
         outs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [generation.Generation(text=o.outputs[0].text, tokens=len(o.outputs[0].token_ids),
-                                      finished=o.outputs[0].finish_reason == "stop") for o in outs]
+        return [
+            generation.Generation(text=o.outputs[0].text, tokens=len(o.outputs[0].token_ids), finished=o.outputs[0].finish_reason == "stop")
+            for o in outs
+        ]
 
 
 def _cuda() -> bool:
@@ -239,14 +275,18 @@ def _payload(task: Task, gens: list[generation.Generation], items: list[tuple[in
     return [(g.text, {k: task.records[i].get(k) for k in keep}, task.opened[i]) for (i, _), g in zip(items, gens)]
 
 
-def rows_for(task: Task, gens: list[generation.Generation], items: list[tuple[int, int]], tokenizer: Any,
-              scores: Sequence[tuple[bool, str | None, str | None]] | None = None) -> list[dict[str, Any]]:
+def rows_for(
+    task: Task,
+    gens: list[generation.Generation],
+    items: list[tuple[int, int]],
+    tokenizer: Any,
+    scores: Sequence[tuple[bool, str | None, str | None]] | None = None,
+) -> list[dict[str, Any]]:
     """samples.jsonl rows of one batch (``scores`` from :func:`midtrain.eval.scoring.score_batch`, computed here if None)."""
     rows = []
     if task.kind == "synthetic":
         for (i, j), g in zip(items, gens):
-            rows.append({"benchmark": task.name, **sample_row(task.records[i], j, g.text), "tokens": g.tokens,
-                         "finished": g.finished})
+            rows.append({"benchmark": task.name, **sample_row(task.records[i], j, g.text), "tokens": g.tokens, "finished": g.finished})
         return rows
     if scores is None:
         scores = score_batch(task.kind, _payload(task, gens, items))  # type: ignore[arg-type]
@@ -254,9 +294,21 @@ def rows_for(task: Task, gens: list[generation.Generation], items: list[tuple[in
     think = thinking_tokens(tokenizer, spans) if tokenizer is not None else [None] * len(spans)
     for (i, j), g, t, (correct, answer, key) in zip(items, gens, think, scores):
         rec = task.records[i]
-        rows.append({"benchmark": task.name, "id": rec["id"], "sample": j, "completion": g.text, "answer": answer,
-                     "vote": key, "gold": rec["answer"], "correct": correct, "tokens": g.tokens,
-                     "thinking_tokens": t, "finished": g.finished})
+        rows.append(
+            {
+                "benchmark": task.name,
+                "id": rec["id"],
+                "sample": j,
+                "completion": g.text,
+                "answer": answer,
+                "vote": key,
+                "gold": rec["answer"],
+                "correct": correct,
+                "tokens": g.tokens,
+                "thinking_tokens": t,
+                "finished": g.finished,
+            }
+        )
     return rows
 
 
@@ -274,8 +326,12 @@ class _Scorer:
             from concurrent.futures import ProcessPoolExecutor
 
             try:
-                self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=exit_with_parent, initargs=(os.getpid(),))
+                self.pool = ProcessPoolExecutor(
+                    max_workers=workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
             except (OSError, NotImplementedError, ValueError) as e:
                 log(f"eval: scoring inline (no process pool: {e})")
 
@@ -297,8 +353,14 @@ class _Ready:
         return self.value
 
 
-def build_summary(cfg_like: dict[str, Any], tasks: list[Task], rows: list[dict[str, Any]], ks: Sequence[int] | None,
-                  domain_weights: dict[str, float], op_ranges: dict[str, list[int]]) -> dict[str, Any]:
+def build_summary(
+    cfg_like: dict[str, Any],
+    tasks: list[Task],
+    rows: list[dict[str, Any]],
+    ks: Sequence[int] | None,
+    domain_weights: dict[str, float],
+    op_ranges: dict[str, list[int]],
+) -> dict[str, Any]:
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_task[r.get("benchmark", "")].append(r)
@@ -309,10 +371,14 @@ def build_summary(cfg_like: dict[str, Any], tasks: list[Task], rows: list[dict[s
         if t.kind == "synthetic":
             summary["synthetic"] = synth_eval.summarize(trows, t.records, ks=ks, ranges=op_ranges)
         else:
-            summary["benchmarks"][t.name] = {"title": t.title or t.name, "domain": t.domain, "kind": t.kind, "source": t.source,
-                                             **summarize_benchmark(trows, ks)}
-    summary.update(macro_averages(summary["benchmarks"], {b: s["domain"] for b, s in summary["benchmarks"].items()},
-                                  domain_weights))
+            summary["benchmarks"][t.name] = {
+                "title": t.title or t.name,
+                "domain": t.domain,
+                "kind": t.kind,
+                "source": t.source,
+                **summarize_benchmark(trows, ks),
+            }
+    summary.update(macro_averages(summary["benchmarks"], {b: s["domain"] for b, s in summary["benchmarks"].items()}, domain_weights))
     if not summary["benchmarks"]:
         del summary["benchmarks"]
     return summary
@@ -341,15 +407,18 @@ def _prepare_prompts(cfg: EvalConfig, tasks: list[Task], tokenizer: Any) -> str:
             t.prompts = [r["prompt"] for r in t.records]
             t.opened = [False] * len(t.records)
             continue
-        t.prompts = [build_prompt(r, t.kind, fmt, tokenizer=tokenizer, n_shots=cfg.n_shots, think=cfg.think)  # type: ignore[arg-type]
-                     for r in t.records]
+        t.prompts = [
+            build_prompt(r, t.kind, fmt, tokenizer=tokenizer, n_shots=cfg.n_shots, think=cfg.think)  # type: ignore[arg-type]
+            for r in t.records
+        ]
         t.opened = [opens_thought(p) for p in t.prompts]
         t.stop = stop_strings(fmt)
     return fmt
 
 
-def _generate_missing(cfg: EvalConfig, tasks: list[Task], samples: Path, backend_name: str, tokenizer: Any,
-                      on_append: Any, stats: dict[str, Any]) -> tuple[int, int]:
+def _generate_missing(
+    cfg: EvalConfig, tasks: list[Task], samples: Path, backend_name: str, tokenizer: Any, on_append: Any, stats: dict[str, Any]
+) -> tuple[int, int]:
     """Generate, score and append every (task, id, sample) not yet in ``samples``; returns (samples, tokens).
 
     ``stats`` receives the timing split: ``model_load_seconds``, ``generate_seconds`` (inside the backend's
@@ -358,8 +427,9 @@ def _generate_missing(cfg: EvalConfig, tasks: list[Task], samples: Path, backend
     """
     repair_tail(samples)  # a kill mid-append leaves a torn last line: appends must start on a fresh one
     done = {(r.get("benchmark"), str(r["id"]), int(r["sample"])) for r in iter_jsonl_tolerant(samples)}
-    todo = {t.name: [(i, j) for i, r in enumerate(t.records) for j in range(cfg.n_samples)
-                     if (t.name, r["id"], j) not in done] for t in tasks}
+    todo = {
+        t.name: [(i, j) for i, r in enumerate(t.records) for j in range(cfg.n_samples) if (t.name, r["id"], j) not in done] for t in tasks
+    }
     total = sum(map(len, todo.values()))
     if done:
         log(f"eval: {len(done)} samples already in {samples}, {total} to generate")
@@ -388,9 +458,14 @@ def _generate_missing(cfg: EvalConfig, tasks: list[Task], samples: Path, backend
                 for start in range(0, len(items), backend.chunk):
                     chunk = items[start : start + backend.chunk]
                     t1 = time.perf_counter()
-                    gens = backend.generate([t.prompts[i] for i, _ in chunk], max_new_tokens=cfg.max_new_tokens,
-                                            temperature=cfg.temperature, top_p=cfg.top_p, stop=t.stop,
-                                            seed=cfg.seed + n_gen + len(done))
+                    gens = backend.generate(
+                        [t.prompts[i] for i, _ in chunk],
+                        max_new_tokens=cfg.max_new_tokens,
+                        temperature=cfg.temperature,
+                        top_p=cfg.top_p,
+                        stop=t.stop,
+                        seed=cfg.seed + n_gen + len(done),
+                    )
                     t_gen += time.perf_counter() - t1
                     fut = scorer.submit(t, gens, chunk)
                     flush()  # the previous batch, scored while this one generated
@@ -405,8 +480,7 @@ def _generate_missing(cfg: EvalConfig, tasks: list[Task], samples: Path, backend
         except BaseException as e:  # noqa: BLE001 - the worker may have died with us; those samples are redone
             log(f"eval: {len(pending)} generated batch(es) not saved ({type(e).__name__})")
         scorer.close()
-    stats.update(samples=n_gen, tokens=n_tok, generate_seconds=round(t_gen, 3),
-                 loop_seconds=round(time.time() - t0, 3))
+    stats.update(samples=n_gen, tokens=n_tok, generate_seconds=round(t_gen, 3), loop_seconds=round(time.time() - t0, 3))
     return n_gen, n_tok
 
 
@@ -430,8 +504,15 @@ def run(cfg: EvalConfig) -> Result:
         t0, stats = time.time(), {}
         _generate_missing(cfg, tasks, run_.path / SAMPLES, backend_name, tokenizer, run_.keep, stats)
         rows = list(iter_jsonl_tolerant(run_.path / SAMPLES))
-        head = {"kind": "eval", "model": cfg.model, "prompt_format": fmt, "n_samples": cfg.n_samples,
-                "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "backend": backend_name}
+        head = {
+            "kind": "eval",
+            "model": cfg.model,
+            "prompt_format": fmt,
+            "n_samples": cfg.n_samples,
+            "temperature": cfg.temperature,
+            "max_new_tokens": cfg.max_new_tokens,
+            "backend": backend_name,
+        }
         summary = build_summary(head, tasks, rows, None, cfg.domain_weights, cfg.ranges())
         summary["generation"] = {**stats, "seconds": round(time.time() - t0, 3)}
         atomic_write_json(run_.path / SUMMARY, summary)
@@ -444,7 +525,7 @@ def run(cfg: EvalConfig) -> Result:
 
 
 class _NoBar:
-    def __enter__(self) -> "_NoBar":
+    def __enter__(self) -> _NoBar:
         return self
 
     def __exit__(self, *a: Any) -> None:
@@ -461,6 +542,11 @@ class _NoBar:
 
 
 __all__ = [
-    "EvalConfig", "run", "summarize_benchmark", "macro_averages",
-    "build_summary", "SAMPLES", "SUMMARY",
+    "EvalConfig",
+    "run",
+    "summarize_benchmark",
+    "macro_averages",
+    "build_summary",
+    "SAMPLES",
+    "SUMMARY",
 ]

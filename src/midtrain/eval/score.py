@@ -42,7 +42,9 @@ class ScoreConfig(Config):
     synthetic: str = param("", "Synthetic problem JSONL instead of --benchmark (process-verified with midtrain.synth).")
     data_root: str = param("", "Benchmark data root (default: $MIDTRAIN_DATA_ROOT, else shared/benchmarks next to the checkout).")
     source: Source = param("local", "Where a registered benchmark comes from: local, hub (online) or auto.")
-    thinking: bool = param(False, "Completions start inside an open '<think>' (the prompt opened it): text before '</think>' is never scored.")
+    thinking: bool = param(
+        False, "Completions start inside an open '<think>' (the prompt opened it): text before '</think>' is never scored."
+    )
     tokenizer: str = param("", "Tokenizer directory to count response/thinking tokens (optional).")
     op_scale: Literal["paper", "tiny"] = param("paper", "Named synthetic op ranges: paper (2-10, 11-14, 15-20) or tiny (2-5, 6-8, 9-12).")
     op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]}; replaces op_scale when given.")
@@ -68,8 +70,10 @@ class ScoreResult:
         s = self.summary_
         if "verified_pass_at_k" in s:
             return f"synthetic: n={s['n']} verified pass@1={s['verified_pass_at_k'].get('1')} hacking={s['hacking_rate']}"
-        return (f"{s.get('benchmark')}: n={s['n']} samples={s['samples']} accuracy={s['accuracy']:.4f} "
-                f"mean@{s['k']}={s['mean_at_k']:.4f} pass@k={s['pass_at_k']} no_answer={s['no_answer']}")
+        return (
+            f"{s.get('benchmark')}: n={s['n']} samples={s['samples']} accuracy={s['accuracy']:.4f} "
+            f"mean@{s['k']}={s['mean_at_k']:.4f} pass@k={s['pass_at_k']} no_answer={s['no_answer']}"
+        )
 
 
 def read_completions(path: str | Path, ids: set[str]) -> list[dict[str, Any]]:
@@ -132,7 +136,6 @@ def score(cfg: ScoreConfig) -> ScoreResult:
                 run_.finish({k: v for k, v in summary.items() if isinstance(v, (int, float))})
             summary = json.loads((run_.path / SUMMARY).read_text(encoding="utf-8"))
     return ScoreResult(summary, cfg.out)
-
 
 
 __all__ = ["ScoreConfig", "ScoreResult", "read_completions", "score"]

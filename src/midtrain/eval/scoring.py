@@ -33,9 +33,10 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from math_verify import (
     ExprExtractionConfig,
@@ -245,7 +246,16 @@ def score_batch(kind: Kind, items: Sequence[tuple[str, dict[str, Any], bool]]) -
 
 
 __all__ = [
-    "score_batch", "exit_with_parent",
-    "Score", "answer_region", "parse_gold", "extract_math", "score_math", "extract_choice", "score_choice", "score",
-    "tolerance_rounding", "LETTERS",
+    "score_batch",
+    "exit_with_parent",
+    "Score",
+    "answer_region",
+    "parse_gold",
+    "extract_math",
+    "score_math",
+    "extract_choice",
+    "score_choice",
+    "score",
+    "tolerance_rounding",
+    "LETTERS",
 ]

@@ -16,7 +16,8 @@ The estimators themselves are :mod:`midtrain.metrics` (one implementation each).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from midtrain.metrics import ks_for, majority_vote, mean_at_k, mean_pass_at_k
 
@@ -63,8 +64,9 @@ def summarize_benchmark(rows: Sequence[dict[str, Any]], ks: Sequence[int] | None
     }
 
 
-def macro_averages(per_bench: dict[str, dict[str, Any]], domains: dict[str, str], weights: dict[str, float] | None = None,
-                   metric: str = "mean_at_k") -> dict[str, Any]:
+def macro_averages(
+    per_bench: dict[str, dict[str, Any]], domains: dict[str, str], weights: dict[str, float] | None = None, metric: str = "mean_at_k"
+) -> dict[str, Any]:
     """Plain macro average over benchmarks and PRISM's domain-weighted macro average (see module docstring)."""
     if not per_bench:
         return {"macro_avg": None, "domain_weighted_avg": None, "domains": {}}

@@ -35,15 +35,23 @@ from midtrain.console import log, print_table
 from midtrain.errors import ConfigError
 from midtrain.experiment.experiment import ExperimentConfig, arm_table, run_dirs
 from midtrain.experiment.experiment import run as run_experiment
-from midtrain.experiment.report import RANGE_COLORS, Section, Table, build
-from midtrain.plots import pyplot, save_png
+from midtrain.experiment.report import Section, Table, build
+from midtrain.plots import RANGE_COLORS, pyplot, save_png
 from midtrain.runs import atomic_write_json, atomic_write_text, read_json
 
 REPO = Path(__file__).resolve().parents[3]
 BASE_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo-base"  # the shipped base checkpoint
 QUICK_VARS = {"sft_tokens": 20000, "rl_steps": 3, "eval_total": 44, "diag_n": 4, "base_tokens": 40000}
-CHECKPOINTS = {"base": "diag_base", "SFT(raw)": "diag_sft_raw", "SFT(think)": "diag_sft_think",
-               "SFT(think) → RLMT": "diag_rlmt", "(a)": "diag_a", "(b)": "diag_b", "(c)": "diag_c", "(d)": "diag_d"}
+CHECKPOINTS = {
+    "base": "diag_base",
+    "SFT(raw)": "diag_sft_raw",
+    "SFT(think)": "diag_sft_think",
+    "SFT(think) → RLMT": "diag_rlmt",
+    "(a)": "diag_a",
+    "(b)": "diag_b",
+    "(c)": "diag_c",
+    "(d)": "diag_d",
+}
 RANGES = ("id", "edge", "hard")
 
 
@@ -67,8 +75,9 @@ class DemoConfig(Config):
         return p
 
 
-def load_experiment(path: Path, *, out: Path, seeds: list[int], quick: bool, jobs: int = 1,
-                    base_path: str | None = None) -> ExperimentConfig:
+def load_experiment(
+    path: Path, *, out: Path, seeds: list[int], quick: bool, jobs: int = 1, base_path: str | None = None
+) -> ExperimentConfig:
     """The experiment file with the demo's output directory, seeds, jobs and (quick) budgets applied."""
     data = read_yaml(path)
     data.update(out=str(out), seeds=seeds, report=False, config_path=str(path), jobs=jobs)
@@ -80,8 +89,11 @@ def load_experiment(path: Path, *, out: Path, seeds: list[int], quick: bool, job
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
-    return {"values": values, "mean": round(mean(values), 4) if values else None,
-            "std": round(pstdev(values), 4) if len(values) > 1 else 0.0}
+    return {
+        "values": values,
+        "mean": round(mean(values), 4) if values else None,
+        "std": round(pstdev(values), 4) if len(values) > 1 else 0.0,
+    }
 
 
 def _read(path: Path, name: str) -> dict[str, Any] | None:
@@ -126,24 +138,51 @@ def claims(res: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     if edge["a"] is not None and edge["d"] is not None:
         ratio = edge["d"] / edge["a"] if edge["a"] > 0 else (math.inf if edge["d"] > 0 else None)
-        out.append({"id": "thinking_midtraining_vs_rl", "claim": "(d) ≥ 2 × (a) on edge verified accuracy",
-                    "paper": "3.2x (Thinking mid-training, DESIGN §1.1)", "measured": {"a": edge["a"], "d": edge["d"],
-                    "ratio": None if ratio is None else (ratio if math.isinf(ratio) else round(ratio, 2))},
-                    "holds": ratio is not None and ratio >= 2.0})
+        out.append(
+            {
+                "id": "thinking_midtraining_vs_rl",
+                "claim": "(d) ≥ 2 × (a) on edge verified accuracy",
+                "paper": "3.2x (Thinking mid-training, DESIGN §1.1)",
+                "measured": {
+                    "a": edge["a"],
+                    "d": edge["d"],
+                    "ratio": None if ratio is None else (ratio if math.isinf(ratio) else round(ratio, 2)),
+                },
+                "holds": ratio is not None and ratio >= 2.0,
+            }
+        )
     if edge["b"] is not None and edge["c"] is not None:
-        out.append({"id": "thoughts_vs_raw", "claim": "(c) > (b) on edge verified accuracy",
-                    "paper": "SFT(think) → RL beats SFT(raw) → RL", "measured": {"b": edge["b"], "c": edge["c"]},
-                    "holds": edge["c"] > edge["b"]})
+        out.append(
+            {
+                "id": "thoughts_vs_raw",
+                "claim": "(c) > (b) on edge verified accuracy",
+                "paper": "SFT(think) → RL beats SFT(raw) → RL",
+                "measured": {"b": edge["b"], "c": edge["c"]},
+                "holds": edge["c"] > edge["b"],
+            }
+        )
     wm, wr = an["weights_mid"]["mean"], an["weights_rl"]["mean"]
     if wm is not None and wr is not None:
-        out.append({"id": "dense_mid_sparse_rl", "claim": "mid-training changes ≥ 2x the weights RL changes",
-                    "paper": "> 90% vs ~5% (PRISM, DESIGN §1.2)", "measured": {"mid": wm, "rl": wr},
-                    "holds": wm >= 2 * wr})
+        out.append(
+            {
+                "id": "dense_mid_sparse_rl",
+                "claim": "mid-training changes ≥ 2x the weights RL changes",
+                "paper": "> 90% vs ~5% (PRISM, DESIGN §1.2)",
+                "measured": {"mid": wm, "rl": wr},
+                "holds": wm >= 2 * wr,
+            }
+        )
     cm, cr = an["cka_mid"]["mean"], an["cka_rl"]["mean"]
     if cm is not None and cr is not None:
-        out.append({"id": "rl_keeps_geometry", "claim": "CKA(SFT, SFT+RL) > CKA(base, SFT)",
-                    "paper": "RL preserves representations (PRISM)", "measured": {"base_vs_sft": cm, "sft_vs_rl": cr},
-                    "holds": cr > cm})
+        out.append(
+            {
+                "id": "rl_keeps_geometry",
+                "claim": "CKA(SFT, SFT+RL) > CKA(base, SFT)",
+                "paper": "RL preserves representations (PRISM)",
+                "measured": {"base_vs_sft": cm, "sft_vs_rl": cr},
+                "holds": cr > cm,
+            }
+        )
     return out
 
 
@@ -153,10 +192,19 @@ def _fmt_measured(m: dict[str, Any]) -> str:
 
 def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]]):
     def make(plots: Path) -> list[Any]:
-        secs = [Section("claims", [Table("claims (means over seeds)", ["claim", "paper", "measured", "holds"],
-                                         [[c["claim"], c["paper"], _fmt_measured(c["measured"]), "yes" if c["holds"] else "NO"]
-                                          for c in res["claims"]])]),
-                Section("arms", [Table("verified accuracy by op range (mean ± std over seeds)", *table)])]
+        secs = [
+            Section(
+                "claims",
+                [
+                    Table(
+                        "claims (means over seeds)",
+                        ["claim", "paper", "measured", "holds"],
+                        [[c["claim"], c["paper"], _fmt_measured(c["measured"]), "yes" if c["holds"] else "NO"] for c in res["claims"]],
+                    )
+                ],
+            ),
+            Section("arms", [Table("verified accuracy by op range (mean ± std over seeds)", *table)]),
+        ]
         img = plot_arms(res["arms"], plots / "demo_arms.png")
         if img:
             secs[1].blocks.append(("img", str(img), "verified accuracy per arm and op range (mean ± std over seeds)"))
@@ -166,13 +214,28 @@ def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]]):
                 vals = [d[r] for d in per_seed.values() if r in d]
                 if vals:
                     skills = {k: mean(v["skills"].get(k, 0.0) for v in vals) for k in vals[0]["skills"]}
-                    rows.append([label, r, f"{mean(v['trace_acc'] for v in vals):.3f}",
-                                 f"{mean(v['direct_acc'] for v in vals):.3f}",
-                                 " ".join(f"{k} {v:.2f}" for k, v in skills.items())])
+                    rows.append(
+                        [
+                            label,
+                            r,
+                            f"{mean(v['trace_acc'] for v in vals):.3f}",
+                            f"{mean(v['direct_acc'] for v in vals):.3f}",
+                            " ".join(f"{k} {v:.2f}" for k, v in skills.items()),
+                        ]
+                    )
         if rows:
-            secs.append(Section("checkpoint diagnostics", [Table(
-                "greedy accuracy with a trace / direct answer, teacher-forced skill accuracy (mean over seeds)",
-                ["checkpoint", "range", "with trace", "direct", "skills"], rows)]))
+            secs.append(
+                Section(
+                    "checkpoint diagnostics",
+                    [
+                        Table(
+                            "greedy accuracy with a trace / direct answer, teacher-forced skill accuracy (mean over seeds)",
+                            ["checkpoint", "range", "with trace", "direct", "skills"],
+                            rows,
+                        )
+                    ],
+                )
+            )
         return secs
 
     return make
@@ -189,8 +252,7 @@ def plot_arms(arms: dict[str, Any], path: Path) -> Path | None:
     for j, r in enumerate(RANGES):
         means = [arms[a][r]["mean"] or 0.0 for a in names]
         stds = [arms[a][r]["std"] or 0.0 for a in names]
-        ax.bar([i + (j - 1) * width for i in range(len(names))], means, width, yerr=stds, capsize=3,
-               color=RANGE_COLORS.get(r), label=r)
+        ax.bar([i + (j - 1) * width for i in range(len(names))], means, width, yerr=stds, capsize=3, color=RANGE_COLORS.get(r), label=r)
     ax.set_xticks(range(len(names)), [arms[a]["label"].replace(" → ", "→\n") for a in names], fontsize=7)
     ax.set_ylabel("verified accuracy")
     ax.set_ylim(0, 1.05)
@@ -199,7 +261,7 @@ def plot_arms(arms: dict[str, Any], path: Path) -> Path | None:
     return save_png(fig, path)
 
 
-def demo(cfg: DemoConfig) -> "DemoResult":
+def demo(cfg: DemoConfig) -> DemoResult:
     """Run the demo (see the module docstring)."""
     t0 = time.time()
     out = Path(cfg.out)
@@ -207,9 +269,13 @@ def demo(cfg: DemoConfig) -> "DemoResult":
     exp_file = cfg.config_file(cfg.experiment, "demo.yaml")
     base_path = None
     if cfg.from_scratch:
-        base_cfg = load_experiment(cfg.config_file(cfg.base_experiment, "demo-base.yaml"), out=out / "base-build",
-                                   seeds=read_yaml(cfg.config_file(cfg.base_experiment, "demo-base.yaml"))["seeds"],
-                                   quick=cfg.quick, jobs=cfg.jobs)
+        base_cfg = load_experiment(
+            cfg.config_file(cfg.base_experiment, "demo-base.yaml"),
+            out=out / "base-build",
+            seeds=read_yaml(cfg.config_file(cfg.base_experiment, "demo-base.yaml"))["seeds"],
+            quick=cfg.quick,
+            jobs=cfg.jobs,
+        )
         log(f"demo: rebuilding the base with {base_cfg.config_path} → {out / 'base-build'}")
         built = run_experiment(base_cfg)
         base_path = str(Path(built.data["stages"][str(base_cfg.seeds[0])][base_cfg.base]["out"]).resolve())
@@ -218,16 +284,27 @@ def demo(cfg: DemoConfig) -> "DemoResult":
     res = collect(data)
     res["claims"] = claims(res)
     table = arm_table(data)
-    summary = {"seeds": seeds, "quick": cfg.quick, "from_scratch": cfg.from_scratch, "arms": res["arms"],
-               "claims": res["claims"], "analysis": res["analysis"], "checkpoints": res["checkpoints"],
-               "base": data.get("base"), "seconds": round(time.time() - t0, 1), "experiment": str(exp_file)}
-    md, ht, plots = build(run_dirs(exp), "midtrain demo: thinking mid-training in a synthetic world", out,
-                          extra=_sections(res, table))
+    summary = {
+        "seeds": seeds,
+        "quick": cfg.quick,
+        "from_scratch": cfg.from_scratch,
+        "arms": res["arms"],
+        "claims": res["claims"],
+        "analysis": res["analysis"],
+        "checkpoints": res["checkpoints"],
+        "base": data.get("base"),
+        "seconds": round(time.time() - t0, 1),
+        "experiment": str(exp_file),
+    }
+    md, ht, plots = build(run_dirs(exp), "midtrain demo: thinking mid-training in a synthetic world", out, extra=_sections(res, table))
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", ht)
     atomic_write_json(out / "summary.json", summary)
-    print_table("claims (DESIGN §1.1-1.2)", ["claim", "measured", "holds"],
-                [[c["claim"], _fmt_measured(c["measured"]), "yes" if c["holds"] else "NO"] for c in res["claims"]])
+    print_table(
+        "claims (DESIGN §1.1-1.2)",
+        ["claim", "measured", "holds"],
+        [[c["claim"], _fmt_measured(c["measured"]), "yes" if c["holds"] else "NO"] for c in res["claims"]],
+    )
     return DemoResult(str(out), summary)
 
 
@@ -240,8 +317,7 @@ class DemoResult:
         return {"out": self.out, "summary": self.data}
 
     def summary(self) -> str:
-        return (f"demo: {self.data['seconds']:.0f} s → {self.out}/report.html, {self.out}/report.md, "
-                f"{self.out}/summary.json")
+        return f"demo: {self.data['seconds']:.0f} s → {self.out}/report.html, {self.out}/report.md, {self.out}/summary.json"
 
 
 __all__ = ["DemoConfig", "demo", "collect", "claims", "load_experiment", "plot_arms"]

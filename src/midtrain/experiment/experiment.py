@@ -44,13 +44,15 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.errors import ConfigError, MidtrainError
+from midtrain.experiment.compute import arm_results
 from midtrain.runs import atomic_write_json, is_complete, read_json, stable_hash
 from midtrain.stages import stage, verbs
 
@@ -63,12 +65,18 @@ class StageSpec(Config):
 
     verb: str = param("", "CLI verb run by this stage (e.g. 'pretrain', 'sft', 'rl', 'eval', 'synth generate').")
     args: dict[str, Any] = param({}, "The verb's config; `${stage}`, `${seed}`, `${vars.KEY}`, `${out}` are substituted.")
-    path: str = param("", "An existing checkpoint or file used as this stage's output instead of running a verb "
-                      "(relative paths are relative to the experiment file).")
+    path: str = param(
+        "",
+        "An existing checkpoint or file used as this stage's output instead of running a verb "
+        "(relative paths are relative to the experiment file).",
+    )
     per_seed: bool = param(True, "Run once per seed (False: once per experiment, e.g. shared evaluation sets).")
-    launch: list[str] = param([], "Run the stage as a subprocess under this launcher instead of in-process, e.g. "
-                              "[accelerate, launch, --config_file, configs/accelerate/fsdp.yaml] (it is given "
-                              "`-m midtrain VERB --config FILE`).")
+    launch: list[str] = param(
+        [],
+        "Run the stage as a subprocess under this launcher instead of in-process, e.g. "
+        "[accelerate, launch, --config_file, configs/accelerate/fsdp.yaml] (it is given "
+        "`-m midtrain VERB --config FILE`).",
+    )
 
     def check(self) -> None:
         if bool(self.verb) == bool(self.path):
@@ -102,8 +110,11 @@ class ExperimentConfig(Config):
     base: str = param("", "Stage holding the shared starting checkpoint (its compute is reported once).")
     only: list[str] = param([], "Run only these arms (and the stages they need); empty: everything.")
     report: bool = param(True, "Write the report (OUT/report) at the end.")
-    jobs: int = param(1, "Stages run in parallel (worker processes) when their inputs are ready; tiny CPU models "
-                      "use the cores better as 2 single-thread jobs than as one 2-thread job.")
+    jobs: int = param(
+        1,
+        "Stages run in parallel (worker processes) when their inputs are ready; tiny CPU models "
+        "use the cores better as 2 single-thread jobs than as one 2-thread job.",
+    )
     threads_per_job: int = param(0, "CPU threads per parallel job (0: cores / jobs).")
     config_path: str = param("", "Path of the experiment file (set by the CLI; relative `path`s resolve from it).")
 
@@ -316,8 +327,16 @@ def run_step(cfg: ExperimentConfig, step: Step) -> dict[str, Any]:
         fn, _ = stage(step.verb).resolve()
         result = fn(step.config)
         metrics = dict(getattr(result, "metrics", {}) or {})
-    rec = {"stage": step.name, "seed": step.seed, "verb": step.verb, "out": str(step.out), "key": key,
-           "seconds": round(time.time() - t0, 2), "cached": bool(getattr(result, "cached", False)), "metrics": metrics}
+    rec = {
+        "stage": step.name,
+        "seed": step.seed,
+        "verb": step.verb,
+        "out": str(step.out),
+        "key": key,
+        "seconds": round(time.time() - t0, 2),
+        "cached": bool(getattr(result, "cached", False)),
+        "metrics": metrics,
+    }
     _journal(cfg, step).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(_journal(cfg, step), rec)
     return rec
@@ -340,57 +359,6 @@ def _launch(cfg: ExperimentConfig, step: Step, launch: list[str]) -> dict[str, A
         raise MidtrainError(f"launched command exited with code {rc}: {' '.join(argv)}")
     meta = step.out / "midtrain.json"
     return read_json(meta).get("metrics", {}) if meta.is_file() else {}
-
-
-def _task_kind(cfg: ExperimentConfig, step_rec: dict[str, Any], steps: dict[str, Step]) -> str:
-    """'mid' for pretraining/SFT and RL mid-training (suffix tasks), 'rl' for RL post-training, '' otherwise."""
-    verb = step_rec["verb"]
-    kind = stage(verb).compute if verb in verbs() else ""
-    if kind == "mid":
-        return "mid"
-    if kind == "rl":
-        step = steps.get(step_rec["stage"])
-        return "mid" if step is not None and getattr(step.config, "task", "answer") == "suffix" else "rl"
-    return ""
-
-
-def compute_of(cfg: ExperimentConfig, arm: ArmSpec, recs: dict[str, dict[str, Any]],
-               steps: dict[str, Step]) -> dict[str, Any]:
-    """Tokens and FLOPs of one arm's chain, split into mid-training and RL, and β = mid / (mid + rl)."""
-    out = {"mid_flops": 0.0, "rl_flops": 0.0, "mid_tokens": 0, "rl_tokens": 0, "stages": {}}
-    for name in arm.chain:
-        rec = recs.get(name)
-        if rec is None:
-            continue
-        m = rec["metrics"]
-        kind = _task_kind(cfg, rec, steps) or "mid"
-        tokens = int(m.get("tokens") or 0) + int(m.get("tokens_generated") or 0) + int(m.get("tokens_trained") or 0)
-        flops = float(m.get("flops") or 0.0)
-        out[f"{kind}_flops"] += flops
-        out[f"{kind}_tokens"] += tokens
-        out["stages"][name] = {"kind": kind, "tokens": tokens, "flops": flops}
-    total = out["mid_flops"] + out["rl_flops"]
-    out["flops"] = total
-    out["tokens"] = out["mid_tokens"] + out["rl_tokens"]
-    out["beta"] = round(out["mid_flops"] / total, 4) if total else None
-    return out
-
-
-def arm_results(cfg: ExperimentConfig, recs_by_seed: dict[Any, dict[str, dict[str, Any]]],
-                steps_by_seed: dict[Any, dict[str, Step]]) -> dict[str, Any]:
-    """Per seed and arm: compute and the final eval's metrics (verified pass@1 by op range)."""
-    arms = cfg.only or list(cfg.arms)
-    out: dict[str, Any] = {}
-    for seed, recs in recs_by_seed.items():
-        per: dict[str, Any] = {}
-        for a in arms:
-            spec = cfg.arms[a]
-            ev = recs.get(spec.eval, {}).get("metrics", {}) if spec.eval else {}
-            ranges = {k.split(".")[1]: v for k, v in ev.items() if k.startswith("synthetic.") and k.endswith(".pass_at_1")}
-            per[a] = {"label": spec.label or a, "compute": compute_of(cfg, spec, recs, steps_by_seed[seed]),
-                      "verified_acc": ranges, "eval": ev}
-        out[str(seed)] = per
-    return out
 
 
 def dep_keys(cfg: ExperimentConfig, step: Step) -> list[str]:
@@ -467,7 +435,7 @@ def execute(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, dict[str, Any
     return done
 
 
-def run(cfg: ExperimentConfig) -> "ExperimentResult":
+def run(cfg: ExperimentConfig) -> ExperimentResult:
     """Run the experiment (see module docstring)."""
     steps = plan(cfg)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
@@ -477,15 +445,19 @@ def run(cfg: ExperimentConfig) -> "ExperimentResult":
     recs_by_seed: dict[Any, dict[str, dict[str, Any]]] = {s: {} for s in cfg.seeds}
     steps_by_seed: dict[Any, dict[str, Step]] = {s: {} for s in cfg.seeds}
     for step in steps:
-        for s in ([step.seed] if step.seed is not None else cfg.seeds):
+        for s in [step.seed] if step.seed is not None else cfg.seeds:
             recs_by_seed[s][step.name] = recs[step.key]
             steps_by_seed[s][step.name] = step
     base_rec = recs_by_seed[cfg.seeds[0]].get(cfg.base, {}) if cfg.base else {}
-    summary = {"name": cfg.name, "description": cfg.description, "seeds": list(cfg.seeds),
-               "base": {"stage": cfg.base, "metrics": base_rec.get("metrics", {})} if cfg.base else None,
-               "arms": arm_results(cfg, recs_by_seed, steps_by_seed),
-               "stages": {str(s): recs for s, recs in recs_by_seed.items()},
-               "seconds": round(time.time() - t0, 1)}
+    summary = {
+        "name": cfg.name,
+        "description": cfg.description,
+        "seeds": list(cfg.seeds),
+        "base": {"stage": cfg.base, "metrics": base_rec.get("metrics", {})} if cfg.base else None,
+        "arms": arm_results(cfg, recs_by_seed, steps_by_seed),
+        "stages": {str(s): recs for s, recs in recs_by_seed.items()},
+        "seconds": round(time.time() - t0, 1),
+    }
     atomic_write_json(cfg.out_dir / "experiment.json", summary)
     report_dir = None
     if cfg.report:
@@ -494,10 +466,14 @@ def run(cfg: ExperimentConfig) -> "ExperimentResult":
 
         report_dir = cfg.out_dir / "report"
         head, rows = arm_table(summary)
-        arms = [Section("arms", [Table("verified accuracy by op range (mean ± std over seeds) and training compute",
-                                       head, rows)])] if rows else []
-        report(ReportConfig(runs=[str(p) for p in run_dirs(cfg)], out=str(report_dir), title=cfg.name, max_depth=0),
-               extra=lambda plots: arms)
+        arms = (
+            [Section("arms", [Table("verified accuracy by op range (mean ± std over seeds) and training compute", head, rows)])]
+            if rows
+            else []
+        )
+        report(
+            ReportConfig(runs=[str(p) for p in run_dirs(cfg)], out=str(report_dir), title=cfg.name, max_depth=0), extra=lambda plots: arms
+        )
     print_table(summary)
     return ExperimentResult(out=str(cfg.out_dir), data=summary, report=str(report_dir) if report_dir else None)
 
@@ -559,5 +535,15 @@ class ExperimentResult:
         return f"experiment: {self.out}/experiment.json" + (f"\n  report: {self.report}/report.html" if self.report else "")
 
 
-__all__ = ["ExperimentConfig", "StageSpec", "ArmSpec", "plan", "run", "run_step", "compute_of", "arm_table",
-           "substitute", "references", "run_dirs"]
+__all__ = [
+    "ExperimentConfig",
+    "StageSpec",
+    "ArmSpec",
+    "plan",
+    "run",
+    "run_step",
+    "arm_table",
+    "substitute",
+    "references",
+    "run_dirs",
+]

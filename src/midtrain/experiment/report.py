@@ -30,21 +30,21 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from midtrain.analysis.plots import plot_cka, plot_weight_heatmap
 from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.data import iter_jsonl_tolerant
 from midtrain.errors import ConfigError, DataError
-from midtrain.plots import pyplot, save_png
+from midtrain.plots import as_number, plot_acc_vs_op, plot_pass_at_k, plot_training
 from midtrain.runs import META, atomic_write_text, open_run
 
 ARTIFACTS = ("summary.json", "log.jsonl", "weights.json", "cka.json")
 PNG_EMBEDS = ("weights_heatmap.png", "weights_timeline.png", "cka_per_layer.png")
-RANGE_COLORS = {"id": "#2ca02c", "edge": "#ff7f0e", "hard": "#d62728"}
 
 
 @dataclass
@@ -72,8 +72,14 @@ class ReportResult:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "markdown": self.markdown, "html": self.html, "plots": self.plots, "runs": self.runs,
-                "cached": self.cached}
+        return {
+            "out": self.out,
+            "markdown": self.markdown,
+            "html": self.html,
+            "plots": self.plots,
+            "runs": self.runs,
+            "cached": self.cached,
+        }
 
     def summary(self) -> str:
         return f"report: {len(self.runs)} runs, {len(self.plots)} plots → {self.markdown} and {self.html}"
@@ -125,14 +131,10 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     except DataError as e:
         log(f"report: skipping {path} ({e})")
         return []
-    return [r for r in rows if isinstance(r, dict) and _num(r.get("step")) is not None]
+    return [r for r in rows if isinstance(r, dict) and as_number(r.get("step")) is not None]
 
 
 # -- formatting -------------------------------------------------------------------------------------------------
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or math.isinf(v):
-        return None
-    return float(v)
 
 
 def fmt(v: Any, digits: int = 4) -> str:
@@ -156,8 +158,7 @@ class Table:
 
     def markdown(self) -> str:
         esc = lambda s: fmt(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        lines = [f"**{self.title}**", "", "| " + " | ".join(map(esc, self.header)) + " |",
-                 "|" + "|".join("---" for _ in self.header) + "|"]
+        lines = [f"**{self.title}**", "", "| " + " | ".join(map(esc, self.header)) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
         lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.rows]
         return "\n".join(lines) + "\n"
 
@@ -173,115 +174,6 @@ class Section:
     blocks: list[Any] = field(default_factory=list)  # Table | ("img", path, caption) | ("text", str)
 
 
-# -- plots ------------------------------------------------------------------------------------------------------
-def _ks(d: dict[str, Any]) -> list[tuple[int, float]]:
-    out = []
-    for k, v in (d or {}).items():
-        if str(k).isdigit() and _num(v) is not None:
-            out.append((int(k), float(v)))
-    return sorted(out)
-
-
-def plot_pass_at_k(curves: dict[str, dict[str, Any]], path: Path, title: str) -> Path | None:
-    """pass@k vs k (log2 axis), one line per curve name → ``{k: value}``."""
-    curves = {n: _ks(c) for n, c in curves.items()}
-    curves = {n: c for n, c in curves.items() if c}
-    if not curves:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for name, pts in curves.items():
-        ax.plot([k for k, _ in pts], [v for _, v in pts], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ticks = sorted({k for pts in curves.values() for k, _ in pts})
-    ax.set_xticks(ticks, [str(k) for k in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_png(fig, path)
-
-
-def plot_acc_vs_op(series: dict[str, dict[str, Any]], ranges: dict[str, list[int]], path: Path) -> Path | None:
-    """Verified pass@1 (solid) and outcome accuracy (dashed) per op, one colour per run; op ranges shaded."""
-    pts = {}
-    for name, by_op in series.items():
-        ops = sorted((int(o), g) for o, g in by_op.items() if str(o).lstrip("-").isdigit())
-        if ops:
-            pts[name] = ops
-    if not pts:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for rname, (lo, hi) in ranges.items():
-        ax.axvspan(lo - 0.5, hi + 0.5, color=RANGE_COLORS.get(rname, "#999999"), alpha=0.12)
-        ax.text((lo + hi) / 2, 1.04, rname, ha="center", fontsize=8)
-    for i, (name, ops) in enumerate(pts.items()):
-        color = f"C{i % 10}"
-        x = [o for o, _ in ops]
-        ax.plot(x, [_num((g.get("verified_pass_at_k") or {}).get("1")) for _, g in ops], marker="o", color=color,
-                label=f"{name} verified pass@1")
-        ax.plot(x, [_num(g.get("outcome_acc")) for _, g in ops], ls="--", color=color, alpha=0.7, label=f"{name} outcome acc")
-    ax.set_xlabel("op count (difficulty)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("synthetic accuracy vs op (shaded: ID / edge / hard)", fontsize=10)
-    return save_png(fig, path)
-
-
-def plot_training(rows: list[dict[str, Any]], path: Path, title: str) -> Path | None:
-    """Loss, RL reward (mean ± std, zero-variance share) and completion / thinking length vs step."""
-    panels = []
-    if any(_num(r.get("loss")) is not None for r in rows):
-        panels.append("loss")
-    if any(_num(r.get("reward_mean")) is not None for r in rows):
-        panels.append("reward")
-    if any(_num(r.get(k)) is not None for r in rows for k in ("completion_len", "think_len")):
-        panels.append("length")
-    if not panels:
-        return None
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        def series(key: str) -> tuple[list[float], list[float]]:
-            got = [(_num(r["step"]), _num(r.get(key))) for r in rows]
-            got = [(s, v) for s, v in got if v is not None]
-            return [s for s, _ in got], [v for _, v in got]  # type: ignore[misc]
-
-        if panel == "loss":
-            ax.plot(*series("loss"), color="C0")
-            ax.set_ylabel("loss")
-        elif panel == "reward":
-            steps, mean = series("reward_mean")
-            ax.plot(steps, mean, color="C2", label="reward mean")
-            std = dict(zip(*series("reward_std")))
-            if std:
-                lo = [m - std.get(s, 0.0) for s, m in zip(steps, mean)]
-                hi = [m + std.get(s, 0.0) for s, m in zip(steps, mean)]
-                ax.fill_between(steps, lo, hi, color="C2", alpha=0.15, label="± std")
-            zs, zv = series("zero_var_frac")
-            if zs:
-                ax.plot(zs, zv, color="C7", ls=":", label="zero-variance groups")
-            ax.set_ylabel("reward")
-            ax.legend(fontsize=7)
-        else:
-            for key, color in (("completion_len", "C1"), ("think_len", "C4")):
-                s, v = series(key)
-                if s:
-                    ax.plot(s, v, color=color, label=key)
-            ax.set_ylabel("tokens")
-            ax.legend(fontsize=7)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=10)
-    return save_png(fig, path)
-
-
 # -- sections ---------------------------------------------------------------------------------------------------
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
@@ -295,20 +187,32 @@ def benchmark_sections(evals: list[tuple[str, dict[str, Any]]], plots: Path) -> 
         names += [b for b in s.get("benchmarks", {}) if b not in names]
     sec = Section("Benchmarks")
     if names:
-        rows = [[label] + [(s["benchmarks"].get(b) or {}).get("mean_at_k") for b in names]
-                + [s.get("macro_avg"), s.get("domain_weighted_avg")] for label, s in evals if s.get("benchmarks")]
+        rows = [
+            [label] + [(s["benchmarks"].get(b) or {}).get("mean_at_k") for b in names] + [s.get("macro_avg"), s.get("domain_weighted_avg")]
+            for label, s in evals
+            if s.get("benchmarks")
+        ]
         sec.blocks.append(Table("mean@k per benchmark", ["run"] + names + ["macro avg", "domain-weighted avg"], rows))
     for label, s in evals:
         bench = s.get("benchmarks") or {}
         if not bench:
             continue
         ks = sorted({int(k) for b in bench.values() for k in (b.get("pass_at_k") or {}) if str(k).isdigit()})
-        rows = [[b, g.get("n"), g.get("k"), g.get("accuracy"), g.get("mean_at_k")]
-                + [(g.get("pass_at_k") or {}).get(str(k)) for k in ks]
-                + [g.get("maj_at_k"), g.get("no_answer"), g.get("response_tokens_mean"), g.get("thinking_tokens_mean")]
-                for b, g in bench.items()]
-        sec.blocks.append(Table(f"{label}: details", ["benchmark", "n", "k", "accuracy", "mean@k"] + [f"pass@{k}" for k in ks]
-                                + ["maj@k", "no answer", "response tokens", "thinking tokens"], rows))
+        rows = [
+            [b, g.get("n"), g.get("k"), g.get("accuracy"), g.get("mean_at_k")]
+            + [(g.get("pass_at_k") or {}).get(str(k)) for k in ks]
+            + [g.get("maj_at_k"), g.get("no_answer"), g.get("response_tokens_mean"), g.get("thinking_tokens_mean")]
+            for b, g in bench.items()
+        ]
+        sec.blocks.append(
+            Table(
+                f"{label}: details",
+                ["benchmark", "n", "k", "accuracy", "mean@k"]
+                + [f"pass@{k}" for k in ks]
+                + ["maj@k", "no answer", "response tokens", "thinking tokens"],
+                rows,
+            )
+        )
         if any(len(b.get("pass_at_k") or {}) > 1 for b in bench.values()):
             p = plot_pass_at_k({b: g.get("pass_at_k") for b, g in bench.items()}, plots / f"passk_{_safe(label)}.png", f"{label}: pass@k")
             if p:
@@ -329,27 +233,73 @@ def synthetic_sections(synth: list[tuple[str, dict[str, Any]]], plots: Path) -> 
         by_range = s.get("by_range") or {}
         ks = sorted({int(k) for g in by_range.values() for k in (g.get("verified_pass_at_k") or {}) if str(k).isdigit()})
         kmax = ks[-1] if ks else None
-        rows = [[name, g.get("n"), g.get("k"), (g.get("verified_pass_at_k") or {}).get("1"),
-                 (g.get("verified_pass_at_k") or {}).get(str(kmax)) if kmax else None, g.get("process_acc"),
-                 g.get("outcome_acc"), g.get("hacking_rate")] for name, g in by_range.items()]
-        sec.blocks.append(Table(f"{label}: per op range", ["range", "n", "k", "verified pass@1",
-                                                           f"verified pass@{kmax}" if kmax else "verified pass@k",
-                                                           "ProcessAcc", "outcome acc", "hacking rate"], rows))
+        rows = [
+            [
+                name,
+                g.get("n"),
+                g.get("k"),
+                (g.get("verified_pass_at_k") or {}).get("1"),
+                (g.get("verified_pass_at_k") or {}).get(str(kmax)) if kmax else None,
+                g.get("process_acc"),
+                g.get("outcome_acc"),
+                g.get("hacking_rate"),
+            ]
+            for name, g in by_range.items()
+        ]
+        sec.blocks.append(
+            Table(
+                f"{label}: per op range",
+                [
+                    "range",
+                    "n",
+                    "k",
+                    "verified pass@1",
+                    f"verified pass@{kmax}" if kmax else "verified pass@k",
+                    "ProcessAcc",
+                    "outcome acc",
+                    "hacking rate",
+                ],
+                rows,
+            )
+        )
         for key, title in (("by_context", "context"), ("by_mode", "mode")):
             groups = s.get(key) or {}
             if groups:
-                sec.blocks.append(Table(f"{label}: per {title}", [title, "n", "verified pass@1", "ProcessAcc", "outcome acc", "hacking rate"],
-                                        [[n, g.get("n"), (g.get("verified_pass_at_k") or {}).get("1"), g.get("process_acc"),
-                                          g.get("outcome_acc"), g.get("hacking_rate")] for n, g in groups.items()]))
+                sec.blocks.append(
+                    Table(
+                        f"{label}: per {title}",
+                        [title, "n", "verified pass@1", "ProcessAcc", "outcome acc", "hacking rate"],
+                        [
+                            [
+                                n,
+                                g.get("n"),
+                                (g.get("verified_pass_at_k") or {}).get("1"),
+                                g.get("process_acc"),
+                                g.get("outcome_acc"),
+                                g.get("hacking_rate"),
+                            ]
+                            for n, g in groups.items()
+                        ],
+                    )
+                )
         if len(ks) > 1:
-            p = plot_pass_at_k({n: g.get("verified_pass_at_k") for n, g in by_range.items()}, plots / f"synth_passk_{_safe(label)}.png",
-                               f"{label}: verified pass@k per op range")
+            p = plot_pass_at_k(
+                {n: g.get("verified_pass_at_k") for n, g in by_range.items()},
+                plots / f"synth_passk_{_safe(label)}.png",
+                f"{label}: verified pass@k per op range",
+            )
             if p:
                 sec.blocks.append(("img", p, f"{label}: verified pass@k per op range"))
     p = plot_acc_vs_op({label: s.get("by_op") or {} for label, s in synth}, ranges, plots / "synth_acc_vs_op.png")
     if p:
         sec.blocks.insert(0, ("img", p, "accuracy vs op (ID / edge / hard shaded)"))
     return [sec]
+
+
+def first_last(rows: list[dict[str, Any]], key: str) -> tuple[Any, Any]:
+    """The first and last numeric value of ``key`` in a log, as logged (ints stay ints); (None, None) if none."""
+    vals = [r.get(key) for r in rows if as_number(r.get(key)) is not None]
+    return (vals[0], vals[-1]) if vals else (None, None)
 
 
 def training_sections(logs: list[tuple[str, list[dict[str, Any]]]], plots: Path) -> list[Section]:
@@ -359,41 +309,56 @@ def training_sections(logs: list[tuple[str, list[dict[str, Any]]]], plots: Path)
     keys = ["loss", "reward_mean", "reward_std", "zero_var_frac", "completion_len", "think_len"]
     rows = []
     for label, rs in logs:
-        def first_last(k: str) -> tuple[float | None, float | None]:
-            vals = [r.get(k) for r in rs if _num(r.get(k)) is not None]  # as logged (ints stay ints)
-            return (vals[0], vals[-1]) if vals else (None, None)
-
         row: list[Any] = [label, len(rs), rs[-1]["step"]]
         for k in keys:
-            row += list(first_last(k))
-        timing = [sum(_num(r.get(k)) or 0.0 for r in rs) / len(rs) for k in ("gen_s", "reward_s", "train_s")]
-        rows.append(row + [t if any(r.get(k) is not None for r in rs) else None
-                           for t, k in zip(timing, ("gen_s", "reward_s", "train_s"))])
+            row += list(first_last(rs, k))
+        timing = [sum(as_number(r.get(k)) or 0.0 for r in rs) / len(rs) for k in ("gen_s", "reward_s", "train_s")]
+        rows.append(row + [t if any(r.get(k) is not None for r in rs) else None for t, k in zip(timing, ("gen_s", "reward_s", "train_s"))])
         p = plot_training(rs, plots / f"train_{_safe(label)}.png", label)
         if p:
             sec.blocks.append(("img", p, f"{label}: training curves"))
-    header = ["run", "logged steps", "last step"] + [f"{k} {w}" for k in keys for w in ("first", "last")] + ["gen s/step", "reward s/step", "train s/step"]
+    header = (
+        ["run", "logged steps", "last step"]
+        + [f"{k} {w}" for k in keys for w in ("first", "last")]
+        + ["gen s/step", "reward s/step", "train s/step"]
+    )
     sec.blocks.insert(0, Table("training logs (first and last logged values)", header, rows))
     return [sec]
 
 
-def analysis_sections(weights: list[tuple[str, Path, dict[str, Any]]], ckas: list[tuple[str, Path, dict[str, Any]]], plots: Path) -> list[Section]:
+def analysis_sections(
+    weights: list[tuple[str, Path, dict[str, Any]]], ckas: list[tuple[str, Path, dict[str, Any]]], plots: Path
+) -> list[Section]:
     if not weights and not ckas:
         return []
     sec = Section("Analysis")
     if weights:
-        sec.blocks.append(Table("weight change", ["run", "fraction changed", "‖ΔW‖/‖W0‖"],
-                                [[label, w.get("fraction_changed"), w.get("rel_frob")] for label, _, w in weights]))
+        sec.blocks.append(
+            Table(
+                "weight change",
+                ["run", "fraction changed", "‖ΔW‖/‖W0‖"],
+                [[label, w.get("fraction_changed"), w.get("rel_frob")] for label, _, w in weights],
+            )
+        )
         for label, d, w in weights:
             pmt = w.get("per_module_type")
             if isinstance(pmt, dict) and pmt:
-                sec.blocks.append(Table(f"{label}: per module type", ["module type", "fraction changed", "‖ΔW‖/‖W0‖"],
-                                        [[k, (v or {}).get("fraction_changed"), (v or {}).get("rel_frob")]
-                                         for k, v in pmt.items() if isinstance(v, dict)]))
+                sec.blocks.append(
+                    Table(
+                        f"{label}: per module type",
+                        ["module type", "fraction changed", "‖ΔW‖/‖W0‖"],
+                        [[k, (v or {}).get("fraction_changed"), (v or {}).get("rel_frob")] for k, v in pmt.items() if isinstance(v, dict)],
+                    )
+                )
             pl = w.get("per_layer")
             if isinstance(pl, dict) and pl:
-                sec.blocks.append(Table(f"{label}: per layer", ["layer", "fraction changed"],
-                                        [[k, (v or {}).get("fraction_changed") if isinstance(v, dict) else _num(v)] for k, v in pl.items()]))
+                sec.blocks.append(
+                    Table(
+                        f"{label}: per layer",
+                        ["layer", "fraction changed"],
+                        [[k, (v or {}).get("fraction_changed") if isinstance(v, dict) else as_number(v)] for k, v in pl.items()],
+                    )
+                )
             _embed(sec, d, label, plots, w, "weights")
     for label, d, c in ckas:
         per_layer = c.get("per_layer")
@@ -402,16 +367,22 @@ def analysis_sections(weights: list[tuple[str, Path, dict[str, Any]]], ckas: lis
         if isinstance(per_layer, list) and per_layer:
             probes = c.get("probes") if isinstance(c.get("probes"), dict) else {}
             names = [n for n, p in probes.items() if isinstance(p, dict) and isinstance(p.get("per_layer"), list)]
-            rows = [[i, v] + [probes[n]["per_layer"][i] if i < len(probes[n]["per_layer"]) else None for n in names]
-                    for i, v in enumerate(per_layer)]
-            sec.blocks.append(Table(f"{label}: linear CKA per layer (min {fmt(_num(c.get('min_cka')))})",
-                                    ["layer", "CKA (mean over probes)"] + names, rows))
+            rows = [
+                [i, v] + [probes[n]["per_layer"][i] if i < len(probes[n]["per_layer"]) else None for n in names]
+                for i, v in enumerate(per_layer)
+            ]
+            sec.blocks.append(
+                Table(
+                    f"{label}: linear CKA per layer (min {fmt(as_number(c.get('min_cka')))})",
+                    ["layer", "CKA (mean over probes)"] + names,
+                    rows,
+                )
+            )
         _embed(sec, d, label, plots, c, "cka")
     return [sec]
 
 
-def _embed(sec: Section, run_dir: Path, label: str, plots: Path, data: dict[str, Any] | None = None,
-           kind: str = "") -> None:
+def _embed(sec: Section, run_dir: Path, label: str, plots: Path, data: dict[str, Any] | None = None, kind: str = "") -> None:
     """Copy the analysis PNGs of ``run_dir``; without them, draw them with :mod:`midtrain.analysis.plots` if possible."""
     for name in PNG_EMBEDS:
         src, dst = run_dir / name, plots / f"{_safe(label)}_{name}"
@@ -434,18 +405,22 @@ def _embed(sec: Section, run_dir: Path, label: str, plots: Path, data: dict[str,
 
 
 # -- rendering --------------------------------------------------------------------------------------------------
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-       "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;"
-       "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-       "img{max-width:100%;border:1px solid #eee;margin:.5em 0}figcaption{font-size:12px;color:#555}")
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+    "img{max-width:100%;border:1px solid #eee;margin:.5em 0}figcaption{font-size:12px;color:#555}"
+)
 
 
 def render(title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: list[Section], out: Path) -> tuple[str, str]:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     run_table = Table("runs", ["run", "stage", "status", "path"], [[l, m.get("stage"), m.get("status"), str(p)] for l, p, m in runs])
     md = [f"# {title}", "", f"Generated {stamp}.", ""]
-    ht = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-          f"<h1>{html.escape(title)}</h1><p>Generated {stamp}.</p>"]
+    ht = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p>Generated {stamp}.</p>",
+    ]
     sections = [*sections, Section("runs", [run_table])]  # the inventory last: results first
     for sec in sections:
         md += [f"## {sec.title}", ""]
@@ -458,7 +433,9 @@ def render(title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: l
                 rel = Path(b[1]).relative_to(out).as_posix()
                 md += [f"![{b[2]}]({rel})", ""]
                 data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
-                ht.append(f"<figure><img alt='{html.escape(b[2])}' src='data:image/png;base64,{data}'><figcaption>{html.escape(b[2])}</figcaption></figure>")
+                ht.append(
+                    f"<figure><img alt='{html.escape(b[2])}' src='data:image/png;base64,{data}'><figcaption>{html.escape(b[2])}</figcaption></figure>"
+                )
             else:
                 md += [b[1], ""]
                 ht.append(f"<p>{html.escape(b[1])}</p>")
@@ -466,8 +443,7 @@ def render(title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: l
     return "\n".join(md) + "\n", "\n".join(ht) + "\n"
 
 
-def build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None = None
-          ) -> tuple[str, str, list[str]]:
+def build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None = None) -> tuple[str, str, list[str]]:
     """Markdown, HTML and plot paths of a report on ``runs``, plots written under ``out/plots``.
 
     ``extra(plots_dir)`` (Python API: experiments, the demo) returns sections shown first, e.g. a comparison of
@@ -500,9 +476,13 @@ def build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[
                 data = _read_json(r / name)
                 if data is not None:
                     bucket.append((label, r, data))
-    sections = ((extra(plots_dir) if extra else []) + benchmark_sections(evals, plots_dir)
-                + synthetic_sections(synth, plots_dir) + training_sections(logs, plots_dir)
-                + analysis_sections(weights, ckas, plots_dir))
+    sections = (
+        (extra(plots_dir) if extra else [])
+        + benchmark_sections(evals, plots_dir)
+        + synthetic_sections(synth, plots_dir)
+        + training_sections(logs, plots_dir)
+        + analysis_sections(weights, ckas, plots_dir)
+    )
     md, ht = render(title, metas, sections, out)
     return md, ht, sorted(str(p) for p in plots_dir.glob("*.png"))
 
@@ -532,5 +512,14 @@ def _titles(md: str) -> list[str]:
     return [line[3:] for line in md.splitlines() if line.startswith("## ")]
 
 
-__all__ = ["ReportConfig", "ReportResult", "run", "build", "find_runs", "fmt", "Table", "Section", "plot_pass_at_k", "plot_acc_vs_op",
-           "plot_training", "read_log", "RANGE_COLORS"]
+__all__ = [
+    "ReportConfig",
+    "ReportResult",
+    "run",
+    "build",
+    "find_runs",
+    "fmt",
+    "Table",
+    "Section",
+    "read_log",
+]

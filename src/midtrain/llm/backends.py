@@ -37,10 +37,11 @@ import re
 import threading
 import weakref
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from midtrain.config import Config, param
 from midtrain.errors import ConfigError, MidtrainError
@@ -98,12 +99,22 @@ class TextBackend(Protocol):
     stats: Counter
 
     def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        n: int = 1,
         errors: Errors = "raise",
     ) -> list[list[str]]: ...
 
     async def agenerate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        n: int = 1,
         errors: Errors = "raise",
     ) -> list[list[str]]: ...
 
@@ -127,8 +138,10 @@ def _fail_all(n: int, err: BackendError, errors: Errors) -> list[Any]:
 @dataclass
 class BackendConfig(Config):
     backend: Literal["transformers", "openai", "vllm", "programmatic"] = param(
-        "programmatic", "transformers: local HF model in-process; openai: OpenAI-compatible HTTP server; vllm: "
-        "vLLM offline; programmatic: rule-based, no model (tests, synthetic problems).")
+        "programmatic",
+        "transformers: local HF model in-process; openai: OpenAI-compatible HTTP server; vllm: "
+        "vLLM offline; programmatic: rule-based, no model (tests, synthetic problems).",
+    )
     model: str = param("", "Checkpoint dir or hub id (transformers, vllm); the served model name (openai).")
     base_url: str = param("", "Server URL such as http://127.0.0.1:8000/v1 (openai); empty: $MIDTRAIN_API_BASE or $OPENAI_BASE_URL.")
     api_key_env: str = param("OPENAI_API_KEY", "Name of the environment variable holding the API key (openai).")
@@ -142,8 +155,9 @@ class BackendConfig(Config):
     dtype: Literal["float32", "bfloat16"] = param("float32", "Weights dtype (transformers, vllm); never fp16 on CPU.")
     chat_template: bool = param(True, "Apply the tokenizer's chat template when it has one (transformers, vllm).")
     trust_remote_code: bool = param(False, "Allow custom model code from the checkpoint (transformers, vllm).")
-    num_threads: int = param(0, "torch CPU threads of this process (transformers); 0: torch's default. 1 avoids "
-                             "OpenMP spin-wait slowdowns on a shared machine.")
+    num_threads: int = param(
+        0, "torch CPU threads of this process (transformers); 0: torch's default. 1 avoids OpenMP spin-wait slowdowns on a shared machine."
+    )
     seed: int = param(0, "Sampling seed (transformers, vllm, openai when the server supports it).")
 
     def check(self) -> None:
@@ -159,8 +173,18 @@ class BackendConfig(Config):
 class TransformersBackend:
     """A local HF causal LM; batches through :func:`midtrain.models.generation.generate` (KV cache)."""
 
-    def __init__(self, model: Any, tokenizer: Any = None, *, batch_size: int = 16, dtype: str = "float32",
-                 chat_template: bool = True, trust_remote_code: bool = False, seed: int = 0, num_threads: int = 0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        batch_size: int = 16,
+        dtype: str = "float32",
+        chat_template: bool = True,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        num_threads: int = 0,
+    ) -> None:
         from midtrain.models.init import load_model
         from midtrain.models.tokenizer import load_tokenizer
 
@@ -181,12 +205,11 @@ class TransformersBackend:
     def format(self, prompt: str) -> str:
         if not self.use_template:
             return prompt
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
-                 errors: Errors = "raise") -> list[list[str]]:
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
+    ) -> list[list[str]]:
         from midtrain.models.generation import generate
 
         with self._lock:
@@ -197,8 +220,14 @@ class TransformersBackend:
                 torch.set_num_threads(self.num_threads)
             try:
                 gens = generate(
-                    self.model, self.tokenizer, [self.format(p) for p in prompts], max_new_tokens=max_new_tokens,
-                    temperature=temperature, n=n, batch_size=self.batch_size, seed=self.seed + self.stats["calls"],
+                    self.model,
+                    self.tokenizer,
+                    [self.format(p) for p in prompts],
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    n=n,
+                    batch_size=self.batch_size,
+                    seed=self.seed + self.stats["calls"],
                     add_bos=not self.use_template,
                 )
             except Exception as e:  # noqa: BLE001 - one failed batch must not stop a run
@@ -218,10 +247,22 @@ RETRY_STATUS = {408, 409, 429}
 class OpenAIBackend:
     """Client of an OpenAI-compatible server with bounded concurrency, timeouts and backoff retries."""
 
-    def __init__(self, model: str = "", *, base_url: str = "", api_key: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", api: str = "chat", max_concurrency: int = 16,
-                 timeout_s: float = 120.0, max_retries: int = 5, backoff_s: float = 1.0,
-                 max_backoff_s: float = 60.0, seed: int | None = None, extra_body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: str = "",
+        *,
+        base_url: str = "",
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        api: str = "chat",
+        max_concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        seed: int | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> None:
         url = base_url or os.environ.get("MIDTRAIN_API_BASE") or os.environ.get("OPENAI_BASE_URL") or ""
         if not url:
             raise ConfigError("key 'base_url': no server URL (set it, or $MIDTRAIN_API_BASE / $OPENAI_BASE_URL)")
@@ -338,11 +379,10 @@ class OpenAIBackend:
             raise BackendError(f"{self.name}: server returned {len(texts)} of {n} completions")
         return texts[:n]
 
-    async def agenerate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
-                        errors: Errors = "raise") -> list[list[str]]:
-        results = await asyncio.gather(
-            *(self._one(p, max_new_tokens, temperature, n) for p in prompts), return_exceptions=True
-        )
+    async def agenerate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
+    ) -> list[list[str]]:
+        results = await asyncio.gather(*(self._one(p, max_new_tokens, temperature, n) for p in prompts), return_exceptions=True)
         out: list[Any] = []
         for r in results:
             if isinstance(r, BaseException):
@@ -369,8 +409,16 @@ class OpenAIBackend:
 class VLLMBackend:
     """vLLM's offline engine (GPU machines). Imported only here: a clear error if vLLM is missing."""
 
-    def __init__(self, model: str, *, dtype: str = "bfloat16", chat_template: bool = True,
-                 trust_remote_code: bool = False, seed: int = 0, **engine_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "bfloat16",
+        chat_template: bool = True,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+        **engine_kwargs: Any,
+    ) -> None:
         try:
             import vllm  # type: ignore[import-not-found]
         except ImportError:
@@ -383,8 +431,9 @@ class VLLMBackend:
         self.name, self.chat, self.seed = f"vllm:{Path(model).name or model}", chat_template, seed
         self.stats: Counter = Counter()
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1,
-                 errors: Errors = "raise") -> list[list[str]]:
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
+    ) -> list[list[str]]:
         sp = self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, seed=self.seed)
         try:
             if self.chat:
@@ -421,7 +470,7 @@ def programmatic_annotation(text: str, max_thoughts: int = 4) -> str:
     for m in after:
         out.append("".join(sents[done:m]))
         words = "".join(sents[:m]).split()[-6:]
-        out.append(f"{THINK_OPEN}So far: \"{' '.join(words)}\". The text should go on from this point.{THINK_CLOSE}")
+        out.append(f'{THINK_OPEN}So far: "{" ".join(words)}". The text should go on from this point.{THINK_CLOSE}')
         done = m
     out.append("".join(sents[done:]))
     return "".join(out)
@@ -466,8 +515,9 @@ class ProgrammaticBackend:
             raise MidtrainError(f"synthetic problems need midtrain.synth.annotate, which is not available ({e})") from None
         return annotate(problem)
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 0, temperature: float = 0.0, n: int = 1,
-                 errors: Errors = "raise") -> list[list[str]]:
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int = 0, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
+    ) -> list[list[str]]:
         out: list[Any] = []
         for p in prompts:
             self.stats["requests"] += n
@@ -487,20 +537,52 @@ class ProgrammaticBackend:
 def make_backend(cfg: BackendConfig, *, respond: Callable[[str], str] | None = None) -> TextBackend:
     """The backend a config describes (models are loaded here)."""
     if cfg.backend == "transformers":
-        return TransformersBackend(cfg.model, batch_size=cfg.batch_size, dtype=cfg.dtype, chat_template=cfg.chat_template,
-                                   trust_remote_code=cfg.trust_remote_code, seed=cfg.seed, num_threads=cfg.num_threads)
+        return TransformersBackend(
+            cfg.model,
+            batch_size=cfg.batch_size,
+            dtype=cfg.dtype,
+            chat_template=cfg.chat_template,
+            trust_remote_code=cfg.trust_remote_code,
+            seed=cfg.seed,
+            num_threads=cfg.num_threads,
+        )
     if cfg.backend == "openai":
-        return OpenAIBackend(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env, api=cfg.api,
-                             max_concurrency=cfg.max_concurrency, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
-                             backoff_s=cfg.backoff_s, max_backoff_s=cfg.max_backoff_s)
+        return OpenAIBackend(
+            cfg.model,
+            base_url=cfg.base_url,
+            api_key_env=cfg.api_key_env,
+            api=cfg.api,
+            max_concurrency=cfg.max_concurrency,
+            timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            backoff_s=cfg.backoff_s,
+            max_backoff_s=cfg.max_backoff_s,
+        )
     if cfg.backend == "vllm":
-        return VLLMBackend(cfg.model, dtype=cfg.dtype, chat_template=cfg.chat_template,
-                           trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
+        return VLLMBackend(
+            cfg.model, dtype=cfg.dtype, chat_template=cfg.chat_template, trust_remote_code=cfg.trust_remote_code, seed=cfg.seed
+        )
     return ProgrammaticBackend(respond)
 
 
 __all__ = [
-    "BackendConfig", "BackendError", "TextBackend", "TransformersBackend", "OpenAIBackend", "VLLMBackend",
-    "ProgrammaticBackend", "make_backend", "load_prompt", "fill_template", "run_sync", "TEXT_BEGIN", "TEXT_END",
-    "programmatic_annotation", "programmatic_verdict", "extract_between", "require_placeholders", "escape", "unescape",
+    "BackendConfig",
+    "BackendError",
+    "TextBackend",
+    "TransformersBackend",
+    "OpenAIBackend",
+    "VLLMBackend",
+    "ProgrammaticBackend",
+    "make_backend",
+    "load_prompt",
+    "fill_template",
+    "run_sync",
+    "TEXT_BEGIN",
+    "TEXT_END",
+    "programmatic_annotation",
+    "programmatic_verdict",
+    "extract_between",
+    "require_placeholders",
+    "escape",
+    "unescape",
 ]

@@ -29,10 +29,11 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from midtrain.config import Config, param
 from midtrain.console import log
@@ -135,8 +136,15 @@ class VerdictCache:
 class LLMJudge:
     """A binary YES/NO judge answered by any text backend; see the module docstring."""
 
-    def __init__(self, backend: TextBackend, prompt_template: str | None = None, cache: VerdictCache | None = None,
-                 *, max_new_tokens: int = 16, name: str | None = None) -> None:
+    def __init__(
+        self,
+        backend: TextBackend,
+        prompt_template: str | None = None,
+        cache: VerdictCache | None = None,
+        *,
+        max_new_tokens: int = 16,
+        name: str | None = None,
+    ) -> None:
         self.backend = backend
         self.template = prompt_template if prompt_template is not None else load_prompt("judge")
         require_placeholders(self.template, ["candidate", "reference"], "prompt")
@@ -161,8 +169,7 @@ class LLMJudge:
         errors: dict[str, Verdict] = {}
         if todo:
             prompts = [self.prompt(c, r) for c, r in todo.values()]
-            answers = await self.backend.agenerate(prompts, max_new_tokens=self.max_new_tokens, temperature=0.0,
-                                                   errors="return")
+            answers = await self.backend.agenerate(prompts, max_new_tokens=self.max_new_tokens, temperature=0.0, errors="return")
             for k, ans in zip(todo, answers):
                 if isinstance(ans, BackendError):
                     self.stats["errors"] += 1
@@ -413,8 +420,13 @@ def run(cfg: JudgeConfig):
         write_jsonl(run_.path / "verdicts.jsonl", ({**r, **asdict(v)} for r, v in zip(pairs, verdicts)))
         scores = [v.score for v in verdicts]
         reasons = Counter(v.label or v.reason.split(":")[0] for v in verdicts)
-        metrics = {"pairs": len(pairs), "mean_score": sum(scores) / len(scores), "judge": judge.name,
-                   "labels": dict(reasons), **{k: v for k, v in getattr(judge, "stats", {}).items()}}
+        metrics = {
+            "pairs": len(pairs),
+            "mean_score": sum(scores) / len(scores),
+            "judge": judge.name,
+            "labels": dict(reasons),
+            **{k: v for k, v in getattr(judge, "stats", {}).items()},
+        }
         run_.finish(metrics)
         log(f"judge: {len(pairs)} pairs, mean score {metrics['mean_score']:.4f} → {run_.path / 'verdicts.jsonl'}")
         return Result.of(run_)
@@ -424,7 +436,24 @@ def run(cfg: JudgeConfig):
 # so that the programmatic backend can answer the judge prompt without importing the judge; they stay part of the
 # judge's API.
 __all__ = [
-    "Verdict", "Judge", "LLMJudge", "VerdictCache", "ExactJudge", "NumberJudge", "TokenF1Judge", "JudgeReward",
-    "judge_reward", "judge_completions", "ajudge_completions", "continuation", "escape", "unescape",
-    "render_judge_prompt", "parse_verdict", "token_f1", "parse_number", "JudgeConfig", "run",
+    "Verdict",
+    "Judge",
+    "LLMJudge",
+    "VerdictCache",
+    "ExactJudge",
+    "NumberJudge",
+    "TokenF1Judge",
+    "JudgeReward",
+    "judge_reward",
+    "judge_completions",
+    "ajudge_completions",
+    "continuation",
+    "escape",
+    "unescape",
+    "render_judge_prompt",
+    "parse_verdict",
+    "token_f1",
+    "parse_number",
+    "JudgeConfig",
+    "run",
 ]

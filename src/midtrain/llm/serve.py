@@ -16,8 +16,9 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 Responder = Callable[[str, dict[str, Any]], str]
 
@@ -39,7 +40,7 @@ def prompt_of(body: dict[str, Any]) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default stderr log
         pass
@@ -97,13 +98,20 @@ class _Handler(BaseHTTPRequestHandler):
             with srv.lock:
                 srv.in_flight -= 1
         if chat:
-            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-                       for i, t in enumerate(texts)]
+            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"} for i, t in enumerate(texts)]
         else:
             choices = [{"index": i, "text": t, "finish_reason": "stop"} for i, t in enumerate(texts)]
         self.server.stats["ok"] += 1
-        self._send(200, {"id": f"cmpl-{self.server.stats['requests']}", "object": "chat.completion" if chat else "text_completion",
-                         "created": int(time.time()), "model": body.get("model") or self.server.model, "choices": choices})
+        self._send(
+            200,
+            {
+                "id": f"cmpl-{self.server.stats['requests']}",
+                "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()),
+                "model": body.get("model") or self.server.model,
+                "choices": choices,
+            },
+        )
 
 
 class _Server(ThreadingHTTPServer):
@@ -121,8 +129,9 @@ class _Server(ThreadingHTTPServer):
 class OpenAIServer:
     """``with OpenAIServer(respond) as srv: ... srv.url`` — a server on 127.0.0.1 in a background thread."""
 
-    def __init__(self, respond: Responder, *, host: str = "127.0.0.1", port: int = 0, model: str = "scripted",
-                 max_n: int | None = None) -> None:
+    def __init__(
+        self, respond: Responder, *, host: str = "127.0.0.1", port: int = 0, model: str = "scripted", max_n: int | None = None
+    ) -> None:
         """``max_n`` caps the choices per response (to mimic servers that ignore ``n``)."""
         self._srv = _Server((host, port), _Handler)
         self._srv.respond, self._srv.model, self._srv.stats = respond, model, Counter()
@@ -143,7 +152,7 @@ class OpenAIServer:
     def last_headers(self) -> dict[str, str]:
         return self._srv.last_headers
 
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -154,7 +163,7 @@ class OpenAIServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -167,8 +176,9 @@ def model_responder(backend: Any) -> Responder:
 
     def respond(prompt: str, body: dict[str, Any]) -> str:
         with lock:
-            return backend.generate([prompt], max_new_tokens=int(body.get("max_tokens") or 64),
-                                    temperature=float(body.get("temperature") or 0.0))[0][0]
+            return backend.generate(
+                [prompt], max_new_tokens=int(body.get("max_tokens") or 64), temperature=float(body.get("temperature") or 0.0)
+            )[0][0]
 
     return respond
 

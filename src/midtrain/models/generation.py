@@ -8,8 +8,9 @@ returned in input order. ``n`` samples per prompt are produced by repeating the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 
 @dataclass

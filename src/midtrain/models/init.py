@@ -68,7 +68,9 @@ class ModelInitConfig(Config):
             raise ConfigError("key 'out': give an output directory")
 
 
-def model_config(preset: str, vocab_size: int, arch: str = "llama", max_position_embeddings: int = 1024, rope_theta: float = 10000.0, **ids: Any):
+def model_config(
+    preset: str, vocab_size: int, arch: str = "llama", max_position_embeddings: int = 1024, rope_theta: float = 10000.0, **ids: Any
+):
     """A transformers config for a preset (no weights)."""
     from transformers import LlamaConfig, Qwen2Config
 
@@ -101,8 +103,14 @@ def init_model(cfg: ModelInitConfig) -> Result:
         seed_everything(cfg.seed)
         quiet_transformers()
         mcfg = model_config(
-            cfg.preset, len(tok), cfg.arch, cfg.max_position_embeddings, cfg.rope_theta,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            cfg.preset,
+            len(tok),
+            cfg.arch,
+            cfg.max_position_embeddings,
+            cfg.rope_theta,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
         )
         model = AutoModelForCausalLM.from_config(mcfg)
         model.save_pretrained(str(run.path), safe_serialization=True)
@@ -133,9 +141,7 @@ def load_model(path: str | Path, *, dtype: str = "float32", trust_remote_code: b
     if expect_arch and conf.model_type != expect_arch:
         raise MidtrainError(f"'{path}' is a {conf.model_type} checkpoint, expected {expect_arch}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, RuntimeError) as e:
         raise MidtrainError(f"cannot load model weights from '{path}': {str(e).splitlines()[0]}") from None
     return model

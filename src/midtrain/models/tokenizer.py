@@ -28,7 +28,9 @@ TAGS = ["<question>", "</question>", "<solution>", "</solution>", "<answer>", "<
 
 @dataclass
 class TokenizerConfig(Config):
-    corpus: list[str] = param([], "Corpus files (.jsonl/.jsonl.gz, .txt, .parquet, datasets dir): text, prompt+completion or augmented records.")
+    corpus: list[str] = param(
+        [], "Corpus files (.jsonl/.jsonl.gz, .txt, .parquet, datasets dir): text, prompt+completion or augmented records."
+    )
     out: str = param("", "Output directory for the tokenizer.")
     vocab_size: int = param(512, "Target vocabulary size including the 256 byte symbols and special tokens (bpe).")
     kind: Literal["bpe", "char"] = param("bpe", "bpe: byte-level BPE; char: byte-level symbols only, no merges.")
@@ -71,9 +73,7 @@ def wrap_tokenizer(tok, model_max_length: int = 2048):
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=model_max_length
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=model_max_length)
     fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
     return fast
 
@@ -114,5 +114,3 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
-
-

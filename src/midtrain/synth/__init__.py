@@ -19,7 +19,6 @@ from midtrain.synth.mix import (
     replay_mix,
 )
 from midtrain.synth.render import Context, annotate, load_context, raw_document
-from midtrain.thoughts import render_augmented
 from midtrain.synth.stats import StatsConfig
 from midtrain.synth.verify import (
     Verification,
@@ -30,9 +29,28 @@ from midtrain.synth.verify import (
     verify,
 )
 from midtrain.synth.world import op_count
+from midtrain.thoughts import render_augmented
 
 __all__ = [
-    "SynthConfig", "VerifyConfig", "StatsConfig", "generate_problems", "op_count", "verify", "reward", "reward_of", "summarize", "Verification",
-    "annotate", "raw_document", "render_augmented", "Context", "load_context", "PRESETS", "OpDistribution",
-    "parse_ops", "difficulty_mix", "replay_mix", "mix_records",
+    "SynthConfig",
+    "VerifyConfig",
+    "StatsConfig",
+    "generate_problems",
+    "op_count",
+    "verify",
+    "reward",
+    "reward_of",
+    "summarize",
+    "Verification",
+    "annotate",
+    "raw_document",
+    "render_augmented",
+    "Context",
+    "load_context",
+    "PRESETS",
+    "OpDistribution",
+    "parse_ops",
+    "difficulty_mix",
+    "replay_mix",
+    "mix_records",
 ]

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log, torch_threads
@@ -125,10 +126,10 @@ def trace_and_direct_accuracy(
     if max_new_tokens is None:
         longest = max(len(tokenizer(p["completion"], add_special_tokens=False)["input_ids"]) for p in problems)
         max_new_tokens = int(1.5 * longest) + 4
-    with_trace = generate(model, tokenizer, [p["prompt"] for p in problems], max_new_tokens=max_new_tokens,
-                          batch_size=batch_size, stop=["</answer>"])
-    direct = generate(model, tokenizer, [direct_prompt(p) for p in problems], max_new_tokens=8,
-                      batch_size=batch_size, stop=["</answer>"])
+    with_trace = generate(
+        model, tokenizer, [p["prompt"] for p in problems], max_new_tokens=max_new_tokens, batch_size=batch_size, stop=["</answer>"]
+    )
+    direct = generate(model, tokenizer, [direct_prompt(p) for p in problems], max_new_tokens=8, batch_size=batch_size, stop=["</answer>"])
     by_op: dict[int, list[tuple[bool, bool]]] = defaultdict(list)
     for p, gens, dgens in zip(problems, with_trace, direct):
         ok_trace = verify(p, gens[0].text).verified
@@ -138,8 +139,10 @@ def trace_and_direct_accuracy(
     return {
         "trace_acc": round(sum(a for a, _ in rows) / max(len(rows), 1), 4),
         "direct_acc": round(sum(b for _, b in rows) / max(len(rows), 1), 4),
-        "by_op": {op: {"n": len(v), "trace_acc": round(sum(a for a, _ in v) / len(v), 4),
-                       "direct_acc": round(sum(b for _, b in v) / len(v), 4)} for op, v in sorted(by_op.items())},
+        "by_op": {
+            op: {"n": len(v), "trace_acc": round(sum(a for a, _ in v) / len(v), 4), "direct_acc": round(sum(b for _, b in v) / len(v), 4)}
+            for op, v in sorted(by_op.items())
+        },
     }
 
 
@@ -167,8 +170,10 @@ def training_callbacks(data: str, every_steps: int, n: int) -> list[Any]:
         skills = skill_accuracy(model, tokenizer, problems)
         acc = trace_and_direct_accuracy(model, tokenizer, problems)
         model.train(was_training)
-        log(f"diagnostics @ {step}: trace {acc['trace_acc']:.2f}  direct {acc['direct_acc']:.2f}  "
-            + "  ".join(f"{k} {v:.2f}" for k, v in skills.items()))
+        log(
+            f"diagnostics @ {step}: trace {acc['trace_acc']:.2f}  direct {acc['direct_acc']:.2f}  "
+            + "  ".join(f"{k} {v:.2f}" for k, v in skills.items())
+        )
         return {"skills": skills, **acc}
 
     return [Periodic(every_steps, DIAGNOSTICS_LOG, diagnostics)]
@@ -180,12 +185,15 @@ DIAGNOSE_JSON = "diagnose.json"
 @dataclass
 class SynthDiagnoseConfig(Config):
     model: str = param("", "Model checkpoint directory to diagnose.", positional=True)
-    problems: list[str] = param([], "Synthetic problem JSONL files rendered compact (midtrain synth generate "
-                                "--render compact); records need prompt, completion, op, graph, render, answer.")
-    op_scale: Literal["paper", "tiny"] = param("tiny", "Named op ranges: paper (id 2-10, edge 11-14, hard 15-20) or "
-                                               "tiny (id 2-5, edge 6-8, hard 9-12).")
-    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces "
-                                            "op_scale when given.")
+    problems: list[str] = param(
+        [],
+        "Synthetic problem JSONL files rendered compact (midtrain synth generate "
+        "--render compact); records need prompt, completion, op, graph, render, answer.",
+    )
+    op_scale: Literal["paper", "tiny"] = param(
+        "tiny", "Named op ranges: paper (id 2-10, edge 11-14, hard 15-20) or tiny (id 2-5, edge 6-8, hard 9-12)."
+    )
+    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces op_scale when given.")
     n_per_range: int = param(64, "Diagnose the first N problems of each range, in file order.")
     batch_size: int = param(32, "Sequences per forward pass / generation batch.")
     threads: int = param(0, "torch intra-op threads (0 = torch's default).")
@@ -232,12 +240,16 @@ def select_for_diagnosis(cfg: SynthDiagnoseConfig) -> dict[str, list[dict[str, A
             continue
         for path, rec in chosen:
             if rec["render"] != "compact":
-                raise DataError(f"{path}:{rec.get('_line', '?')}: render is '{rec['render']}', but skills are only "
-                                "defined for compact renderings (midtrain synth generate --render compact)")
+                raise DataError(
+                    f"{path}:{rec.get('_line', '?')}: render is '{rec['render']}', but skills are only "
+                    "defined for compact renderings (midtrain synth generate --render compact)"
+                )
         selected[name] = [rec for _, rec in chosen]
     if not selected:
-        raise DataError(f"no problems of {', '.join(cfg.problems)} fall in the op ranges "
-                        + ", ".join(f"{k} {lo}-{hi}" for k, (lo, hi) in cfg.ranges().items()))
+        raise DataError(
+            f"no problems of {', '.join(cfg.problems)} fall in the op ranges "
+            + ", ".join(f"{k} {lo}-{hi}" for k, (lo, hi) in cfg.ranges().items())
+        )
     return selected
 
 
@@ -264,15 +276,19 @@ def diagnose(cfg: SynthDiagnoseConfig) -> Result:
                 t0 = time.perf_counter()
                 skills = skill_accuracy(model, tok, probs, batch_size=cfg.batch_size)
                 acc = trace_and_direct_accuracy(model, tok, probs, batch_size=cfg.batch_size)
-                report["ranges"][name] = {"ops": list(ranges[name]), "n": len(probs), "trace_acc": acc["trace_acc"],
-                                          "direct_acc": acc["direct_acc"], "skills": skills, "by_op": acc["by_op"]}
-                metrics.update({f"{name}/trace_acc": acc["trace_acc"], f"{name}/direct_acc": acc["direct_acc"],
-                                f"{name}/n": len(probs)})
-                log(f"synth diagnose: {name} ({len(probs)} problems, {time.perf_counter() - t0:.1f}s) trace_acc "
-                    f"{acc['trace_acc']:.4f} direct_acc {acc['direct_acc']:.4f} "
-                    + " ".join(f"{k} {v:.3f}" for k, v in skills.items()))
+                report["ranges"][name] = {
+                    "ops": list(ranges[name]),
+                    "n": len(probs),
+                    "trace_acc": acc["trace_acc"],
+                    "direct_acc": acc["direct_acc"],
+                    "skills": skills,
+                    "by_op": acc["by_op"],
+                }
+                metrics.update({f"{name}/trace_acc": acc["trace_acc"], f"{name}/direct_acc": acc["direct_acc"], f"{name}/n": len(probs)})
+                log(
+                    f"synth diagnose: {name} ({len(probs)} problems, {time.perf_counter() - t0:.1f}s) trace_acc "
+                    f"{acc['trace_acc']:.4f} direct_acc {acc['direct_acc']:.4f} " + " ".join(f"{k} {v:.3f}" for k, v in skills.items())
+                )
         atomic_write_json(run.path / DIAGNOSE_JSON, report)
         run.finish(metrics)
         return Result.of(run)
-
-

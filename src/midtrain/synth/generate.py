@@ -38,14 +38,18 @@ class GenerateResult:
     modes: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "n": self.n, "seconds": self.seconds, "ops": self.ops, "contexts": self.contexts,
-                "modes": self.modes}
+        return {"out": self.out, "n": self.n, "seconds": self.seconds, "ops": self.ops, "contexts": self.contexts, "modes": self.modes}
 
     def summary(self) -> str:
         rate = self.n / self.seconds if self.seconds > 0 else float("inf")
-        return "\n".join([f"synth generate: {self.n} problems → {self.out} ({rate:.0f}/s)",
-                          hist_line("op", self.ops), hist_line("context", self.contexts),
-                          hist_line("mode", self.modes)])
+        return "\n".join(
+            [
+                f"synth generate: {self.n} problems → {self.out} ({rate:.0f}/s)",
+                hist_line("op", self.ops),
+                hist_line("context", self.contexts),
+                hist_line("mode", self.modes),
+            ]
+        )
 
 
 def generate(cfg: SynthConfig) -> GenerateResult:
@@ -56,8 +60,14 @@ def generate(cfg: SynthConfig) -> GenerateResult:
     recs = generate_problems(cfg)
     seconds = time.perf_counter() - t0
     write_jsonl(cfg.out, recs)
-    res = GenerateResult(cfg.out, len(recs), round(seconds, 3), histogram([r["op"] for r in recs]),
-                         histogram([r["context"] for r in recs]), histogram([r["mode"] for r in recs]))
+    res = GenerateResult(
+        cfg.out,
+        len(recs),
+        round(seconds, 3),
+        histogram([r["op"] for r in recs]),
+        histogram([r["context"] for r in recs]),
+        histogram([r["mode"] for r in recs]),
+    )
     log(f"synth generate: {len(recs)} problems → {cfg.out}")
     return res
 
@@ -69,37 +79,47 @@ __all__ = ["SynthConfig", "GenerateResult", "generate_problems", "generate"]
 class SynthConfig(Config):
     """Generate synthetic dependency-graph problems."""
 
-    ops: str | list[int] = param("2-8", "Op counts (difficulty): a range '2-8', a list '2,4,6' or weighted "
-                                 "ranges '2-5:0.6,6-8:0.4' (uniform within a range).")
-    preset: str | None = param(None, "A named op mixture used instead of ops: paper-id (2-10), paper-edge "
-                               "(11-14), paper-hard (15-20), tiny-id (2-5), tiny-edge (6-8), tiny-hard (9-12), "
-                               "... (midtrain.synth.mix.PRESETS).")
-    contexts: list[str] = param(["zoo"], "Surface contexts: built-in names (zoo, teachers, movies) or context YAML "
-                                "paths; an optional ':weight' suffix sets the mixture (zoo:0.99,teachers:0.01).")
-    context_weights: dict[str, float] | None = param(None, "Mixture weights by context name (instead of ':weight' "
-                                                     "suffixes); default uniform.")
+    ops: str | list[int] = param(
+        "2-8", "Op counts (difficulty): a range '2-8', a list '2,4,6' or weighted ranges '2-5:0.6,6-8:0.4' (uniform within a range)."
+    )
+    preset: str | None = param(
+        None,
+        "A named op mixture used instead of ops: paper-id (2-10), paper-edge "
+        "(11-14), paper-hard (15-20), tiny-id (2-5), tiny-edge (6-8), tiny-hard (9-12), "
+        "... (midtrain.synth.mix.PRESETS).",
+    )
+    contexts: list[str] = param(
+        ["zoo"],
+        "Surface contexts: built-in names (zoo, teachers, movies) or context YAML "
+        "paths; an optional ':weight' suffix sets the mixture (zoo:0.99,teachers:0.01).",
+    )
+    context_weights: dict[str, float] | None = param(
+        None, "Mixture weights by context name (instead of ':weight' suffixes); default uniform."
+    )
     n: int = param(100, "Number of problems.")
     seed: int = param(0, "Random seed: the same config gives the same records.")
     mode: Literal["forward", "reverse", "mixed"] = param(
-        "forward", "forward: compute the asked quantity; reverse: one constant is unknown and a downstream value "
-        "is given; mixed: both (reverse_share).")
+        "forward",
+        "forward: compute the asked quantity; reverse: one constant is unknown and a downstream value "
+        "is given; mixed: both (reverse_share).",
+    )
     reverse_share: float = param(0.5, "Share of reverse problems when mode=mixed.")
     render: Literal["natural", "compact"] = param(
-        "natural", "natural: English sentences in a context; compact: letter names, one fact per '.' clause "
-        "(tiny models).")
-    modulus: int | None = param(None, "Do all arithmetic modulo this number (10 for the compact tiny-model world); "
-                                "null: integers in 0..max_value.")
+        "natural", "natural: English sentences in a context; compact: letter names, one fact per '.' clause (tiny models)."
+    )
+    modulus: int | None = param(
+        None, "Do all arithmetic modulo this number (10 for the compact tiny-model world); null: integers in 0..max_value."
+    )
     const_max: int = param(4, "Constants are drawn from 1..const_max.")
-    max_multiplier: int = param(3, "Products multiply by 2..max_multiplier (with a modulus: only those coprime "
-                                "with it).")
+    max_multiplier: int = param(3, "Products multiply by 2..max_multiplier (with a modulus: only those coprime with it).")
     max_value: int = param(999, "Without a modulus every quantity stays within 0..max_value.")
     kinds: list[str] = param(list(KINDS), "Allowed combination rules (constants always): sum, diff, mul, total.")
     distractors: bool = param(True, "Add facts that the answer does not need.")
     max_distractors: int = param(4, "With distractors: 1..max_distractors extra facts per problem.")
     order: Literal["shuffled", "dependency"] = param(
-        "shuffled", "Fact order: shuffled (the paper) or dependency order (learnable by tiny models, DESIGN §4).")
-    max_tries: int = param(200, "Draws per problem before the request is declared impossible (duplicates and "
-                           "dead ends are redrawn).")
+        "shuffled", "Fact order: shuffled (the paper) or dependency order (learnable by tiny models, DESIGN §4)."
+    )
+    max_tries: int = param(200, "Draws per problem before the request is declared impossible (duplicates and dead ends are redrawn).")
     out: str = param("", "Output JSONL file (synth generate).")
 
     def check(self) -> None:
@@ -119,14 +139,12 @@ class SynthConfig(Config):
             ("max_distractors", self.max_distractors >= 0, "must be >= 0"),
             ("max_tries", self.max_tries >= 1, "must be at least 1"),
             ("reverse_share", 0.0 <= self.reverse_share <= 1.0, "must be within 0..1"),
-            ("kinds", bool(self.kinds) and set(self.kinds) <= set(KINDS),
-             f"must be a non-empty subset of {', '.join(KINDS)}"),
+            ("kinds", bool(self.kinds) and set(self.kinds) <= set(KINDS), f"must be a non-empty subset of {', '.join(KINDS)}"),
         ]:
             if not ok:
                 raise ConfigError(f"key '{key}': {rule}, got {getattr(self, key)!r}")
         if not self.multipliers():
-            raise ConfigError(f"key 'max_multiplier': no multiplier in 2..{self.max_multiplier} is coprime with "
-                              f"modulus {self.modulus}")
+            raise ConfigError(f"key 'max_multiplier': no multiplier in 2..{self.max_multiplier} is coprime with modulus {self.modulus}")
         bad = [op for op in dist.ops if not MIN_OP <= op <= MAX_OP]
         if bad:
             raise ConfigError(f"key 'ops': op counts must be within {MIN_OP}..{MAX_OP}, got {bad[0]}")
@@ -139,8 +157,7 @@ class SynthConfig(Config):
         return tuple(k for k in ks if self.modulus is None or math.gcd(k, self.modulus) == 1)
 
     def spec(self) -> WorldSpec:
-        return WorldSpec(self.const_max, self.multipliers(), self.modulus, self.max_value, tuple(self.kinds),
-                         self.max_distractors)
+        return WorldSpec(self.const_max, self.multipliers(), self.modulus, self.max_value, tuple(self.kinds), self.max_distractors)
 
 
 def generate_problems(cfg: SynthConfig | int | None = None, /, **fields: Any) -> list[dict[str, Any]]:
@@ -183,5 +200,3 @@ def generate_problems(cfg: SynthConfig | int | None = None, /, **fields: Any) ->
         seen.add(rec["id"])
         out.append(rec)
     return out
-
-

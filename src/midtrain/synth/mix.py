@@ -17,8 +17,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from midtrain.errors import ConfigError
 
@@ -156,8 +157,9 @@ def _stratified(n: int, values: Sequence[Any], weights: Sequence[float], rng: ra
     return out
 
 
-def plan_slots(n: int, ops: OpDistribution, contexts: Sequence[tuple[Any, float]], mode: str,
-               reverse_share: float, rng: random.Random) -> list[tuple[int, Any, str]]:
+def plan_slots(
+    n: int, ops: OpDistribution, contexts: Sequence[tuple[Any, float]], mode: str, reverse_share: float, rng: random.Random
+) -> list[tuple[int, Any, str]]:
     """n (op, context, mode) slots, each factor stratified by its weights."""
     op_list = _stratified(n, ops.ops, ops.weights, rng)
     ctx_list = _stratified(n, [c for c, _ in contexts], [w for _, w in contexts], rng)
@@ -168,8 +170,7 @@ def plan_slots(n: int, ops: OpDistribution, contexts: Sequence[tuple[Any, float]
     return list(zip(op_list, ctx_list, modes))
 
 
-def mix_records(primary: Sequence[dict], replay: Sequence[dict], replay_share: float, *, n: int | None = None,
-                seed: int = 0) -> list[dict]:
+def mix_records(primary: Sequence[dict], replay: Sequence[dict], replay_share: float, *, n: int | None = None, seed: int = 0) -> list[dict]:
     """A shuffled mix in which ``replay_share`` of the records come from ``replay`` (the previous stage's data).
 
     ``n`` defaults to all of ``primary`` plus as many replay records as the share asks for; replay records are
@@ -201,6 +202,15 @@ def mix_records(primary: Sequence[dict], replay: Sequence[dict], replay_share: f
 
 
 __all__ = [
-    "SCALES", "PRESETS", "OpDistribution", "parse_ops", "op_distribution", "difficulty_mix", "replay_mix",
-    "parse_context_item", "allocate", "plan_slots", "mix_records",
+    "SCALES",
+    "PRESETS",
+    "OpDistribution",
+    "parse_ops",
+    "op_distribution",
+    "difficulty_mix",
+    "replay_mix",
+    "parse_context_item",
+    "allocate",
+    "plan_slots",
+    "mix_records",
 ]

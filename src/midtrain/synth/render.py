@@ -32,10 +32,11 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from midtrain.config import read_yaml
 from midtrain.errors import ConfigError
@@ -111,8 +112,7 @@ def context_from_dict(data: dict[str, Any], source: str) -> Context:
             raise _bad(source, key, f"renders as {sample!r}: use letters, spaces, ' and - only, not the word 'as'")
     if quantity.format(group=groups[0], item=items[0]).lower() == total.format(group=groups[0]).lower():
         raise _bad(source, "total", "must differ from the quantity template")
-    if (not isinstance(alphabet, str) or len(alphabet) < 2 or len(set(alphabet)) != len(alphabet)
-            or not all(c.isalpha() for c in alphabet)):
+    if not isinstance(alphabet, str) or len(alphabet) < 2 or len(set(alphabet)) != len(alphabet) or not all(c.isalpha() for c in alphabet):
         raise _bad(source, "alphabet", "must be a string of at least 2 distinct letters")
     return Context(name, groups, items, quantity, total, alphabet, source)
 
@@ -124,8 +124,9 @@ def load_context(spec: str) -> Context:
     if not path.suffix and "/" not in spec and not path.exists():
         path = CONTEXT_DIR / f"{spec}.yaml"
         if not path.is_file():
-            raise ConfigError(f"key 'contexts': unknown context '{spec}' (built-in: {', '.join(BUILTIN_CONTEXTS)}; "
-                              "or give the path of a context YAML)")
+            raise ConfigError(
+                f"key 'contexts': unknown context '{spec}' (built-in: {', '.join(BUILTIN_CONTEXTS)}; or give the path of a context YAML)"
+            )
     elif not path.is_file():
         raise ConfigError(f"key 'contexts': context file not found: {spec}")
     return context_from_dict(read_yaml(path), str(path))
@@ -182,8 +183,7 @@ def _natural_names(g: Graph, ctx: Context, rng: random.Random) -> tuple[dict[int
     use = free[: max(need, min(len(free), rng.randint(1, 3)))]
     for nid, j in zip(others, rng.sample(range(len(use) * len(ctx.items)), len(others))):
         parts[nid] = (use[j // len(ctx.items)], ctx.items[j % len(ctx.items)])
-    names = {nid: ctx.total_name(grp) if item is None else ctx.quantity_name(grp, item)
-             for nid, (grp, item) in parts.items()}
+    names = {nid: ctx.total_name(grp) if item is None else ctx.quantity_name(grp, item) for nid, (grp, item) in parts.items()}
     return names, parts
 
 
@@ -269,9 +269,11 @@ def trace_steps(g: Graph, nm: dict[int, str], letters: dict[int, str], compact: 
         if n.kind == "const":
             parts = [str(n.k), str(fs[i].b)]
         else:
-            parts = [_expr(n, [letters[p] for p in n.parents], compact),
-                     _expr(n, [_sub_text(fs[p], sym, compact) for p in n.parents], compact),
-                     lin_text(fs[i], sym, compact)]
+            parts = [
+                _expr(n, [letters[p] for p in n.parents], compact),
+                _expr(n, [_sub_text(fs[p], sym, compact) for p in n.parents], compact),
+                lin_text(fs[i], sym, compact),
+            ]
         parts = [p for j, p in enumerate(parts) if j == 0 or p != parts[j - 1]]
         body = L + eq + eq.join(parts)
         steps.append(body if compact else f"Define {nm[i]} as {L}; {body}")
@@ -286,25 +288,42 @@ def trace_steps(g: Graph, nm: dict[int, str], letters: dict[int, str], compact: 
     return steps
 
 
-def graph_dict(g: Graph, nm: dict[int, str], letters: dict[int, str], parts: dict[int, tuple], op: int,
-               render: str) -> dict[str, Any]:
+def graph_dict(g: Graph, nm: dict[int, str], letters: dict[int, str], parts: dict[int, tuple], op: int, render: str) -> dict[str, Any]:
     """The JSON form of a rendered graph: enough to re-verify any completion."""
     nodes = []
     for n in g.nodes:
-        d: dict[str, Any] = {"id": n.id, "name": nm[n.id], "kind": n.kind, "parents": n.parents, "k": n.k,
-                             "value": n.value, "necessary": n.necessary}
+        d: dict[str, Any] = {
+            "id": n.id,
+            "name": nm[n.id],
+            "kind": n.kind,
+            "parents": n.parents,
+            "k": n.k,
+            "value": n.value,
+            "necessary": n.necessary,
+        }
         if n.id in letters and n.necessary:
             d["letter"] = letters[n.id]
         if n.id in parts:
             d["group"], d["item"] = parts[n.id]
         nodes.append(d)
     given = {"node": g.target, "value": g.nodes[g.target].value} if g.unknown is not None else None
-    return {"nodes": nodes, "target": g.target, "asked": g.asked, "unknown": g.unknown, "given": given,
-            "modulus": g.modulus, "op": op, "render": render, "order": g.order, "trace": g.trace_order()}
+    return {
+        "nodes": nodes,
+        "target": g.target,
+        "asked": g.asked,
+        "unknown": g.unknown,
+        "given": given,
+        "modulus": g.modulus,
+        "op": op,
+        "render": render,
+        "order": g.order,
+        "trace": g.trace_order(),
+    }
 
 
-def render_record(g: Graph, ctx: Context, render: str, order: str, rng: random.Random, *, op: int,
-                  mode: str) -> tuple[dict[str, Any] | None, str]:
+def render_record(
+    g: Graph, ctx: Context, render: str, order: str, rng: random.Random, *, op: int, mode: str
+) -> tuple[dict[str, Any] | None, str]:
     """One problem record (or None and why the context could not name this graph)."""
     compact = render == "compact"
     parts: dict[int, tuple] = {}
@@ -337,9 +356,18 @@ def render_record(g: Graph, ctx: Context, render: str, order: str, rng: random.R
         completion = f" {solution} </think> <answer> {answer} </answer>"
     rid = "syn-" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
     return {
-        "id": rid, "op": op, "context": ctx.name, "mode": mode, "render": render, "problem": problem,
-        "question": question, "solution": solution, "answer": answer,
-        "graph": graph_dict(g, nm, letters, parts, op, render), "prompt": prompt, "completion": completion,
+        "id": rid,
+        "op": op,
+        "context": ctx.name,
+        "mode": mode,
+        "render": render,
+        "problem": problem,
+        "question": question,
+        "solution": solution,
+        "answer": answer,
+        "graph": graph_dict(g, nm, letters, parts, op, render),
+        "prompt": prompt,
+        "completion": completion,
     }, ""
 
 
@@ -347,8 +375,7 @@ def render_record(g: Graph, ctx: Context, render: str, order: str, rng: random.R
 def _raw_parts(problem: dict[str, Any]) -> tuple[str, str]:
     if problem.get("render") == "compact":
         return f"<question>{problem['problem']}{problem['question']}</question>", f"<answer>{problem['answer']}</answer>"
-    return (f"<question> {problem['problem']} {problem['question']} </question> ",
-            f"<answer> {problem['answer']} </answer>")
+    return (f"<question> {problem['problem']} {problem['question']} </question> ", f"<answer> {problem['answer']} </answer>")
 
 
 def raw_document(problem: dict[str, Any]) -> str:
@@ -376,12 +403,29 @@ def annotate(problem: dict[str, Any], *, per_step: bool = False) -> dict[str, An
     segments = [{"text": head, "thought": thoughts[0]}]
     segments += [{"text": "", "thought": t} for t in thoughts[1:]]
     segments.append({"text": tail, "thought": ""})
-    return {"id": f"{problem['id']}-think", "source_id": problem["id"], "chunk": head + tail, "domain": "synthetic",
-            "segments": segments, "annotator": "programmatic", "status": "accepted"}
-
+    return {
+        "id": f"{problem['id']}-think",
+        "source_id": problem["id"],
+        "chunk": head + tail,
+        "domain": "synthetic",
+        "segments": segments,
+        "annotator": "programmatic",
+        "status": "accepted",
+    }
 
 
 __all__ = [
-    "Context", "BUILTIN_CONTEXTS", "context_from_dict", "load_context", "load_contexts", "lin_text", "trace_steps",
-    "graph_dict", "render_record", "raw_document", "split_steps", "annotate", "render_augmented",
+    "Context",
+    "BUILTIN_CONTEXTS",
+    "context_from_dict",
+    "load_context",
+    "load_contexts",
+    "lin_text",
+    "trace_steps",
+    "graph_dict",
+    "render_record",
+    "raw_document",
+    "split_steps",
+    "annotate",
+    "render_augmented",
 ]

@@ -52,12 +52,18 @@ class StatsResult:
         return dict(self.__dict__)
 
     def summary(self) -> str:
-        lines = [f"{self.file}: {self.n} records", hist_line("op", self.ops), hist_line("context", self.contexts),
-                 hist_line("mode", self.modes), hist_line("render", self.renders),
-                 f"\nlength ({self.unit}) " + "".join(f"{q:>8}" for q in ("mean", "p50", "p90", "p99", "max"))]
+        lines = [
+            f"{self.file}: {self.n} records",
+            hist_line("op", self.ops),
+            hist_line("context", self.contexts),
+            hist_line("mode", self.modes),
+            hist_line("render", self.renders),
+            f"\nlength ({self.unit}) " + "".join(f"{q:>8}" for q in ("mean", "p50", "p90", "p99", "max")),
+        ]
         for name, s in self.lengths.items():
-            lines.append(f"{name:<16}" + "".join(f"{s[q]:>8.1f}" if q == "mean" else f"{s[q]:>8.0f}"
-                                                 for q in ("mean", "p50", "p90", "p99", "max")))
+            lines.append(
+                f"{name:<16}" + "".join(f"{s[q]:>8.1f}" if q == "mean" else f"{s[q]:>8.0f}" for q in ("mean", "p50", "p90", "p99", "max"))
+            )
         return "\n".join(lines)
 
 
@@ -67,8 +73,7 @@ def _percentiles(xs: list[int]) -> dict[str, float]:
     def q(p: float) -> float:
         return float(s[min(len(s) - 1, max(0, -(-int(p * len(s)) // 100) - 1))]) if s else 0.0
 
-    return {"mean": round(sum(s) / len(s), 2) if s else 0.0, "p50": q(50), "p90": q(90), "p99": q(99),
-            "max": float(s[-1]) if s else 0.0}
+    return {"mean": round(sum(s) / len(s), 2) if s else 0.0, "p50": q(50), "p90": q(90), "p99": q(99), "max": float(s[-1]) if s else 0.0}
 
 
 def stats(cfg: StatsConfig) -> StatsResult:
@@ -83,8 +88,7 @@ def stats(cfg: StatsConfig) -> StatsResult:
         unit = "tokens"
 
         def length(xs: list[str]) -> list[int]:
-            return [len(ids) for i in range(0, len(xs), 512)
-                    for ids in tok(xs[i:i + 512], add_special_tokens=False)["input_ids"]]
+            return [len(ids) for i in range(0, len(xs), 512) for ids in tok(xs[i : i + 512], add_special_tokens=False)["input_ids"]]
     else:
         unit = "chars"
 
@@ -92,9 +96,12 @@ def stats(cfg: StatsConfig) -> StatsResult:
             return [len(x) for x in xs]
 
     return StatsResult(
-        cfg.file, len(recs), unit, histogram([r["op"] for r in recs]), histogram([r["context"] for r in recs]),
-        histogram([r["mode"] for r in recs]), histogram([r.get("render", "?") for r in recs]),
+        cfg.file,
+        len(recs),
+        unit,
+        histogram([r["op"] for r in recs]),
+        histogram([r["context"] for r in recs]),
+        histogram([r["mode"] for r in recs]),
+        histogram([r.get("render", "?") for r in recs]),
         {name: _percentiles(length(xs)) for name, xs in texts.items()},
     )
-
-

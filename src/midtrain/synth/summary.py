@@ -27,8 +27,9 @@ evaluation) also ``ranges``, ``by_range`` and ``by_range_context_mode``. ``midtr
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from midtrain.data import iter_records, require
 from midtrain.errors import ConfigError, DataError, MidtrainError
@@ -40,8 +41,9 @@ REQUIRED = ("id", "op", "prompt")
 REWARD_KINDS = ("outcome", "process", "strict")
 
 
-def load_problems(path: str | Path, *, ranges: dict[str, list[int]] | None = None, limit: int = 0,
-                  required: Sequence[str] = REQUIRED) -> list[dict[str, Any]]:
+def load_problems(
+    path: str | Path, *, ranges: dict[str, list[int]] | None = None, limit: int = 0, required: Sequence[str] = REQUIRED
+) -> list[dict[str, Any]]:
     """Synthetic problem records (``required`` fields, unique ids as strings, an integer ``op``), optionally only
     the first ``limit`` whose op lies inside ``ranges``; errors name file and line."""
     out: list[dict[str, Any]] = []
@@ -150,8 +152,13 @@ def range_of(op: int, ranges: dict[str, list[int]]) -> str:
     return "other"
 
 
-def summarize(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]], *, ks: Sequence[int] | None = None,
-              ranges: dict[str, list[int]] | None = None) -> dict[str, Any]:
+def summarize(
+    rows: Sequence[dict[str, Any]],
+    problems: Sequence[dict[str, Any]],
+    *,
+    ks: Sequence[int] | None = None,
+    ranges: dict[str, list[int]] | None = None,
+) -> dict[str, Any]:
     """The synthetic summary of sample rows of ``problems`` (see the module docstring)."""
     ranges = ranges or {}
     meta = {str(p["id"]): p for p in problems}
@@ -161,8 +168,13 @@ def summarize(rows: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]
         p = meta.get(str(r["id"]), {})
         op = int(p.get("op", r.get("op") or 0))
         ctx, mode, rng = str(p.get("context", r.get("context"))), str(p.get("mode", r.get("mode"))), range_of(op, ranges)
-        for key, name in (("by_range", rng), ("by_op", str(op)), ("by_context", ctx), ("by_mode", mode),
-                          ("by_range_context_mode", f"{rng}|{ctx}|{mode}")):
+        for key, name in (
+            ("by_range", rng),
+            ("by_op", str(op)),
+            ("by_context", ctx),
+            ("by_mode", mode),
+            ("by_range_context_mode", f"{rng}|{ctx}|{mode}"),
+        ):
             if key in groups:
                 groups[key][name].append(r)
     answered = {str(r["id"]) for r in rows}
@@ -181,5 +193,4 @@ def flatten(summary: dict[str, Any]) -> dict[str, Any]:
     return {**summary["overall"], **{k: v for k, v in summary.items() if k != "overall"}}
 
 
-__all__ = ["load_problems", "generate", "scale_ranges", "synth_config", "group_metrics", "summarize", "flatten",
-           "range_of", "REWARD_KINDS"]
+__all__ = ["load_problems", "generate", "scale_ranges", "synth_config", "group_metrics", "summarize", "flatten", "range_of", "REWARD_KINDS"]

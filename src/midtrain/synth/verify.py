@@ -37,8 +37,9 @@ anchored and linear, so any string is answered in time linear in its (capped) le
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.data import iter_jsonl
@@ -204,8 +205,7 @@ def gold_of(problem: dict[str, Any]) -> Gold:
     """The necessary nodes of a problem record with their parents and values, keyed by quantity name."""
     g = problem["graph"]
     render = problem.get("render") or g.get("render", "natural")
-    nodes = [Node(d["id"], d["kind"], list(d["parents"]), d.get("k"), d["value"], d.get("necessary", True))
-             for d in g["nodes"]]
+    nodes = [Node(d["id"], d["kind"], list(d["parents"]), d.get("k"), d["value"], d.get("necessary", True)) for d in g["nodes"]]
     name = {d["id"]: _key(d["name"], render) for d in g["nodes"]}
     unknown = g.get("unknown")
     fs = forms(nodes, unknown, g.get("modulus"))
@@ -214,8 +214,7 @@ def gold_of(problem: dict[str, Any]) -> Gold:
     values = {name[n.id]: fs[n.id] for n in nodes if n.necessary}
     if unknown is not None:
         values[name[unknown]] = Lin(0, nodes[unknown].value)
-    return Gold(render, g.get("modulus"), keys, parents, values, None if unknown is None else name[unknown],
-                int(problem["answer"]))
+    return Gold(render, g.get("modulus"), keys, parents, values, None if unknown is None else name[unknown], int(problem["answer"]))
 
 
 # -- parsing a completion ---------------------------------------------------------------------------------------
@@ -235,7 +234,7 @@ def split_completion(completion: str) -> tuple[str, str | None]:
             return trace, None
     else:  # no </think>: the trace runs from <think> (when present) to the answer tag
         i = completion.find(THINK_OPEN)
-        s = completion[i + len(THINK_OPEN):] if i >= 0 else completion
+        s = completion[i + len(THINK_OPEN) :] if i >= 0 else completion
         end = s.find("<answer>")
         if end < 0:
             return s, None
@@ -243,7 +242,7 @@ def split_completion(completion: str) -> tuple[str, str | None]:
     a = rest.find("<answer>")
     if a < 0:
         return trace, None
-    rest = rest[a + len("<answer>"):]
+    rest = rest[a + len("<answer>") :]
     b = rest.find("</answer>")
     return trace, (rest[:b] if b >= 0 else rest[:64])
 
@@ -392,9 +391,19 @@ def verify(problem: dict[str, Any], completion: str) -> Verification:
     elif answer is None:
         reason = "bad answer"
     else:
-        reason = next((why for kind, why in (("answer", "wrong answer"), ("value", "wrong value"),
-                                             ("dependency", "wrong dependency"), ("missing", "missing step"))
-                       if mm[kind]), "unverified")
+        reason = next(
+            (
+                why
+                for kind, why in (
+                    ("answer", "wrong answer"),
+                    ("value", "wrong value"),
+                    ("dependency", "wrong dependency"),
+                    ("missing", "missing step"),
+                )
+                if mm[kind]
+            ),
+            "unverified",
+        )
     shown = None if answer_text is None else answer_text.strip()[:64]
     return Verification(verified, outcome, correct / n_gold if n_gold else 0.0, shown, correct, n_gold, mm, reason)
 
@@ -428,10 +437,19 @@ def sample_row(problem: dict[str, Any], sample: int, completion: str) -> dict[st
     """
     v = verify(problem, completion)
     return {
-        "id": problem["id"], "sample": sample, "op": problem.get("op"), "context": problem.get("context"),
-        "mode": problem.get("mode"), "completion": completion, "answer": v.answer, "gold": plain(problem.get("answer")),
-        "verified": bool(v.verified), "outcome_correct": bool(v.outcome_correct), "correct": bool(v.verified),
-        "process_acc": float(v.process_acc), "reason": v.reason,
+        "id": problem["id"],
+        "sample": sample,
+        "op": problem.get("op"),
+        "context": problem.get("context"),
+        "mode": problem.get("mode"),
+        "completion": completion,
+        "answer": v.answer,
+        "gold": plain(problem.get("answer")),
+        "verified": bool(v.verified),
+        "outcome_correct": bool(v.outcome_correct),
+        "correct": bool(v.verified),
+        "process_acc": float(v.process_acc),
+        "reason": v.reason,
         "mismatches": {str(k): int(x) for k, x in v.mismatches.items()},
         "rewards": {kind: reward_of(v, kind) for kind in ("outcome", "process", "strict")},
     }
@@ -448,8 +466,7 @@ def plain(x: Any) -> Any:
     return str(x)
 
 
-def summarize(problems: list[dict[str, Any]], completions: dict[str, list[str]],
-              ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+def summarize(problems: list[dict[str, Any]], completions: dict[str, list[str]], ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
     """The ``synth verify --json`` summary of several completions per problem: :func:`midtrain.synth.summary.flatten`
     of :func:`midtrain.synth.summary.summarize` (overall keys at the top, then ``by_op``/``by_context``/``by_mode``).
 
@@ -471,8 +488,9 @@ PROBLEM_FIELDS = ("id", "op", "context", "mode", "render", "answer", "graph", "p
 @dataclass
 class VerifyConfig(Config):
     problems: str = param("", "Problem JSONL written by 'synth generate'.")
-    completions: str | None = param(None, "JSONL of {id, completion} lines (several per id allowed); default: "
-                                    "the problems' own gold completions.")
+    completions: str | None = param(
+        None, "JSONL of {id, completion} lines (several per id allowed); default: the problems' own gold completions."
+    )
     ks: list[int] = param(list(DEFAULT_KS), "k values of pass@k (values above the samples per problem are skipped).")
 
     def check(self) -> None:
@@ -503,11 +521,12 @@ class VerifyResult:
         ]
         for key in ("by_op", "by_context", "by_mode"):
             label = key[3:]
-            lines.append(f"\n{label:<10} {'problems':>8} {'samples':>8} {'verified':>9} {'process':>9} {'outcome':>9} "
-                         f"{'hacking':>9}")
+            lines.append(f"\n{label:<10} {'problems':>8} {'samples':>8} {'verified':>9} {'process':>9} {'outcome':>9} {'hacking':>9}")
             for g, s in d[key].items():
-                lines.append(f"{g:<10} {s['n']:>8} {s['samples']:>8} {s['verified_acc']:>9.4f} {s['process_acc']:>9.4f} "
-                             f"{s['outcome_acc']:>9.4f} {s['hacking_rate']:>9.4f}")
+                lines.append(
+                    f"{g:<10} {s['n']:>8} {s['samples']:>8} {s['verified_acc']:>9.4f} {s['process_acc']:>9.4f} "
+                    f"{s['outcome_acc']:>9.4f} {s['hacking_rate']:>9.4f}"
+                )
         return "\n".join(lines)
 
 
@@ -518,8 +537,7 @@ def load_problems(path: str) -> list[dict[str, Any]]:
         try:
             gold_of(rec)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise DataError(f"{path}:{rec.get('_line', '?')}: not a synthetic problem record (bad graph: "
-                            f"{type(e).__name__} {e})") from None
+            raise DataError(f"{path}:{rec.get('_line', '?')}: not a synthetic problem record (bad graph: {type(e).__name__} {e})") from None
     return recs
 
 
@@ -552,7 +570,25 @@ def run(cfg: VerifyConfig) -> VerifyResult:
 
 
 __all__ = [
-    "MAX_CHARS", "MISMATCH_KINDS", "DEFAULT_KS", "ParseError", "Verification", "Gold", "Step", "tokenize", "evaluate",
-    "gold_of", "split_completion", "parse_answer", "parse_steps", "verify", "reward", "reward_of", "sample_row",
-    "summarize", "VerifyConfig", "VerifyResult", "run",
+    "MAX_CHARS",
+    "MISMATCH_KINDS",
+    "DEFAULT_KS",
+    "ParseError",
+    "Verification",
+    "Gold",
+    "Step",
+    "tokenize",
+    "evaluate",
+    "gold_of",
+    "split_completion",
+    "parse_answer",
+    "parse_steps",
+    "verify",
+    "reward",
+    "reward_of",
+    "sample_row",
+    "summarize",
+    "VerifyConfig",
+    "VerifyResult",
+    "run",
 ]

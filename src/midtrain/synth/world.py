@@ -186,8 +186,7 @@ def _ok_value(v: int, spec: WorldSpec) -> bool:
     return spec.modulus is not None or 0 <= v <= spec.max_value
 
 
-def _draw(kind: str, nodes: list[Node], frontier: list[int], in_total: set[int], rng: random.Random,
-          spec: WorldSpec) -> Proposal | None:
+def _draw(kind: str, nodes: list[Node], frontier: list[int], in_total: set[int], rng: random.Random, spec: WorldSpec) -> Proposal | None:
     """A random proposal of ``kind`` (parents mostly from the frontier), or None if there are too few nodes."""
     if kind == "const":
         return ("const", [], rng.randint(1, spec.const_max))
@@ -222,8 +221,7 @@ def _feasible(prop: Proposal, frontier: list[int], budget: int, nodes: list[Node
     return _ok_value(_value(prop, nodes, spec), spec)
 
 
-def _fallbacks(nodes: list[Node], frontier: list[int], in_total: set[int], rng: random.Random,
-               spec: WorldSpec) -> list[Proposal]:
+def _fallbacks(nodes: list[Node], frontier: list[int], in_total: set[int], rng: random.Random, spec: WorldSpec) -> list[Proposal]:
     """Merges of frontier nodes, products and a constant: what a tight budget still allows."""
     fr = frontier[:]
     rng.shuffle(fr)
@@ -260,8 +258,7 @@ def build_dag(op: int, rng: random.Random, spec: WorldSpec) -> list[Node] | None
                 prop = cand
                 break
         if prop is None:
-            prop = next((c for c in _fallbacks(nodes, frontier, in_total, rng, spec)
-                         if _feasible(c, frontier, budget, nodes, spec)), None)
+            prop = next((c for c in _fallbacks(nodes, frontier, in_total, rng, spec) if _feasible(c, frontier, budget, nodes, spec)), None)
         if prop is None:
             return None
         kind, parents, k = prop
@@ -332,6 +329,18 @@ def build_graph(op: int, mode: str, rng: random.Random, spec: WorldSpec, distrac
 
 
 __all__ = [
-    "KINDS", "MAX_OP", "Lin", "Node", "Graph", "WorldSpec", "forms", "ancestors", "op_count",
-    "build_dag", "add_distractors", "choose_unknown", "dependency_order", "build_graph",
+    "KINDS",
+    "MAX_OP",
+    "Lin",
+    "Node",
+    "Graph",
+    "WorldSpec",
+    "forms",
+    "ancestors",
+    "op_count",
+    "build_dag",
+    "add_distractors",
+    "choose_unknown",
+    "dependency_order",
+    "build_graph",
 ]

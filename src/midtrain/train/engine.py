@@ -115,8 +115,9 @@ def optimizer_kwargs(optim: OptimConfig, max_steps: int) -> dict[str, Any]:
     )
 
 
-def trainer_kwargs(optim: OptimConfig, *, max_steps: int, precision: str, seed: int, log_every_steps: int,
-                   gradient_checkpointing: bool) -> dict[str, Any]:
+def trainer_kwargs(
+    optim: OptimConfig, *, max_steps: int, precision: str, seed: int, log_every_steps: int, gradient_checkpointing: bool
+) -> dict[str, Any]:
     """The arguments every stage gives its trainer: optimizer, precision, seeds, logging, our own progress output."""
     import torch
 
@@ -174,8 +175,7 @@ def follow_run(out: str | Path, stage: str, cfg: Config, inputs: dict[str, Any])
     yield Run(path, stage, key, {"metrics": {}}, cached=done, resumed=started and not done)
 
 
-def open_training_run(out: str | Path, stage: str, cfg: Config, inputs: dict[str, Any], *, overwrite: bool,
-                      seed: int) -> Any:
+def open_training_run(out: str | Path, stage: str, cfg: Config, inputs: dict[str, Any], *, overwrite: bool, seed: int) -> Any:
     """The run directory as a context manager: rank 0 opens it, the other ranks follow it."""
     if is_main():
         return open_run(out, stage, cfg, inputs, overwrite=overwrite, seed=seed)
@@ -207,8 +207,7 @@ def resume_point(ckpt_dir: Path, marker: str, model_conf: Any = None, *, remove_
             for key in ARCH_KEYS:
                 ours = getattr(model_conf, key, conf.get(key))
                 if key in conf and conf[key] != ours:
-                    raise RunDirError(f"{p} holds a checkpoint of another architecture ({key} {conf[key]} vs {ours}); "
-                                      "use --overwrite")
+                    raise RunDirError(f"{p} holds a checkpoint of another architecture ({key} {conf[key]} vs {ours}); use --overwrite")
             return p
         if remove_incomplete:
             shutil.rmtree(p, ignore_errors=True)
@@ -341,8 +340,10 @@ class MFUMeter:
         achieved = tokens_per_second * self.flops_per_token
         if achieved > self.peak:
             if is_main():
-                log(f"MFU: achieved {achieved / 1e12:.3g} TFLOP/s exceeds the peak used ({self.peak / 1e12:.3g}); "
-                    "MFU is now relative to the achieved rate")
+                log(
+                    f"MFU: achieved {achieved / 1e12:.3g} TFLOP/s exceeds the peak used ({self.peak / 1e12:.3g}); "
+                    "MFU is now relative to the achieved rate"
+                )
             self.peak = achieved
         return mfu(achieved, self.peak)
 
@@ -475,8 +476,33 @@ def train(trainer: Any, resume: Path | None) -> Any:
 
 
 __all__ = [
-    "CKPT_DIR", "DEVICE_PEAKS", "LOG", "MFUMeter", "OptimConfig", "Periodic", "PeriodicCallback", "Precision",
-    "StepLogCallback", "Window", "checkpoint_step", "follow_run", "is_main", "measure_peak", "mfu",
-    "open_training_run", "optimizer_kwargs", "peak_flops", "rate", "read_log", "resolve_precision", "resume_point",
-    "save_final", "start", "table_peak", "train", "trainer_kwargs", "truncate_log", "world_size",
+    "CKPT_DIR",
+    "DEVICE_PEAKS",
+    "LOG",
+    "MFUMeter",
+    "OptimConfig",
+    "Periodic",
+    "PeriodicCallback",
+    "Precision",
+    "StepLogCallback",
+    "Window",
+    "checkpoint_step",
+    "follow_run",
+    "is_main",
+    "measure_peak",
+    "mfu",
+    "open_training_run",
+    "optimizer_kwargs",
+    "peak_flops",
+    "rate",
+    "read_log",
+    "resolve_precision",
+    "resume_point",
+    "save_final",
+    "start",
+    "table_peak",
+    "train",
+    "trainer_kwargs",
+    "truncate_log",
+    "world_size",
 ]

@@ -104,5 +104,10 @@ def rl_flops(n_params: int, trained_tokens: int, generated_tokens: int) -> float
 
 
 __all__ = [
-    "group_advantages", "zero_variance_fraction", "token_logprobs", "completion_mask", "dr_grpo_loss", "rl_flops",
+    "group_advantages",
+    "zero_variance_fraction",
+    "token_logprobs",
+    "completion_mask",
+    "dr_grpo_loss",
+    "rl_flops",
 ]

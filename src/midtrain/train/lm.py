@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from midtrain.config import Config, param
 from midtrain.console import log, seed_everything
@@ -78,7 +79,9 @@ class LMConfig(Config):
     weights: dict[str, float] = param({}, "Domain name → token share of the budget (default: equal).")
     replay: list[str] = param([], "Files from an earlier stage replayed as the 'replay' domain.")
     replay_share: float = param(0.0, "Share of the token budget given to `replay`.")
-    replay_format: Format = param("auto", "How replay records become text (auto: by their fields; the earlier stage's data often has another format).")
+    replay_format: Format = param(
+        "auto", "How replay records become text (auto: by their fields; the earlier stage's data often has another format)."
+    )
     seq_len: int = param(256, "Tokens per packed row.")
     batch_size: int = param(8, "Rows per device per micro-batch.")
     max_steps: int = param(0, "Optimizer steps (0: derived from max_tokens, or one pass over the data).")
@@ -127,7 +130,9 @@ def build_rows(cfg: LMConfig, tokenizer: Any) -> tuple[PackedRows, dict[str, Any
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.optim.grad_accum_steps * world_size()
     budget = cfg.max_steps * tokens_per_step if cfg.max_steps else (cfg.max_tokens or None)
     if cfg.replay_share > 0:
-        domains["replay"] = load_documents(cfg.replay, tokenizer, fmt=cfg.replay_format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain="replay")
+        domains["replay"] = load_documents(
+            cfg.replay, tokenizer, fmt=cfg.replay_format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain="replay"
+        )
         total = sum(weights.values())
         weights = {d: w / total * (1 - cfg.replay_share) for d, w in weights.items()}
         weights["replay"] = cfg.replay_share
@@ -168,8 +173,15 @@ def flops_per_token(model: Any, seq_len: int) -> float:
 class LMLogCallback(StepLogCallback):
     """The LM's ``log.jsonl`` record and progress line: tok/s and MFU over the logging window."""
 
-    def __init__(self, run: Run, max_steps: int, tokens_per_step: int, flops_per_token: float, precision: str,
-                 history: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        run: Run,
+        max_steps: int,
+        tokens_per_step: int,
+        flops_per_token: float,
+        precision: str,
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(run, max_steps, history)
         self.tokens_per_step = tokens_per_step
         self.mfu = MFUMeter(flops_per_token, peak_flops(precision))
@@ -189,8 +201,10 @@ class LMLogCallback(StepLogCallback):
 
     def line(self, rec: dict[str, Any], window: Window) -> str:
         eta = (self.max_steps - rec["step"]) * self.seconds_per_step(window)
-        return (f"step {rec['step']:>6}/{self.max_steps}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
-                f"{rec['tok_s']:,.0f} tok/s  MFU {rec['mfu']:.1%}  ETA {eta:,.0f}s")
+        return (
+            f"step {rec['step']:>6}/{self.max_steps}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
+            f"{rec['tok_s']:,.0f} tok/s  MFU {rec['mfu']:.1%}  ETA {eta:,.0f}s"
+        )
 
     def tokens_per_second(self) -> float:
         """The final ``tokens_per_second`` metric: whole-run average excluding the first step (see
@@ -206,8 +220,14 @@ def training_args(cfg: LMConfig, output_dir: Path, max_steps: int, precision: st
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
-        **trainer_kwargs(cfg.optim, max_steps=max_steps, precision=precision, seed=cfg.seed,
-                         log_every_steps=cfg.log_every_steps, gradient_checkpointing=cfg.gradient_checkpointing),
+        **trainer_kwargs(
+            cfg.optim,
+            max_steps=max_steps,
+            precision=precision,
+            seed=cfg.seed,
+            log_every_steps=cfg.log_every_steps,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        ),
         save_strategy="steps" if cfg.save_every_steps else "no",
         save_steps=cfg.save_every_steps or max_steps,
         save_total_limit=cfg.keep_checkpoints,
@@ -249,19 +269,30 @@ def train_lm(cfg: LMConfig, stage: str, callbacks: Sequence[Periodic] = ()) -> R
         fpt = flops_per_token(model, cfg.seq_len)
         resume, history = start(run, CHECKPOINT_DONE, model.config, logs=[LOG, *(c.log_name for c in callbacks)])
         logger = LMLogCallback(run, max_steps, tokens_per_step, fpt, precision, history)
-        trainer = Trainer(model=model, args=training_args(cfg, run.path / CKPT_DIR, max_steps, precision),
-                          train_dataset=rows, data_collator=collate, processing_class=tokenizer,  # checkpoints load alone
-                          callbacks=[logger, *(PeriodicCallback(c, run.path) for c in callbacks)])
+        trainer = Trainer(
+            model=model,
+            args=training_args(cfg, run.path / CKPT_DIR, max_steps, precision),
+            train_dataset=rows,
+            data_collator=collate,
+            processing_class=tokenizer,  # checkpoints load alone
+            callbacks=[logger, *(PeriodicCallback(c, run.path) for c in callbacks)],
+        )
         trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
-        log(f"{stage}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {len(rows)} rows × "
-            f"{cfg.seq_len} tokens, {max_steps} steps × {tokens_per_step} tokens, {precision}")
+        log(
+            f"{stage}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {len(rows)} rows × "
+            f"{cfg.seq_len} tokens, {max_steps} steps × {tokens_per_step} tokens, {precision}"
+        )
         out = train(trainer, resume)
         save_final(trainer, tokenizer, run.path)
         if is_main():
             metrics = {
-                **stats, "steps": max_steps, "final_loss": logger.history[-1]["loss"] if logger.history else None,
-                "train_loss": round(out.training_loss, 6), "tokens": max_steps * tokens_per_step,
-                "flops": fpt * max_steps * tokens_per_step, "precision": precision,
+                **stats,
+                "steps": max_steps,
+                "final_loss": logger.history[-1]["loss"] if logger.history else None,
+                "train_loss": round(out.training_loss, 6),
+                "tokens": max_steps * tokens_per_step,
+                "flops": fpt * max_steps * tokens_per_step,
+                "precision": precision,
                 "tokens_per_second": round(logger.tokens_per_second(), 1),
             }
             if cfg.keep_checkpoints == 0:

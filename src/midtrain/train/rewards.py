@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Callable, Literal, Sequence, get_args
+from typing import Any, Literal, get_args
 
 from midtrain.console import log
 from midtrain.errors import ConfigError
@@ -58,10 +59,7 @@ def math_reward(completions: list[str], answer: list[str], **columns: Any) -> li
     from midtrain.eval.scoring import score_math
 
     prompts = _prompts(columns, len(completions))
-    return [
-        float(score_math(c, str(a), thinking=opens_thought(p)).correct)
-        for c, a, p in zip(completions, answer, prompts, strict=True)
-    ]
+    return [float(score_math(c, str(a), thinking=opens_thought(p)).correct) for c, a, p in zip(completions, answer, prompts, strict=True)]
 
 
 def choice_reward(completions: list[str], answer: list[Any], **columns: Any) -> list[float]:
@@ -124,8 +122,13 @@ def judge_reward(judge: Any) -> RewardFn:
 
 
 def make_judge(
-    kind: str = "token_f1", *, threshold: float = 0.5, backend: Any = None, prompt: str = "judge",
-    cache: str = "", max_new_tokens: int = 16,
+    kind: str = "token_f1",
+    *,
+    threshold: float = 0.5,
+    backend: Any = None,
+    prompt: str = "judge",
+    cache: str = "",
+    max_new_tokens: int = 16,
 ) -> Any:
     """A judge by name: ``exact``, ``number``, ``token_f1`` (rule judges) or ``llm`` (``backend`` config)."""
     from midtrain.llm.judge import JudgeConfig, build_judge
@@ -250,6 +253,17 @@ def build_reward(name: str, *, judge: Any = None) -> SafeReward:
 
 
 __all__ = [
-    "RewardFn", "RewardName", "REWARD_NAMES", "REWARD_COLUMNS", "math_reward", "choice_reward", "synthetic_reward",
-    "judge_reward", "make_judge", "SafeReward", "safe_reward", "for_trl", "build_reward", 
+    "RewardFn",
+    "RewardName",
+    "REWARD_NAMES",
+    "REWARD_COLUMNS",
+    "math_reward",
+    "choice_reward",
+    "synthetic_reward",
+    "judge_reward",
+    "make_judge",
+    "SafeReward",
+    "safe_reward",
+    "for_trl",
+    "build_reward",
 ]

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -53,13 +52,11 @@ from midtrain.console import log, seed_everything
 from midtrain.data import clean, iter_records, require
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import BackendConfig
-from midtrain.runs import Result, Run, atomic_write_json
+from midtrain.runs import Result
 from midtrain.train.engine import (
     CKPT_DIR,
     OptimConfig,
     Precision,
-    StepLogCallback,
-    Window,
     is_main,
     open_training_run,
     resolve_precision,
@@ -69,7 +66,6 @@ from midtrain.train.engine import (
     trainer_kwargs,
     world_size,
 )
-from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 from midtrain.train.grpo import rl_flops
 from midtrain.train.rewards import (
     REWARD_COLUMNS,
@@ -79,12 +75,12 @@ from midtrain.train.rewards import (
     for_trl,
     make_judge,
 )
+from midtrain.train.rl_trainer import COUNTERS, Counters, RLLogCallback, fmt_value, make_trainer_class
 
 THINKING_TEMPLATE = (
     "Solve the problem. Think step by step inside <think> </think>, then give the final answer as \\boxed{}.\n\n"
     "Problem: {prompt}\n\n<think>"
 )
-COUNTERS = "midtrain_counters.json"  # written into a checkpoint once it is complete
 
 
 # RL's optimizer defaults, unchanged from before the `optim` section: lr 1e-6 constant, no warm-up, no weight decay,
@@ -96,23 +92,41 @@ RL_OPTIM = OptimConfig(lr=1e-6, schedule="constant", warmup_steps=0, weight_deca
 class RLConfig(Config):
     # The flat optimizer keys of earlier versions: an error that names the new key.
     RENAMED: ClassVar[dict[str, str]] = {
-        "lr": "optim.lr", "lr_schedule": "optim.schedule", "warmup_steps": "optim.warmup_steps",
-        "weight_decay": "optim.weight_decay", "max_grad_norm": "optim.max_grad_norm",
+        "lr": "optim.lr",
+        "lr_schedule": "optim.schedule",
+        "warmup_steps": "optim.warmup_steps",
+        "weight_decay": "optim.weight_decay",
+        "max_grad_norm": "optim.max_grad_norm",
         "grad_accum_steps": "optim.grad_accum_steps",
     }
 
     # -- model and data --
     model: str = param("", "Policy: a local Hugging Face checkpoint dir (e.g. a pretrain/sft run dir).")
     data: list[str] = param([], "RL task files (JSONL/Parquet/datasets dir), one record per prompt.")
-    task: Literal["answer", "suffix"] = param("answer", "answer: prompt → thinking → verified answer (RLVR); suffix: prefix → thinking → continuation judged against the true suffix (RL mid-training).")
-    reward: RewardName | None = param(None, "Reward: math | choice | synthetic_outcome | synthetic_process | synthetic_strict | judge; default math for answer tasks, judge for suffix tasks.")
+    task: Literal["answer", "suffix"] = param(
+        "answer",
+        "answer: prompt → thinking → verified answer (RLVR); suffix: prefix → thinking → continuation judged against the true suffix (RL mid-training).",
+    )
+    reward: RewardName | None = param(
+        None,
+        "Reward: math | choice | synthetic_outcome | synthetic_process | synthetic_strict | judge; default math for answer tasks, judge for suffix tasks.",
+    )
     prompt_field: str = param("prompt", "Record field holding the prompt (GSM8K/MATH: problem).")
-    answer_field: str = param("", "Record field holding the gold answer or true suffix; default 'answer' (answer tasks) or 'reference' (suffix tasks).")
-    prompt_template: str = param("{prompt}", "Prompt text with {prompt} and other {field} placeholders filled from the record (a list renders as lettered options 'A. …'); 'thinking' = a built-in thinking prompt for raw math questions (ends in <think>).")
-    add_bos: bool = param(True, "Prepend the tokenizer's BOS token to each prompt when the tokenizer does not add it (as midtrain.models.generation does).")
+    answer_field: str = param(
+        "", "Record field holding the gold answer or true suffix; default 'answer' (answer tasks) or 'reference' (suffix tasks)."
+    )
+    prompt_template: str = param(
+        "{prompt}",
+        "Prompt text with {prompt} and other {field} placeholders filled from the record (a list renders as lettered options 'A. …'); 'thinking' = a built-in thinking prompt for raw math questions (ends in <think>).",
+    )
+    add_bos: bool = param(
+        True, "Prepend the tokenizer's BOS token to each prompt when the tokenizer does not add it (as midtrain.models.generation does)."
+    )
     max_prompt_tokens: int = param(0, "Drop (and count) prompts longer than this; 0 = the model's context minus max_completion_length.")
     max_examples: int = param(0, "Use only the first N records (0 = all).")
-    judge: Literal["token_f1", "exact", "number", "llm"] = param("token_f1", "Judge of reward=judge: rule judges (token_f1 threshold, exact, number) or llm (judge_backend).")
+    judge: Literal["token_f1", "exact", "number", "llm"] = param(
+        "token_f1", "Judge of reward=judge: rule judges (token_f1 threshold, exact, number) or llm (judge_backend)."
+    )
     judge_threshold: float = param(0.5, "Token-F1 threshold of judge=token_f1.")
     judge_backend: BackendConfig = param(BackendConfig(), "Backend of the LLM judge (judge=llm): midtrain.llm.backends.BackendConfig.")
     judge_prompt: str = param("judge", "LLM judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
@@ -127,19 +141,34 @@ class RLConfig(Config):
     epsilon_low: float = param(0.2, "Lower clip range ε_low of the ratio.")
     epsilon_high: float = param(0.2, "Upper clip range ε_high (DAPO's clip-higher uses 0.28).")
     beta: float = param(0.0, "KL coefficient to the initial policy; 0 = Dr. GRPO (no reference model is loaded).")
-    loss_type: Literal["dr_grpo", "grpo", "dapo", "bnpo"] = param("dr_grpo", "Loss aggregation: dr_grpo = Σ tokens / (N·L_max); grpo = per-sequence mean; dapo/bnpo = per-token mean.")
-    scale_rewards: Literal["none", "group", "batch"] = param("none", "Advantage scaling: none = Dr. GRPO (mean-only); group/batch divide by the std.")
+    loss_type: Literal["dr_grpo", "grpo", "dapo", "bnpo"] = param(
+        "dr_grpo", "Loss aggregation: dr_grpo = Σ tokens / (N·L_max); grpo = per-sequence mean; dapo/bnpo = per-token mean."
+    )
+    scale_rewards: Literal["none", "group", "batch"] = param(
+        "none", "Advantage scaling: none = Dr. GRPO (mean-only); group/batch divide by the std."
+    )
     mask_truncated_completions: bool = param(False, "Exclude completions that hit the token budget from the loss.")
     # -- optimisation --
-    optim: OptimConfig = param(RL_OPTIM, "AdamW and schedule; optim.grad_accum_steps = micro-batches per step, so prompts per step = per_device_batch_size · grad_accum_steps · processes / num_generations.")
+    optim: OptimConfig = param(
+        RL_OPTIM,
+        "AdamW and schedule; optim.grad_accum_steps = micro-batches per step, so prompts per step = per_device_batch_size · grad_accum_steps · processes / num_generations.",
+    )
     max_steps: int = param(100, "Optimizer steps.")
     seed: int = param(0, "Seed of sampling, data order and everything else.")
-    precision: Precision = param("auto", "bf16 = bf16 autocast for generation and training (weights and optimizer stay fp32); auto = bf16 on GPUs that support it, fp32 on CPU (faster for RL steps of small models, bench/RESULTS.md).")
+    precision: Precision = param(
+        "auto",
+        "bf16 = bf16 autocast for generation and training (weights and optimizer stay fp32); auto = bf16 on GPUs that support it, fp32 on CPU (faster for RL steps of small models, bench/RESULTS.md).",
+    )
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass (saves memory, ~17% slower).")
     threads: int = param(0, "torch intra-op threads (0 = torch's default).")
     # -- rollouts --
-    vllm: Literal["off", "colocate", "server"] = param("off", "Rollouts with vLLM (needs vllm + CUDA): colocate = in the training processes; server = a `trl vllm-serve` server (docs/scale-out.md).")
-    vllm_server_url: str = param("", "Base URL of the vLLM server (vllm=server), e.g. http://10.0.0.2:8000; empty = TRL's default (host 0.0.0.0, port 8000).")
+    vllm: Literal["off", "colocate", "server"] = param(
+        "off",
+        "Rollouts with vLLM (needs vllm + CUDA): colocate = in the training processes; server = a `trl vllm-serve` server (docs/scale-out.md).",
+    )
+    vllm_server_url: str = param(
+        "", "Base URL of the vLLM server (vllm=server), e.g. http://10.0.0.2:8000; empty = TRL's default (host 0.0.0.0, port 8000)."
+    )
     vllm_gpu_memory_utilization: float = param(0.3, "GPU memory share of colocated vLLM.")
     vllm_tensor_parallel_size: int = param(1, "Tensor parallelism of colocated vLLM.")
     vllm_importance_sampling: bool = param(True, "Correct the vLLM/trainer logprob mismatch with truncated importance sampling (TRL).")
@@ -180,7 +209,9 @@ class RLConfig(Config):
             raise ConfigError("keys 'epsilon_low'/'epsilon_high'/'beta': must be >= 0")
         reward = self.resolved_reward()
         if (self.task == "suffix") != (reward == "judge"):
-            raise ConfigError(f"key 'reward': task '{self.task}' cannot use reward '{reward}' (suffix tasks use judge; answer tasks a verifier)")
+            raise ConfigError(
+                f"key 'reward': task '{self.task}' cannot use reward '{reward}' (suffix tasks use judge; answer tasks a verifier)"
+            )
         if "{prompt}" not in self.prompt_text_template():
             raise ConfigError("key 'prompt_template': must contain the {prompt} placeholder")
 
@@ -286,7 +317,9 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
             r.setdefault("choices", [])
     limit = cfg.max_prompt_tokens or ((max_positions or 10**9) - cfg.max_completion_length)
     if limit < 1:
-        raise ConfigError(f"key 'max_completion_length': {cfg.max_completion_length} leaves no room for a prompt in the model's {max_positions}-token context")
+        raise ConfigError(
+            f"key 'max_completion_length': {cfg.max_completion_length} leaves no room for a prompt in the model's {max_positions}-token context"
+        )
     lengths = [len(x) for x in tokenizer([r["prompt"] for r in rows], add_special_tokens=True)["input_ids"]]
     kept = [r for r, n in zip(rows, lengths) if n <= limit]
     if not kept:
@@ -299,160 +332,6 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
 
 
 # -- trainer with timing ----------------------------------------------------------------------------------------
-class _Counters:
-    """Seconds and tokens accumulated over the run (saved with each checkpoint, restored on resume)."""
-
-    FIELDS = ("gen_s", "reward_s", "train_s", "tokens_generated", "tokens_trained", "completions", "reward_errors", "think_tokens")
-
-    def __init__(self) -> None:
-        for f in self.FIELDS:
-            setattr(self, f, 0.0)
-
-    def to_dict(self) -> dict[str, float]:
-        return {f: getattr(self, f) for f in self.FIELDS}
-
-    def load(self, d: dict[str, float]) -> None:
-        for f in self.FIELDS:
-            setattr(self, f, float(d.get(f, 0.0)))
-
-
-_SPANS = ((THINK_OPEN, THINK_CLOSE), ("<solution>", "</solution>"))  # thoughts; the synthetic world's traces
-
-
-def thinking_tokens(ids: list[int], completion: str, prompt: str, tokenizer: Any) -> int:
-    """Tokens of a completion spent reasoning: up to its last ``</think>`` (or, in the synthetic world, its last
-    ``</solution>``), or all of them while a span the prompt or the completion opened is still open."""
-    for open_tag, close_tag in _SPANS:
-        opened = prompt.rfind(open_tag) > prompt.rfind(close_tag)
-        close_ids = tokenizer.encode(close_tag, add_special_tokens=False)
-        if len(close_ids) == 1 and close_ids[0] in ids:  # tags are single tokens in our tokenizers: count ids
-            return len(ids) - ids[::-1].index(close_ids[0])
-        cut = completion.rfind(close_tag)
-        if cut >= 0:  # a multi-token tag: count the text up to it
-            return min(len(ids), len(tokenizer(completion[: cut + len(close_tag)], add_special_tokens=False)["input_ids"]))
-        if opened or open_tag in completion:
-            return len(ids)
-    return 0
-
-
-def _make_trainer_class() -> type:
-    from trl import GRPOTrainer
-
-    class MidtrainGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer + time spent in generation and reward, token and error counts (nothing else changes).
-
-        Counts are summed over processes (every rank runs these methods in lockstep); times are this rank's.
-        """
-
-        counters: _Counters
-        reward: SafeReward
-        use_bf16_generation: bool = False
-
-        def _global_sum(self, *values: float) -> list[float]:
-            t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
-            if self.accelerator.num_processes > 1:
-                t = self.accelerator.gather(t.unsqueeze(0)).sum(0)
-            return t.tolist()
-
-        def _generate(self, prompts: list):
-            t0 = time.perf_counter()
-            bf16 = self.use_bf16_generation
-            with torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
-                out = super()._generate(prompts)
-            self.counters.gen_s += time.perf_counter() - t0
-            completion_ids, completions = out[1], out[3]
-            think = sum(
-                thinking_tokens(ids, c if isinstance(c, str) else c[-1]["content"], p if isinstance(p, str) else "", self._tokenizer)
-                for ids, c, p in zip(completion_ids, completions, prompts)
-            )
-            tokens, n, think = self._global_sum(sum(len(c) for c in completion_ids), len(completion_ids), think)
-            self.counters.tokens_generated += tokens
-            self.counters.completions += n
-            self.counters.think_tokens += think
-            return out
-
-        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            t0 = time.perf_counter()
-            out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            self.counters.reward_s += time.perf_counter() - t0
-            (errors,) = self._global_sum(self.reward.take_errors())
-            self.counters.reward_errors += errors
-            return out
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            (tokens,) = self._global_sum(float(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum()))
-            self.counters.tokens_trained += tokens
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
-    return MidtrainGRPOTrainer
-
-
-class RLLogCallback(StepLogCallback):
-    """RL's ``log.jsonl`` record and progress line (reward, zero-variance groups, lengths, seconds per step split
-    into generation/reward/training, averaged over the logging window); a checkpoint is complete once it holds
-    the counters."""
-
-    def __init__(self, run: Run, counters: _Counters, max_steps: int, history: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(run, max_steps, history)
-        self.c = counters
-        self._errors_logged = counters.reward_errors
-        self.window: list[dict[str, float]] = []
-
-    def on_step_begin(self, args, state, control, **kw):
-        self._t0 = time.perf_counter()
-        self._snap = (self.c.gen_s, self.c.reward_s, self.c.tokens_generated, self.c.completions, self.c.think_tokens)
-
-    def on_step_end(self, args, state, control, **kw):
-        wall = time.perf_counter() - self._t0
-        gen, rew = self.c.gen_s - self._snap[0], self.c.reward_s - self._snap[1]
-        self.c.train_s += max(wall - gen - rew, 0.0)
-        n = max(self.c.completions - self._snap[3], 1)
-        self.window.append({
-            "step_s": wall, "gen_s": gen, "reward_s": rew, "train_s": max(wall - gen - rew, 0.0),
-            "completion_len": (self.c.tokens_generated - self._snap[2]) / n, "think_len": (self.c.think_tokens - self._snap[4]) / n,
-        })
-        super().on_step_end(args, state, control, **kw)
-
-    def record(self, state: Any, logs: dict[str, Any], window: Window) -> dict[str, Any] | None:
-        if not self.window:
-            return None
-        errors = int(self.c.reward_errors - self._errors_logged)
-        self._errors_logged = self.c.reward_errors
-        avg = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[0]}
-        self.window = []
-        rec = {
-            "step": state.global_step, "loss": logs.get("loss"), "reward_mean": logs.get("reward"),
-            "reward_std": logs.get("reward_std"), "zero_var_frac": logs.get("frac_reward_zero_std"),
-            "completion_len": avg["completion_len"], "think_len": avg["think_len"], "gen_s": avg["gen_s"],
-            "reward_s": avg["reward_s"], "train_s": avg["train_s"], "step_s": avg["step_s"], "reward_errors": errors,
-            "clipped_frac": logs.get("completions/clipped_ratio"), "entropy": logs.get("entropy"),
-            "grad_norm": logs.get("grad_norm"), "lr": logs.get("learning_rate"),
-            "tokens_generated": int(self.c.tokens_generated), "tokens_trained": int(self.c.tokens_trained),
-        }
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
-
-    def line(self, rec: dict[str, Any], window: Window) -> str:
-        share = lambda k: 100 * rec[k] / max(rec["step_s"], 1e-9)  # noqa: E731
-        errors = rec["reward_errors"]
-        return (
-            f"rl step {rec['step']}/{self.max_steps}  loss {_f(rec['loss'])}  reward {_f(rec['reward_mean'])}±{_f(rec['reward_std'])}"
-            f"  zero-var {_f(rec['zero_var_frac'], 2)}  len {rec['completion_len']:.0f} (think {rec['think_len']:.0f})"
-            f"  {rec['step_s']:.2f} s/step (gen {share('gen_s'):.0f}% reward {share('reward_s'):.0f}% train {share('train_s'):.0f}%)"
-            f"{'  errors ' + str(errors) if errors else ''}  ETA {_eta((self.max_steps - rec['step']) * rec['step_s'])}"
-        )
-
-    def mark_checkpoint(self, ckpt: Path, state: Any) -> None:
-        atomic_write_json(ckpt / COUNTERS, {"step": state.global_step, **self.c.to_dict()})
-
-
-def _f(v: Any, digits: int = 3) -> str:
-    return "nan" if v is None else f"{v:.{digits}f}"
-
-
-def _eta(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 # -- the stage --------------------------------------------------------------------------------------------------
@@ -462,21 +341,43 @@ def build_grpo_config(cfg: RLConfig, output_dir: str) -> Any:
 
     vllm = {}
     if cfg.vllm != "off":
-        vllm = dict(use_vllm=True, vllm_mode=cfg.vllm, vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-                    vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
-                    vllm_importance_sampling_correction=cfg.vllm_importance_sampling)
+        vllm = dict(
+            use_vllm=True,
+            vllm_mode=cfg.vllm,
+            vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+            vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
+            vllm_importance_sampling_correction=cfg.vllm_importance_sampling,
+        )
         if cfg.vllm == "server" and cfg.vllm_server_url:
             vllm["vllm_server_base_url"] = cfg.vllm_server_url
     return GRPOConfig(
         output_dir=output_dir,
-        **trainer_kwargs(cfg.optim, max_steps=cfg.max_steps, precision=resolve_precision(cfg.precision), seed=cfg.seed,
-                         log_every_steps=cfg.log_every_steps, gradient_checkpointing=cfg.gradient_checkpointing),
-        per_device_train_batch_size=cfg.per_device_batch_size, num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-        num_iterations=cfg.num_iterations, epsilon=cfg.epsilon_low, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
-        loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards, mask_truncated_completions=cfg.mask_truncated_completions,
-        save_strategy="steps" if cfg.save_every_steps else "no", save_steps=cfg.save_every_steps or 500,
-        save_total_limit=cfg.keep_checkpoints or None, log_completions=False, **vllm,
+        **trainer_kwargs(
+            cfg.optim,
+            max_steps=cfg.max_steps,
+            precision=resolve_precision(cfg.precision),
+            seed=cfg.seed,
+            log_every_steps=cfg.log_every_steps,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+        ),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        num_iterations=cfg.num_iterations,
+        epsilon=cfg.epsilon_low,
+        epsilon_high=cfg.epsilon_high,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        scale_rewards=cfg.scale_rewards,
+        mask_truncated_completions=cfg.mask_truncated_completions,
+        save_strategy="steps" if cfg.save_every_steps else "no",
+        save_steps=cfg.save_every_steps or 500,
+        save_total_limit=cfg.keep_checkpoints or None,
+        log_completions=False,
+        **vllm,
     )
 
 
@@ -519,15 +420,19 @@ def run(cfg: RLConfig) -> Result:
             return Result.of(run_)
         model = load_policy(cfg.model)  # (a bad checkpoint fails here and leaves no run directory behind)
         seed_everything(cfg.seed)
-        counters = _Counters()
+        counters = Counters()
         resume, history = start(run_, COUNTERS, model_conf)
         if resume is not None:
             counters.load(json.loads((resume / COUNTERS).read_text()))
         args = build_grpo_config(cfg, str(run_.path / CKPT_DIR))
         callback = RLLogCallback(run_, counters, cfg.max_steps, history)  # the steps before a checkpoint count too
-        trainer = _make_trainer_class()(
-            model=model, reward_funcs=for_trl(reward), args=args, train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer, callbacks=[callback],
+        trainer = make_trainer_class()(
+            model=model,
+            reward_funcs=for_trl(reward),
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            callbacks=[callback],
         )
         trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
         trainer.counters, trainer.reward = counters, reward
@@ -535,39 +440,59 @@ def run(cfg: RLConfig) -> Result:
         n_params = sum(p.numel() for p in model.parameters())
         t0 = time.time()
         if is_main():
-            log(f"rl: {cfg.task} task, reward {reward.name}, {len(rows)} prompts, G={cfg.num_generations}, "
-                f"{n_params / 1e6:.2f}M params, {'bf16' if args.bf16 else 'fp32'}, {cfg.max_steps} steps → {run_.path}")
+            log(
+                f"rl: {cfg.task} task, reward {reward.name}, {len(rows)} prompts, G={cfg.num_generations}, "
+                f"{n_params / 1e6:.2f}M params, {'bf16' if args.bf16 else 'fp32'}, {cfg.max_steps} steps → {run_.path}"
+            )
         train(trainer, resume)
         save_final(trainer, tokenizer, run_.path)
         if not is_main():
             return Result.of(run_)
         metrics = _final_metrics(cfg, callback.history, counters, reward, data_stats, n_params, trainer.state.global_step)
-        metrics.update(train_seconds_this_session=round(time.time() - t0, 3), resumed_from=resume.name if resume is not None else None,
-                       precision="bf16" if args.bf16 else "fp32")
+        metrics.update(
+            train_seconds_this_session=round(time.time() - t0, 3),
+            resumed_from=resume.name if resume is not None else None,
+            precision="bf16" if args.bf16 else "fp32",
+        )
         run_.finish(metrics)
-        log(f"rl: done, reward {_f(metrics['reward_mean_first'])} → {_f(metrics['reward_mean_final'])}, "
-            f"{metrics['tokens_generated']} tokens generated → {run_.path}")
+        log(
+            f"rl: done, reward {fmt_value(metrics['reward_mean_first'])} → {fmt_value(metrics['reward_mean_final'])}, "
+            f"{metrics['tokens_generated']} tokens generated → {run_.path}"
+        )
         return Result.of(run_)
 
 
-def _final_metrics(cfg: RLConfig, history: list[dict[str, Any]], c: _Counters, reward: SafeReward,
-                   data_stats: dict[str, int], n_params: int, steps: int) -> dict[str, Any]:
-    tail = [h["reward_mean"] for h in history[-max(1, len(history) // 10):] if h["reward_mean"] is not None]
+def _final_metrics(
+    cfg: RLConfig, history: list[dict[str, Any]], c: Counters, reward: SafeReward, data_stats: dict[str, int], n_params: int, steps: int
+) -> dict[str, Any]:
+    tail = [h["reward_mean"] for h in history[-max(1, len(history) // 10) :] if h["reward_mean"] is not None]
     first = history[0] if history else None
     return {
-        "steps": steps, "task": cfg.task, "reward": reward.name, **data_stats,
+        "steps": steps,
+        "task": cfg.task,
+        "reward": reward.name,
+        **data_stats,
         "reward_mean_first": first["reward_mean"] if first else None,
         "reward_mean_final": history[-1]["reward_mean"] if history else None,
         "reward_mean_last10pct": sum(tail) / len(tail) if tail else None,
         "zero_var_frac_final": history[-1]["zero_var_frac"] if history else None,
         "reward_errors": int(c.reward_errors),
-        "tokens_generated": int(c.tokens_generated), "tokens_trained": int(c.tokens_trained),
-        "gen_s": round(c.gen_s, 3), "reward_s": round(c.reward_s, 3), "train_s": round(c.train_s, 3),
-        "parameters": n_params, "flops": rl_flops(n_params, int(c.tokens_trained), int(c.tokens_generated)),
+        "tokens_generated": int(c.tokens_generated),
+        "tokens_trained": int(c.tokens_trained),
+        "gen_s": round(c.gen_s, 3),
+        "reward_s": round(c.reward_s, 3),
+        "train_s": round(c.train_s, 3),
+        "parameters": n_params,
+        "flops": rl_flops(n_params, int(c.tokens_trained), int(c.tokens_generated)),
     }
 
 
 __all__ = [
-    "RLConfig", "run", "load_tasks", "check_model_dir", "load_policy", "build_grpo_config",
-    "thinking_tokens", "THINKING_TEMPLATE", "RLLogCallback",
+    "RLConfig",
+    "run",
+    "load_tasks",
+    "check_model_dir",
+    "load_policy",
+    "build_grpo_config",
+    "THINKING_TEMPLATE",
 ]

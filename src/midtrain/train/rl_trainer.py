@@ -1,0 +1,206 @@
+"""The trainer under ``midtrain rl``: TRL's GRPOTrainer plus the bookkeeping the stage logs and resumes.
+
+Nothing in the update changes (:mod:`midtrain.train.grpo` states the Dr. GRPO objective); the subclass only times
+generation and reward, counts generated and trained tokens, completions, thinking tokens and reward errors
+(:class:`Counters`, saved into every checkpoint as ``midtrain_counters.json``, whose presence marks the checkpoint
+complete, and restored on resume), and :class:`RLLogCallback` turns them into one ``log.jsonl`` line and one progress
+line per logged step (reward mean/std, zero-variance groups, completion and thinking lengths, s/step with the
+generation / reward / training shares). Counts are summed over ranks; seconds are rank 0's.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from midtrain.runs import Run, atomic_write_json
+from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
+from midtrain.train.engine import (
+    StepLogCallback,
+    Window,
+)
+from midtrain.train.rewards import (
+    SafeReward,
+)
+
+COUNTERS = "midtrain_counters.json"  # written into a checkpoint once it is complete
+
+
+class Counters:
+    """Seconds and tokens accumulated over the run (saved with each checkpoint, restored on resume)."""
+
+    FIELDS = ("gen_s", "reward_s", "train_s", "tokens_generated", "tokens_trained", "completions", "reward_errors", "think_tokens")
+
+    def __init__(self) -> None:
+        for f in self.FIELDS:
+            setattr(self, f, 0.0)
+
+    def to_dict(self) -> dict[str, float]:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    def load(self, d: dict[str, float]) -> None:
+        for f in self.FIELDS:
+            setattr(self, f, float(d.get(f, 0.0)))
+
+
+_SPANS = ((THINK_OPEN, THINK_CLOSE), ("<solution>", "</solution>"))  # thoughts; the synthetic world's traces
+
+
+def thinking_tokens(ids: list[int], completion: str, prompt: str, tokenizer: Any) -> int:
+    """Tokens of a completion spent reasoning: up to its last ``</think>`` (or, in the synthetic world, its last
+    ``</solution>``), or all of them while a span the prompt or the completion opened is still open."""
+    for open_tag, close_tag in _SPANS:
+        opened = prompt.rfind(open_tag) > prompt.rfind(close_tag)
+        close_ids = tokenizer.encode(close_tag, add_special_tokens=False)
+        if len(close_ids) == 1 and close_ids[0] in ids:  # tags are single tokens in our tokenizers: count ids
+            return len(ids) - ids[::-1].index(close_ids[0])
+        cut = completion.rfind(close_tag)
+        if cut >= 0:  # a multi-token tag: count the text up to it
+            return min(len(ids), len(tokenizer(completion[: cut + len(close_tag)], add_special_tokens=False)["input_ids"]))
+        if opened or open_tag in completion:
+            return len(ids)
+    return 0
+
+
+def make_trainer_class() -> type:
+    from trl import GRPOTrainer
+
+    class MidtrainGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer + time spent in generation and reward, token and error counts (nothing else changes).
+
+        Counts are summed over processes (every rank runs these methods in lockstep); times are this rank's.
+        """
+
+        counters: Counters
+        reward: SafeReward
+        use_bf16_generation: bool = False
+
+        def _global_sum(self, *values: float) -> list[float]:
+            t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+            if self.accelerator.num_processes > 1:
+                t = self.accelerator.gather(t.unsqueeze(0)).sum(0)
+            return t.tolist()
+
+        def _generate(self, prompts: list):
+            t0 = time.perf_counter()
+            bf16 = self.use_bf16_generation
+            with torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+                out = super()._generate(prompts)
+            self.counters.gen_s += time.perf_counter() - t0
+            completion_ids, completions = out[1], out[3]
+            think = sum(
+                thinking_tokens(ids, c if isinstance(c, str) else c[-1]["content"], p if isinstance(p, str) else "", self._tokenizer)
+                for ids, c, p in zip(completion_ids, completions, prompts)
+            )
+            tokens, n, think = self._global_sum(sum(len(c) for c in completion_ids), len(completion_ids), think)
+            self.counters.tokens_generated += tokens
+            self.counters.completions += n
+            self.counters.think_tokens += think
+            return out
+
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            t0 = time.perf_counter()
+            out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self.counters.reward_s += time.perf_counter() - t0
+            (errors,) = self._global_sum(self.reward.take_errors())
+            self.counters.reward_errors += errors
+            return out
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            (tokens,) = self._global_sum(float(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum()))
+            self.counters.tokens_trained += tokens
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return MidtrainGRPOTrainer
+
+
+class RLLogCallback(StepLogCallback):
+    """RL's ``log.jsonl`` record and progress line (reward, zero-variance groups, lengths, seconds per step split
+    into generation/reward/training, averaged over the logging window); a checkpoint is complete once it holds
+    the counters."""
+
+    def __init__(self, run: Run, counters: Counters, max_steps: int, history: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(run, max_steps, history)
+        self.c = counters
+        self._errors_logged = counters.reward_errors
+        self.window: list[dict[str, float]] = []
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
+        self._snap = (self.c.gen_s, self.c.reward_s, self.c.tokens_generated, self.c.completions, self.c.think_tokens)
+
+    def on_step_end(self, args, state, control, **kw):
+        wall = time.perf_counter() - self._t0
+        gen, rew = self.c.gen_s - self._snap[0], self.c.reward_s - self._snap[1]
+        self.c.train_s += max(wall - gen - rew, 0.0)
+        n = max(self.c.completions - self._snap[3], 1)
+        self.window.append(
+            {
+                "step_s": wall,
+                "gen_s": gen,
+                "reward_s": rew,
+                "train_s": max(wall - gen - rew, 0.0),
+                "completion_len": (self.c.tokens_generated - self._snap[2]) / n,
+                "think_len": (self.c.think_tokens - self._snap[4]) / n,
+            }
+        )
+        super().on_step_end(args, state, control, **kw)
+
+    def record(self, state: Any, logs: dict[str, Any], window: Window) -> dict[str, Any] | None:
+        if not self.window:
+            return None
+        errors = int(self.c.reward_errors - self._errors_logged)
+        self._errors_logged = self.c.reward_errors
+        avg = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[0]}
+        self.window = []
+        rec = {
+            "step": state.global_step,
+            "loss": logs.get("loss"),
+            "reward_mean": logs.get("reward"),
+            "reward_std": logs.get("reward_std"),
+            "zero_var_frac": logs.get("frac_reward_zero_std"),
+            "completion_len": avg["completion_len"],
+            "think_len": avg["think_len"],
+            "gen_s": avg["gen_s"],
+            "reward_s": avg["reward_s"],
+            "train_s": avg["train_s"],
+            "step_s": avg["step_s"],
+            "reward_errors": errors,
+            "clipped_frac": logs.get("completions/clipped_ratio"),
+            "entropy": logs.get("entropy"),
+            "grad_norm": logs.get("grad_norm"),
+            "lr": logs.get("learning_rate"),
+            "tokens_generated": int(self.c.tokens_generated),
+            "tokens_trained": int(self.c.tokens_trained),
+        }
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
+
+    def line(self, rec: dict[str, Any], window: Window) -> str:
+        share = lambda k: 100 * rec[k] / max(rec["step_s"], 1e-9)  # noqa: E731
+        errors = rec["reward_errors"]
+        return (
+            f"rl step {rec['step']}/{self.max_steps}  loss {fmt_value(rec['loss'])}  reward {fmt_value(rec['reward_mean'])}±{fmt_value(rec['reward_std'])}"
+            f"  zero-var {fmt_value(rec['zero_var_frac'], 2)}  len {rec['completion_len']:.0f} (think {rec['think_len']:.0f})"
+            f"  {rec['step_s']:.2f} s/step (gen {share('gen_s'):.0f}% reward {share('reward_s'):.0f}% train {share('train_s'):.0f}%)"
+            f"{'  errors ' + str(errors) if errors else ''}  ETA {format_eta((self.max_steps - rec['step']) * rec['step_s'])}"
+        )
+
+    def mark_checkpoint(self, ckpt: Path, state: Any) -> None:
+        atomic_write_json(ckpt / COUNTERS, {"step": state.global_step, **self.c.to_dict()})
+
+
+def fmt_value(v: Any, digits: int = 3) -> str:
+    return "nan" if v is None else f"{v:.{digits}f}"
+
+
+def format_eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+__all__ = ["COUNTERS", "Counters", "RLLogCallback", "fmt_value", "format_eta", "make_trainer_class", "thinking_tokens"]
