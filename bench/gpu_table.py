@@ -54,7 +54,7 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
     sft = _log(out / "sft-run" / "log.jsonl")
     table.append(
         (
-            "sft (demo base, 30 steps)",
+            "sft (demo base)",
             f"loss {sft[0]['loss']:.3f} → {sft[-1]['loss']:.3f}, {sft[-1]['tok_s']:,.0f} tok/s" if sft else "-",
             _status(out, "sft"),
         )

@@ -111,7 +111,7 @@ def parse(verb: Stage, cls: type[Config], argv: list[str]) -> tuple[Config, argp
             raw = getattr(ns, key)
             if isinstance(raw, list):
                 inner = get_args(_base(tp))[0] if get_args(_base(tp)) else str
-                overrides[key] = [v for r in raw for v in parse_override_value(r, list[inner])]
+                overrides[key] = [v for r in raw for v in parse_override_value(r, types.GenericAlias(list, (inner,)))]
             elif isinstance(raw, bool):
                 overrides[key] = raw
             else:
@@ -151,7 +151,7 @@ def _to_jsonable(result: Any) -> Any:
         return None
     if hasattr(result, "to_dict"):
         return result.to_dict()
-    if dataclasses.is_dataclass(result):
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
         return dataclasses.asdict(result)
     return result
 

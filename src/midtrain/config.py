@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import MISSING, dataclass, field
@@ -45,7 +46,7 @@ def param(default: Any = MISSING, doc: str = "", *, positional: bool = False, **
     if default is MISSING:
         return field(metadata=metadata, **kwargs)
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
-        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=metadata, **kwargs)
+        return field(default_factory=functools.partial(copy.deepcopy, default), metadata=metadata, **kwargs)
     return field(default=default, metadata=metadata, **kwargs)
 
 
@@ -98,8 +99,8 @@ class Config:
 def _default_of(f: dataclasses.Field) -> Any:
     if f.default is not MISSING:
         return f.default
-    if f.default_factory is not MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
+    if f.default_factory is not MISSING:
+        return f.default_factory()
     return MISSING
 
 
@@ -137,8 +138,8 @@ def type_name(tp: Any) -> str:
         inner = " or ".join(type_name(a) for a in args)
         return f"{inner} or null" if len(args) < len(get_args(tp)) else inner
     if origin in (list, tuple):
-        args = get_args(tp)
-        return f"list[{type_name(args[0])}]" if args else "list"
+        elems = get_args(tp)
+        return f"list[{type_name(elems[0])}]" if elems else "list"
     if origin is dict:
         k, v = get_args(tp) or (str, Any)
         return f"dict[{type_name(k)}, {type_name(v)}]"

@@ -70,16 +70,16 @@ def pass_at_k_points(d: dict[str, Any]) -> list[tuple[int, float]]:
 
 def plot_pass_at_k(curves: dict[str, dict[str, Any]], path: Path, title: str) -> Path | None:
     """pass@k vs k (log2 axis), one line per curve name → ``{k: value}``."""
-    curves = {n: pass_at_k_points(c) for n, c in curves.items()}
-    curves = {n: c for n, c in curves.items() if c}
-    if not curves:
+    points = {n: pass_at_k_points(c) for n, c in curves.items()}
+    points = {n: p for n, p in points.items() if p}
+    if not points:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for name, pts in curves.items():
+    for name, pts in points.items():
         ax.plot([k for k, _ in pts], [v for _, v in pts], marker="o", label=name)
     ax.set_xscale("log", base=2)
-    ticks = sorted({k for pts in curves.values() for k, _ in pts})
+    ticks = sorted({k for pts in points.values() for k, _ in pts})
     ax.set_xticks(ticks, [str(k) for k in ticks])
     ax.minorticks_off()
     ax.set_xlabel("k")

@@ -36,11 +36,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Self
 
 from midtrain.config import Config, to_yaml
 from midtrain.console import log
@@ -215,7 +215,7 @@ def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
     return out
 
 
-def parents_of(inputs: dict[str, str | Path]) -> list[dict[str, str]]:
+def parents_of(inputs: Mapping[str, str | Path]) -> list[dict[str, str]]:
     out = []
     for name, p in inputs.items():
         meta = Path(p) / META
@@ -230,7 +230,7 @@ def open_run(
     out: str | Path,
     stage: str,
     cfg: Config,
-    inputs: dict[str, str | Path] | None = None,
+    inputs: Mapping[str, str | Path] | None = None,
     *,
     overwrite: bool = False,
     seed: int | None = None,
@@ -302,7 +302,7 @@ def classify_dir(
 
 
 def fresh_meta(
-    stage: str, key: str, cfg: Config, hashes: dict[str, str], inputs: dict[str, str | Path], seed: int | None
+    stage: str, key: str, cfg: Config, hashes: dict[str, str], inputs: Mapping[str, str | Path], seed: int | None
 ) -> dict[str, Any]:
     """The midtrain.json of a run that starts now."""
     return {
@@ -402,7 +402,7 @@ class Result:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, run: Run) -> Result:
+    def of(cls, run: Run) -> Self:
         return cls(stage=run.stage, out=str(run.path), cached=run.cached, metrics=dict(run.metrics))
 
     def to_dict(self) -> dict[str, Any]:

@@ -248,7 +248,8 @@ def validate_answer(
 
 def build_segments(chunk: str, cuts: list[int], thoughts: list[str]) -> list[dict[str, Any]]:
     """Segments cut from ``chunk`` at ``cuts`` (non-decreasing), thought ``k`` after cut ``k``."""
-    segments, prev = [], 0
+    segments: list[dict[str, Any]] = []
+    prev = 0
     for cut, thought in zip(cuts, thoughts):
         segments.append({"text": chunk[prev:cut], "thought": thought})
         prev = cut

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from safetensors import safe_open
@@ -246,8 +246,11 @@ class Counters:
 
     parameters: int = 0
 
-    def __add__(self, other: Counters) -> Counters:
+    def __add__(self, other: Counters) -> Self:
         return type(self)(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def summary(self) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 @dataclass
@@ -343,10 +346,10 @@ def stream_stats(
         for o, (p, q) in enumerate(overlaps):
             os_[o].changed1, os_[o].changed2 = cs[p].changed, cs[q].changed
             os_[o].sq1, os_[o].sq2 = cs[p].delta_sq, cs[q].delta_sq
-        for c, s in enumerate(cs):
-            by_cmp[c].append(s)
-        for o, s in enumerate(os_):
-            by_ovl[o].append(s)
+        for c, cstat in enumerate(cs):
+            by_cmp[c].append(cstat)
+        for o, ostat in enumerate(os_):
+            by_ovl[o].append(ostat)
     return tensors, by_cmp, by_ovl
 
 

@@ -79,7 +79,7 @@ def cka_curves(data: dict[str, Any]) -> dict[str, list[Any]]:
     """The per-layer CKA curves of a ``cka.json``: one per probe set (labelled with its row count when known),
     preceded by ``per_layer`` (the mean over probes) when there are several probe sets or none with detail."""
     curves: dict[str, list[Any]] = {}
-    probes = data.get("probes") if isinstance(data.get("probes"), dict) else {}
+    probes = found if isinstance(found := data.get("probes"), dict) else {}
     for name, probe in probes.items():
         if isinstance(probe, dict) and isinstance(probe.get("per_layer"), list):
             label = f"{name} (n={probe['rows']})" if "rows" in probe else str(name)

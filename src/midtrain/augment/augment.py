@@ -139,7 +139,7 @@ class AugmentConfig(Config):
 
 
 # Fields that say *how* to run, not *what*: reset in the run key so that a resumed run may change them.
-_HOW = {
+_HOW: dict[str, Any] = {
     "shard_index": None,
     "executor": "inline",
     "num_workers": 1,
@@ -215,7 +215,7 @@ def shard_chunks(cfg: AugmentConfig, tokenizer: Any, index: int, *, synthetic: b
 
 # -- annotation -------------------------------------------------------------------------------------------------
 def _record(c: Chunk, annotator: str, status: str, attempts: int, **extra: Any) -> dict[str, Any]:
-    rec = {
+    rec: dict[str, Any] = {
         "id": c.id,
         "source_id": c.source_id,
         "chunk": c.text,
@@ -264,13 +264,13 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
             done[c.id] = _synthetic(c, backend, cfg)
         else:
             pending.append(c)
-    direct = isinstance(backend, ProgrammaticBackend) and backend.respond is None
+    direct = backend if isinstance(backend, ProgrammaticBackend) and backend.respond is None else None
     for attempt in range(cfg.retries + 1):
         if not pending:
             break
         temperature = cfg.temperature if attempt == 0 else cfg.retry_temperature
-        if direct:  # the rule-based annotator needs no prompt
-            answers: list[Any] = [[backend.annotate_text(c.text)] for c in pending]  # type: ignore[union-attr]
+        if direct is not None:  # the rule-based annotator needs no prompt
+            answers: list[Any] = [[direct.annotate_text(c.text)] for c in pending]
         else:
             prompts = [fill_template(template, text=c.text) for c in pending]
             answers = await backend.agenerate(prompts, max_new_tokens=cfg.new_tokens, temperature=temperature, errors="return")

@@ -28,7 +28,7 @@ from midtrain.errors import ConfigError, MidtrainError
 try:
     from datatrove.pipeline.base import PipelineStep
 except ImportError:  # the runner is optional: pip install 'midtrain[distributed]'
-    PipelineStep = object  # type: ignore[misc,assignment]
+    PipelineStep = object
     _HAVE_DATATROVE = False
 else:
     _HAVE_DATATROVE = True
@@ -37,7 +37,7 @@ else:
 ShardTask = Callable[[dict[str, Any], int, int], dict[str, Any]]  # (config dict, rank, world_size) -> shard info
 
 
-class AugmentShardStep(PipelineStep):  # type: ignore[misc,valid-type]
+class AugmentShardStep(PipelineStep):
     """A datatrove pipeline step that runs ``task`` on shard ``rank`` of ``world_size``."""
 
     name = "midtrain augment shard"

@@ -289,7 +289,7 @@ def rows_for(
             rows.append({"benchmark": task.name, **sample_row(task.records[i], j, g.text), "tokens": g.tokens, "finished": g.finished})
         return rows
     if scores is None:
-        scores = score_batch(task.kind, _payload(task, gens, items))  # type: ignore[arg-type]
+        scores = score_batch(task.kind, _payload(task, gens, items))
     spans = [thinking_part(g.text, opened=task.opened[i]) for (i, _), g in zip(items, gens)]
     think = thinking_tokens(tokenizer, spans) if tokenizer is not None else [None] * len(spans)
     for (i, j), g, t, (correct, answer, key) in zip(items, gens, think, scores):
@@ -501,7 +501,8 @@ def run(cfg: EvalConfig) -> Result:
             return Result.of(run_)
         if any(t.source == "generated" for t in tasks) and not (run_.path / "problems.jsonl").is_file():
             write_jsonl(run_.path / "problems.jsonl", next(t.records for t in tasks if t.source == "generated"))
-        t0, stats = time.time(), {}
+        t0 = time.time()
+        stats: dict[str, Any] = {}
         _generate_missing(cfg, tasks, run_.path / SAMPLES, backend_name, tokenizer, run_.keep, stats)
         rows = list(iter_jsonl_tolerant(run_.path / SAMPLES))
         head = {

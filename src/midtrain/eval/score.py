@@ -78,7 +78,8 @@ class ScoreResult:
 
 def read_completions(path: str | Path, ids: set[str]) -> list[dict[str, Any]]:
     """Completion lines grouped with sample indices; unknown ids and bad lines name file and line."""
-    out, counter = [], defaultdict(int)
+    out: list[dict[str, Any]] = []
+    counter: defaultdict[str, int] = defaultdict(int)
     for rec in iter_jsonl(path):
         line = rec.get("_line", "?")
         if "id" not in rec or "completion" not in rec:

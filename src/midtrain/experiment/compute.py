@@ -31,7 +31,7 @@ def task_kind(cfg: ExperimentConfig, step_rec: dict[str, Any], steps: dict[str, 
 
 def compute_of(cfg: ExperimentConfig, arm: ArmSpec, recs: dict[str, dict[str, Any]], steps: dict[str, Step]) -> dict[str, Any]:
     """Tokens and FLOPs of one arm's chain, split into mid-training and RL, and β = mid / (mid + rl)."""
-    out = {"mid_flops": 0.0, "rl_flops": 0.0, "mid_tokens": 0, "rl_tokens": 0, "stages": {}}
+    out: dict[str, Any] = {"mid_flops": 0.0, "rl_flops": 0.0, "mid_tokens": 0, "rl_tokens": 0, "stages": {}}
     for name in arm.chain:
         rec = recs.get(name)
         if rec is None:

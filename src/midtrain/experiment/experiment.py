@@ -349,6 +349,7 @@ def _launch(cfg: ExperimentConfig, step: Step, launch: list[str]) -> dict[str, A
     from midtrain.config import to_yaml
     from midtrain.runs import atomic_write_text
 
+    assert step.config is not None  # run_step handles `path` stages (no config) without launching
     conf = cfg.out_dir / ".journal" / f"{step.key}.yaml"
     conf.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(conf, to_yaml(step.config))

@@ -365,7 +365,7 @@ def analysis_sections(
         if isinstance(per_layer, dict):
             per_layer = list(per_layer.values())
         if isinstance(per_layer, list) and per_layer:
-            probes = c.get("probes") if isinstance(c.get("probes"), dict) else {}
+            probes = found if isinstance(found := c.get("probes"), dict) else {}
             names = [n for n, p in probes.items() if isinstance(p, dict) and isinstance(p.get("per_layer"), list)]
             rows = [
                 [i, v] + [probes[n]["per_layer"][i] if i < len(probes[n]["per_layer"]) else None for n in names]
@@ -453,7 +453,12 @@ def build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[
     if plots_dir.exists():
         shutil.rmtree(plots_dir)
     plots_dir.mkdir(parents=True)
-    evals, synth, logs, weights, ckas, metas = [], [], [], [], [], []
+    evals: list[tuple[str, dict[str, Any]]] = []
+    synth: list[tuple[str, dict[str, Any]]] = []
+    logs: list[tuple[str, list[dict[str, Any]]]] = []
+    weights: list[tuple[str, Path, dict[str, Any]]] = []
+    ckas: list[tuple[str, Path, dict[str, Any]]] = []
+    metas: list[tuple[str, Path, dict[str, Any]]] = []
     for label, r in zip(_labels(runs), runs):
         meta = (_read_json(r / META) if (r / META).is_file() else None) or {}
         metas.append((label, r, meta))

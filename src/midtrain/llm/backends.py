@@ -420,7 +420,7 @@ class VLLMBackend:
         **engine_kwargs: Any,
     ) -> None:
         try:
-            import vllm  # type: ignore[import-not-found]
+            import vllm
         except ImportError:
             raise MidtrainError(
                 "backend 'vllm' needs vLLM, which is not installed: pip install 'midtrain[vllm]' on a GPU machine, "

@@ -182,10 +182,14 @@ class LLMJudge:
                 else:
                     fresh[k] = Verdict(1.0 if label == "YES" else 0.0, label, "judge")
             self.cache.put_many(fresh)  # backend errors are not cached: a re-run asks again
-        out = [errors.get(k) or self.cache.get(k) for k in keys]
+        out: list[Verdict] = []
+        for k in keys:
+            v = errors.get(k) or self.cache.get(k)
+            assert v is not None, "the judge backend returned fewer answers than prompts"
+            out.append(v)
         for v in out:
             self.stats[v.label or "none"] += 1
-        return out  # type: ignore[return-value]
+        return out
 
     def judge(self, candidates: Sequence[str], references: Sequence[str]) -> list[Verdict]:
         async def once() -> list[Verdict]:
@@ -358,13 +362,16 @@ def judge_reward(judge: Judge) -> JudgeReward:
 
 
 # -- stage ------------------------------------------------------------------------------------------------------
+JudgeKind = Literal["llm", "exact", "number", "token_f1"]
+
+
 @dataclass
 class JudgeConfig(Config):
     input: str = param("", "JSONL file of pairs to judge.", positional=True)
     out: str = param("", "Output directory (verdicts.jsonl + midtrain.json).")
     candidate_field: str = param("completion", "Field holding the candidate (or the full completion).")
     reference_field: str = param("reference", "Field holding the reference continuation or answer.")
-    judge: Literal["llm", "exact", "number", "token_f1"] = param("llm", "Which judge.")
+    judge: JudgeKind = param("llm", "Which judge.")
     backend: BackendConfig = param(BackendConfig(), "The judge model's backend (judge=llm).")
     prompt: str = param("judge", "Judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
     max_new_tokens: int = param(16, "Token budget of one verdict (judge=llm).")

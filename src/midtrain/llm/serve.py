@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 Responder = Callable[[str, dict[str, Any]], str]
 
@@ -141,7 +141,7 @@ class OpenAIServer:
     @property
     def url(self) -> str:
         host, port = self._srv.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{cast(str, host)}:{port}/v1"  # an AF_INET socket's address: typeshed allows bytes too
 
     @property
     def stats(self) -> Counter:

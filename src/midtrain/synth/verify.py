@@ -129,8 +129,9 @@ class _Parser:
 
     def parse(self) -> Lin:
         v = self.expr(0)
-        if self.peek() is not None:
-            raise ParseError(f"unexpected {self.peek()[1]!r}")
+        tok = self.peek()
+        if tok is not None:
+            raise ParseError(f"unexpected {tok[1]!r}")
         return v
 
     def expr(self, depth: int) -> Lin:
@@ -284,12 +285,11 @@ def parse_steps(trace: str, gold: Gold) -> tuple[list[Step], int]:
                 clause = m.group(3)
                 if _UNKNOWN.fullmatch(clause.strip()):
                     continue
-            elif _DEFINE_ONLY.fullmatch(clause):
-                m = _DEFINE_ONLY.fullmatch(clause)
+            elif (m := _DEFINE_ONLY.fullmatch(clause)) is not None:
                 bind[m.group(2)] = _key(m.group(1), "natural")
                 continue
-            elif _WE_KNOW.match(clause):
-                clause = _WE_KNOW.match(clause).group(1).rsplit(";", 1)[-1]
+            elif (m := _WE_KNOW.match(clause)) is not None:
+                clause = m.group(1).rsplit(";", 1)[-1]
             elif _ANSWER_LINE.match(clause):
                 continue
         step = _parse_clause(clause, gold, bind)
@@ -371,12 +371,12 @@ def verify(problem: dict[str, Any], completion: str) -> Verification:
             first[st.key] = st
     correct = 0
     for key in gold.keys:
-        st = first.get(key)
-        if st is None:
+        got = first.get(key)
+        if got is None:
             mm["missing"] += 1
             continue
-        ok_value = st.value is not None and st.value == gold.values[key].mod(gold.modulus)
-        ok_parents = st.parents == gold.parents[key]
+        ok_value = got.value is not None and got.value == gold.values[key].mod(gold.modulus)
+        ok_parents = got.parents == gold.parents[key]
         mm["value"] += not ok_value
         mm["dependency"] += not ok_parents
         correct += ok_value and ok_parents

@@ -38,6 +38,7 @@ import itertools
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 KINDS = ("sum", "diff", "mul", "total")  # combination rules; constants are always allowed
 MAX_PARENTS = 3
@@ -99,12 +100,21 @@ class Graph:
         return [i for i in self.order if self.nodes[i].necessary]
 
 
-def _combine(kind: str, k: int | None, vals: list, modulus: int | None):
+def _literal(kind: str, k: int | None) -> int:
+    """``k`` of a constant or a product node, which always has one."""
+    if k is None:
+        raise ValueError(f"a {kind} node needs its literal k")
+    return k
+
+
+def _combine(kind: str, k: int | None, vals: list[Any], modulus: int | None) -> Any:
     """One node's value from its parents' values (ints or Lins)."""
+    v: Any
     if kind == "const":
-        v = k
+        v = _literal(kind, k)
     elif kind == "mul":
-        v = vals[0].scale(k) if isinstance(vals[0], Lin) else vals[0] * k
+        m = _literal(kind, k)
+        v = vals[0].scale(m) if isinstance(vals[0], Lin) else vals[0] * m
     elif kind in ("sum", "total"):
         v = vals[0]
         for w in vals[1:]:
@@ -125,7 +135,7 @@ def forms(nodes: list[Node], unknown: int | None = None, modulus: int | None = N
         if n.id == unknown:
             out.append(Lin(1, 0))
         elif n.kind == "const":
-            out.append(Lin(0, n.k).mod(modulus))
+            out.append(Lin(0, _literal(n.kind, n.k)).mod(modulus))
         else:
             out.append(_combine(n.kind, n.k, [out[p] for p in n.parents], modulus))
     return out

@@ -185,7 +185,9 @@ def pack(docs: list[Doc], seq_len: int, pad_id: int) -> PackedRows:
         rows.input_ids.append(ids + [pad_id] * fill)
         rows.position_ids.append(pos + list(range(fill)))
         rows.labels.append(lab + [-100] * fill)
-        ids.clear(), pos.clear(), lab.clear()
+        ids.clear()
+        pos.clear()
+        lab.clear()
 
     for doc in docs:
         pieces = [(doc.ids[i : i + seq_len], doc.mask[i : i + seq_len]) for i in range(0, len(doc.ids), seq_len)]

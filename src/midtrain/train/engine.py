@@ -200,7 +200,8 @@ def resume_point(ckpt_dir: Path, marker: str, model_conf: Any = None, *, remove_
     """
     if not ckpt_dir.is_dir():
         return None
-    ckpts = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
+    steps = {p: n for p in ckpt_dir.iterdir() if p.is_dir() and (n := checkpoint_step(p)) is not None}
+    ckpts = sorted(steps, key=steps.__getitem__)
     for p in reversed(ckpts):
         if (p / marker).is_file():
             conf = json.loads((p / "config.json").read_text()) if (p / "config.json").is_file() else {}
@@ -250,7 +251,11 @@ def start(run: Run, marker: str, model_conf: Any, logs: Iterable[str] = (LOG,)) 
     drops what an earlier, checkpoint-less attempt logged.
     """
     ckpt = resume_point(run.path / CKPT_DIR, marker, model_conf, remove_incomplete=is_main()) if run.resumed else None
-    step = checkpoint_step(ckpt) if ckpt is not None else 0
+    step = 0
+    if ckpt is not None:
+        ckpt_step = checkpoint_step(ckpt)
+        assert ckpt_step is not None  # resume_point returns checkpoint-N directories only
+        step = ckpt_step
     kept = {name: truncate_log(run.path / name, step, write=is_main()) for name in logs}
     if ckpt is not None:
         log(f"[resume] {run.stage}: continuing from {ckpt.name}")

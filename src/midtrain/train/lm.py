@@ -188,6 +188,7 @@ class LMLogCallback(StepLogCallback):
 
     def record(self, state: Any, logs: dict[str, Any], window: Window) -> dict[str, Any]:
         tok_s = rate(window.steps * self.tokens_per_step, window.seconds)
+        assert self.last_logged is not None  # on_log sets it before calling record
         return {
             "step": state.global_step,
             "loss": round(float(logs["loss"]), 6),

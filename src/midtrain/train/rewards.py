@@ -25,11 +25,14 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from midtrain.console import log
 from midtrain.errors import ConfigError
 from midtrain.thoughts import THINK_OPEN, opens_thought
+
+if TYPE_CHECKING:
+    from midtrain.llm.judge import JudgeKind
 
 RewardFn = Callable[..., list[float]]  # (completions: list[str], **columns: list[Any]) -> list[float]
 RewardName = Literal["math", "choice", "synthetic_outcome", "synthetic_process", "synthetic_strict", "judge"]
@@ -71,7 +74,7 @@ def choice_reward(completions: list[str], answer: list[Any], **columns: Any) -> 
 
     n = len(completions)
     prompts = _prompts(columns, n)
-    choices = columns.get("choices") if isinstance(columns.get("choices"), (list, tuple)) else [None] * n
+    choices = given if isinstance(given := columns.get("choices"), (list, tuple)) else [None] * n
     out = []
     for c, a, p, ch in zip(completions, answer, prompts, choices, strict=True):
         gold = _LETTERS[int(a)] if isinstance(a, int) or str(a).strip().isdigit() else str(a).strip().upper()
@@ -122,7 +125,7 @@ def judge_reward(judge: Any) -> RewardFn:
 
 
 def make_judge(
-    kind: str = "token_f1",
+    kind: JudgeKind = "token_f1",
     *,
     threshold: float = 0.5,
     backend: Any = None,
@@ -149,7 +152,7 @@ class SafeReward:
 
     def __init__(self, fn: RewardFn, name: str | None = None) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self.__name__ = self.name
         self.errors = 0
         self.samples = 0

@@ -331,15 +331,12 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
     return kept, stats
 
 
-# -- trainer with timing ----------------------------------------------------------------------------------------
-
-
 # -- the stage --------------------------------------------------------------------------------------------------
 def build_grpo_config(cfg: RLConfig, output_dir: str) -> Any:
     """TRL's GRPOConfig for ``cfg`` (exact key mapping: docs/scale-out.md)."""
     from trl import GRPOConfig
 
-    vllm = {}
+    vllm: dict[str, Any] = {}
     if cfg.vllm != "off":
         vllm = dict(
             use_vllm=True,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,7 +33,25 @@ COUNTERS = "midtrain_counters.json"  # written into a checkpoint once it is comp
 class Counters:
     """Seconds and tokens accumulated over the run (saved with each checkpoint, restored on resume)."""
 
-    FIELDS = ("gen_s", "reward_s", "train_s", "tokens_generated", "tokens_trained", "completions", "reward_errors", "think_tokens")
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "gen_s",
+        "reward_s",
+        "train_s",
+        "tokens_generated",
+        "tokens_trained",
+        "completions",
+        "reward_errors",
+        "think_tokens",
+    )
+    # One float attribute per name in FIELDS (set by __init__ and load).
+    gen_s: float
+    reward_s: float
+    train_s: float
+    tokens_generated: float
+    tokens_trained: float
+    completions: float
+    reward_errors: float
+    think_tokens: float
 
     def __init__(self) -> None:
         for f in self.FIELDS:
@@ -92,11 +110,11 @@ def make_trainer_class() -> type:
                 out = super()._generate(prompts)
             self.counters.gen_s += time.perf_counter() - t0
             completion_ids, completions = out[1], out[3]
-            think = sum(
+            think_here = sum(
                 thinking_tokens(ids, c if isinstance(c, str) else c[-1]["content"], p if isinstance(p, str) else "", self._tokenizer)
                 for ids, c, p in zip(completion_ids, completions, prompts)
             )
-            tokens, n, think = self._global_sum(sum(len(c) for c in completion_ids), len(completion_ids), think)
+            tokens, n, think = self._global_sum(sum(len(c) for c in completion_ids), len(completion_ids), think_here)
             self.counters.tokens_generated += tokens
             self.counters.completions += n
             self.counters.think_tokens += think
