@@ -13,6 +13,13 @@ overrides (``--lr 1e-3`` or dotted ``train.lr=1e-3``). Loading is strict: an unk
 key and its closest valid spelling; a value of the wrong type names the key and the expected type; ``Literal``
 modes are checked at parse time, never later. ``Config.check()`` holds cross-field rules.
 
+Declared rules run whenever a config is built from data, before ``check()`` (:func:`check_fields`): floats must
+be finite, ``param(8, "...", ge=1)`` bounds a number (each element of a list or mapping), ``path="file"|"dir"``
+refuses a path that exists as the other kind (existence is the stage's check: experiments plan stages whose inputs
+do not exist yet). YAML goes through :class:`StrictLoader` (duplicate keys and alias bombs are errors).
+:meth:`Config.to_dict` and :func:`to_yaml` mask URL passwords (run keys, ``midtrain.json``, ``config.yaml``);
+``to_dict(redact=False)`` is the faithful copy; :func:`redact_text` cleans error text that gets stored.
+
 A key that moved stays known for one purpose: ``RENAMED = {"lr": "optim.lr"}`` on a config class makes the old key,
 in a YAML file, a flag or a dotted override, a one-line error naming the new one ("key 'lr' is now 'optim.lr'")
 instead of a bare "unknown key".
@@ -24,8 +31,11 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
+import re
 import types
 import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
@@ -37,17 +47,66 @@ from midtrain.errors import ConfigError
 C = TypeVar("C", bound="Config")
 
 
-def param(default: Any = MISSING, doc: str = "", *, positional: bool = False, **kwargs: Any) -> Any:
+PathKind = Literal["file", "dir"]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A numeric range of a field: ``ge``/``gt``/``le``/``lt`` (None: unbounded on that side)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def holds(self, x: float) -> bool:
+        return not (
+            (self.ge is not None and x < self.ge)
+            or (self.gt is not None and x <= self.gt)
+            or (self.le is not None and x > self.le)
+            or (self.lt is not None and x >= self.lt)
+        )
+
+    def text(self) -> str:
+        lo = f"[{_num(self.ge)}" if self.ge is not None else f"({_num(self.gt)}" if self.gt is not None else ""
+        hi = f"{_num(self.le)}]" if self.le is not None else f"{_num(self.lt)})" if self.lt is not None else ""
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        return f">{'=' * (lo[0] == '[')} {lo[1:]}" if lo else f"<{'=' * (hi[-1] == ']')} {hi[:-1]}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
+def param(
+    default: Any = MISSING,
+    doc: str = "",
+    *,
+    positional: bool = False,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    path: PathKind | None = None,
+    **kwargs: Any,
+) -> Any:
     """A documented dataclass field. Mutable defaults (lists, dicts, configs) are copied per instance.
 
     ``positional=True`` makes the CLI take the field as a positional argument (a list field takes several).
+    ``ge``/``gt``/``le``/``lt`` bound a number, ``path`` says what an existing path must be (``file``/``dir``):
+    checked by :func:`check_fields` and shown in ``--help``.
     """
-    metadata = {"doc": doc, "positional": positional}
+    bounds = Bounds(ge, gt, le, lt) if (ge, gt, le, lt) != (None, None, None, None) else None
+    metadata = {"doc": doc, "positional": positional, "bounds": bounds, "path": path}
     if default is MISSING:
         return field(metadata=metadata, **kwargs)
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
         return field(default_factory=functools.partial(copy.deepcopy, default), metadata=metadata, **kwargs)
     return field(default=default, metadata=metadata, **kwargs)
+
+
+MAX_SEED = 2**32 - 1  # ``param(0, "Seed.", ge=0, le=MAX_SEED)``: what NumPy, torch and vLLM all accept
 
 
 @dataclass
@@ -60,9 +119,24 @@ class Config:
     def check(self) -> None:
         """Cross-field validation; raise ConfigError naming the key. Subclasses extend it."""
 
+    def validate(self, prefix: str = "", source: str = "") -> None:
+        """The declared field rules (:func:`check_fields`), then :meth:`check`: what parsing runs on a config.
+
+        In a section (``prefix`` ``annotator.``) the keys that ``check()`` names get the prefix.
+        """
+        check_fields(self, prefix, source)
+        try:
+            self.check()
+        except ConfigError as e:
+            if not prefix:
+                raise
+            raise ConfigError(_KEY_IN_ERROR.sub(lambda m: _prefixed(m, prefix), str(e), count=1)) from None
+
     # -- conversion -------------------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """Plain values; URL passwords masked (:func:`redact_secrets`) unless ``redact=False`` (a faithful copy)."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return redact_secrets(data) if redact else data
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any], *, prefix: str = "", source: str = "", check: bool = True) -> C:
@@ -70,7 +144,7 @@ class Config:
 
     def replace(self: C, **changes: Any) -> C:
         """A validated copy with some top-level or dotted fields changed."""
-        data = self.to_dict()
+        data = self.to_dict(redact=False)
         for key, value in changes.items():
             set_dotted(data, key, value, type(self))
         return type(self).from_dict(data)
@@ -83,6 +157,8 @@ class Config:
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
             doc = f.metadata.get("doc", "")
+            if f.metadata.get("bounds") is not None:
+                doc = f"{doc} Must be {f.metadata['bounds'].text()}.".lstrip()
             default = _default_of(f)
             if _is_config(tp):
                 for k, (sub_tp, sub_doc, sub_default) in tp.field_docs().items():
@@ -94,6 +170,14 @@ class Config:
         for old, new in cls.RENAMED.items():  # listed so that the command line takes the old flag to name the new key
             out[old] = (out[new][0], f"Renamed: use {new}.", MISSING)
         return out
+
+
+_KEY_IN_ERROR = re.compile(r"\b(keys? ')([^']+)'")
+
+
+def _prefixed(m: re.Match[str], prefix: str) -> str:
+    key = m.group(2)
+    return m.group(0) if key.startswith(prefix) else f"{m.group(1)}{prefix}{key}'"
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -118,7 +202,7 @@ def _is_config(tp: Any) -> bool:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Config):
-        return value.to_dict()
+        return value.to_dict(redact=False)  # the caller redacts the whole
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -247,7 +331,7 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str, source: str, check: 
             raise ConfigError(f"missing required key '{prefix}{name}'" + (f" in {source}" if source else ""))
     obj = cls(**kwargs)
     if check:
-        obj.check()
+        obj.validate(prefix, source)
     return obj
 
 
@@ -276,6 +360,174 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, cls: type[Config]) ->
         tp = sub
 
 
+# -- declared field rules --------------------------------------------------------------------------------------
+def _leaves(key: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of a field value: itself, or every element of a list or mapping."""
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _leaves(f"{key}[{i}]", v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(f"{key}.{k}", v)
+    else:
+        yield key, value
+
+
+def check_path_kind(key: str, value: str, kind: PathKind, where: str = "") -> None:
+    """ConfigError if ``value`` holds a NUL byte or exists as the wrong kind of path (``file`` vs ``dir``)."""
+    if "\x00" in value:
+        raise ConfigError(f"key '{key}'{where}: the path contains a NUL byte")
+    try:  # (an unreadable parent is left to the stage's own check)
+        is_dir, is_other = Path(value).is_dir(), Path(value).exists() and not Path(value).is_dir()
+    except (OSError, ValueError):
+        return
+    if (kind == "file" and is_dir) or (kind == "dir" and is_other):
+        raise ConfigError(
+            f"key '{key}'{where}: {value} is a {'directory' if is_dir else 'file'}, expected a {kind.replace('dir', 'directory')}"
+        )
+
+
+def check_fields(cfg: Config, prefix: str = "", source: str = "") -> None:
+    """The rules declared with :func:`param`, on every field of ``cfg`` and its sections: finite floats,
+    ``ge``/``gt``/``le``/``lt`` bounds, path kinds; a ConfigError names the dotted key (and ``source``)."""
+    where = f" in {source}" if source else ""
+    for f in dataclasses.fields(cfg):
+        bounds, kind = f.metadata.get("bounds"), f.metadata.get("path")
+        for key, x in _leaves(prefix + f.name, getattr(cfg, f.name)):
+            if isinstance(x, Config):
+                check_fields(x, key + ".", source)
+            elif isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"key '{key}'{where}: must be finite (not NaN or infinite), got {x!r}")
+            elif bounds is not None and isinstance(x, (int, float)) and not isinstance(x, bool) and not bounds.holds(x):
+                raise ConfigError(f"key '{key}'{where}: must be {bounds.text()}, got {x!r}")
+            elif kind is not None and isinstance(x, str) and x:
+                check_path_kind(key, x, kind, where)
+
+
+def check_http_url(url: str, key: str) -> None:
+    """ConfigError naming ``key`` unless ``url`` is an ``http://`` or ``https://`` URL with a host (no spaces)."""
+    from urllib.parse import urlsplit
+
+    try:  # .port raises ValueError on a port that is not a number
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0 and not re.search(r"\s", url)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"key '{key}': expected an http:// or https:// URL with a host, got {redact_url(url)!r}")
+
+
+# -- credentials ------------------------------------------------------------------------------------------------
+REDACTED = "***"
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@?#]*):[^\s/?#]+@")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|secret|password|passwd|sig|signature)=)[^&#\s]+")
+_SECRET_VALUE = re.compile(
+    r"""(?i)(["']?\b(?:proxy-authorization|authorization|x-api-key|api[_-]?key|access[_-]?token|password)\b["']?\s*[:=]\s*["']?)"""
+    r"""(?:(?:bearer|basic|token)\s+)?[^\s"',;}&]+"""
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{4,}")
+MIN_SECRET_CHARS = 6  # shorter "secrets" are not replaced verbatim (they would mask ordinary words)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with URL passwords (``scheme://user:***@host``) and secret query values (``?api_key=***``) masked."""
+    return _QUERY_SECRET.sub(r"\1" + REDACTED, _URL_PASSWORD.sub(r"\1:" + REDACTED + "@", text))
+
+
+def redact_secrets(obj: Any) -> Any:
+    """A copy of plain data (dicts, lists, strings) with :func:`redact_url` applied to every string with a URL."""
+    if isinstance(obj, str):
+        return redact_url(obj) if "://" in obj else obj
+    if isinstance(obj, list):
+        return [redact_secrets(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: redact_secrets(v) for k, v in obj.items()}
+    return obj
+
+
+def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Error text safe to store: the given secret strings, ``Authorization``/API-key values, bearer tokens and
+    URL passwords masked."""
+    for secret in secrets:
+        if secret and len(secret) >= MIN_SECRET_CHARS:
+            text = text.replace(secret, REDACTED)
+    text = _SECRET_VALUE.sub(r"\1" + REDACTED, text)
+    text = _BEARER.sub(r"\1 " + REDACTED, text)
+    return redact_url(text)
+
+
+# -- YAML -------------------------------------------------------------------------------------------------------
+MAX_ALIAS_NODES = 100_000  # nodes that aliases may add to a document once expanded
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """(distinct nodes, nodes once every alias is expanded) of a composed document; a recursive alias is a
+    ComposerError. Linear in the distinct nodes (iterative: deep documents do not exhaust the stack)."""
+    size: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            visiting.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(k)] for k in _children(node))
+            continue
+        if id(node) in size:
+            continue
+        visiting.add(id(node))
+        stack.append((node, True))
+        for kid in _children(node):
+            if id(kid) in visiting:
+                raise yaml.composer.ComposerError(None, None, "a recursive alias (a node that contains itself)", kid.start_mark)
+            if id(kid) not in size:
+                stack.append((kid, False))
+    return len(size), size[id(root)]
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``safe_load`` semantics; a key twice in one mapping is an error (``<<`` merged keys may be overridden), and
+    so is a document that contains itself or whose aliases add more than :data:`MAX_ALIAS_NODES` nodes."""
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        distinct, expanded = expanded_size(node)
+        if expanded - distinct > MAX_ALIAS_NODES:
+            raise yaml.composer.ComposerError(None, None, f"aliases expand it to {expanded:,} nodes (limit +{MAX_ALIAS_NODES:,})")
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                    continue
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})", key_node.start_mark
+                    )
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)`` through :class:`StrictLoader` (duplicate keys and alias bombs are YAMLErrors)."""
+    loader = StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_override_value(raw: str, tp: Any) -> Any:
     """A command-line string → a Python value for annotation ``tp`` (YAML scalars; comma lists for lists)."""
     if tp is str:
@@ -288,10 +540,10 @@ def parse_override_value(raw: str, tp: Any) -> Any:
         items = [s for s in raw.split(",") if s != ""]
         return [parse_override_value(s.strip(), inner) for s in items]
     if origin is Literal:
-        return raw if raw in get_args(tp) else yaml.safe_load(raw)
+        return raw if raw in get_args(tp) else load_yaml(raw)
     try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
+        return load_yaml(raw)
+    except (yaml.YAMLError, RecursionError):
         return raw
 
 
@@ -300,7 +552,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ConfigError(f"{p}: invalid YAML (nested too deeply)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
@@ -322,7 +576,7 @@ def load_config(
     """Defaults ← YAML file ← overrides (``{"train.lr": 1e-3}`` or ``["train.lr=1e-3"]``), validated."""
     data: dict[str, Any] = read_yaml(path) if path else {}
     source = str(path) if path else ""
-    base = cls.from_dict(data, source=source, check=False).to_dict()  # key/type errors name the file
+    base = cls.from_dict(data, source=source, check=False).to_dict(redact=False)  # key/type errors name the file
     docs = cls.field_docs()
     items: list[tuple[str, Any]] = []
     if isinstance(overrides, dict):
@@ -341,5 +595,6 @@ def load_config(
     return cls.from_dict(base)
 
 
-def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+def to_yaml(cfg: Config, *, redact: bool = True) -> str:
+    """The config as YAML (``config.yaml``, ``--dry-run``); URL passwords masked unless ``redact=False``."""
+    return yaml.safe_dump(cfg.to_dict(redact=redact), sort_keys=False, allow_unicode=True)

@@ -218,20 +218,20 @@ def test_periodic_callback_writes_on_rank_0_every_n_steps(tmp_path):
     "key, value, rule",
     [
         ("lr", 0.0, "finite and > 0"),
-        ("lr", float("inf"), "finite and > 0"),
-        ("lr", float("nan"), "finite and > 0"),
+        ("lr", float("inf"), "finite"),  # NaN and infinities: the rule every float field of every config has
+        ("lr", float("nan"), "finite"),
         ("warmup_steps", -1, ">= 0"),
         ("beta1", 1.0, r"in \[0, 1\)"),
         ("beta2", -0.1, r"in \[0, 1\)"),
         ("grad_accum_steps", 0, ">= 1"),
         ("max_grad_norm", -1.0, "finite and >= 0"),
-        ("max_grad_norm", float("inf"), "finite and >= 0"),
+        ("max_grad_norm", float("inf"), "finite"),
         ("min_lr_ratio", 1.5, r"in \[0, 1\]"),
         ("weight_decay", -0.1, "finite and >= 0"),
     ],
 )
 def test_optim_ranges_name_the_key(key, value, rule):
-    with pytest.raises(ConfigError, match=rf"key 'optim.{key}': must be {rule}"):
+    with pytest.raises(ConfigError, match=rf"key '(optim\.)?{key}': must be {rule}"):  # NaN/inf: the generic rule, no section
         OptimConfig.from_dict({key: value})
     for cls in (RLConfig, PretrainConfig):  # the nested section is checked inside every stage config
         with pytest.raises(ConfigError, match=rf"key 'optim.{key}'"):

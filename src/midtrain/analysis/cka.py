@@ -38,7 +38,7 @@ from midtrain.analysis.plots import (
     plot_cka,
 )
 from midtrain.analysis.results import AnalysisResult, fmt_num
-from midtrain.config import Config, param
+from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, progress
 from midtrain.data import iter_records
 from midtrain.errors import ConfigError, DataError, MidtrainError
@@ -123,13 +123,16 @@ def minibatch_cka(x: torch.Tensor, y: torch.Tensor, batch_size: int = 256, seed:
 
 
 # -- probe sets ------------------------------------------------------------------------------------------------
+MAX_SYNTHETIC_PROBES = 100_000  # problems generated for one synthetic probe set
+
+
 def parse_synthetic(spec: str) -> int | None:
     """N for ``synthetic:N`` (ConfigError if N is not a positive integer); None for a file path."""
     if not spec.startswith(SYNTHETIC):
         return None
     raw = spec[len(SYNTHETIC) :]
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ConfigError(f"key 'probe': '{spec}' must be synthetic:N with N a positive integer")
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= MAX_SYNTHETIC_PROBES:
+        raise ConfigError(f"key 'probe': '{spec}' must be synthetic:N with N an integer in [1, {MAX_SYNTHETIC_PROBES}]")
     return int(raw)
 
 
@@ -267,16 +270,16 @@ class CkaConfig(Config):
     b: str = param("", "Second checkpoint (same number of layers).", positional=True)
     probe: list[str] = param([], "Probe sets: JSONL/Parquet/.txt files, or synthetic:N (N midtrain.synth problems).")
     pooling: Literal["sequence", "token"] = param("sequence", "Mean over non-pad tokens per sequence, or per token.")
-    max_examples: int = param(128, "Texts used per probe set (the first ones in the file).")
-    max_tokens_per_sequence: int = param(32, "Token pooling: tokens kept per sequence, seeded sample (0 = all).")
-    batch_size: int = param(8, "Sequences per forward pass.")
-    max_length: int = param(256, "Truncate probe texts to this many tokens.")
+    max_examples: int = param(128, "Texts used per probe set (the first ones in the file).", ge=2)
+    max_tokens_per_sequence: int = param(32, "Token pooling: tokens kept per sequence, seeded sample (0 = all).", ge=0)
+    batch_size: int = param(8, "Sequences per forward pass.", ge=1)
+    max_length: int = param(256, "Truncate probe texts to this many tokens.", ge=1)
     estimator: Literal["full", "minibatch"] = param("full", "full: linear CKA on all rows; minibatch: unbiased HSIC₁ mean.")
-    minibatch_size: int = param(256, "Rows per minibatch of the minibatch estimator (≥ 4).")
+    minibatch_size: int = param(256, "Rows per minibatch of the minibatch estimator.", ge=4)
     text_fields: list[str] = param(["text", "problem", "question", "prompt"], "Record fields tried in order for the text.")
     dtype: Literal["float32", "bfloat16"] = param("float32", "Model dtype for the forward passes.")
-    seed: int = param(0, "Seed of token subsampling, minibatch shuffling and synthetic probes.")
-    out: str = param("", "Run directory for cka.json and the plot (empty: print only).")
+    seed: int = param(0, "Seed of token subsampling, minibatch shuffling and synthetic probes.", ge=0, le=MAX_SEED)
+    out: str = param("", "Run directory for cka.json and the plot (empty: print only).", path="dir")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:
@@ -287,9 +290,6 @@ class CkaConfig(Config):
             raise ConfigError("key 'probe': give at least one probe set (a data file or synthetic:N)")
         for spec in self.probe:
             parse_synthetic(spec)
-        for key, low in (("max_examples", 2), ("batch_size", 1), ("max_length", 1), ("minibatch_size", 4), ("max_tokens_per_sequence", 0)):
-            if getattr(self, key) < low:
-                raise ConfigError(f"key '{key}': must be ≥ {low}, got {getattr(self, key)}")
         if not self.text_fields:
             raise ConfigError("key 'text_fields': give at least one field name")
 

@@ -70,12 +70,12 @@ class WeightsConfig(Config):
         positional=True,
     )
     compare: list[str] = param([], "A second pair C D: compare the update BEFORE→AFTER with C→D (overlap, cosine).")
-    tau: float = param(1e-5, "Threshold τ: a parameter changed if |Δ| > τ (or > τ·|w0| with relative_tau).")
+    tau: float = param(1e-5, "Threshold τ: a parameter changed if |Δ| > τ (or > τ·|w0| with relative_tau).", ge=0)
     relative_tau: bool = param(False, "Use the relative threshold |Δ| > τ·|w0| instead of the absolute one.")
     bf16: bool = param(True, "Cast both weights to bfloat16 before comparing (the PRISM definition).")
-    chunk_elements: int = param(1 << 20, "Elements per slice read from each checkpoint (bounds peak memory).")
-    threads: int = param(1, "CPU threads for the elementwise math (memory-bound: 1 is fastest on a shared box; 0 = torch default).")
-    out: str = param("", "Run directory for weights.json and plots (empty: print only).")
+    chunk_elements: int = param(1 << 20, "Elements per slice read from each checkpoint (bounds peak memory).", ge=1)
+    threads: int = param(1, "CPU threads for the elementwise math (memory-bound: 1 is fastest on a shared box; 0 = torch default).", ge=0)
+    out: str = param("", "Run directory for weights.json and plots (empty: print only).", path="dir")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:
@@ -85,12 +85,6 @@ class WeightsConfig(Config):
             raise ConfigError(f"key 'compare': give exactly two checkpoints C D, got {len(self.compare)}")
         if self.compare and len(self.checkpoints) != 2:
             raise ConfigError("key 'compare': compares two pairs; it cannot be combined with a timeline (> 2 checkpoints)")
-        if self.tau < 0:
-            raise ConfigError(f"key 'tau': must be ≥ 0, got {self.tau}")
-        if self.chunk_elements < 1:
-            raise ConfigError(f"key 'chunk_elements': must be ≥ 1, got {self.chunk_elements}")
-        if self.threads < 0:
-            raise ConfigError(f"key 'threads': must be ≥ 0, got {self.threads}")
 
 
 # -- results ---------------------------------------------------------------------------------------------------

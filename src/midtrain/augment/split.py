@@ -45,16 +45,14 @@ def accepted_records(path: str | Path) -> list[dict[str, Any]]:
 @dataclass
 class SplitConfig(Config):
     input: str = param("", "An augment output directory (or a JSONL/Parquet file of augmented records).", positional=True)
-    out: str = param("", "Output directory: sft.jsonl, rl.jsonl, midtrain.json.")
-    rl_fraction: float = param(0.5, "Share of accepted chunks for RL mid-training (the paper: half).")
+    out: str = param("", "Output directory: sft.jsonl, rl.jsonl, midtrain.json.", path="dir")
+    rl_fraction: float = param(0.5, "Share of accepted chunks for RL mid-training (the paper: half).", ge=0, le=1)
     salt: str = param("midtrain-split", "Hash salt: change it for a different deterministic split.")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:
         if not self.input or not self.out:
             raise ConfigError("keys 'input' and 'out': both are required")
-        if not 0.0 <= self.rl_fraction <= 1.0:
-            raise ConfigError("key 'rl_fraction': must be in [0, 1]")
 
 
 def is_rl(chunk: str, rl_fraction: float, salt: str = "midtrain-split") -> bool:

@@ -27,7 +27,7 @@ from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.data import write_jsonl
 from midtrain.errors import ConfigError, DataError
-from midtrain.llm.backends import fill_template, load_prompt, require_placeholders
+from midtrain.llm.prompts import check_template, fill_template, load_prompt
 from midtrain.runs import Result, open_run
 from midtrain.shards import unit_interval
 from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
@@ -39,13 +39,13 @@ from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 @dataclass
 class TasksConfig(Config):
     input: str = param("", "A split directory (its rl.jsonl), an augment directory, or a file of augmented records.", positional=True)
-    out: str = param("", "Output directory: tasks.jsonl, midtrain.json.")
-    tokenizer: str = param("", "The policy's tokenizer (token budgets of prefix and reference).")
+    out: str = param("", "Output directory: tasks.jsonl, midtrain.json.", path="dir")
+    tokenizer: str = param("", "The policy's tokenizer (token budgets of prefix and reference).", path="dir")
     keep_thoughts: bool = param(True, "Keep the thoughts inside the prefix (the one at the boundary is always dropped).")
-    max_reference_tokens: int = param(256, "Reference budget N in tokens.")
-    max_reference_sentences: int = param(3, "Reference = at most this many sentences of the next segment(s).")
-    min_prefix_tokens: int = param(16, "Only boundaries with at least this many prefix tokens.")
-    tasks_per_chunk: int = param(1, "Boundaries (tasks) per chunk, chosen by hash.")
+    max_reference_tokens: int = param(256, "Reference budget N in tokens.", ge=1)
+    max_reference_sentences: int = param(3, "Reference = at most this many sentences of the next segment(s).", ge=1)
+    min_prefix_tokens: int = param(16, "Only boundaries with at least this many prefix tokens.", ge=0)
+    tasks_per_chunk: int = param(1, "Boundaries (tasks) per chunk, chosen by hash.", ge=1)
     prompt: str = param("suffix_task", "Task prompt: a shipped name or a .txt template with a {prefix} placeholder.")
     salt: str = param("midtrain-suffix", "Hash salt of the boundary choice.")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
@@ -53,8 +53,7 @@ class TasksConfig(Config):
     def check(self) -> None:
         if not self.input or not self.out or not self.tokenizer:
             raise ConfigError("keys 'input', 'out' and 'tokenizer': all are required")
-        if self.max_reference_tokens < 1 or self.max_reference_sentences < 1 or self.tasks_per_chunk < 1:
-            raise ConfigError("key 'max_reference_tokens'/'max_reference_sentences'/'tasks_per_chunk': must be >= 1")
+        check_template(load_prompt(self.prompt), "prompt", required=["prefix"])
 
 
 def prefix_text(segments: list[dict[str, Any]], k: int, keep_thoughts: bool) -> str:
@@ -131,7 +130,7 @@ def build(cfg: TasksConfig) -> Result:
     from midtrain.models.tokenizer import load_tokenizer
 
     template = load_prompt(cfg.prompt)
-    require_placeholders(template, ["prefix"], "prompt")
+    check_template(template, "prompt", required=["prefix"])
     records = accepted_records(cfg.input)
     tokenizer = load_tokenizer(cfg.tokenizer)
     inputs: dict[str, str | Path] = {"input": cfg.input, "tokenizer": cfg.tokenizer}

@@ -130,6 +130,9 @@ def benchmark_path(bench: Benchmark, root: str | Path | None = None) -> Path:
 
 
 # -- loading ----------------------------------------------------------------------------------------------------
+OPTION_LETTERS = tuple("ABCDEFGHIJ")
+
+
 def load_file(path: str | Path, *, kind: Kind | None = None, limit: int = 0) -> list[dict[str, Any]]:
     """Records of a benchmark JSONL (``id``, ``problem``, ``answer``); errors name file and line.
 
@@ -149,9 +152,8 @@ def load_file(path: str | Path, *, kind: Kind | None = None, limit: int = 0) -> 
         if rec["answer"] is None or str(rec["answer"]).strip() == "":
             raise DataError(f"{path}:{line}: empty 'answer'")
         rec["answer"] = str(rec["answer"])
-        if (kind == "choice" or (kind is None and isinstance(rec.get("choices"), list))) and rec[
-            "answer"
-        ].strip().upper() not in "ABCDEFGHIJ":
+        choice = kind == "choice" or (kind is None and isinstance(rec.get("choices"), list))
+        if choice and rec["answer"].strip().upper() not in OPTION_LETTERS:  # one letter: "AB" is no option
             raise DataError(f"{path}:{line}: multiple-choice answer must be an option letter, got {rec['answer']!r}")
         out.append(rec)
         if limit and len(out) >= limit:

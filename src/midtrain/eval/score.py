@@ -36,19 +36,23 @@ from midtrain.synth import summary as synth_eval
 
 @dataclass
 class ScoreConfig(Config):
-    completions: str = param("", "JSONL of {id, completion} lines (several per id allowed; optional 'sample').")
+    completions: str = param("", "JSONL of {id, completion} lines (several per id allowed; optional 'sample').", path="file")
     benchmark: str = param("", "Registered benchmark the completions answer (see midtrain eval --help).")
-    data: str = param("", "Custom benchmark JSONL (id, problem, answer; + choices for multiple choice) instead of --benchmark.")
-    synthetic: str = param("", "Synthetic problem JSONL instead of --benchmark (process-verified with midtrain.synth).")
-    data_root: str = param("", "Benchmark data root (default: $MIDTRAIN_DATA_ROOT, else shared/benchmarks next to the checkout).")
+    data: str = param(
+        "", "Custom benchmark JSONL (id, problem, answer; + choices for multiple choice) instead of --benchmark.", path="file"
+    )
+    synthetic: str = param("", "Synthetic problem JSONL instead of --benchmark (process-verified with midtrain.synth).", path="file")
+    data_root: str = param(
+        "", "Benchmark data root (default: $MIDTRAIN_DATA_ROOT, else shared/benchmarks next to the checkout).", path="dir"
+    )
     source: Source = param("local", "Where a registered benchmark comes from: local, hub (online) or auto.")
     thinking: bool = param(
         False, "Completions start inside an open '<think>' (the prompt opened it): text before '</think>' is never scored."
     )
-    tokenizer: str = param("", "Tokenizer directory to count response/thinking tokens (optional).")
+    tokenizer: str = param("", "Tokenizer directory to count response/thinking tokens (optional).", path="dir")
     op_scale: Literal["paper", "tiny"] = param("paper", "Named synthetic op ranges: paper (2-10, 11-14, 15-20) or tiny (2-5, 6-8, 9-12).")
-    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]}; replaces op_scale when given.")
-    out: str = param("", "Optional output directory for samples.jsonl + summary.json.")
+    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]}; replaces op_scale when given.", ge=0)
+    out: str = param("", "Optional output directory for samples.jsonl + summary.json.", path="dir")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:
@@ -56,6 +60,9 @@ class ScoreConfig(Config):
             raise ConfigError("key 'completions': give the completions JSONL")
         if sum(map(bool, (self.benchmark, self.data, self.synthetic))) != 1:
             raise ConfigError("key 'benchmark': give exactly one of benchmark, data or synthetic")
+        for name, r in self.op_ranges.items():
+            if len(r) != 2 or r[0] > r[1]:
+                raise ConfigError(f"key 'op_ranges.{name}': expected [lo, hi] with lo <= hi, got {r}")
 
 
 @dataclass
@@ -77,9 +84,11 @@ class ScoreResult:
 
 
 def read_completions(path: str | Path, ids: set[str]) -> list[dict[str, Any]]:
-    """Completion lines grouped with sample indices; unknown ids and bad lines name file and line."""
+    """Completion lines grouped with sample indices; unknown ids, bad or repeated ``(id, sample)`` pairs and bad
+    lines name file and line."""
     out: list[dict[str, Any]] = []
     counter: defaultdict[str, int] = defaultdict(int)
+    seen: dict[tuple[str, int], Any] = {}
     for rec in iter_jsonl(path):
         line = rec.get("_line", "?")
         if "id" not in rec or "completion" not in rec:
@@ -91,7 +100,14 @@ def read_completions(path: str | Path, ids: set[str]) -> list[dict[str, Any]]:
             raise DataError(f"{path}:{line}: 'completion' must be a string")
         sample = rec.get("sample", counter[rid])
         counter[rid] += 1
-        out.append({"id": rid, "sample": int(sample), "completion": rec["completion"]})
+        if isinstance(sample, float) and sample.is_integer():  # 3.0 from a writer that stores numbers as floats
+            sample = int(sample)
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise DataError(f"{path}:{line}: 'sample' must be an integer >= 0, got {sample!r}")
+        if (rid, sample) in seen:
+            raise DataError(f"{path}:{line}: id '{rid}' sample {sample} was already given on line {seen[rid, sample]}")
+        seen[rid, sample] = line
+        out.append({"id": rid, "sample": sample, "completion": rec["completion"]})
     if not out:
         raise DataError(f"no completions in {path}")
     return out

@@ -50,16 +50,14 @@ PNG_EMBEDS = ("weights_heatmap.png", "weights_timeline.png", "cka_per_layer.png"
 @dataclass
 class ReportConfig(Config):
     runs: list[str] = param([], "Run directories (or folders of them) to report on.", positional=True)
-    out: str = param("report", "Output directory for report.md, report.html and plots/.")
+    out: str = param("report", "Output directory for report.md, report.html and plots/.", path="dir")
     title: str = param("midtrain report", "Report title.")
-    max_depth: int = param(3, "How many directory levels below each RUN_DIR to search for runs.")
+    max_depth: int = param(3, "How many directory levels below each RUN_DIR to search for runs.", ge=0)
     overwrite: bool = param(False, "Replace a non-report directory at --out (a previous report is always replaced).")
 
     def check(self) -> None:
         if not self.runs:
             raise ConfigError("key 'runs': give at least one run directory")
-        if self.max_depth < 0:
-            raise ConfigError("key 'max_depth': must be >= 0")
 
 
 @dataclass
@@ -449,6 +447,13 @@ def build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[
     ``extra(plots_dir)`` (Python API: experiments, the demo) returns sections shown first, e.g. a comparison of
     arms; their plots must be written into ``plots_dir``.
     """
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):  # run names and titles are text: '$x$' is not math
+        return _build(runs, title, out, extra)
+
+
+def _build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None) -> tuple[str, str, list[str]]:
     plots_dir = out / "plots"
     if plots_dir.exists():
         shutil.rmtree(plots_dir)

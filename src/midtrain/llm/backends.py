@@ -20,8 +20,7 @@ never stops a run of thousands. Implementations:
   user-supplied ``respond(prompt) -> str``; synthetic problems are annotated by ``midtrain.synth.annotate``.
 
 :func:`make_backend` builds one from a :class:`BackendConfig`. Prompt templates ship as package data
-(``midtrain/prompts/*.txt``) and are filled by :func:`fill_template` (only ``{name}`` placeholders that are
-given are replaced, in one pass, so braces in LaTeX or code and placeholders inside values are left alone);
+(``midtrain/prompts/*.txt``), loaded, checked and filled by :mod:`midtrain.llm.prompts` (re-exported here);
 :func:`escape` keeps a value placed inside a tag of a prompt from closing it. The rule-based judge answer
 (:func:`programmatic_verdict`, token F1 from :mod:`midtrain.metrics`) lives here, below :mod:`midtrain.llm.judge`,
 which builds on this module (never the other way round).
@@ -39,12 +38,12 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from midtrain.config import Config, param
+from midtrain.config import MAX_SEED, Config, check_http_url, param, redact_text
 from midtrain.errors import ConfigError, MidtrainError
+from midtrain.llm.prompts import escape, fill_template, load_prompt, require_placeholders, unescape
 from midtrain.metrics import token_f1
 from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 
@@ -55,41 +54,6 @@ TEXT_END = "=== END TEXT ==="
 
 class BackendError(MidtrainError):
     """A generation request that failed for good (after the backend's own retries)."""
-
-
-# -- prompt templates -------------------------------------------------------------------------------------------
-def load_prompt(name_or_path: str) -> str:
-    """A shipped template by name (``augment``, ``judge``, ``suffix_task``) or a template file path."""
-    p = Path(name_or_path)
-    if p.suffix == ".txt" and p.is_file():
-        return p.read_text(encoding="utf-8")
-    if "/" in name_or_path or p.suffix:
-        raise ConfigError(f"prompt template file not found: {name_or_path}")
-    try:
-        return resources.files("midtrain").joinpath("prompts", f"{name_or_path}.txt").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"unknown shipped prompt '{name_or_path}' (give a .txt path)") from None
-
-
-def fill_template(template: str, **values: str) -> str:
-    """Replace ``{key}`` for the given keys in one pass (values are never re-scanned)."""
-    pattern = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
-    return pattern.sub(lambda m: values[m.group(1)], template)
-
-
-def escape(text: str) -> str:
-    """Escape ``& < >`` so that text placed inside a tag of a prompt can never close it (undone by :func:`unescape`)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def unescape(text: str) -> str:
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-def require_placeholders(template: str, names: Sequence[str], key: str) -> None:
-    missing = [n for n in names if "{" + n + "}" not in template]
-    if missing:
-        raise ConfigError(f"key '{key}': the prompt template lacks the placeholder(s) {', '.join('{' + m + '}' for m in missing)}")
 
 
 # -- protocol ---------------------------------------------------------------------------------------------------
@@ -146,27 +110,38 @@ class BackendConfig(Config):
     base_url: str = param("", "Server URL such as http://127.0.0.1:8000/v1 (openai); empty: $MIDTRAIN_API_BASE or $OPENAI_BASE_URL.")
     api_key_env: str = param("OPENAI_API_KEY", "Name of the environment variable holding the API key (openai).")
     api: Literal["chat", "completions"] = param("chat", "Endpoint: /chat/completions (messages) or /completions (raw prompt).")
-    max_concurrency: int = param(16, "Maximum HTTP requests in flight (openai).")
-    timeout_s: float = param(120.0, "Timeout of one HTTP request (openai).")
-    max_retries: int = param(5, "Retries of one request on 429/5xx/timeouts/connection errors (openai).")
-    backoff_s: float = param(1.0, "Base of the exponential backoff between retries (openai).")
-    max_backoff_s: float = param(60.0, "Cap of one backoff sleep (openai).")
-    batch_size: int = param(16, "Prompts per generate call (transformers).")
+    max_concurrency: int = param(16, "Maximum HTTP requests in flight (openai).", ge=1)
+    timeout_s: float = param(120.0, "Timeout of one HTTP request (openai).", gt=0)
+    max_retries: int = param(5, "Retries of one request on 429/5xx/timeouts/connection errors (openai).", ge=0)
+    backoff_s: float = param(1.0, "Base of the exponential backoff between retries (openai).", ge=0)
+    max_backoff_s: float = param(60.0, "Cap of one backoff sleep (openai).", ge=0)
+    batch_size: int = param(16, "Prompts per generate call (transformers).", ge=1)
     dtype: Literal["float32", "bfloat16"] = param("float32", "Weights dtype (transformers, vllm); never fp16 on CPU.")
     chat_template: bool = param(True, "Apply the tokenizer's chat template when it has one (transformers, vllm).")
     trust_remote_code: bool = param(False, "Allow custom model code from the checkpoint (transformers, vllm).")
     num_threads: int = param(
-        0, "torch CPU threads of this process (transformers); 0: torch's default. 1 avoids OpenMP spin-wait slowdowns on a shared machine."
+        0,
+        "torch CPU threads of this process (transformers); 0: torch's default. 1 avoids OpenMP spin-wait slowdowns on a shared machine.",
+        ge=0,
     )
-    seed: int = param(0, "Sampling seed (transformers, vllm, openai when the server supports it).")
+    seed: int = param(0, "Sampling seed (transformers, vllm, openai when the server supports it).", ge=0, le=MAX_SEED)
 
     def check(self) -> None:
         if self.backend in ("transformers", "vllm") and not self.model:
             raise ConfigError(f"key 'model': backend '{self.backend}' needs a model checkpoint")
-        if self.max_concurrency < 1 or self.batch_size < 1:
-            raise ConfigError("key 'max_concurrency'/'batch_size': must be >= 1")
-        if self.max_retries < 0 or self.timeout_s <= 0:
-            raise ConfigError("key 'max_retries'/'timeout_s': retries >= 0 and timeout > 0")
+        if self.base_url:
+            check_http_url(self.base_url, "base_url")
+        if self.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):  # never echo it: it may be the key
+            raise ConfigError("key 'api_key_env': expected the name of an environment variable (e.g. OPENAI_API_KEY), not a key")
+
+
+def _password_of(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 # -- in-process transformers ------------------------------------------------------------------------------------
@@ -268,6 +243,7 @@ class OpenAIBackend:
             raise ConfigError("key 'base_url': no server URL (set it, or $MIDTRAIN_API_BASE / $OPENAI_BASE_URL)")
         self.base_url = url.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get(api_key_env, "")
+        self._url_password = _password_of(self.base_url)
         self.model, self.api = model, api
         self.name = f"openai:{model or 'default'}"
         self.max_concurrency, self.timeout_s, self.max_retries = max_concurrency, timeout_s, max_retries
@@ -275,6 +251,10 @@ class OpenAIBackend:
         self.seed, self.extra_body = seed, dict(extra_body or {})
         self.stats: Counter = Counter()
         self._per_loop: weakref.WeakKeyDictionary[Any, tuple[Any, asyncio.Semaphore]] = weakref.WeakKeyDictionary()
+
+    def redact(self, text: str) -> str:
+        """``text`` fit to store: the API key, the URL's password, bearer tokens and authorization values masked."""
+        return redact_text(text, (self.api_key, self._url_password))
 
     @staticmethod
     def _httpx() -> Any:
@@ -337,7 +317,7 @@ class OpenAIBackend:
                     resp = await client.post(url, json=body)
                 if resp.status_code == 200:
                     return self._parse(resp)
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                last = f"HTTP {resp.status_code}: {self.redact(resp.text)[:200]}"
                 if resp.status_code not in RETRY_STATUS and resp.status_code < 500:
                     self.stats["http_errors"] += 1
                     raise BackendError(f"{self.name}: {last}")
@@ -351,7 +331,7 @@ class OpenAIBackend:
                 last = f"timeout after {self.timeout_s}s ({type(e).__name__})"
             except httpx.TransportError as e:
                 self.stats["connection_errors"] += 1
-                last = f"{type(e).__name__}: {e}"
+                last = self.redact(f"{type(e).__name__}: {e}")
             if attempt < self.max_retries:
                 self.stats["retries"] += 1
                 await asyncio.sleep(self.backoff(attempt, retry_after))
@@ -364,7 +344,9 @@ class OpenAIBackend:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             texts = [(c["message"].get("content") if self.api == "chat" else c["text"]) or "" for c in choices]
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise BackendError(f"{self.name}: malformed response ({type(e).__name__}: {e}): {resp.text[:200]}") from None
+            raise BackendError(
+                self.redact(f"{self.name}: malformed response ({type(e).__name__}: {e}): ") + self.redact(resp.text)[:200]
+            ) from None
         usage = data.get("usage") or {}
         self.stats["completion_tokens"] += int(usage.get("completion_tokens") or 0)
         return texts
@@ -388,7 +370,7 @@ class OpenAIBackend:
             if isinstance(r, BaseException):
                 if not isinstance(r, Exception):
                     raise r
-                err = r if isinstance(r, BackendError) else BackendError(f"{self.name}: {type(r).__name__}: {r}")
+                err = r if isinstance(r, BackendError) else BackendError(self.redact(f"{self.name}: {type(r).__name__}: {r}"))
                 if errors == "raise":
                     raise err
                 r = err

@@ -35,22 +35,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from midtrain.config import Config, param
+from midtrain.config import Config, param, redact_text
 from midtrain.console import log
 from midtrain.data import append_jsonl, read_all, write_jsonl
 from midtrain.errors import ConfigError, DataError
-from midtrain.llm.backends import (
-    BackendConfig,
-    BackendError,
-    TextBackend,
-    escape,
-    fill_template,
-    load_prompt,
-    make_backend,
-    require_placeholders,
-    run_sync,
-    unescape,
-)
+from midtrain.llm.backends import BackendConfig, BackendError, TextBackend, make_backend, run_sync
+from midtrain.llm.prompts import JUDGE_PLACEHOLDERS, check_template, escape, fill_template, load_prompt, unescape
 from midtrain.metrics import token_f1
 from midtrain.runs import Result, open_run
 from midtrain.shards import read_tolerant
@@ -147,7 +137,7 @@ class LLMJudge:
     ) -> None:
         self.backend = backend
         self.template = prompt_template if prompt_template is not None else load_prompt("judge")
-        require_placeholders(self.template, ["candidate", "reference"], "prompt")
+        check_template(self.template, "prompt", required=JUDGE_PLACEHOLDERS)
         self.cache = cache if cache is not None else VerdictCache()
         self.max_new_tokens = max_new_tokens
         self.name = name or f"llm:{backend.name}"
@@ -173,7 +163,7 @@ class LLMJudge:
             for k, ans in zip(todo, answers):
                 if isinstance(ans, BackendError):
                     self.stats["errors"] += 1
-                    errors[k] = Verdict(0.0, None, f"judge backend error: {ans}")
+                    errors[k] = Verdict(0.0, None, redact_text(f"judge backend error: {ans}"))  # stored: no credentials
                     continue
                 label = parse_verdict(ans[0])
                 if label is None:
@@ -367,18 +357,18 @@ JudgeKind = Literal["llm", "exact", "number", "token_f1"]
 
 @dataclass
 class JudgeConfig(Config):
-    input: str = param("", "JSONL file of pairs to judge.", positional=True)
-    out: str = param("", "Output directory (verdicts.jsonl + midtrain.json).")
+    input: str = param("", "JSONL file of pairs to judge.", positional=True, path="file")
+    out: str = param("", "Output directory (verdicts.jsonl + midtrain.json).", path="dir")
     candidate_field: str = param("completion", "Field holding the candidate (or the full completion).")
     reference_field: str = param("reference", "Field holding the reference continuation or answer.")
     judge: JudgeKind = param("llm", "Which judge.")
     backend: BackendConfig = param(BackendConfig(), "The judge model's backend (judge=llm).")
     prompt: str = param("judge", "Judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
-    max_new_tokens: int = param(16, "Token budget of one verdict (judge=llm).")
-    threshold: float = param(0.5, "F1 threshold of judge=token_f1.")
+    max_new_tokens: int = param(16, "Token budget of one verdict (judge=llm).", ge=1)
+    threshold: float = param(0.5, "F1 threshold of judge=token_f1.", ge=0, le=1)
     thoughts: bool = param(True, "Candidates are completions with <think>…</think>: judge the text after the last </think>.")
-    cache: str = param("", "Verdict cache JSONL shared across runs (judge=llm); empty: in memory only.")
-    batch_size: int = param(256, "Pairs per judge call.")
+    cache: str = param("", "Verdict cache JSONL shared across runs (judge=llm); empty: in memory only.", path="file")
+    batch_size: int = param(256, "Pairs per judge call.", ge=1)
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:
@@ -386,6 +376,8 @@ class JudgeConfig(Config):
             raise ConfigError("key 'input': give a JSONL file of pairs")
         if not self.out:
             raise ConfigError("key 'out': give an output directory")
+        if self.judge == "llm":  # a missing template file or a wrong placeholder fails now, not after the run dir exists
+            check_template(load_prompt(self.prompt), "prompt", required=JUDGE_PLACEHOLDERS)
 
 
 def build_judge(cfg: JudgeConfig) -> Judge:
@@ -396,7 +388,7 @@ def build_judge(cfg: JudgeConfig) -> Judge:
     if cfg.judge == "token_f1":
         return TokenF1Judge(cfg.threshold)
     template = load_prompt(cfg.prompt)
-    require_placeholders(template, ["candidate", "reference"], "prompt")
+    check_template(template, "prompt", required=JUDGE_PLACEHOLDERS)
     return LLMJudge(make_backend(cfg.backend), template, VerdictCache(cfg.cache or None), max_new_tokens=cfg.max_new_tokens)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from midtrain.config import Config, param
+from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, seed_everything
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.models.tokenizer import load_tokenizer
@@ -47,12 +47,12 @@ PRESETS: dict[str, Preset] = {
 @dataclass
 class ModelInitConfig(Config):
     preset: str = param("micro", f"Size preset: {', '.join(PRESETS)}.")
-    tokenizer: str = param("", "Tokenizer directory (its vocabulary size sets the embedding size).")
-    out: str = param("", "Output checkpoint directory.")
+    tokenizer: str = param("", "Tokenizer directory (its vocabulary size sets the embedding size).", path="dir")
+    out: str = param("", "Output checkpoint directory.", path="dir")
     arch: Literal["llama", "qwen2"] = param("llama", "Architecture of the Hugging Face model class.")
-    max_position_embeddings: int = param(1024, "Maximum sequence length (RoPE positions).")
-    rope_theta: float = param(10000.0, "RoPE base frequency.")
-    seed: int = param(0, "Seed of the random initialisation.")
+    max_position_embeddings: int = param(1024, "Maximum sequence length (RoPE positions).", ge=1)
+    rope_theta: float = param(10000.0, "RoPE base frequency.", gt=0)
+    seed: int = param(0, "Seed of the random initialisation.", ge=0, le=MAX_SEED)
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:

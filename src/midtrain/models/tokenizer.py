@@ -31,11 +31,11 @@ class TokenizerConfig(Config):
     corpus: list[str] = param(
         [], "Corpus files (.jsonl/.jsonl.gz, .txt, .parquet, datasets dir): text, prompt+completion or augmented records."
     )
-    out: str = param("", "Output directory for the tokenizer.")
-    vocab_size: int = param(512, "Target vocabulary size including the 256 byte symbols and special tokens (bpe).")
+    out: str = param("", "Output directory for the tokenizer.", path="dir")
+    vocab_size: int = param(512, "Target vocabulary size including the 256 byte symbols and special tokens (bpe).", ge=1)
     kind: Literal["bpe", "char"] = param("bpe", "bpe: byte-level BPE; char: byte-level symbols only, no merges.")
     text_field: str = param("text", "Field holding the text in JSONL/Parquet records.")
-    model_max_length: int = param(2048, "Maximum sequence length recorded in the tokenizer config.")
+    model_max_length: int = param(2048, "Maximum sequence length recorded in the tokenizer config.", ge=1)
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:

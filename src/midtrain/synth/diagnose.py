@@ -189,15 +189,16 @@ class SynthDiagnoseConfig(Config):
         [],
         "Synthetic problem JSONL files rendered compact (midtrain synth generate "
         "--render compact); records need prompt, completion, op, graph, render, answer.",
+        path="file",
     )
     op_scale: Literal["paper", "tiny"] = param(
         "tiny", "Named op ranges: paper (id 2-10, edge 11-14, hard 15-20) or tiny (id 2-5, edge 6-8, hard 9-12)."
     )
-    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces op_scale when given.")
-    n_per_range: int = param(64, "Diagnose the first N problems of each range, in file order.")
-    batch_size: int = param(32, "Sequences per forward pass / generation batch.")
-    threads: int = param(0, "torch intra-op threads (0 = torch's default).")
-    out: str = param("", "Output run directory (diagnose.json).")
+    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces op_scale when given.", ge=0)
+    n_per_range: int = param(64, "Diagnose the first N problems of each range, in file order.", ge=1)
+    batch_size: int = param(32, "Sequences per forward pass / generation batch.", ge=1)
+    threads: int = param(0, "torch intra-op threads (0 = torch's default).", ge=0)
+    out: str = param("", "Output run directory (diagnose.json).", path="dir")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:
@@ -207,12 +208,6 @@ class SynthDiagnoseConfig(Config):
             raise ConfigError("key 'out': give an output run directory (--out runs/diagnose)")
         if not self.problems:
             raise ConfigError("key 'problems': give compact synthetic problem JSONL files (--problems id.jsonl)")
-        if self.n_per_range < 1:
-            raise ConfigError(f"key 'n_per_range': must be at least 1, got {self.n_per_range}")
-        if self.batch_size < 1:
-            raise ConfigError(f"key 'batch_size': must be at least 1, got {self.batch_size}")
-        if self.threads < 0:
-            raise ConfigError(f"key 'threads': must be >= 0, got {self.threads}")
         for name, r in self.op_ranges.items():
             if len(r) != 2 or r[0] > r[1]:
                 raise ConfigError(f"key 'op_ranges.{name}': expected [lo, hi] with lo <= hi, got {r}")

@@ -487,17 +487,17 @@ PROBLEM_FIELDS = ("id", "op", "context", "mode", "render", "answer", "graph", "p
 
 @dataclass
 class VerifyConfig(Config):
-    problems: str = param("", "Problem JSONL written by 'synth generate'.")
+    problems: str = param("", "Problem JSONL written by 'synth generate'.", path="file")
     completions: str | None = param(
-        None, "JSONL of {id, completion} lines (several per id allowed); default: the problems' own gold completions."
+        None, "JSONL of {id, completion} lines (several per id allowed); default: the problems' own gold completions.", path="file"
     )
-    ks: list[int] = param(list(DEFAULT_KS), "k values of pass@k (values above the samples per problem are skipped).")
+    ks: list[int] = param(list(DEFAULT_KS), "k values of pass@k (values above the samples per problem are skipped).", ge=1)
 
     def check(self) -> None:
         if not self.problems:
             raise ConfigError("key 'problems': give the problem JSONL (--problems problems.jsonl)")
-        if not self.ks or any(k < 1 for k in self.ks):
-            raise ConfigError(f"key 'ks': give positive integers, got {self.ks}")
+        if not self.ks:
+            raise ConfigError("key 'ks': give at least one k")
 
 
 @dataclass

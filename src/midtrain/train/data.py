@@ -37,6 +37,7 @@ class Doc:
     ids: list[int]
     mask: list[bool]  # mask[t]: token t is a prediction target
     domain: str = "default"
+    prompt_tokens: int = 0  # tokens of the record's prompt (prompt_completion records)
 
 
 def record_to_pair(rec: dict[str, Any], fmt: Format, path: str | Path, text_field: str = "text") -> tuple[str, str]:
@@ -109,7 +110,7 @@ def load_documents(
         ids = bos + p_ids + b_ids + eos
         n_prompt = len(bos) + len(p_ids)
         mask = [(not completion_only) or t >= n_prompt for t in range(len(ids))]
-        docs.append(Doc(ids, mask, domain))
+        docs.append(Doc(ids, mask, domain, len(p_ids)))
     return docs
 
 

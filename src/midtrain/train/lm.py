@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from midtrain.config import Config, param
+from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, seed_everything
-from midtrain.errors import ConfigError
+from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.runs import Result, Run
 from midtrain.train.data import (
     Doc,
@@ -64,6 +64,7 @@ from midtrain.train.engine import (
 )
 
 CHECKPOINT_DONE = "trainer_state.json"  # transformers writes it after the weights, optimizer and RNG states
+NO_PROMPT_FORMATS = ("text", "augmented", "augmented_raw")  # formats whose records have no prompt
 
 
 @dataclass
@@ -76,27 +77,27 @@ class LMConfig(Config):
     text_field: str = param("text", "Field holding the text for the 'text' format.")
     completion_only: bool = param(False, "Train only on completion tokens (prompt_completion records).")
     mixture: dict[str, list[str]] = param({}, "Domain name → files; replaces `data` when set.")
-    weights: dict[str, float] = param({}, "Domain name → token share of the budget (default: equal).")
+    weights: dict[str, float] = param({}, "Domain name → token share of the budget (default: equal).", ge=0)
     replay: list[str] = param([], "Files from an earlier stage replayed as the 'replay' domain.")
-    replay_share: float = param(0.0, "Share of the token budget given to `replay`.")
+    replay_share: float = param(0.0, "Share of the token budget given to `replay`.", ge=0, lt=1)
     replay_format: Format = param(
         "auto", "How replay records become text (auto: by their fields; the earlier stage's data often has another format)."
     )
-    seq_len: int = param(256, "Tokens per packed row.")
-    batch_size: int = param(8, "Rows per device per micro-batch.")
-    max_steps: int = param(0, "Optimizer steps (0: derived from max_tokens, or one pass over the data).")
-    max_tokens: int = param(0, "Token budget (rows × seq_len) when max_steps is 0; 0 means one pass.")
+    seq_len: int = param(256, "Tokens per packed row (at most the model's max_position_embeddings).", ge=8)
+    batch_size: int = param(8, "Rows per device per micro-batch.", ge=1)
+    max_steps: int = param(0, "Optimizer steps (0: derived from max_tokens, or one pass over the data).", ge=0)
+    max_tokens: int = param(0, "Token budget (rows × seq_len) when max_steps is 0; 0 means one pass.", ge=0)
     optim: OptimConfig = param(OptimConfig(), "Optimizer and schedule.")
     precision: Precision = param("auto", "auto: bf16 autocast on a CUDA GPU with bf16, else fp32 (faster on our CPUs; see bench).")
     gradient_checkpointing: bool = param(False, "Recompute activations in backward (saves memory, ~17% slower).")
-    save_every_steps: int = param(0, "Save a resumable checkpoint every N steps (0: only at the end).")
-    keep_checkpoints: int = param(1, "How many resumable checkpoints to keep.")
-    log_every_steps: int = param(10, "Log loss, tok/s, MFU and ETA every N steps.")
-    diagnose_data: str = param("", "Synthetic compact problems (JSONL) for skill diagnostics during training.")
-    diagnose_every_steps: int = param(0, "Run skill diagnostics every N steps into diagnostics.jsonl (0: off).")
-    diagnose_n: int = param(64, "Problems used per diagnostic.")
-    seed: int = param(0, "Seed for data order, mixture sampling and initialisation.")
-    out: str = param("", "Output run directory.")
+    save_every_steps: int = param(0, "Save a resumable checkpoint every N steps (0: only at the end).", ge=0)
+    keep_checkpoints: int = param(1, "How many resumable checkpoints to keep (0: none once the run is done).", ge=0)
+    log_every_steps: int = param(10, "Log loss, tok/s, MFU and ETA every N steps.", ge=1)
+    diagnose_data: str = param("", "Synthetic compact problems (JSONL) for skill diagnostics during training.", path="file")
+    diagnose_every_steps: int = param(0, "Run skill diagnostics every N steps into diagnostics.jsonl (0: off).", ge=0)
+    diagnose_n: int = param(64, "Problems used per diagnostic.", ge=1)
+    seed: int = param(0, "Seed for data order, mixture sampling and initialisation.", ge=0, le=MAX_SEED)
+    out: str = param("", "Output run directory.", path="dir")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
     trust_remote_code: bool = param(False, "Allow custom model code from the checkpoint (off by default).")
 
@@ -107,16 +108,38 @@ class LMConfig(Config):
             raise ConfigError("key 'data': give at least one training file (or a 'mixture')")
         if not self.out:
             raise ConfigError("key 'out': give an output directory")
-        if not 0.0 <= self.replay_share < 1.0:
-            raise ConfigError("key 'replay_share': must be in [0, 1)")
         if self.replay_share > 0 and not self.replay:
             raise ConfigError("key 'replay': replay_share > 0 needs replay files")
         for d in self.weights:
             if self.mixture and d not in self.mixture:
                 raise ConfigError(f"key 'weights.{d}': no such domain in 'mixture'")
-        if self.seq_len < 8 or self.batch_size < 1:
-            raise ConfigError("keys 'seq_len' (≥ 8) and 'batch_size' (≥ 1) are too small")
+        if self.weights and not sum(self.weights.values()) > 0:
+            raise ConfigError("key 'weights': at least one domain needs a weight > 0")
+        if self.completion_only and self.format in NO_PROMPT_FORMATS:
+            raise ConfigError(
+                f"key 'completion_only': format '{self.format}' has no prompt to leave out of the loss "
+                "(use format prompt_completion or auto with prompt + completion records)"
+            )
+        if self.diagnose_every_steps and not self.diagnose_data:
+            raise ConfigError("key 'diagnose_data': diagnose_every_steps > 0 needs a file of compact synthetic problems")
         self.optim.check()  # also when the section was built in Python rather than parsed
+
+
+def check_seq_len(cfg: LMConfig) -> None:
+    """``seq_len`` within the positions of the model (``max_position_embeddings`` of its config), before any run."""
+    from transformers import AutoConfig
+
+    try:
+        conf = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise MidtrainError(
+            f"cannot load a model config from '{cfg.model}': {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+    positions = getattr(conf.get_text_config(), "max_position_embeddings", None)
+    if isinstance(positions, int) and cfg.seq_len > positions:
+        raise ConfigError(
+            f"key 'seq_len': {cfg.seq_len} exceeds the {positions} positions of model '{cfg.model}' (max_position_embeddings)"
+        )
 
 
 def build_rows(cfg: LMConfig, tokenizer: Any) -> tuple[PackedRows, dict[str, Any]]:
@@ -126,6 +149,9 @@ def build_rows(cfg: LMConfig, tokenizer: Any) -> tuple[PackedRows, dict[str, Any
         name: load_documents(files, tokenizer, fmt=cfg.format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain=name)
         for name, files in sources.items()
     }
+    if cfg.completion_only and not any(d.prompt_tokens for docs in domains.values() for d in docs):
+        files = ", ".join(f for files in sources.values() for f in files)
+        raise DataError(f"completion_only: no record in {files} has a prompt (prompt + completion records) to leave out of the loss")
     weights = {d: cfg.weights.get(d, 1.0 if not cfg.weights else 0.0) for d in domains}
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.optim.grad_accum_steps * world_size()
     budget = cfg.max_steps * tokens_per_step if cfg.max_steps else (cfg.max_tokens or None)
@@ -257,6 +283,7 @@ def train_lm(cfg: LMConfig, stage: str, callbacks: Sequence[Periodic] = ()) -> R
     from midtrain.models.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    check_seq_len(cfg)
     rows, stats = build_rows(cfg, tokenizer)  # data errors surface before the run dir exists
     with open_training_run(cfg.out, stage, cfg, run_inputs(cfg), overwrite=cfg.overwrite, seed=cfg.seed) as run:
         if run.cached:

@@ -47,11 +47,12 @@ import torch
 from transformers import PrinterCallback
 from transformers.utils import logging as hf_logging
 
-from midtrain.config import Config, param
+from midtrain.config import MAX_SEED, Config, check_http_url, param
 from midtrain.console import log, seed_everything
 from midtrain.data import clean, iter_records, require
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import BackendConfig
+from midtrain.llm.prompts import JUDGE_PLACEHOLDERS, check_template, fill_template, load_prompt
 from midtrain.runs import Result
 from midtrain.train.engine import (
     CKPT_DIR,
@@ -122,25 +123,31 @@ class RLConfig(Config):
     add_bos: bool = param(
         True, "Prepend the tokenizer's BOS token to each prompt when the tokenizer does not add it (as midtrain.models.generation does)."
     )
-    max_prompt_tokens: int = param(0, "Drop (and count) prompts longer than this; 0 = the model's context minus max_completion_length.")
-    max_examples: int = param(0, "Use only the first N records (0 = all).")
+    max_prompt_tokens: int = param(
+        0, "Drop (and count) prompts longer than this; 0 = the model's context minus max_completion_length.", ge=0
+    )
+    max_examples: int = param(0, "Use only the first N records (0 = all).", ge=0)
     judge: Literal["token_f1", "exact", "number", "llm"] = param(
         "token_f1", "Judge of reward=judge: rule judges (token_f1 threshold, exact, number) or llm (judge_backend)."
     )
-    judge_threshold: float = param(0.5, "Token-F1 threshold of judge=token_f1.")
+    judge_threshold: float = param(0.5, "Token-F1 threshold of judge=token_f1.", ge=0, le=1)
     judge_backend: BackendConfig = param(BackendConfig(), "Backend of the LLM judge (judge=llm): midtrain.llm.backends.BackendConfig.")
     judge_prompt: str = param("judge", "LLM judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
     # -- Dr. GRPO --
-    num_generations: int = param(8, "Completions per prompt (group size G).")
-    max_completion_length: int = param(256, "Generation budget in tokens per completion; also L_max, the Dr. GRPO constant normaliser.")
-    temperature: float = param(1.0, "Sampling temperature (also divides the logits of the policy ratio, as in TRL).")
-    top_p: float = param(1.0, "Nucleus sampling mass (1.0 = off).")
-    top_k: int = param(0, "Top-k sampling (0 = off).")
-    per_device_batch_size: int = param(8, "Completions per device per micro-batch (TRL counts completions, not prompts).")
-    num_iterations: int = param(1, "Optimizer passes over each generated batch (μ); >1 makes the ratio/clipping active.")
-    epsilon_low: float = param(0.2, "Lower clip range ε_low of the ratio.")
-    epsilon_high: float = param(0.2, "Upper clip range ε_high (DAPO's clip-higher uses 0.28).")
-    beta: float = param(0.0, "KL coefficient to the initial policy; 0 = Dr. GRPO (no reference model is loaded).")
+    num_generations: int = param(8, "Completions per prompt (group size G; GRPO needs 2 or more).", ge=2)
+    max_completion_length: int = param(
+        256, "Generation budget in tokens per completion; also L_max, the Dr. GRPO constant normaliser.", ge=1
+    )
+    temperature: float = param(
+        1.0, "Sampling temperature (> 0: GRPO samples; it also divides the logits of the policy ratio, as in TRL).", gt=0
+    )
+    top_p: float = param(1.0, "Nucleus sampling mass (1.0 = off).", gt=0, le=1)
+    top_k: int = param(0, "Top-k sampling (0 = off).", ge=0)
+    per_device_batch_size: int = param(8, "Completions per device per micro-batch (TRL counts completions, not prompts).", ge=1)
+    num_iterations: int = param(1, "Optimizer passes over each generated batch (μ); >1 makes the ratio/clipping active.", ge=1)
+    epsilon_low: float = param(0.2, "Lower clip range ε_low of the ratio.", ge=0, lt=1)
+    epsilon_high: float = param(0.2, "Upper clip range ε_high (DAPO's clip-higher uses 0.28).", ge=0)
+    beta: float = param(0.0, "KL coefficient to the initial policy; 0 = Dr. GRPO (no reference model is loaded).", ge=0)
     loss_type: Literal["dr_grpo", "grpo", "dapo", "bnpo"] = param(
         "dr_grpo", "Loss aggregation: dr_grpo = Σ tokens / (N·L_max); grpo = per-sequence mean; dapo/bnpo = per-token mean."
     )
@@ -153,14 +160,14 @@ class RLConfig(Config):
         RL_OPTIM,
         "AdamW and schedule; optim.grad_accum_steps = micro-batches per step, so prompts per step = per_device_batch_size · grad_accum_steps · processes / num_generations.",
     )
-    max_steps: int = param(100, "Optimizer steps.")
-    seed: int = param(0, "Seed of sampling, data order and everything else.")
+    max_steps: int = param(100, "Optimizer steps.", ge=1)
+    seed: int = param(0, "Seed of sampling, data order and everything else.", ge=0, le=MAX_SEED)
     precision: Precision = param(
         "auto",
         "bf16 = bf16 autocast for generation and training (weights and optimizer stay fp32); auto = bf16 on GPUs that support it, fp32 on CPU (faster for RL steps of small models, bench/RESULTS.md).",
     )
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass (saves memory, ~17% slower).")
-    threads: int = param(0, "torch intra-op threads (0 = torch's default).")
+    threads: int = param(0, "torch intra-op threads (0 = torch's default).", ge=0)
     # -- rollouts --
     vllm: Literal["off", "colocate", "server"] = param(
         "off",
@@ -169,14 +176,14 @@ class RLConfig(Config):
     vllm_server_url: str = param(
         "", "Base URL of the vLLM server (vllm=server), e.g. http://10.0.0.2:8000; empty = TRL's default (host 0.0.0.0, port 8000)."
     )
-    vllm_gpu_memory_utilization: float = param(0.3, "GPU memory share of colocated vLLM.")
-    vllm_tensor_parallel_size: int = param(1, "Tensor parallelism of colocated vLLM.")
+    vllm_gpu_memory_utilization: float = param(0.3, "GPU memory share of colocated vLLM.", gt=0, le=1)
+    vllm_tensor_parallel_size: int = param(1, "Tensor parallelism of colocated vLLM.", ge=1)
     vllm_importance_sampling: bool = param(True, "Correct the vLLM/trainer logprob mismatch with truncated importance sampling (TRL).")
     # -- bookkeeping --
-    log_every_steps: int = param(1, "Write a log.jsonl line and a progress line every N steps.")
-    save_every_steps: int = param(50, "Save a resumable checkpoint every N steps (0 = only the final model).")
-    keep_checkpoints: int = param(2, "Newest checkpoints kept under checkpoints/ (0 = all).")
-    out: str = param("", "Run directory; it becomes an HF checkpoint dir of the trained policy.")
+    log_every_steps: int = param(1, "Write a log.jsonl line and a progress line every N steps.", ge=1)
+    save_every_steps: int = param(50, "Save a resumable checkpoint every N steps (0 = only the final model).", ge=0)
+    keep_checkpoints: int = param(2, "Newest checkpoints kept under checkpoints/ (0 = all).", ge=0)
+    out: str = param("", "Run directory; it becomes an HF checkpoint dir of the trained policy.", path="dir")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
     def check(self) -> None:
@@ -186,8 +193,6 @@ class RLConfig(Config):
             raise ConfigError("key 'data': give at least one RL task file")
         if not self.out:
             raise ConfigError("key 'out': give an output directory")
-        if self.num_generations < 2:
-            raise ConfigError("key 'num_generations': GRPO needs at least 2 completions per prompt")
         self.optim.check()
         accum = self.optim.grad_accum_steps
         if (self.per_device_batch_size * accum) % self.num_generations:
@@ -195,18 +200,6 @@ class RLConfig(Config):
                 f"key 'per_device_batch_size': per_device_batch_size · optim.grad_accum_steps "
                 f"({self.per_device_batch_size}·{accum}) must be a multiple of num_generations ({self.num_generations})"
             )
-        for key in ("max_completion_length", "per_device_batch_size", "num_iterations", "max_steps", "log_every_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"key '{key}': must be >= 1")
-        for key in ("save_every_steps", "keep_checkpoints", "max_prompt_tokens", "max_examples", "threads"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"key '{key}': must be >= 0")
-        if not self.temperature > 0:
-            raise ConfigError("key 'temperature': must be > 0 (GRPO needs sampling)")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError("key 'top_p': must be in (0, 1]")
-        if self.epsilon_low < 0 or self.epsilon_high < 0 or self.beta < 0:
-            raise ConfigError("keys 'epsilon_low'/'epsilon_high'/'beta': must be >= 0")
         reward = self.resolved_reward()
         if (self.task == "suffix") != (reward == "judge"):
             raise ConfigError(
@@ -214,6 +207,10 @@ class RLConfig(Config):
             )
         if "{prompt}" not in self.prompt_text_template():
             raise ConfigError("key 'prompt_template': must contain the {prompt} placeholder")
+        if self.vllm_server_url:
+            check_http_url(self.vllm_server_url, "vllm_server_url")
+        if reward == "judge" and self.judge == "llm":  # a template file that is missing or lacks a placeholder fails now
+            check_template(load_prompt(self.judge_prompt, "judge_prompt"), "judge_prompt", required=JUDGE_PLACEHOLDERS)
 
     def resolved_reward(self) -> str:
         return self.reward or ("judge" if self.task == "suffix" else "math")
@@ -269,8 +266,6 @@ def load_policy(path: str | Path) -> Any:
 
 
 def _render(template: str, rec: dict[str, Any], prompt: str) -> str:
-    from midtrain.llm.backends import fill_template
-
     values = {k: str(v) for k, v in rec.items() if not k.startswith("_") and isinstance(v, (str, int, float))}
     for k, v in rec.items():  # option lists render as lettered lines: "A. …\nB. …"
         if isinstance(v, list) and 0 < len(v) <= 26 and all(isinstance(x, (str, int, float)) for x in v):
@@ -302,6 +297,7 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
                     raise DataError(f"{where}: '{afield}' must be a non-empty string or number, got {ans!r}")
                 row["answer"] = str(ans)
             if "record" in needs:
+                check_synthetic_record(rec, where)
                 row["record"] = json.dumps(clean(rec), ensure_ascii=False)
             if reward == "choice" and isinstance(rec.get("choices"), list):
                 row["choices"] = [str(c) for c in rec["choices"]]
@@ -329,6 +325,22 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
         raise DataError(f"{', '.join(cfg.data)}: {len(kept)} usable prompts, but one step needs {per_step} distinct prompts")
     stats = {"prompts": len(kept), "prompts_dropped_too_long": len(rows) - len(kept), "prompt_tokens_max": max(lengths)}
     return kept, stats
+
+
+def check_synthetic_record(rec: dict[str, Any], where: str) -> None:
+    """A DataError naming ``where`` (file:line) unless ``rec`` is a problem the synthetic rewards can score:
+    without ``answer`` and ``graph`` every completion would score 0 and the run would learn nothing."""
+    from midtrain.synth.verify import gold_of
+
+    missing = [f for f in ("answer", "graph") if f not in rec]
+    if missing:
+        raise DataError(
+            f"{where}: a synthetic reward needs the problem's {' and '.join(repr(m) for m in missing)} (synth generate records)"
+        )
+    try:
+        gold_of(rec)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise DataError(f"{where}: not a synthetic problem record (bad graph: {type(e).__name__} {e})") from None
 
 
 # -- the stage --------------------------------------------------------------------------------------------------
