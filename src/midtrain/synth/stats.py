@@ -19,8 +19,8 @@ from midtrain.errors import ConfigError
 
 @dataclass
 class StatsConfig(Config):
-    file: str = param("", "Problem JSONL to describe.", positional=True)
-    tokenizer: str | None = param(None, "Tokenizer directory: lengths in tokens instead of characters.")
+    file: str = param("", "Problem JSONL to describe.", positional=True, path="file")
+    tokenizer: str | None = param(None, "Tokenizer directory: lengths in tokens instead of characters.", path="dir")
 
     def check(self) -> None:
         if not self.file:
