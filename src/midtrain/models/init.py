@@ -50,7 +50,7 @@ class ModelInitConfig(Config):
     tokenizer: str = param("", "Tokenizer directory (its vocabulary size sets the embedding size).", path="dir")
     out: str = param("", "Output checkpoint directory.", path="dir")
     arch: Literal["llama", "qwen2"] = param("llama", "Architecture of the Hugging Face model class.")
-    max_position_embeddings: int = param(1024, "Maximum sequence length (RoPE positions).", ge=1)
+    max_position_embeddings: int = param(1024, "Maximum sequence length (RoPE positions).", ge=1, le=1 << 22)
     rope_theta: float = param(10000.0, "RoPE base frequency.", gt=0)
     seed: int = param(0, "Seed of the random initialisation.", ge=0, le=MAX_SEED)
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")

@@ -32,7 +32,7 @@ class TokenizerConfig(Config):
         [], "Corpus files (.jsonl/.jsonl.gz, .txt, .parquet, datasets dir): text, prompt+completion or augmented records."
     )
     out: str = param("", "Output directory for the tokenizer.", path="dir")
-    vocab_size: int = param(512, "Target vocabulary size including the 256 byte symbols and special tokens (bpe).", ge=1)
+    vocab_size: int = param(512, "Target vocabulary size including the 256 byte symbols and special tokens (bpe).", ge=1, le=1 << 20)
     kind: Literal["bpe", "char"] = param("bpe", "bpe: byte-level BPE; char: byte-level symbols only, no merges.")
     text_field: str = param("text", "Field holding the text in JSONL/Parquet records.")
     model_max_length: int = param(2048, "Maximum sequence length recorded in the tokenizer config.", ge=1)
