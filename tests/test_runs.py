@@ -149,3 +149,40 @@ def test_atomic_writes_have_ordinary_permissions(tmp_path):
     os.umask(mask)
     for name in ("a.json", "b.jsonl"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_saved_models_have_ordinary_permissions(nano_model, tmp_path):
+    """safetensors writes 0600 whatever the umask; `model init` (and the trainers' saves) give 0666 & ~umask."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from midtrain.runs import ordinary_permissions
+
+    mask = os.umask(0o022)
+    try:
+        save_file({"w": torch.zeros(2)}, str(tmp_path / "w.safetensors"))
+        assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o600  # the library's doing
+        ordinary_permissions(tmp_path)
+        assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
+    assert (nano_model / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_malformed_midtrain_json_is_one_clear_error(tmp_path):
+    from midtrain.errors import DataError
+    from midtrain.runs import read_json
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "midtrain.json").write_text("{not json")
+    with pytest.raises(RunDirError, match=r"midtrain.json:1: not valid JSON .*; use --overwrite"):
+        _run(tmp_path / "r", C())
+    (tmp_path / "r" / "midtrain.json").write_text("[1, 2]")
+    with pytest.raises(RunDirError, match="a JSON object was expected"):
+        _run(tmp_path / "r", C())
+    assert _run(tmp_path / "r", C(), overwrite=True).created
+    (tmp_path / "m.json").write_text("{")
+    with pytest.raises(DataError, match=r"m.json:1: not valid JSON"):
+        read_json(tmp_path / "m.json")

@@ -5,7 +5,13 @@
 Every config field is a flag (``--vocab-size 512``; nested fields as ``--train.lr 1e-3``) and can also be given as
 a dotted override (``train.lr=1e-3``). Precedence: defaults < ``--config`` file < flags and overrides.
 ``--dry-run`` prints the resolved config as YAML and exits. ``--json`` prints the stage's result as JSON on
-stdout. Errors in the input are one line on stderr and exit code 2.
+stdout. A negative number may follow a flag (``--optim.lr -1e-3``, ``--seed -1``).
+
+Errors in the input are one line on stderr and exit code 2 (:func:`main` is the one boundary): the project's own
+errors, argparse's usage errors, OS errors (``error: PATH: Permission denied``, a full disk, a read-only output
+directory) and the errors of damaged or hostile files raised by the libraries that read them (a truncated
+safetensors file, a pickle that torch's ``weights_only`` refuses, malformed JSON). Any other exception is a bug
+and keeps its traceback; ``MIDTRAIN_DEBUG=1`` shows the traceback of input errors too. Ctrl-C exits with 130.
 
 Verbs come from :mod:`midtrain.stages` (import paths), so ``midtrain --help`` does not import torch.
 """
@@ -16,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import pickle
 import re
 import sys
 import types
@@ -33,6 +40,14 @@ from midtrain.errors import ConfigError, MidtrainError
 from midtrain.stages import STAGES, Stage, match
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.\-]*=")
+NEGATIVE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)  # a value, not a flag: -1, -1e-3, -.5, -inf
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (a :class:`ConfigError`, exit 2) instead of the usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
 def _flag(key: str) -> str:
@@ -56,7 +71,7 @@ def _base(tp: Any) -> Any:
 
 def build_parser(verb: Stage, cls: type[Config]) -> argparse.ArgumentParser:
     fn_doc = (sys.modules[verb.module].__doc__ or "").strip()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"midtrain {verb.verb}",
         description=verb.help + ("\n\n" + fn_doc if fn_doc else ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -95,9 +110,30 @@ def build_parser(verb: Stage, cls: type[Config]) -> argparse.ArgumentParser:
     return parser
 
 
+def join_negative_values(argv: list[str], flags: set[str]) -> list[str]:
+    """``--flag -1e-3`` → ``--flag=-1e-3`` for flags that take one value, so argparse reads the number as the value
+    (it takes ``-1e-3`` for an option and ``-1`` only because no option looks like a number)."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in flags and NEGATIVE.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def value_flags(cls: type[Config]) -> set[str]:
+    """The flags of ``cls`` that take exactly one value (not booleans, not lists), and ``--config``."""
+    flags = {"--config"}
+    for key, (tp, _, _) in cls.field_docs().items():
+        if _base(tp) is not bool and not _is_list(tp):
+            flags.add(_flag(key))
+    return flags
+
+
 def parse(verb: Stage, cls: type[Config], argv: list[str]) -> tuple[Config, argparse.Namespace]:
     dotted = [a for a in argv if OVERRIDE.match(a)]
-    rest = [a for a in argv if not OVERRIDE.match(a)]
+    rest = join_negative_values([a for a in argv if not OVERRIDE.match(a)], value_flags(cls))
     parser = build_parser(verb, cls)
     ns = parser.parse_args(rest)
     if getattr(ns, "_pos_config", None):
@@ -200,6 +236,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        line = input_error(e)
+        if line is None or os.environ.get("MIDTRAIN_DEBUG"):
+            raise  # a bug: the traceback is what a report needs
+        print(f"error: {line}", file=sys.stderr)
+        return 2
+
+
+def input_error(e: BaseException) -> str | None:
+    """The one-line message of an error caused by the input or the machine (not by a bug), else None.
+
+    OS errors (permission denied, read-only or full file system, missing paths) name their path; the errors of
+    damaged or hostile files are recognised by type, without importing the libraries that raise them.
+    """
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if isinstance(e, OSError):
+        what = e.strerror or first
+        return f"{e.filename}: {what}" if e.filename else what
+    if isinstance(e, pickle.UnpicklingError):
+        return f"refused to unpickle a file: {first}"
+    if isinstance(e, json.JSONDecodeError):
+        return f"malformed JSON: {e.msg} (line {e.lineno} column {e.colno})"
+    safetensors = sys.modules.get("safetensors")
+    if safetensors is not None and isinstance(e, getattr(safetensors, "SafetensorError", ())):
+        return f"not a readable safetensors file: {first}"
+    return None
 
 
 def _leave_process_group() -> None:
@@ -215,7 +277,7 @@ def _leave_process_group() -> None:
     torch.distributed.destroy_process_group()
 
 
-__all__ = ["main", "build_parser", "parse"]
+__all__ = ["main", "build_parser", "parse", "input_error", "join_negative_values"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,13 +21,22 @@ output is left behind; a stage that saves resumable checkpoints calls :meth:`Run
 All metadata files are written atomically, and a fresh run directory appears by one ``rename`` with its
 midtrain.json already inside, so a kill -9 never leaves an unrecognisable directory.
 
+**One writer per run directory.** :func:`open_run` holds an exclusive advisory lock (``flock`` on the hidden
+sibling ``.NAME.lock``, :class:`midtrain.locks.PathLock`) from before it looks at the directory until the stage
+returns, so a second process given the same ``out`` fails at once (:class:`~midtrain.errors.RunDirError` naming
+the holder's pid) and touches nothing, instead of "resuming" a live run. The kernel releases the lock when its
+holder dies (kill -9 included), so a dead holder's run is simply resumed; the pid in the file only names the
+holder in the message. Cooperating writers (``augment --shard-index`` on several machines) share the lock.
+
 :func:`atomic_file` (temporary sibling, fsync, ordinary permissions, ``os.replace``) is the package's one atomic
 writer: ``atomic_write_bytes/text/json`` here, records (:func:`midtrain.data.write_jsonl`), Parquet shards and
-plots all use it.
+plots all use it. A writer killed mid-write leaves its temporary file (``.NAME.PID.XXXX.tmp``); the next write of
+the same file removes the temporaries of dead processes.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,7 +45,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +53,8 @@ from typing import Any, BinaryIO, Literal, Self
 
 from midtrain.config import Config, to_yaml
 from midtrain.console import log
-from midtrain.errors import RunDirError
+from midtrain.errors import DataError, MidtrainError, RunDirError
+from midtrain.locks import PathLock, pid_alive
 
 META = "midtrain.json"
 MARKER = "COMPLETE"
@@ -71,11 +81,17 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     The bytes go to a hidden temporary sibling (same directory, hence same filesystem, so ``os.replace`` is one
     atomic rename), are fsynced, get the permissions an ordinary ``open`` would give, and are renamed over
     ``path``: a reader, or a ``kill -9`` at any instant, sees the old file or the new one, never a torn one. On an
-    exception the temporary file is removed and ``path`` is untouched.
+    exception the temporary file is removed and ``path`` is untouched. The temporary's name carries this
+    process's pid, so that the next write of ``path`` removes what a killed writer left (:func:`remove_stale_temps`).
+    An OS error without a file name (a full disk) is raised again naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # name the file we were asked to write, not its temporary
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -83,9 +99,39 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
             os.fsync(f.fileno())
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove the temporary siblings of ``path`` (``.NAME.PID.XXXX.tmp``) whose writer process is dead."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed: list[Path] = []
+    try:
+        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(pid):
+            (path.parent / name).unlink(missing_ok=True)
+            removed.append(path.parent / name)
+    return removed
+
+
+def ordinary_permissions(directory: str | Path, pattern: str = "*.safetensors") -> None:
+    """Give the files matching ``pattern`` in ``directory`` the permissions an ordinary ``open`` would.
+
+    safetensors writes its files with mode 0600 whatever the umask (it creates them like a temporary file), so a
+    checkpoint saved by ``save_pretrained`` is unreadable by the group that reads the rest of the run directory.
+    """
+    for f in Path(directory).glob(pattern):
+        if f.is_file():
+            os.chmod(f, _umask_mode())
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -102,7 +148,21 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file; malformed content is a :class:`DataError` naming the file and line."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A ``midtrain.json``: a JSON object, else a :class:`RunDirError` naming the file."""
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise RunDirError(f"{path}: not a midtrain.json (a JSON object was expected)")
+    return meta
 
 
 # -- hashing ----------------------------------------------------------------------------------------------------
@@ -127,7 +187,7 @@ def content_hash(path: str | Path) -> str:
     if p.is_file():
         return sha256_file(p)
     if (p / MARKER).is_file() and (p / META).is_file():
-        return "run:" + read_json(p / META)["run_key"]
+        return "run:" + str(read_meta(p / META).get("run_key"))
     if p.is_dir():
         h = hashlib.sha256()
         for f in sorted(q for q in p.rglob("*") if q.is_file()):
@@ -181,6 +241,8 @@ class Run:
     resumed: bool = False
     created: bool = False
     _keep: bool = field(default=False, repr=False)
+    lock: PathLock | None = field(default=None, repr=False)  # held by open_run for the run's lifetime
+    _keep_if: Callable[[], bool] | None = field(default=None, repr=False)
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -189,6 +251,11 @@ class Run:
     def keep(self) -> None:
         """Keep this directory even if the stage fails from now on (it holds resumable state)."""
         self._keep = True
+
+    def keep_when(self, holds_state: Callable[[], bool]) -> None:
+        """Keep this directory on failure if ``holds_state()``, asked then, says it holds resumable state
+        (for stages whose state is written by other processes, e.g. shard workers)."""
+        self._keep_if = holds_state
 
     def update(self, **fields: Any) -> None:
         self.meta.update(fields)
@@ -215,12 +282,12 @@ def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
     return out
 
 
-def parents_of(inputs: Mapping[str, str | Path]) -> list[dict[str, str]]:
+def parents_of(inputs: Mapping[str, str | Path]) -> list[dict[str, Any]]:
     out = []
     for name, p in inputs.items():
         meta = Path(p) / META
         if meta.is_file():
-            m = read_json(meta)
+            m = read_meta(meta)
             out.append({"input": name, "path": str(Path(p).resolve()), "stage": m.get("stage"), "run_key": m.get("run_key")})
     return out
 
@@ -234,33 +301,67 @@ def open_run(
     *,
     overwrite: bool = False,
     seed: int | None = None,
+    shared: bool = False,
 ) -> Iterator[Run]:
     """Open (create, resume or cache-hit) the run directory ``out``; see the module docstring.
 
-    Use as ``with open_run(...) as run: if run.cached: return ...; ...; run.finish(metrics)``.
+    Use as ``with open_run(...) as run: if run.cached: return ...; ...; run.finish(metrics)``. The directory's
+    lock is held until the block ends; a second writer gets a :class:`RunDirError` naming the holder.
+    ``shared``: cooperating writers (each writing its own part, under its own finer lock) may hold it together.
     """
     out = Path(out)
     inputs = inputs or {}
     hashes = {name: content_hash(p) for name, p in inputs.items()}
     key = run_key(stage, cfg, hashes)
-    state, old = classify_dir(out, stage, key, cfg.to_dict(), hashes, overwrite=overwrite)
-    if state == "cached":
-        log(f"[cache hit] {stage}: {out} already holds this run (same config and inputs); nothing to do")
-        yield Run(out, stage, key, old, cached=True)
-        return
-    if state == "resume":
-        log(f"[resume] {stage}: continuing the unfinished run in {out}")
-        meta = {**old, "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "_t0": time.time()}
-        atomic_write_json(out / META, meta)
-    else:
+    with PathLock(out, "run directory", shared=shared) as lock:
+        state, meta = _settle(out, stage, key, cfg, hashes, inputs, overwrite=overwrite, seed=seed, shared=shared)
+        if state == "cached":
+            log(f"[cache hit] {stage}: {out} already holds this run (same config and inputs); nothing to do")
+            yield Run(out, stage, key, meta, cached=True, lock=lock)
+            return
+        run = Run(out, stage, key, meta, resumed=state == "resume", created=state == "fresh", lock=lock)
+        try:
+            yield run
+        except BaseException:
+            _after_failure(run)
+            raise
+
+
+def _settle(
+    out: Path,
+    stage: str,
+    key: str,
+    cfg: Config,
+    hashes: dict[str, str],
+    inputs: Mapping[str, str | Path],
+    *,
+    overwrite: bool,
+    seed: int | None,
+    shared: bool,
+) -> tuple[RunState, dict[str, Any]]:
+    """Classify ``out`` (under its lock) and make it ready: ``(state, midtrain.json)`` of the run to do.
+
+    A fresh directory appears by one rename; a writer sharing the lock that loses that race to another one
+    classifies again (and finds the run the other one created).
+    """
+    for _ in range(2 if shared else 1):
+        state, old = classify_dir(out, stage, key, cfg.to_dict(), hashes, overwrite=overwrite)
+        if state == "cached":
+            return state, old
+        if state == "resume":
+            log(f"[resume] {stage}: continuing the unfinished run in {out}")
+            meta = {**old, "resumed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "_t0": time.time()}
+            atomic_write_json(out / META, meta)
+            return state, meta
         meta = {**fresh_meta(stage, key, cfg, hashes, inputs, seed), "_t0": time.time()}
-        _create_run_dir(out, meta, to_yaml(cfg))  # fresh: removed again if the stage fails before keep()
-    run = Run(out, stage, key, meta, resumed=state == "resume", created=state == "fresh")
-    try:
-        yield run
-    except BaseException:
-        _after_failure(run)
-        raise
+        try:  # a fresh directory is removed again if the stage fails before keep()
+            _create_run_dir(out, meta, to_yaml(cfg), exclusive=not shared)
+        except OSError as e:
+            if not shared or e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue  # another writer sharing the lock created it first
+        return state, meta
+    raise RunDirError(f"{out}: another process created this run directory while this one was creating it")
 
 
 RunState = Literal["fresh", "cached", "resume"]
@@ -280,14 +381,20 @@ def classify_dir(
     if not (out / META).is_file():
         if not overwrite:
             raise RunDirError(f"{out} is not empty and is not a midtrain run directory (use --overwrite)")
-        shutil.rmtree(out)
+        _clear_dir(out)
         return "fresh", {}
-    old = read_json(out / META)
+    try:
+        old = read_meta(out / META)
+    except MidtrainError as e:  # a damaged midtrain.json
+        if not overwrite:
+            raise RunDirError(f"{e}; use --overwrite to replace {out}") from None
+        _clear_dir(out)
+        return "fresh", {}
     done = (out / MARKER).is_file()
     if old.get("run_key") == key and old.get("stage") == stage:
         return ("cached" if done else "resume"), old
     if overwrite:
-        shutil.rmtree(out)
+        _clear_dir(out)
         return "fresh", {}
     changed = _diff_keys(old.get("config", {}), conf)
     if old.get("stage") != stage:
@@ -321,8 +428,13 @@ def fresh_meta(
 
 
 def _after_failure(run: Run) -> None:
-    """The stage raised: remove a fresh directory that holds nothing worth keeping, else mark the run failed."""
-    if run.created and not run._keep and not (run.path / MARKER).exists():
+    """The stage raised: remove a fresh directory that holds nothing worth keeping, else mark the run failed.
+
+    A directory shared with other writers is removed only when none is left.
+    """
+    keep = run._keep or (run._keep_if is not None and run._keep_if())
+    alone = run.lock is None or run.lock.sole_holder()
+    if run.created and not keep and not (run.path / MARKER).exists() and alone:
         _remove_dir(run.path)
         return
     run.meta.pop("_t0", None)
@@ -331,16 +443,16 @@ def _after_failure(run: Run) -> None:
         atomic_write_json(run.path / META, run.meta)
 
 
-def _create_run_dir(out: Path, meta: dict[str, Any], config_yaml: str) -> None:
+def _create_run_dir(out: Path, meta: dict[str, Any], config_yaml: str, *, exclusive: bool = True) -> None:
     """Make ``out`` appear with its midtrain.json and config.yaml already inside (one ``rename``).
 
     A process killed at any instant leaves either no run directory or a recognisable one, never a directory
     that later opens refuse as "not a midtrain run"; a killed creation leaves a hidden ``.NAME.creating-PID``
-    sibling, removed by the next open.
+    sibling, removed by the next open (every one when this process holds the lock alone, else those of dead pids).
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(_staging(out, "*").name):
-        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+        if exclusive or not pid_alive(stale.name.rsplit("-", 1)[-1]):
             shutil.rmtree(stale, ignore_errors=True)
     staging = _staging(out)
     shutil.rmtree(staging, ignore_errors=True)
@@ -354,6 +466,17 @@ def _create_run_dir(out: Path, meta: dict[str, Any], config_yaml: str) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _clear_dir(out: Path) -> None:
+    """Remove ``out`` for ``--overwrite``: renamed away first, so a directory that cannot be removed (read-only,
+    immutable) is an error naming it with nothing deleted, and a kill mid-way leaves no half-deleted run."""
+    doomed = _staging(out)
+    try:
+        os.rename(out, doomed)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(out)) from None
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _remove_dir(path: Path) -> None:
@@ -371,16 +494,6 @@ def _staging(out: Path, pid: int | str | None = None) -> Path:
     return out.parent / f".{out.name}.creating-{os.getpid() if pid is None else pid}"
 
 
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def is_complete(path: str | Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
@@ -389,7 +502,7 @@ def load_meta(path: str | Path) -> dict[str, Any]:
     p = Path(path) / META
     if not p.is_file():
         raise RunDirError(f"{path} is not a midtrain run directory (no {META})")
-    return read_json(p)
+    return read_meta(p)
 
 
 @dataclass

@@ -16,16 +16,15 @@ again; a Parquet file without its ``.done`` is stale and rewritten.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from midtrain.data import clean, iter_jsonl_tolerant, iter_records, repair_tail
-from midtrain.errors import DataError, RunDirError
+from midtrain.errors import DataError
+from midtrain.locks import PathLock
 from midtrain.runs import atomic_file, atomic_write_json, read_json
 
 
@@ -63,29 +62,29 @@ def read_tolerant(path: str | Path, *, repair: bool = False) -> list[dict[str, A
     return list(iter_jsonl_tolerant(path))
 
 
-class ShardLock:
-    """An exclusive, non-blocking advisory lock on a shard (a second writer fails instead of duplicating)."""
+class ShardLock(PathLock):
+    """An exclusive, non-blocking lock on one shard (a second writer fails instead of duplicating records).
+
+    It nests inside the run directory's lock (shared by the processes of a manual ``--shard-index`` split); the
+    lock file stays in ``shards/`` next to the shard's records.
+    """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._fd: int | None = None
+        super().__init__(path, "shard", lockfile=path, remove=False)
 
-    def __enter__(self) -> ShardLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def busy_message(self, holder: str) -> str:
+        return f"{self.path.name}: another process (pid {holder}) is writing this shard"
+
+
+def has_records(out: str | Path) -> bool:
+    """Whether an output directory holds any shard records or completion markers (resumable work)."""
+    for p in (Path(out) / "shards").glob("shard-*"):
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RunDirError(f"{self.path.name}: another process is writing this shard") from None
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+            if p.suffix != ".lock" and p.stat().st_size > 0:
+                return True
+        except FileNotFoundError:  # a JSONL removed once its Parquet file was written
+            continue
+    return False
 
 
 def write_done(paths: ShardPaths, info: dict[str, Any]) -> None:
@@ -166,6 +165,7 @@ __all__ = [
     "repair_tail",
     "read_tolerant",
     "ShardLock",
+    "has_records",
     "write_done",
     "read_done",
     "to_parquet",

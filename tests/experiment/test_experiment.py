@@ -72,6 +72,12 @@ def test_plan_resolves_outputs_and_dependency_order(tmp_path, nano_model):
         ),
         ({"x": GEN}, {"a": {"chain": ["missing"]}}, "arms.a.chain[0]"),
         ({"x": {"path": "p", "verb": "sft"}}, {}, "exactly one of 'verb' or 'path'"),
+        ({"../../X": GEN}, {}, "key 'stages.../../X': a name must be"),  # names escaping out are refused
+        ({"/abs/X": GEN}, {}, "key 'stages./abs/X'"),
+        ({"a..b": GEN}, {}, "key 'stages.a..b'"),
+        ({".hidden": GEN}, {}, "key 'stages..hidden'"),
+        ({"x" * 65: GEN}, {}, "a name must be 1-64"),
+        ({"x": GEN}, {"../arm": {"chain": ["x"]}}, "key 'arms.../arm'"),
     ],
 )
 def test_bad_experiments_fail_before_running_and_name_the_key(tmp_path, stages, arms, needle):
@@ -175,3 +181,15 @@ def test_report_opens_with_the_arms_table(tmp_path, nano_model, capsys):
     assert "base only" in md and "id verified" in md
     assert "base only" in capsys.readouterr().out  # the console table
     assert res.data["arms"]["0"]["a"]["verified_acc"].keys() == {"id"}
+
+
+def test_a_missing_path_stage_fails_before_anything_is_created(tmp_path):
+    cfg = _exp(tmp_path, {"base": {"path": str(tmp_path / "missing")}, "gen": GEN})
+    with pytest.raises(ConfigError, match="stages.base.path"):
+        run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_safe_stage_names_are_accepted(tmp_path):
+    steps = plan(_exp(tmp_path, {"gen-1.v2_a": GEN, "9": GEN}, {"arm.1": {"chain": ["9"]}}))
+    assert {s.out.name for s in steps} == {"gen-1.v2_a.jsonl", "9.jsonl"}

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from midtrain.errors import DataError
 
@@ -132,7 +132,7 @@ def _shard_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
         with safe_open(str(path), framework="pt") as f:
             slices = {k: f.get_slice(k) for k in f.keys()}
             return {k: (tuple(sl.get_shape()), sl.get_dtype()) for k, sl in slices.items()}
-    except (OSError, ValueError, RuntimeError) as e:  # safetensors raises SafetensorError (a RuntimeError subclass)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # SafetensorError derives from Exception only
         raise DataError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 
@@ -221,10 +221,13 @@ def align(ckpts: list[Checkpoint]) -> list[tuple[str, list[str]]]:
 
 def read_rows(ck: Checkpoint, key: str, start: int, stop: int) -> torch.Tensor:
     """Rows [start, stop) of a tensor (the whole tensor if it is a scalar); the shard is closed on return."""
-    with safe_open(str(ck.files[key]), framework="pt") as f:
-        if not ck.shapes[key]:
-            return f.get_tensor(key)
-        return f.get_slice(key)[start:stop]
+    try:
+        with safe_open(str(ck.files[key]), framework="pt") as f:
+            if not ck.shapes[key]:
+                return f.get_tensor(key)
+            return f.get_slice(key)[start:stop]
+    except SafetensorError as e:  # changed on disk since it was indexed
+        raise DataError(f"{ck.files[key]}: cannot read tensor '{key}' ({str(e).splitlines()[0]})") from None
 
 
 def row_slices(shape: tuple[int, ...], chunk_elements: int) -> Iterator[tuple[int, int]]:

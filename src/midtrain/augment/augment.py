@@ -57,6 +57,7 @@ from midtrain.llm.backends import (
 from midtrain.runs import Result, atomic_write_json, open_run
 from midtrain.shards import (
     ShardLock,
+    has_records,
     iter_shard,
     read_done,
     read_records,
@@ -515,17 +516,18 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
 
     template = load_prompt(cfg.prompt)
     require_placeholders(template, ["text"], "prompt")
-    for path in cfg.input:  # fail on bad input before the run directory exists
-        next(iter_records(path, text_field=cfg.text_field), None)
+    firsts = [next(iter_records(path, text_field=cfg.text_field), None) for path in cfg.input]  # bad input fails here
+    if all(f is None for f in firsts):
+        raise DataError(f"{', '.join(cfg.input)}: no documents")
     tokenizer = load_tokenizer(cfg.tokenizer)
     inputs: dict[str, str | Path] = {f"input[{i}]": p for i, p in enumerate(cfg.input)}
     inputs["tokenizer"] = cfg.tokenizer
     if Path(cfg.prompt).suffix == ".txt":
         inputs["prompt"] = cfg.prompt
-    with open_run(cfg.out, "augment", key_config(cfg), inputs, overwrite=cfg.overwrite) as run_:
+    with open_run(cfg.out, "augment", key_config(cfg), inputs, overwrite=cfg.overwrite, shared=cfg.shard_index is not None) as run_:
         if run_.cached:
             return AugmentResult.of(run_)
-        run_.keep()
+        run_.keep_when(lambda: has_records(run_.path))  # a failure before any record leaves no directory behind
         run_.update(operational=operational(cfg))
         ann = cfg.annotator
         log(

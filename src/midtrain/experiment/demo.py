@@ -36,6 +36,7 @@ from midtrain.errors import ConfigError
 from midtrain.experiment.experiment import ExperimentConfig, arm_table, run_dirs
 from midtrain.experiment.experiment import run as run_experiment
 from midtrain.experiment.report import Section, Table, build
+from midtrain.locks import PathLock
 from midtrain.plots import RANGE_COLORS, pyplot, save_png
 from midtrain.runs import atomic_write_json, atomic_write_text, read_json
 
@@ -262,7 +263,12 @@ def plot_arms(arms: dict[str, Any], path: Path) -> Path | None:
 
 
 def demo(cfg: DemoConfig) -> DemoResult:
-    """Run the demo (see the module docstring)."""
+    """Run the demo (see the module docstring); a second demo on the same ``--out`` fails at once."""
+    with PathLock(cfg.out, "demo directory"):
+        return _demo(cfg)
+
+
+def _demo(cfg: DemoConfig) -> DemoResult:
     t0 = time.time()
     out = Path(cfg.out)
     seeds = list(cfg.seeds) or [cfg.seed]

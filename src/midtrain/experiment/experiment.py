@@ -37,6 +37,13 @@ Algorithm:
    compute-split study. The shared base is reported once, not charged to the arms.
 4. **Summarize**: ``OUT/experiment.json`` (per seed and arm: compute and the eval metrics by op range) and a
    table on the console; then ``midtrain report`` over every run directory into ``OUT/report``.
+
+Safety: stage and arm names name files and directories under ``OUT``, so they must match ``SAFE_NAME`` (letters,
+digits, ``_.-``, no ``..``, at most 64 characters); ``path`` stages must exist before anything is created; one
+experiment process holds ``OUT`` at a time (a lock, like every stage's run directory), so a second ``experiment
+run`` on the same ``out`` fails at once naming the first one's pid. **An experiment file is code, like a
+Makefile**: ``launch:`` runs any command it names with your permissions, and ``args`` point stages at any path
+you can read or write. Run only experiment files you trust, as you would ``make`` in a checkout you trust.
 """
 
 from __future__ import annotations
@@ -53,10 +60,12 @@ from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.experiment.compute import arm_results
+from midtrain.locks import PathLock
 from midtrain.runs import atomic_write_json, is_complete, read_json, stable_hash
 from midtrain.stages import stage, verbs
 
 REF = re.compile(r"\$\{([A-Za-z_][\w.\-]*)\}")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # stage and arm names: one path component under OUT
 
 
 @dataclass
@@ -75,7 +84,7 @@ class StageSpec(Config):
         [],
         "Run the stage as a subprocess under this launcher instead of in-process, e.g. "
         "[accelerate, launch, --config_file, configs/accelerate/fsdp.yaml] (it is given "
-        "`-m midtrain VERB --config FILE`).",
+        "`-m midtrain VERB --config FILE`). Any command runs: experiment files are code, like Makefiles.",
     )
 
     def check(self) -> None:
@@ -125,6 +134,7 @@ class ExperimentConfig(Config):
             raise ConfigError("key 'seeds': give at least one seed")
         if self.jobs < 1 or self.threads_per_job < 0:
             raise ConfigError("keys 'jobs' (≥ 1) and 'threads_per_job' (≥ 0): out of range")
+        check_names(self)
         for name, st in self.stages.items():
             if st.verb and st.verb not in verbs():
                 import difflib
@@ -156,7 +166,17 @@ class ExperimentConfig(Config):
         return Path(self.config_path).resolve().parent if self.config_path else Path.cwd()
 
 
-# -- the verbs an experiment can run ------------------------------------------------------------------------------
+def check_names(cfg: ExperimentConfig) -> None:
+    """Stage and arm names become path components under ``out``: refuse any that could escape it."""
+    for section, names in (("stages", list(cfg.stages)), ("arms", list(cfg.arms))):
+        for name in names:
+            if not SAFE_NAME.match(name) or ".." in name:
+                raise ConfigError(
+                    f"key '{section}.{name}': a name must be 1-64 letters, digits, '_', '.' or '-', start with a letter "
+                    "or digit and contain no '..' (it names directories under out)"
+                )
+
+
 # -- resolution ---------------------------------------------------------------------------------------------------
 @dataclass
 class Step:
@@ -439,8 +459,17 @@ def execute(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, dict[str, Any
 def run(cfg: ExperimentConfig) -> ExperimentResult:
     """Run the experiment (see module docstring)."""
     steps = plan(cfg)
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.out_dir / "experiment.config.json", cfg.to_dict())
+    for step in steps:  # before anything is created
+        if step.config is None and not step.out.exists():
+            raise ConfigError(f"key 'stages.{step.name}.path': {step.out} does not exist")
+    with PathLock(cfg.out_dir, "experiment directory"):
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg.out_dir / "experiment.config.json", cfg.to_dict())
+        return _run_locked(cfg, steps)
+
+
+def _run_locked(cfg: ExperimentConfig, steps: list[Step]) -> ExperimentResult:
+    """Run the steps, summarize and report, with the experiment directory locked by :func:`run`."""
     t0 = time.time()
     recs = execute(cfg, steps)
     recs_by_seed: dict[Any, dict[str, dict[str, Any]]] = {s: {} for s in cfg.seeds}

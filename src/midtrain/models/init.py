@@ -20,7 +20,7 @@ from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, seed_everything
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.models.tokenizer import load_tokenizer
-from midtrain.runs import Result, open_run
+from midtrain.runs import Result, open_run, ordinary_permissions
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,7 @@ def init_model(cfg: ModelInitConfig) -> Result:
         )
         model = AutoModelForCausalLM.from_config(mcfg)
         model.save_pretrained(str(run.path), safe_serialization=True)
+        ordinary_permissions(run.path)  # safetensors writes its files 0600
         tok.save_pretrained(str(run.path))
         n = sum(p.numel() for p in model.parameters())
         run.finish({"parameters": n, "preset": cfg.preset, "arch": cfg.arch, "vocab_size": len(tok)})
@@ -129,8 +130,17 @@ def quiet_transformers() -> None:
 
 
 def load_model(path: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False, expect_arch: str | None = None):
-    """Load a causal LM from a local checkpoint dir or hub id (offline use needs a local dir)."""
+    """Load a causal LM from a local checkpoint dir or hub id (offline use needs a local dir).
+
+    A damaged or hostile checkpoint is a one-line :class:`MidtrainError` naming it: a truncated or malformed
+    safetensors file, or a pickled ``pytorch_model.bin`` that ``torch.load(weights_only=True)`` refuses (it holds
+    more than tensors; nothing in it is executed).
+    """
+    import pickle
+    import warnings
+
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     quiet_transformers()
@@ -141,9 +151,16 @@ def load_model(path: str | Path, *, dtype: str = "float32", trust_remote_code: b
     if expect_arch and conf.model_type != expect_arch:
         raise MidtrainError(f"'{path}' is a {conf.model_type} checkpoint, expected {expect_arch}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise MidtrainError(f"cannot load model weights from '{path}': {str(e).splitlines()[0]}") from None
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a .bin before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+    except pickle.UnpicklingError:
+        raise MidtrainError(
+            f"'{path}': refused to load the pickled weights: they hold more than tensors (torch weights_only); "
+            "convert trusted weights to safetensors"
+        ) from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+        raise MidtrainError(f"cannot load model weights from '{path}': {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
     return model
 
 

@@ -2,7 +2,10 @@
 
 Algorithm: :func:`midtrain.synth.generate.generate_problems` samples dependency graphs of the requested op counts in
 the requested contexts and modes (forward or reverse), renders each (natural or compact) with its gold trace, and
-keeps ``n`` distinct problems; the file is written atomically. The same config and seed give the same file.
+keeps ``n`` distinct problems; the file is written atomically (a reader sees the old file or the new one; a killed
+writer's temporary is removed by the next write) under a lock on the file (``.NAME.lock`` beside it), so a second
+``synth generate`` to the same ``--out`` started meanwhile fails naming the first one's pid. The same config and
+seed give the same file.
 
 Launch::
 
@@ -17,12 +20,14 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.data import write_jsonl
 from midtrain.errors import ConfigError, MidtrainError
+from midtrain.locks import PathLock
 from midtrain.synth import mix, render
 from midtrain.synth.stats import hist_line, histogram
 from midtrain.synth.world import KINDS, MAX_OP, MIN_OP, WorldSpec, build_graph
@@ -56,10 +61,13 @@ def generate(cfg: SynthConfig) -> GenerateResult:
     """Generate problems and write them as JSONL (see the module docstring)."""
     if not cfg.out:
         raise ConfigError("key 'out': give the output JSONL file (--out problems.jsonl)")
-    t0 = time.perf_counter()
-    recs = generate_problems(cfg)
-    seconds = time.perf_counter() - t0
-    write_jsonl(cfg.out, recs)
+    if Path(cfg.out).is_dir():
+        raise ConfigError(f"key 'out': {cfg.out} is a directory; give the output JSONL file")
+    with PathLock(cfg.out, "file"):
+        t0 = time.perf_counter()
+        recs = generate_problems(cfg)
+        seconds = time.perf_counter() - t0
+        write_jsonl(cfg.out, recs)
     res = GenerateResult(
         cfg.out,
         len(recs),

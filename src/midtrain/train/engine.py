@@ -7,8 +7,9 @@ Callback split, but small):
 
 1. **Optimizer config** (:class:`OptimConfig`): one AdamW + schedule section ``optim`` for every stage, validated,
    mapped to the trainers' arguments by :func:`trainer_kwargs`.
-2. **Run directory**: rank 0 opens it (:func:`midtrain.runs.open_run`: fresh, cache hit, resume or refusal); every
-   other rank follows it read-only (:func:`open_training_run`).
+2. **Run directory**: rank 0 opens it (:func:`midtrain.runs.open_run`: fresh, cache hit, resume or refusal) and
+   holds its lock for the whole run, so a second training process on the same ``--out`` fails at once; every other
+   rank follows it read-only and takes no lock (:func:`open_training_run`).
 3. **Resume**: the newest *complete* ``checkpoints/checkpoint-N`` (a checkpoint is complete once a stage-chosen
    marker file exists in it; incomplete ones, e.g. killed mid-save, are removed; a checkpoint of another
    architecture is a :class:`RunDirError` naming ``--overwrite``), and every JSONL log of the run cut back to that
@@ -21,7 +22,9 @@ Callback split, but small):
 6. **MFU**: achieved FLOP/s ÷ the device's dense peak for its precision, from a table of known accelerators or,
    failing that, a large-matmul measurement; capped at 100% by construction (:func:`mfu`, :class:`MFUMeter`).
 7. **Final save** (:func:`save_final`): model + tokenizer at the run root, so the run directory is itself a
-   Hugging Face checkpoint.
+   Hugging Face checkpoint; safetensors files get ordinary permissions (safetensors itself writes them 0600).
+8. **The loss of the run** (:func:`train`, :func:`run_mean_loss`): transformers' ``training_loss`` averages only
+   the steps of the current process, so a resumed run's is replaced by the mean over the whole ``log.jsonl``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ from midtrain.runs import (
     atomic_write_text,
     content_hash,
     open_run,
+    ordinary_permissions,
+    read_json,
+    read_meta,
     run_key,
 )
 
@@ -170,13 +176,13 @@ def follow_run(out: str | Path, stage: str, cfg: Config, inputs: dict[str, Any])
     key = run_key(stage, cfg, {k: content_hash(v) for k, v in inputs.items()})
     path = Path(out)
     done = (path / MARKER).is_file() and (path / MARKER).read_text().strip() == key
-    started = (path / META).is_file() and json.loads((path / META).read_text()).get("run_key") == key
+    started = (path / META).is_file() and read_meta(path / META).get("run_key") == key
     path.mkdir(parents=True, exist_ok=True)
     yield Run(path, stage, key, {"metrics": {}}, cached=done, resumed=started and not done)
 
 
 def open_training_run(out: str | Path, stage: str, cfg: Config, inputs: dict[str, Any], *, overwrite: bool, seed: int) -> Any:
-    """The run directory as a context manager: rank 0 opens it, the other ranks follow it."""
+    """The run directory as a context manager: rank 0 opens it (and holds its lock), the other ranks follow it."""
     if is_main():
         return open_run(out, stage, cfg, inputs, overwrite=overwrite, seed=seed)
     return follow_run(out, stage, cfg, inputs)
@@ -204,7 +210,8 @@ def resume_point(ckpt_dir: Path, marker: str, model_conf: Any = None, *, remove_
     ckpts = sorted(steps, key=steps.__getitem__)
     for p in reversed(ckpts):
         if (p / marker).is_file():
-            conf = json.loads((p / "config.json").read_text()) if (p / "config.json").is_file() else {}
+            conf = read_json(p / "config.json") if (p / "config.json").is_file() else {}
+            conf = conf if isinstance(conf, dict) else {}
             for key in ARCH_KEYS:
                 ours = getattr(model_conf, key, conf.get(key))
                 if key in conf and conf[key] != ours:
@@ -414,6 +421,7 @@ class StepLogCallback(TrainerCallback):
     def on_save(self, args, state, control, **kw):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir() and state.is_world_process_zero:
+            ordinary_permissions(ckpt)
             self.mark_checkpoint(ckpt, state)
             self.run.keep()  # the directory now holds resumable state: keep it even if the run fails later
 
@@ -468,16 +476,42 @@ def save_final(trainer: Any, tokenizer: Any, path: Path) -> None:
     trainer.accelerator.unwrap_model(trainer.model).config.use_cache = True  # the checkpoint generates with a cache
     trainer.save_model(str(path))
     if is_main():
+        ordinary_permissions(path)
         tokenizer.save_pretrained(str(path))
 
 
+def run_mean_loss(history: Iterable[dict[str, Any]], resumed_at: int = 0) -> float | None:
+    """Mean training loss over the logged steps of the whole run: each record's ``loss`` (the mean of its logging
+    window) weighted by the steps it covers; a window never reaches back past ``resumed_at`` (the checkpoint a
+    resumed process started from: the steps logged after it before a kill were cut from the log)."""
+    total = steps = 0.0
+    prev = 0
+    for rec in history:
+        step, loss = rec.get("step"), rec.get("loss")
+        if not isinstance(step, int) or not isinstance(loss, (int, float)):
+            continue
+        if prev < resumed_at < step:
+            prev = resumed_at
+        if step > prev:
+            total, steps = total + (step - prev) * loss, steps + step - prev
+        prev = max(prev, step)
+    return total / steps if steps else None
+
+
 def train(trainer: Any, resume: Path | None) -> Any:
-    """``trainer.train``, resuming from ``resume`` when given."""
+    """``trainer.train``, resuming from ``resume`` when given.
+
+    The returned ``TrainOutput``'s ``training_loss`` is the whole run's (:func:`run_mean_loss` over the
+    :class:`StepLogCallback`'s history, i.e. ``log.jsonl``): transformers' covers only this process's steps.
+    """
     import warnings
 
     with warnings.catch_warnings():  # TRL 1.16 still calls the renamed `is_gradient_checkpointing`
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        return trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        out = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    loggers = [c for c in trainer.callback_handler.callbacks if isinstance(c, StepLogCallback)]
+    loss = run_mean_loss(loggers[0].history, (checkpoint_step(resume) or 0) if resume is not None else 0) if loggers else None
+    return out._replace(training_loss=loss) if loss is not None and hasattr(out, "_replace") else out
 
 
 __all__ = [
@@ -503,6 +537,7 @@ __all__ = [
     "read_log",
     "resolve_precision",
     "resume_point",
+    "run_mean_loss",
     "save_final",
     "start",
     "table_peak",
