@@ -52,8 +52,8 @@ from midtrain.llm.backends import (
     fill_template,
     load_prompt,
     make_backend,
-    require_placeholders,
 )
+from midtrain.llm.prompts import check_template
 from midtrain.runs import Result, atomic_write_json, open_run
 from midtrain.shards import (
     ShardLock,
@@ -82,34 +82,34 @@ EXAMPLES_PER_REASON = 3
 @dataclass
 class AugmentConfig(Config):
     input: list[str] = param([], "Corpus files: .jsonl(.gz), .parquet, .txt, or a datasets directory.", positional=True)
-    out: str = param("", "Output directory (shards/, manifest.json, midtrain.json).")
-    tokenizer: str = param("", "The target model's tokenizer directory (chunk budgets are counted with it).")
+    out: str = param("", "Output directory (shards/, manifest.json, midtrain.json).", path="dir")
+    tokenizer: str = param("", "The target model's tokenizer directory (chunk budgets are counted with it).", path="dir")
     text_field: str = param("text", "Field holding the document text.")
     id_field: str = param("id", "Field holding the document id (default: <file stem>:<line>).")
     domain_field: str = param("domain", "Field holding the domain label.")
     default_domain: str = param("general", "Domain of documents without one.")
-    max_documents: int | None = param(None, "Read only the first N documents of the corpus (all inputs together).")
-    max_chunk_tokens: int = param(1024, "Chunk budget L in target-tokenizer tokens (DESIGN: 2048, 1024 for small models).")
+    max_documents: int | None = param(None, "Read only the first N documents of the corpus (all inputs together).", ge=1)
+    max_chunk_tokens: int = param(1024, "Chunk budget L in target-tokenizer tokens (DESIGN: 2048, 1024 for small models).", ge=8)
     annotator: BackendConfig = param(BackendConfig(), "The annotator model's backend.")
     prompt: str = param("augment", "Annotator prompt: a shipped name or a .txt template with a {text} placeholder.")
-    max_new_tokens: int = param(0, "Annotator token budget per chunk; 0: 2 × max_chunk_tokens + 256.")
-    temperature: float = param(0.0, "Annotator sampling temperature of the first attempt.")
-    retries: int = param(1, "Re-ask the annotator this many times when its answer is rejected.")
-    retry_temperature: float = param(0.7, "Sampling temperature of the retries.")
+    max_new_tokens: int = param(0, "Annotator token budget per chunk; 0: 2 × max_chunk_tokens + 256.", ge=0)
+    temperature: float = param(0.0, "Annotator sampling temperature of the first attempt.", ge=0)
+    retries: int = param(1, "Re-ask the annotator this many times when its answer is rejected.", ge=0)
+    retry_temperature: float = param(0.7, "Sampling temperature of the retries.", ge=0)
     normalization: Literal["exact", "whitespace", "nfkc"] = param(
         "nfkc", "Text preservation check: exact; whitespace (runs collapsed, ends trimmed); nfkc (NFKC + whitespace)."
     )
-    min_thoughts: int = param(1, "Reject answers with fewer thoughts.")
-    max_thoughts: int = param(16, "Reject answers with more thoughts.")
-    batch_chunks: int = param(64, "Chunks per annotator call and per fsynced append.")
-    batches_in_flight: int = param(0, "Concurrent batches; 0: 1 for in-process backends, enough to fill max_concurrency for openai.")
+    min_thoughts: int = param(1, "Reject answers with fewer thoughts.", ge=0)
+    max_thoughts: int = param(16, "Reject answers with more thoughts.", ge=0)
+    batch_chunks: int = param(64, "Chunks per annotator call and per fsynced append.", ge=1)
+    batches_in_flight: int = param(0, "Concurrent batches; 0: 1 for in-process backends, enough to fill max_concurrency for openai.", ge=0)
     format: Literal["jsonl", "parquet"] = param("jsonl", "Shard file format (Parquet is written when a shard completes).")
-    num_shards: int = param(1, "Number of output shards (documents are assigned by stable hash).")
-    shard_index: int | None = param(None, "Process only this shard (manual splitting across machines); default all.")
+    num_shards: int = param(1, "Number of output shards (documents are assigned by stable hash).", ge=1)
+    shard_index: int | None = param(None, "Process only this shard (manual splitting across machines); default all.", ge=0)
     executor: Literal["inline", "datatrove_local", "datatrove_slurm", "datatrove_ray"] = param(
         "inline", "inline: this process; datatrove_*: one datatrove task per shard (pip install 'midtrain[distributed]')."
     )
-    num_workers: int = param(1, "Shards run in parallel by datatrove_local / datatrove_ray.")
+    num_workers: int = param(1, "Shards run in parallel by datatrove_local / datatrove_ray.", ge=1)
     executor_options: dict[str, Any] = param({}, "Extra keyword arguments of the datatrove executor (e.g. partition, time).")
     keep_answers: bool = param(True, "Store the raw annotator answer on rejected records (for the rejection report).")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
@@ -515,10 +515,14 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
     from midtrain.models.tokenizer import load_tokenizer
 
     template = load_prompt(cfg.prompt)
-    require_placeholders(template, ["text"], "prompt")
-    firsts = [next(iter_records(path, text_field=cfg.text_field), None) for path in cfg.input]  # bad input fails here
-    if all(f is None for f in firsts):
-        raise DataError(f"{', '.join(cfg.input)}: no documents")
+    check_template(template, "prompt", required=["text"])
+    # Bad input fails here, before the run directory exists; a corpus without one usable text is an error, not a
+    # finished run of 0 chunks (synthetic records carry a graph and are annotated programmatically).
+    usable = (
+        r for _, _, r in iter_documents(cfg) if "graph" in r or (isinstance(r.get(cfg.text_field), str) and r[cfg.text_field].strip())
+    )
+    if next(usable, None) is None:
+        raise DataError(f"empty corpus: no document with text in '{cfg.text_field}' in {', '.join(cfg.input)}")
     tokenizer = load_tokenizer(cfg.tokenizer)
     inputs: dict[str, str | Path] = {f"input[{i}]": p for i, p in enumerate(cfg.input)}
     inputs["tokenizer"] = cfg.tokenizer

@@ -65,7 +65,7 @@ def build_executor(cfg: Any, task: ShardTask) -> Any:
         SlurmPipelineExecutor,
     )
 
-    step = AugmentShardStep(cfg.to_dict(), task)
+    step = AugmentShardStep(cfg.to_dict(redact=False), task)  # workers rebuild the config: real credentials
     common = dict(
         pipeline=[step], tasks=cfg.num_shards, logging_dir=str(Path(cfg.out) / "datatrove"), skip_completed=True, **cfg.executor_options
     )

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from midtrain.config import Config, param
+from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, progress
 from midtrain.data import append_jsonl, iter_jsonl_tolerant, repair_tail, write_jsonl
 from midtrain.errors import ConfigError
@@ -73,12 +73,14 @@ SUMMARY = "summary.json"
 @dataclass
 class EvalConfig(Config):
     model: str = param("", "Model checkpoint directory (or a hub id when online).", positional=True)
-    out: str = param("", "Output run directory (samples.jsonl, summary.json).")
+    out: str = param("", "Output run directory (samples.jsonl, summary.json).", path="dir")
     benchmarks: list[str] = param(
         [], "Registered benchmarks: gsm8k, math500, amc23, aime2024, aime2025, olympiadbench, gpqa_diamond, mmlu_stem."
     )
-    data: list[str] = param([], "Custom benchmark JSONL files (id, problem, answer; + choices for multiple choice), named by file stem.")
-    synthetic: str = param("", "Synthetic-world problem JSONL (midtrain synth generate); verified with midtrain.synth.verify.")
+    data: list[str] = param(
+        [], "Custom benchmark JSONL files (id, problem, answer; + choices for multiple choice), named by file stem.", path="file"
+    )
+    synthetic: str = param("", "Synthetic-world problem JSONL (midtrain synth generate); verified with midtrain.synth.verify.", path="file")
     synth_generate: list[dict[str, Any]] = param(
         [],
         "Generate the synthetic problems instead: one midtrain.synth SynthConfig mapping per set, e.g. synth_generate='[{preset: tiny-edge, n: 50, render: compact, modulus: 10}]'.",
@@ -86,33 +88,36 @@ class EvalConfig(Config):
     op_scale: Literal["paper", "tiny"] = param(
         "paper", "Named synthetic op ranges: paper (id 2-10, edge 11-14, hard 15-20) or tiny (id 2-5, edge 6-8, hard 9-12)."
     )
-    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces op_scale when given.")
+    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces op_scale when given.", ge=0)
     synth_ranges: list[str] = param([], "Evaluate only synthetic problems whose op falls in these named ranges (empty: all).")
-    tokenizer: str = param("", "Tokenizer directory (default: the model's).")
-    data_root: str = param("", "Benchmark data root (default: $MIDTRAIN_DATA_ROOT, else shared/benchmarks next to the checkout).")
+    tokenizer: str = param("", "Tokenizer directory (default: the model's).", path="dir")
+    data_root: str = param(
+        "", "Benchmark data root (default: $MIDTRAIN_DATA_ROOT, else shared/benchmarks next to the checkout).", path="dir"
+    )
     source: Source = param("local", "Where registered benchmarks come from: local files, the HF hub (online), or auto (local, else hub).")
     prompt_format: PromptFormat = param(
         "auto",
         "fewshot (base models), think (plain '<think>' prompt), chat (chat template), auto (chat if the tokenizer has a template, else think).",
     )
     think: bool = param(True, "With prompt_format=chat: open a '<think>' block in the assistant turn (thinking models).")
-    n_shots: int = param(4, "Worked examples in the fewshot prompt.")
-    limit: int = param(0, "Evaluate only the first N problems of each benchmark / the synthetic file (0 = all).")
-    n_samples: int = param(1, "Completions per problem (k of mean@k; 16 or 64 in the papers).")
-    temperature: float = param(0.0, "Sampling temperature (0 = greedy).")
-    top_p: float = param(1.0, "Nucleus sampling threshold.")
-    max_new_tokens: int = param(512, "Generation budget per completion, in tokens.")
-    batch_size: int = param(32, "Completions generated per batch (transformers backend).")
+    n_shots: int = param(4, "Worked examples in the fewshot prompt.", ge=0)
+    limit: int = param(0, "Evaluate only the first N problems of each benchmark / the synthetic file (0 = all).", ge=0)
+    n_samples: int = param(1, "Completions per problem (k of mean@k; 16 or 64 in the papers).", ge=1)
+    temperature: float = param(0.0, "Sampling temperature (0 = greedy).", ge=0)
+    top_p: float = param(1.0, "Nucleus sampling threshold.", gt=0, le=1)
+    max_new_tokens: int = param(512, "Generation budget per completion, in tokens.", ge=1)
+    batch_size: int = param(32, "Completions generated per batch (transformers backend).", ge=1)
     score_workers: int = param(
         -1,
         "Background processes scoring one batch while the next generates; 0 = inline; -1 = auto (1 when generating on a GPU, else 0: on CPU a worker competes with generation).",
+        ge=-1,
     )
     backend: Literal["auto", "transformers", "vllm"] = param("auto", "Generation backend; auto = vLLM when installed and a GPU is present.")
     dtype: Literal["float32", "bfloat16"] = param("float32", "Model weights dtype (transformers backend).")
     domain_weights: dict[str, float] = param(
-        {}, "Weights of domains (math, science, general, custom) in the domain-weighted macro average; empty = equal."
+        {}, "Weights of domains (math, science, general, custom) in the domain-weighted macro average; empty = equal.", ge=0
     )
-    seed: int = param(0, "Sampling seed.")
+    seed: int = param(0, "Sampling seed.", ge=0, le=MAX_SEED)
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
     progress: bool = param(True, "Show a progress bar.")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from statistics import mean, pstdev
 from typing import Any
 
-from midtrain.config import Config, param, read_yaml
+from midtrain.config import MAX_SEED, Config, param, read_yaml
 from midtrain.console import log, print_table
 from midtrain.errors import ConfigError
 from midtrain.experiment.experiment import ExperimentConfig, arm_table, run_dirs
@@ -61,13 +61,13 @@ class DemoConfig(Config):
     """The demo experiment; every budget lives in the experiment file (configs/demo.yaml)."""
 
     quick: bool = param(False, "Tiny budgets (seconds): checks the machinery, not the science (used in CI).")
-    seed: int = param(0, "Seed of the per-seed stages (SFT, RL, evaluation sampling).")
-    seeds: list[int] = param([], "Several seeds (overrides --seed), e.g. --seeds 0 1 2 for mean ± std.")
+    seed: int = param(0, "Seed of the per-seed stages (SFT, RL, evaluation sampling).", ge=0, le=MAX_SEED)
+    seeds: list[int] = param([], "Several seeds (overrides --seed), e.g. --seeds 0 1 2 for mean ± std.", ge=0, le=MAX_SEED)
     out: str = param("runs/demo", "Output directory: report.md, report.html, summary.json, runs/.")
     from_scratch: bool = param(False, "Pretrain the base again with configs/demo-base.yaml instead of the shipped one.")
-    jobs: int = param(2, "Stages run in parallel, one CPU thread each (the demo's models are too small for 2 threads).")
-    experiment: str = param("", "Experiment file (default: configs/demo.yaml of this checkout).")
-    base_experiment: str = param("", "Experiment that builds the base for --from-scratch (default: configs/demo-base.yaml).")
+    jobs: int = param(2, "Stages run in parallel, one CPU thread each (the demo's models are too small for 2 threads).", ge=1)
+    experiment: str = param("", "Experiment file (default: configs/demo.yaml of this checkout).", path="file")
+    base_experiment: str = param("", "Experiment that builds the base for --from-scratch (default: configs/demo-base.yaml).", path="file")
 
     def config_file(self, given: str, name: str) -> Path:
         p = Path(given) if given else REPO / "configs" / name

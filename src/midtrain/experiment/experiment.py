@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from midtrain.config import Config, param
+from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.experiment.compute import arm_results
@@ -112,7 +112,7 @@ class ExperimentConfig(Config):
     name: str = param("experiment", "Experiment name (report title).")
     description: str = param("", "What the experiment measures (shown in the report).")
     out: str = param("", "Output directory (default: runs/<name>).")
-    seeds: list[int] = param([0], "Seeds: every per-seed stage runs once per seed (`${seed}`).")
+    seeds: list[int] = param([0], "Seeds: every per-seed stage runs once per seed (`${seed}`).", ge=0, le=MAX_SEED)
     vars: dict[str, Any] = param({}, "Variables referenced as `${vars.KEY}` in stage args.")
     stages: dict[str, StageSpec] = param({}, "Stage name → stage (verb + args, or path).")
     arms: dict[str, ArmSpec] = param({}, "Arm name → arm (chain of training stages, final eval stage).")
@@ -123,8 +123,9 @@ class ExperimentConfig(Config):
         1,
         "Stages run in parallel (worker processes) when their inputs are ready; tiny CPU models "
         "use the cores better as 2 single-thread jobs than as one 2-thread job.",
+        ge=1,
     )
-    threads_per_job: int = param(0, "CPU threads per parallel job (0: cores / jobs).")
+    threads_per_job: int = param(0, "CPU threads per parallel job (0: cores / jobs).", ge=0)
     config_path: str = param("", "Path of the experiment file (set by the CLI; relative `path`s resolve from it).")
 
     def check(self) -> None:
@@ -372,7 +373,7 @@ def _launch(cfg: ExperimentConfig, step: Step, launch: list[str]) -> dict[str, A
     assert step.config is not None  # run_step handles `path` stages (no config) without launching
     conf = cfg.out_dir / ".journal" / f"{step.key}.yaml"
     conf.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(conf, to_yaml(step.config))
+    atomic_write_text(conf, to_yaml(step.config, redact=False))  # the launched stage needs the real URL
     argv = [*launch, "-m", "midtrain", *step.verb.split(), "--config", str(conf)]
     log(f"experiment: {step.key}: launching {' '.join(argv)}")
     rc = subprocess.run(argv, stdin=subprocess.DEVNULL).returncode

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from midtrain.config import Config, param
+from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log
 from midtrain.data import write_jsonl
 from midtrain.errors import ConfigError, MidtrainError
@@ -102,33 +102,33 @@ class SynthConfig(Config):
         "paths; an optional ':weight' suffix sets the mixture (zoo:0.99,teachers:0.01).",
     )
     context_weights: dict[str, float] | None = param(
-        None, "Mixture weights by context name (instead of ':weight' suffixes); default uniform."
+        None, "Mixture weights by context name (instead of ':weight' suffixes); default uniform.", ge=0
     )
-    n: int = param(100, "Number of problems.")
-    seed: int = param(0, "Random seed: the same config gives the same records.")
+    n: int = param(100, "Number of problems.", ge=1)
+    seed: int = param(0, "Random seed: the same config gives the same records.", ge=0, le=MAX_SEED)
     mode: Literal["forward", "reverse", "mixed"] = param(
         "forward",
         "forward: compute the asked quantity; reverse: one constant is unknown and a downstream value "
         "is given; mixed: both (reverse_share).",
     )
-    reverse_share: float = param(0.5, "Share of reverse problems when mode=mixed.")
+    reverse_share: float = param(0.5, "Share of reverse problems when mode=mixed.", ge=0, le=1)
     render: Literal["natural", "compact"] = param(
         "natural", "natural: English sentences in a context; compact: letter names, one fact per '.' clause (tiny models)."
     )
     modulus: int | None = param(
-        None, "Do all arithmetic modulo this number (10 for the compact tiny-model world); null: integers in 0..max_value."
+        None, "Do all arithmetic modulo this number (10 for the compact tiny-model world); null: integers in 0..max_value.", ge=2
     )
-    const_max: int = param(4, "Constants are drawn from 1..const_max.")
-    max_multiplier: int = param(3, "Products multiply by 2..max_multiplier (with a modulus: only those coprime with it).")
-    max_value: int = param(999, "Without a modulus every quantity stays within 0..max_value.")
+    const_max: int = param(4, "Constants are drawn from 1..const_max.", ge=1)
+    max_multiplier: int = param(3, "Products multiply by 2..max_multiplier (with a modulus: only those coprime with it).", ge=2)
+    max_value: int = param(999, "Without a modulus every quantity stays within 0..max_value.", ge=0)
     kinds: list[str] = param(list(KINDS), "Allowed combination rules (constants always): sum, diff, mul, total.")
     distractors: bool = param(True, "Add facts that the answer does not need.")
-    max_distractors: int = param(4, "With distractors: 1..max_distractors extra facts per problem.")
+    max_distractors: int = param(4, "With distractors: 1..max_distractors extra facts per problem.", ge=0)
     order: Literal["shuffled", "dependency"] = param(
         "shuffled", "Fact order: shuffled (the paper) or dependency order (learnable by tiny models, DESIGN §4)."
     )
-    max_tries: int = param(200, "Draws per problem before the request is declared impossible (duplicates and dead ends are redrawn).")
-    out: str = param("", "Output JSONL file (synth generate).")
+    max_tries: int = param(200, "Draws per problem before the request is declared impossible (duplicates and dead ends are redrawn).", ge=1)
+    out: str = param("", "Output JSONL file (synth generate).", path="file")
 
     def check(self) -> None:
 
