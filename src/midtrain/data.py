@@ -130,12 +130,15 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
 def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
     """Append records and fsync (for resumable shards: readers must tolerate a torn last line)."""
     n = 0
-    with open(path, "ab") as f:
-        for rec in records:
-            f.write((json.dumps(clean(rec), ensure_ascii=False) + "\n").encode("utf-8"))
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "ab") as f:
+            for rec in records:
+                f.write((json.dumps(clean(rec), ensure_ascii=False) + "\n").encode("utf-8"))
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a full disk mid-append: name the file (the torn tail is dropped on resume)
+        raise OSError(e.errno, e.strerror, str(path)) from None
     return n
 
 
@@ -183,7 +186,7 @@ def iter_jsonl_tolerant(path: str | Path) -> Iterator[dict[str, Any]]:
             continue
         try:
             yield json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a cut can also fall inside a multi-byte character
             if i == len(lines) - 1:  # torn tail: the record was never completed
                 return
-            raise DataError(f"{p}:{i + 1}: malformed JSON line inside a shard") from None
+            raise DataError(f"{p}:{i + 1}: malformed JSON line (or not UTF-8) inside a shard") from None

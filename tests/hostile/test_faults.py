@@ -250,6 +250,9 @@ def test_second_writer_is_refused_naming_the_holder(kind: str, env: Env, capsys)
         t0 = time.monotonic()
         if kind == "synth-generate":  # nothing to watch: without a lock, give it 1.5 s to be at work
             how = stop_when_busy(a, lambda: time.monotonic() - t0 > 1.5)
+        elif kind == "experiment-run":  # the experiment locks its out dir at once: freeze it inside its stage instead
+            assert wait_for(lambda: k.started(env) or a.poll() is not None, 60), "the experiment's stage never started"
+            how = stop_when_busy(a, lambda: True)
         else:
             how = stop_when_busy(a, lambda: k.started(env))
         b = run_cli(k.argv_b(env), capsys)

@@ -507,6 +507,22 @@ class AugmentResult(Result):
         return "\n".join(lines)
 
 
+def require_usable_document(cfg: AugmentConfig) -> None:
+    """DataError unless the corpus holds a document to augment; a record without a string text names file:line.
+
+    Synthetic records carry a graph and are annotated programmatically; blank texts are skipped by chunking.
+    """
+    for _, path, rec in iter_documents(cfg):
+        if "graph" in rec:
+            return
+        text = rec.get(cfg.text_field)
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{rec.get('_line', '?')}: no string '{cfg.text_field}' field")
+        if text.strip():
+            return
+    raise DataError(f"empty corpus: no document with text in '{cfg.text_field}' in {', '.join(cfg.input)}")
+
+
 def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentResult:
     """Augment the corpus into sharded, resumable output (see the module docstring).
 
@@ -518,11 +534,7 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
     check_template(template, "prompt", required=["text"])
     # Bad input fails here, before the run directory exists; a corpus without one usable text is an error, not a
     # finished run of 0 chunks (synthetic records carry a graph and are annotated programmatically).
-    usable = (
-        r for _, _, r in iter_documents(cfg) if "graph" in r or (isinstance(r.get(cfg.text_field), str) and r[cfg.text_field].strip())
-    )
-    if next(usable, None) is None:
-        raise DataError(f"empty corpus: no document with text in '{cfg.text_field}' in {', '.join(cfg.input)}")
+    require_usable_document(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer)
     inputs: dict[str, str | Path] = {f"input[{i}]": p for i, p in enumerate(cfg.input)}
     inputs["tokenizer"] = cfg.tokenizer

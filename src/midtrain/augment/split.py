@@ -31,11 +31,15 @@ def accepted_records(path: str | Path) -> list[dict[str, Any]]:
     if p.is_dir() and (p / "rl.jsonl").is_file() and not (p / "shards").is_dir():
         p = p / "rl.jsonl"  # a split directory: its RL part
     out = []
+    seen: set[str] = set()
     for rec in read_records(p):
         if rec.get("status", "accepted") != "accepted":
             continue
         if not isinstance(rec.get("segments"), list) or "chunk" not in rec or "id" not in rec:
             raise DataError(f"{p}: record {rec.get('id', '?')} is not an augmented chunk (needs id, chunk, segments)")
+        if rec["id"] in seen:  # a duplicated chunk would land twice in SFT, or once on each side of the split
+            raise DataError(f"{p}: duplicate id '{rec['id']}'")
+        seen.add(rec["id"])
         out.append(rec)
     if not out:
         raise DataError(f"{p}: no accepted augmented records")

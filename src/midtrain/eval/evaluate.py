@@ -263,7 +263,7 @@ def _load_tasks(cfg: EvalConfig) -> list[Task]:
     if cfg.synthetic or cfg.synth_generate:
         keep = {r: cfg.ranges()[r] for r in cfg.synth_ranges}
         if cfg.synthetic:
-            recs, src = synth_eval.load_problems(cfg.synthetic, ranges=keep, limit=cfg.limit), cfg.synthetic
+            recs, src = synth_eval.load_problems(cfg.synthetic, ranges=keep, limit=cfg.limit, required=synth_eval.VERIFIABLE), cfg.synthetic
         else:
             recs, src = synth_eval.generate(cfg.synth_generate, ranges=keep, limit=cfg.limit), "generated"
         tasks.append(Task("synthetic", "synthetic", "synthetic", recs, src, "synthetic world", stop=["</answer>"]))

@@ -121,7 +121,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
 
         tokenizer = load_tokenizer(cfg.tokenizer)
     if cfg.synthetic:
-        records = synth_eval.load_problems(cfg.synthetic)
+        records = synth_eval.load_problems(cfg.synthetic, required=synth_eval.VERIFIABLE)
         name, kind, domain, src = "synthetic", "synthetic", "synthetic", cfg.synthetic
     elif cfg.benchmark:
         bench, records, src = load_benchmark(cfg.benchmark, root=cfg.data_root or None, source=cfg.source)

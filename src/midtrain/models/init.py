@@ -113,7 +113,10 @@ def init_model(cfg: ModelInitConfig) -> Result:
             pad_token_id=tok.pad_token_id,
         )
         model = AutoModelForCausalLM.from_config(mcfg)
-        model.save_pretrained(str(run.path), safe_serialization=True)
+        try:
+            model.save_pretrained(str(run.path), safe_serialization=True)
+        except Exception as e:  # a full disk surfaces as safetensors' own error type
+            raise MidtrainError(f"{run.path}: cannot write the checkpoint ({str(e).splitlines()[0][:200]})") from None
         ordinary_permissions(run.path)  # safetensors writes its files 0600
         tok.save_pretrained(str(run.path))
         n = sum(p.numel() for p in model.parameters())

@@ -89,7 +89,10 @@ def train_tokenizer(cfg: TokenizerConfig) -> Result:
             return Result.of(run)
         tok = _build_tokenizer(texts, cfg.vocab_size, cfg.kind)
         fast = wrap_tokenizer(tok, cfg.model_max_length)
-        fast.save_pretrained(str(run.path))
+        try:
+            fast.save_pretrained(str(run.path))
+        except Exception as e:  # the tokenizers library raises a bare Exception for OS errors (a full disk)
+            raise MidtrainError(f"{run.path}: cannot write the tokenizer ({str(e).splitlines()[0][:200]})") from None
         n_chars = sum(len(t) for t in texts)
         n_tokens = sum(len(e.ids) for e in tok.encode_batch(texts[:2000]))
         sample_chars = sum(len(t) for t in texts[:2000])

@@ -38,6 +38,7 @@ from midtrain.synth.generate import SynthConfig, generate_problems
 from midtrain.synth.mix import SCALES
 
 REQUIRED = ("id", "op", "prompt")
+VERIFIABLE = (*REQUIRED, "answer", "graph")  # what process verification of a sample reads
 REWARD_KINDS = ("outcome", "process", "strict")
 
 

@@ -253,7 +253,7 @@ def load_policy(path: str | Path) -> Any:
     conf = check_model_dir(path)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
+    except Exception as e:  # a damaged or hostile checkpoint: safetensors, pickle and shape errors alike name the path
         raise MidtrainError(f"model '{path}': weights do not load as a {conf.model_type} model ({str(e).splitlines()[0][:300]})") from None
     missing = [k for k in info.get("missing_keys", []) if not (k.startswith("lm_head") and conf.tie_word_embeddings)]
     bad = missing + list(info.get("mismatched_keys", []))
