@@ -109,6 +109,7 @@ def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, mo
                     "mode": "forward",
                     "prompt": f"<question>a={i}.?a</question><think>",
                     "answer": str(i),
+                    "graph": {},  # eval requires verifiable records; the stub verifier never reads it
                 }
             )
             + "\n"
