@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4)
     args = ap.parse_args()
 
-    from midtrain.augment.augment import AugmentConfig, read_augmented, run, shard_chunks
+    from midtrain.augment.augment import AugmentConfig, read_augmented, run
+    from midtrain.augment.chunking import shard_chunks
     from midtrain.llm.backends import ProgrammaticBackend, TransformersBackend, fill_template, load_prompt
     from midtrain.models.init import ModelInitConfig, init_model
     from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer

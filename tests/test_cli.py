@@ -152,8 +152,11 @@ def test_negative_numbers_after_a_flag_are_values(nano_model, corpus, capsys):
     from midtrain.cli import join_negative_values
 
     base = ["pretrain", "--model", str(nano_model), "--data", str(corpus), "--out", "o", "--dry-run"]
-    assert main([*base, "--seed", "-1", "--optim.min-lr-ratio", "-0.0"]) == 0
-    assert "seed: -1" in capsys.readouterr().out
+    assert main([*base, "--optim.min-lr-ratio", "-0.0"]) == 0
+    assert "min_lr_ratio: -0.0" in capsys.readouterr().out
+    evaluate = ["eval", str(nano_model), "--benchmarks", "gsm8k", "--out", "o", "--dry-run"]
+    assert main([*evaluate, "--score-workers", "-1"]) == 0  # a field whose range admits a negative value
+    assert "score_workers: -1" in capsys.readouterr().out
     for value in ("-1e-3", "-inf", "-.5"):
         assert main([*base, "--optim.lr", value]) == 2
         assert "key 'optim.lr'" in _one_line(capsys)

@@ -58,7 +58,10 @@ PRETRAIN = ["pretrain", "--model", "m", "--data", "d.jsonl", "--out", "{tmp}/o"]
 RL = ["rl", "--model", "m", "--data", "d.jsonl", "--out", "{tmp}/o"]
 JUDGE = ["judge", "pairs.jsonl", "--out", "{tmp}/o"]
 NEW: list[tuple[list[str], str]] = [  # accepted (or a traceback) before issue 14
-    (["model", "init", "--tokenizer", "t", "--out", "o", "--max-position-embeddings", "0"], "key 'max_position_embeddings': must be >= 1"),
+    (
+        ["model", "init", "--tokenizer", "t", "--out", "o", "--max-position-embeddings", "0"],
+        "key 'max_position_embeddings': must be in [1, ",
+    ),
     (["model", "init", "--tokenizer", "t", "--out", "o", "--rope-theta", "-1"], "key 'rope_theta': must be > 0, got -1.0"),
     (["model", "init", "--tokenizer", "t", "--out", "o", "--rope-theta", "nan"], "key 'rope_theta': must be finite"),
     (["model", "init", "--tokenizer", "t", "--out", "o", "seed=-1"], "key 'seed': must be in [0, 4294967295]"),

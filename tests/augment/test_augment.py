@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.augment.augment import AugmentConfig, read_augmented, run, shard_chunks
+from midtrain.augment.augment import AugmentConfig, read_augmented, run
+from midtrain.augment.chunking import shard_chunks
 from midtrain.cli import main as cli_main
 from midtrain.errors import ConfigError, DataError, RunDirError
 from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.augment.augment import AugmentConfig, shard_chunks
+from midtrain.augment.augment import AugmentConfig
+from midtrain.augment.chunking import shard_chunks
 from midtrain.data import iter_jsonl
 from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between, programmatic_annotation
 from midtrain.llm.serve import HTTPFault

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from midtrain.augment.chunking import chunk_document, token_counter
+from midtrain.augment.chunking import Chunk, require_usable_document, shard_chunks, token_counter
 from midtrain.config import Config, param
 from midtrain.console import log, progress
-from midtrain.data import append_jsonl, iter_records
-from midtrain.errors import ConfigError, DataError, MidtrainError
+from midtrain.data import append_jsonl
+from midtrain.errors import ConfigError, MidtrainError
 from midtrain.llm.backends import (
     BackendConfig,
     BackendError,
@@ -62,7 +62,6 @@ from midtrain.shards import (
     read_done,
     read_records,
     read_tolerant,
-    shard_of,
     shard_paths,
     to_parquet,
     write_done,
@@ -169,49 +168,6 @@ def operational(cfg: AugmentConfig) -> dict[str, Any]:
 
 
 # -- chunks -----------------------------------------------------------------------------------------------------
-@dataclass
-class Chunk:
-    id: str
-    source_id: str
-    text: str
-    domain: str
-    tokens: int
-    problem: dict[str, Any] | None = None  # a synthetic problem annotated by midtrain.synth
-
-
-def iter_documents(cfg: AugmentConfig) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """``(document id, path, record)`` over all inputs, at most ``max_documents``."""
-    n = 0
-    for path in cfg.input:
-        for rec in iter_records(path, text_field=cfg.text_field):
-            if cfg.max_documents is not None and n >= cfg.max_documents:
-                return
-            doc_id = rec.get(cfg.id_field)
-            yield (str(doc_id) if doc_id is not None else f"{Path(path).stem}:{rec.get('_line')}"), path, rec
-            n += 1
-
-
-def shard_chunks(cfg: AugmentConfig, tokenizer: Any, index: int, *, synthetic: bool = False) -> list[Chunk]:
-    """The chunks of shard ``index`` in document order (``synthetic``: records with ``graph`` stay whole)."""
-    seen: set[str] = set()
-    out: list[Chunk] = []
-    for doc_id, path, rec in iter_documents(cfg):
-        if shard_of(doc_id, cfg.num_shards) != index:
-            continue
-        if doc_id in seen:
-            raise DataError(f"{path}:{rec.get('_line', '?')}: duplicate document id '{doc_id}'")
-        seen.add(doc_id)
-        domain = str(rec.get(cfg.domain_field) or cfg.default_domain)
-        if synthetic and "graph" in rec:
-            problem = {k: v for k, v in rec.items() if not k.startswith("_")}
-            out.append(Chunk(f"{doc_id}#0000", doc_id, str(rec.get(cfg.text_field) or ""), domain, 0, problem))
-            continue
-        text = rec.get(cfg.text_field)
-        if not isinstance(text, str):
-            raise DataError(f"{path}:{rec.get('_line', '?')}: no string '{cfg.text_field}' field")
-        for c in chunk_document(doc_id, text, tokenizer, cfg.max_chunk_tokens):
-            out.append(Chunk(c.id, doc_id, c.text, domain, c.tokens))
-    return out
 
 
 # -- annotation -------------------------------------------------------------------------------------------------
@@ -505,22 +461,6 @@ class AugmentResult(Result):
         for reason, k in {**m["rejected_by_reason"], **{f"failed:{r}": k for r, k in m["failed_by_reason"].items()}}.items():
             lines.append(f"  {reason:<20} {k}")
         return "\n".join(lines)
-
-
-def require_usable_document(cfg: AugmentConfig) -> None:
-    """DataError unless the corpus holds a document to augment; a record without a string text names file:line.
-
-    Synthetic records carry a graph and are annotated programmatically; blank texts are skipped by chunking.
-    """
-    for _, path, rec in iter_documents(cfg):
-        if "graph" in rec:
-            return
-        text = rec.get(cfg.text_field)
-        if not isinstance(text, str):
-            raise DataError(f"{path}:{rec.get('_line', '?')}: no string '{cfg.text_field}' field")
-        if text.strip():
-            return
-    raise DataError(f"empty corpus: no document with text in '{cfg.text_field}' in {', '.join(cfg.input)}")
 
 
 def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentResult:

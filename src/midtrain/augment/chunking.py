@@ -1,4 +1,4 @@
-"""Token-budgeted, lossless chunking of documents at paragraph or sentence boundaries.
+"""Token-budgeted, lossless chunking of documents at paragraph or sentence boundaries, and the chunks of a shard.
 
 Algorithm (:func:`chunk_text`), with the *target* model's tokenizer:
 
@@ -17,9 +17,17 @@ Guarantees: ``"".join(chunks) == text`` except that whitespace-only chunks are d
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from midtrain.data import iter_records
+from midtrain.errors import DataError
+from midtrain.shards import shard_of
+
+if TYPE_CHECKING:  # types only: augment.py imports this module
+    from midtrain.augment.augment import AugmentConfig
 
 PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 SENTENCE = re.compile(r"[.!?…]+[\"'”’»)\]]*\s+")
@@ -188,3 +196,64 @@ def chunk_document(source_id: str, text: str, tokenizer: Any, max_tokens: int) -
 
 
 __all__ = ["TextChunk", "split_units", "sentences", "token_counter", "chunk_text", "chunk_document"]
+
+
+@dataclass
+class Chunk:
+    id: str
+    source_id: str
+    text: str
+    domain: str
+    tokens: int
+    problem: dict[str, Any] | None = None  # a synthetic problem annotated by midtrain.synth
+
+
+def iter_documents(cfg: AugmentConfig) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(document id, path, record)`` over all inputs, at most ``max_documents``."""
+    n = 0
+    for path in cfg.input:
+        for rec in iter_records(path, text_field=cfg.text_field):
+            if cfg.max_documents is not None and n >= cfg.max_documents:
+                return
+            doc_id = rec.get(cfg.id_field)
+            yield (str(doc_id) if doc_id is not None else f"{Path(path).stem}:{rec.get('_line')}"), path, rec
+            n += 1
+
+
+def shard_chunks(cfg: AugmentConfig, tokenizer: Any, index: int, *, synthetic: bool = False) -> list[Chunk]:
+    """The chunks of shard ``index`` in document order (``synthetic``: records with ``graph`` stay whole)."""
+    seen: set[str] = set()
+    out: list[Chunk] = []
+    for doc_id, path, rec in iter_documents(cfg):
+        if shard_of(doc_id, cfg.num_shards) != index:
+            continue
+        if doc_id in seen:
+            raise DataError(f"{path}:{rec.get('_line', '?')}: duplicate document id '{doc_id}'")
+        seen.add(doc_id)
+        domain = str(rec.get(cfg.domain_field) or cfg.default_domain)
+        if synthetic and "graph" in rec:
+            problem = {k: v for k, v in rec.items() if not k.startswith("_")}
+            out.append(Chunk(f"{doc_id}#0000", doc_id, str(rec.get(cfg.text_field) or ""), domain, 0, problem))
+            continue
+        text = rec.get(cfg.text_field)
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{rec.get('_line', '?')}: no string '{cfg.text_field}' field")
+        for c in chunk_document(doc_id, text, tokenizer, cfg.max_chunk_tokens):
+            out.append(Chunk(c.id, doc_id, c.text, domain, c.tokens))
+    return out
+
+
+def require_usable_document(cfg: AugmentConfig) -> None:
+    """DataError unless the corpus holds a document to augment; a record without a string text names file:line.
+
+    Synthetic records carry a graph and are annotated programmatically; blank texts are skipped by chunking.
+    """
+    for _, path, rec in iter_documents(cfg):
+        if "graph" in rec:
+            return
+        text = rec.get(cfg.text_field)
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{rec.get('_line', '?')}: no string '{cfg.text_field}' field")
+        if text.strip():
+            return
+    raise DataError(f"empty corpus: no document with text in '{cfg.text_field}' in {', '.join(cfg.input)}")
