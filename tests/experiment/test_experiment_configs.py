@@ -68,3 +68,15 @@ def test_broken_arm_reference_fails_the_dry_run(path, tmp_path, capsys):
     assert rc == 2
     assert f"arms.{arm}.chain" in err and "no_such_stage" in err, err
     assert out == ""
+
+
+def test_thinking_recipe_validates_the_thought_count_its_prompt_asks_for():
+    """DESIGN §1.1 (default): 3-6 thoughts per chunk; the shipped `augment` prompt asks for that range, so the
+    recipe's augment stage rejects answers outside it (the global defaults stay lenient for the programmatic annotator)."""
+    import re
+
+    from midtrain.llm.prompts import load_prompt
+
+    aug = yaml.safe_load((CONFIGS / "experiments" / "thinking-midtraining-llama3-8b.yaml").read_text())["stages"]["aug"]["args"]
+    asked = re.search(r"Insert (\d+) to (\d+) thoughts", load_prompt(aug["prompt"], "prompt"))
+    assert asked is not None and (aug["min_thoughts"], aug["max_thoughts"]) == (3, 6) == tuple(map(int, asked.groups()))

@@ -18,7 +18,9 @@ Callback split, but small):
 5. **Step logging** (:class:`StepLogCallback`): ``log.jsonl`` on rank 0, the last step always logged, one progress
    line per logged step, rates over the last logging window; it also marks checkpoints (``run.keep()`` once
    resumable state exists). Stages subclass it for what a record holds. Periodic probes (e.g. the synthetic
-   world's skill diagnostics) come in as :class:`Periodic` callbacks with their own JSONL log.
+   world's skill diagnostics) come in as :class:`Periodic` callbacks with their own JSONL log. The record is the
+   one source of the trackers' scalars too: it replaces the trainer's ``logs`` in place (:func:`publish`) before
+   the trackers' callbacks see them (``report_to``, :mod:`midtrain.train.trackers`).
 6. **MFU**: achieved FLOP/s ÷ the device's dense peak for its precision, from a table of known accelerators or,
    failing that, a large-matmul measurement; capped at 100% by construction (:func:`mfu`, :class:`MFUMeter`).
 7. **Final save** (:func:`save_final`): model + tokenizer at the run root, so the run directory is itself a
@@ -36,11 +38,11 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from transformers import TrainerCallback
 
@@ -122,9 +124,18 @@ def optimizer_kwargs(optim: OptimConfig, max_steps: int) -> dict[str, Any]:
 
 
 def trainer_kwargs(
-    optim: OptimConfig, *, max_steps: int, precision: str, seed: int, log_every_steps: int, gradient_checkpointing: bool
+    optim: OptimConfig,
+    *,
+    max_steps: int,
+    precision: str,
+    seed: int,
+    log_every_steps: int,
+    gradient_checkpointing: bool,
+    report_to: Sequence[str] = (),
+    run_name: str | None = None,
 ) -> dict[str, Any]:
-    """The arguments every stage gives its trainer: optimizer, precision, seeds, logging, our own progress output."""
+    """The arguments every stage gives its trainer: optimizer, precision, seeds, logging, our own progress output,
+    and the trackers of ``report_to`` ('none' dropped; :mod:`midtrain.train.trackers` connects them)."""
     import torch
 
     return dict(
@@ -138,7 +149,9 @@ def trainer_kwargs(
         data_seed=seed,
         logging_strategy="steps",
         logging_steps=log_every_steps,
-        report_to=[],
+        report_to=list(dict.fromkeys(t for t in report_to if t != "none")),
+        run_name=run_name,
+        project="midtrain",  # trackio's project (wandb reads WANDB_PROJECT)
         disable_tqdm=True,  # StepLogCallback prints one line per logged step
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -382,8 +395,11 @@ class StepLogCallback(TrainerCallback):
 
     Subclasses define :meth:`record` (the JSON record of a logged step, or None to skip it) and :meth:`line` (its
     progress line), and may extend :meth:`mark_checkpoint`. Rates use the logging window, not the whole run.
-    ``history`` holds every record of the run (rank 0 writes them; every rank keeps them).
+    ``history`` holds every record of the run (rank 0 writes them; every rank keeps them). ``REPLACES``: the
+    trainer's log keys that the record renames (dropped from ``logs`` by :func:`publish`).
     """
+
+    REPLACES: ClassVar[tuple[str, ...]] = ("learning_rate",)  # → lr
 
     def __init__(self, run: Run, max_steps: int, history: list[dict[str, Any]] | None = None) -> None:
         self.run, self.path, self.max_steps = run, run.path / LOG, max_steps
@@ -413,6 +429,7 @@ class StepLogCallback(TrainerCallback):
         rec = self.record(state, logs, window)
         if rec is None:
             return
+        publish(logs, rec, self.REPLACES)
         self.history.append(rec)
         if state.is_world_process_zero:
             append_log(self.path, rec)
@@ -445,6 +462,16 @@ class StepLogCallback(TrainerCallback):
         if self.first is not None and self.last_logged[0] > self.first[0]:
             return rate(self.last_logged[0] - self.first[0], self.last_logged[1] - self.first[1])
         return rate(self.last_logged[0] - self.step0, self.last_logged[1] - self.t_begin)
+
+
+def publish(logs: dict[str, Any], rec: dict[str, Any], replaces: Iterable[str] = ()) -> None:
+    """Put the numbers of a ``log.jsonl`` record into the trainer's ``logs`` dict, in place, under their log.jsonl
+    names (``step`` is the x-axis, not a value). Every callback's ``on_log`` receives this same dict, so the
+    tracker callbacks that run after ours log exactly what log.jsonl holds; the trainer's keys in ``replaces``
+    (which the record renames, e.g. ``learning_rate`` → ``lr``) are dropped so that each quantity has one series."""
+    for key in replaces:
+        logs.pop(key, None)
+    logs.update({k: v for k, v in rec.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
 @dataclass(frozen=True)
@@ -533,6 +560,7 @@ __all__ = [
     "open_training_run",
     "optimizer_kwargs",
     "peak_flops",
+    "publish",
     "rate",
     "read_log",
     "resolve_precision",

@@ -62,6 +62,7 @@ from midtrain.train.engine import (
     trainer_kwargs,
     world_size,
 )
+from midtrain.train.trackers import Tracker, check_installed, check_report_to, connect, run_name
 
 CHECKPOINT_DONE = "trainer_state.json"  # transformers writes it after the weights, optimizer and RNG states
 NO_PROMPT_FORMATS = ("text", "augmented", "augmented_raw")  # formats whose records have no prompt
@@ -93,6 +94,9 @@ class LMConfig(Config):
     save_every_steps: int = param(0, "Save a resumable checkpoint every N steps (0: only at the end).", ge=0)
     keep_checkpoints: int = param(1, "How many resumable checkpoints to keep (0: none once the run is done).", ge=0)
     log_every_steps: int = param(10, "Log loss, tok/s, MFU and ETA every N steps.", ge=1)
+    report_to: list[Tracker] = param(
+        [], "Experiment trackers given the log.jsonl values: tensorboard (events in <out>/tensorboard), wandb, trackio, or none."
+    )
     diagnose_data: str = param("", "Synthetic compact problems (JSONL) for skill diagnostics during training.", path="file")
     diagnose_every_steps: int = param(0, "Run skill diagnostics every N steps into diagnostics.jsonl (0: off).", ge=0)
     diagnose_n: int = param(64, "Problems used per diagnostic.", ge=1)
@@ -123,6 +127,7 @@ class LMConfig(Config):
         if self.diagnose_every_steps and not self.diagnose_data:
             raise ConfigError("key 'diagnose_data': diagnose_every_steps > 0 needs a file of compact synthetic problems")
         self.optim.check()  # also when the section was built in Python rather than parsed
+        check_report_to(self.report_to)
 
 
 def check_seq_len(cfg: LMConfig) -> None:
@@ -254,6 +259,8 @@ def training_args(cfg: LMConfig, output_dir: Path, max_steps: int, precision: st
             seed=cfg.seed,
             log_every_steps=cfg.log_every_steps,
             gradient_checkpointing=cfg.gradient_checkpointing,
+            report_to=cfg.report_to,
+            run_name=run_name(cfg.out),
         ),
         save_strategy="steps" if cfg.save_every_steps else "no",
         save_steps=cfg.save_every_steps or max_steps,
@@ -284,6 +291,7 @@ def train_lm(cfg: LMConfig, stage: str, callbacks: Sequence[Periodic] = ()) -> R
 
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     check_seq_len(cfg)
+    check_installed(cfg.report_to)
     rows, stats = build_rows(cfg, tokenizer)  # data errors surface before the run dir exists
     with open_training_run(cfg.out, stage, cfg, run_inputs(cfg), overwrite=cfg.overwrite, seed=cfg.seed) as run:
         if run.cached:
@@ -306,6 +314,7 @@ def train_lm(cfg: LMConfig, stage: str, callbacks: Sequence[Periodic] = ()) -> R
             callbacks=[logger, *(PeriodicCallback(c, run.path) for c in callbacks)],
         )
         trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
+        connect(trainer, logger, cfg, cfg.report_to, run.path, resume)
         log(
             f"{stage}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, {len(rows)} rows × "
             f"{cfg.seq_len} tokens, {max_steps} steps × {tokens_per_step} tokens, {precision}"

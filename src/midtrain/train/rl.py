@@ -77,6 +77,7 @@ from midtrain.train.rewards import (
     make_judge,
 )
 from midtrain.train.rl_trainer import COUNTERS, Counters, RLLogCallback, fmt_value, make_trainer_class
+from midtrain.train.trackers import Tracker, check_installed, check_report_to, connect, run_name
 
 THINKING_TEMPLATE = (
     "Solve the problem. Think step by step inside <think> </think>, then give the final answer as \\boxed{}.\n\n"
@@ -181,6 +182,9 @@ class RLConfig(Config):
     vllm_importance_sampling: bool = param(True, "Correct the vLLM/trainer logprob mismatch with truncated importance sampling (TRL).")
     # -- bookkeeping --
     log_every_steps: int = param(1, "Write a log.jsonl line and a progress line every N steps.", ge=1)
+    report_to: list[Tracker] = param(
+        [], "Experiment trackers given the log.jsonl values: tensorboard (events in <out>/tensorboard), wandb, trackio, or none."
+    )
     save_every_steps: int = param(50, "Save a resumable checkpoint every N steps (0 = only the final model).", ge=0)
     keep_checkpoints: int = param(2, "Newest checkpoints kept under checkpoints/ (0 = all).", ge=0)
     out: str = param("", "Run directory; it becomes an HF checkpoint dir of the trained policy.", path="dir")
@@ -211,6 +215,7 @@ class RLConfig(Config):
             check_http_url(self.vllm_server_url, "vllm_server_url")
         if reward == "judge" and self.judge == "llm":  # a template file that is missing or lacks a placeholder fails now
             check_template(load_prompt(self.judge_prompt, "judge_prompt"), "judge_prompt", required=JUDGE_PLACEHOLDERS)
+        check_report_to(self.report_to)
 
     def resolved_reward(self) -> str:
         return self.reward or ("judge" if self.task == "suffix" else "math")
@@ -368,6 +373,8 @@ def build_grpo_config(cfg: RLConfig, output_dir: str) -> Any:
             seed=cfg.seed,
             log_every_steps=cfg.log_every_steps,
             gradient_checkpointing=cfg.gradient_checkpointing,
+            report_to=cfg.report_to,
+            run_name=run_name(cfg.out),
         ),
         per_device_train_batch_size=cfg.per_device_batch_size,
         num_generations=cfg.num_generations,
@@ -411,6 +418,7 @@ def run(cfg: RLConfig) -> Result:
         torch.set_num_threads(cfg.threads)
     hf_logging.disable_progress_bar()  # no "Loading weights" / "Writing model shards" bars between our log lines
     _check_vllm(cfg)
+    check_installed(cfg.report_to)
     model_conf = check_model_dir(cfg.model)  # every input is validated before the run dir exists
     tokenizer = load_tokenizer(cfg.model)
     tokenizer.padding_side = "left"
@@ -444,6 +452,7 @@ def run(cfg: RLConfig) -> Result:
             callbacks=[callback],
         )
         trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
+        connect(trainer, callback, cfg, cfg.report_to, run_.path, resume)
         trainer.counters, trainer.reward = counters, reward
         trainer.use_bf16_generation = args.bf16 and cfg.vllm == "off"
         n_params = sum(p.numel() for p in model.parameters())

@@ -141,6 +141,9 @@ class RLLogCallback(StepLogCallback):
     into generation/reward/training, averaged over the logging window); a checkpoint is complete once it holds
     the counters."""
 
+    # TRL's log keys that the record renames (learning_rate → lr, reward → reward_mean, ...): one tracker series each
+    REPLACES: ClassVar[tuple[str, ...]] = ("learning_rate", "reward", "frac_reward_zero_std", "completions/clipped_ratio")
+
     def __init__(self, run: Run, counters: Counters, max_steps: int, history: list[dict[str, Any]] | None = None) -> None:
         super().__init__(run, max_steps, history)
         self.c = counters
