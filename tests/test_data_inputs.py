@@ -209,3 +209,12 @@ def test_parts_of_several_inputs_split_the_bytes_evenly(tmp_path):
     files = [str(jsonl(tmp_path / f"f{k}.jsonl", RECS)) for k in range(4)]
     counts = [sum(1 for _ in iter_corpus(files, shard=(i, 8))) for i in range(8)]
     assert sum(counts) == 4 * len(RECS) and max(counts) - min(counts) <= 2
+
+
+def test_a_run_directory_is_no_corpus(tmp_path):
+    jsonl(tmp_path / "run" / "shards" / "shard-0-of-1.jsonl", RECS[:2])
+    jsonl(tmp_path / "run" / "log.jsonl", [{"step": 1}])
+    (tmp_path / "run" / "midtrain.json").write_text("{}")
+    with pytest.raises(DataError, match="a midtrain run directory, not a corpus"):
+        list(iter_records(str(tmp_path / "run")))
+    assert plain(iter_records(str(tmp_path / "run" / "shards" / "*.jsonl"))) == RECS[:2]

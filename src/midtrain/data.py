@@ -108,6 +108,8 @@ def expand_input(spec: str) -> list[str]:
 
 def shard_dir_files(d: Path) -> list[str]:
     """The data files of a directory of shards: README ``configs`` (default config, split train), else all shards."""
+    if (d / "midtrain.json").is_file():  # its log.jsonl and shards are no corpus; augment output: read_records
+        raise DataError(f"{d}: a midtrain run directory, not a corpus; pass its data files (e.g. '{d}/shards/*.jsonl')")
     patterns = readme_data_files(d)
     if patterns is not None:
         files: list[str] = []
@@ -424,8 +426,10 @@ def read_source(src: Source, part: Shard, total: int, text_field: str, alone: bo
     """The records of ``src`` that belong to ``part`` (see the module docstring)."""
     i, n = part
     p = Path(src.path)
+    lo, hi = part_bounds(i, n, total)
+    if src.kind in ("jsonl", "parquet") and (hi <= src.offset or lo >= src.offset + src.weight):
+        return  # not this part's: not even opened
     if src.kind == "jsonl":
-        lo, hi = part_bounds(i, n, total)
         a, b = max(lo - src.offset, 0), min(hi - src.offset, src.weight)
         if a < b:
             yield from parse_jsonl(p, _lines(p, a, b))
