@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midtrain.augment.chunking import PARAGRAPH, chunk_document, chunk_text, sentences, split_units
+from midtrain.augment.chunking import PARAGRAPH, chunk_document, chunk_text, sentences, shard_chunks, split_units
 from midtrain.models.tokenizer import load_tokenizer
 
 
@@ -68,3 +68,35 @@ def test_property_lossless_within_budget(tok, text, budget):
         pos = idx + len(c)
     assert text[pos:].strip() == ""
     assert all(n_tokens(tok, c) <= budget and c.strip() for c, _ in chunks)
+
+
+def test_shard_i_of_n_reads_about_one_nth_of_the_corpus(tmp_path, tok, make_corpus, monkeypatch):
+    from midtrain.augment import chunking
+    from midtrain.augment.augment import AugmentConfig
+
+    lines = make_corpus(tmp_path / "all.txt", 48, seed=1).read_text().splitlines(keepends=True)
+    (tmp_path / "a.jsonl").write_text("".join(lines[:24]))
+    (tmp_path / "b.jsonl").write_text("".join(lines[24:]))
+    base = {"input": [str(tmp_path / "*.jsonl")], "out": str(tmp_path / "aug"), "tokenizer": "tok", "max_chunk_tokens": 48}
+    yielded: list[int] = []
+    real = chunking.iter_corpus
+
+    def counting(*a, **k):
+        yielded.append(0)
+        for rec in real(*a, **k):
+            yielded[-1] += 1
+            yield rec
+
+    monkeypatch.setattr(chunking, "iter_corpus", counting)
+    whole = shard_chunks(AugmentConfig.from_dict({**base, "num_shards": 1}), tok, 0)
+    assert yielded == [48]
+    yielded.clear()
+    cfg = AugmentConfig.from_dict({**base, "num_shards": 4})
+    parts = [shard_chunks(cfg, tok, i) for i in range(4)]
+    assert sum(yielded) == 48 and all(6 <= k <= 18 for k in yielded), yielded  # ≈ 12 each, never the whole corpus
+    assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in whole)  # same ids, each chunk once
+    assert [c.text for c in parts[2]] == [c.text for c in shard_chunks(cfg, tok, 2)]  # stable on a re-read (resume)
+    yielded.clear()
+    capped = AugmentConfig.from_dict({**base, "num_shards": 4, "max_documents": 30})  # the first 30 of the corpus
+    docs = {c.source_id for i in range(4) for c in shard_chunks(capped, tok, i)}
+    assert docs == {f"doc{k}" for k in range(30)}

@@ -2,8 +2,9 @@
 
 Algorithm, per shard ``i`` of ``N``:
 
-1. Read the corpus (JSONL/Parquet/datasets/text, ``--max-documents`` first documents overall); a document goes
-   to shard ``sha256(id) mod N`` (whole documents, so no shard tokenizes another's text), and is cut into chunks
+1. Read shard i's slice of the corpus (files, globs, shard dirs, datasets dirs: :func:`midtrain.data.iter_corpus`
+   with ``shard=(i, N)``, whole documents, ≈ 1/N of the bytes; with ``--max-documents`` the first documents
+   overall, assigned by ``sha256(id) mod N``), and cut each document into chunks
    of ≤ ``max_chunk_tokens`` tokens of the *target* model's tokenizer at paragraph or sentence boundaries
    (:mod:`midtrain.augment.chunking`). Chunk ids are ``<document id>#<index>``.
 2. Chunks already in the shard file are skipped (resume); the rest go to the annotator in batches of
@@ -40,9 +41,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from midtrain.augment.chunking import Chunk, require_usable_document, shard_chunks, token_counter
+from midtrain.augment.slurm import SlurmConfig
 from midtrain.config import Config, param
 from midtrain.console import log, progress
-from midtrain.data import append_jsonl
+from midtrain.data import append_jsonl, input_files
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.llm.backends import (
     BackendConfig,
@@ -80,7 +82,9 @@ EXAMPLES_PER_REASON = 3
 
 @dataclass
 class AugmentConfig(Config):
-    input: list[str] = param([], "Corpus files: .jsonl(.gz), .parquet, .txt, or a datasets directory.", positional=True)
+    input: list[str] = param(
+        [], "Corpus: .jsonl(.gz)/.parquet/.txt files, globs, directories of shards, datasets dirs or hub ids.", positional=True
+    )
     out: str = param("", "Output directory (shards/, manifest.json, midtrain.json).", path="dir")
     tokenizer: str = param("", "The target model's tokenizer directory (chunk budgets are counted with it).", path="dir")
     text_field: str = param("text", "Field holding the document text.")
@@ -103,13 +107,14 @@ class AugmentConfig(Config):
     batch_chunks: int = param(64, "Chunks per annotator call and per fsynced append.", ge=1)
     batches_in_flight: int = param(0, "Concurrent batches; 0: 1 for in-process backends, enough to fill max_concurrency for openai.", ge=0)
     format: Literal["jsonl", "parquet"] = param("jsonl", "Shard file format (Parquet is written when a shard completes).")
-    num_shards: int = param(1, "Number of output shards (documents are assigned by stable hash).", ge=1)
+    num_shards: int = param(1, "Number of output shards (shard i reads part i of the corpus).", ge=1)
     shard_index: int | None = param(None, "Process only this shard (manual splitting across machines); default all.", ge=0)
     executor: Literal["inline", "datatrove_local", "datatrove_slurm", "datatrove_ray"] = param(
         "inline", "inline: this process; datatrove_*: one datatrove task per shard (pip install 'midtrain[distributed]')."
     )
     num_workers: int = param(1, "Shards run in parallel by datatrove_local / datatrove_ray.", ge=1)
-    executor_options: dict[str, Any] = param({}, "Extra keyword arguments of the datatrove executor (e.g. partition, time).")
+    executor_options: dict[str, Any] = param({}, "Extra keyword arguments of the datatrove executor (beyond the slurm section).")
+    slurm: SlurmConfig = param(SlurmConfig(), "Slurm options of executor datatrove_slurm (one job array task per shard).")
     keep_answers: bool = param(True, "Store the raw annotator answer on rejected records (for the rejection report).")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
@@ -126,6 +131,8 @@ class AugmentConfig(Config):
             raise ConfigError("key 'num_shards': must be >= 1")
         if self.shard_index is not None and not 0 <= self.shard_index < self.num_shards:
             raise ConfigError(f"key 'shard_index': must be in [0, {self.num_shards})")
+        if self.executor == "datatrove_slurm" and not self.slurm.partition:
+            raise ConfigError("key 'slurm.partition': executor datatrove_slurm needs a Slurm partition")
         if self.shard_index is not None and self.executor != "inline":
             raise ConfigError("key 'shard_index': datatrove assigns shards itself; use executor=inline for manual splits")
         if self.retries < 0 or self.batch_chunks < 1 or self.batches_in_flight < 0:
@@ -144,6 +151,7 @@ _HOW: dict[str, Any] = {
     "executor": "inline",
     "num_workers": 1,
     "executor_options": {},
+    "slurm": SlurmConfig().to_dict(),
     "batches_in_flight": 0,
     "annotator.base_url": "",
     "annotator.api_key_env": "OPENAI_API_KEY",
@@ -476,7 +484,7 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
     # finished run of 0 chunks (synthetic records carry a graph and are annotated programmatically).
     require_usable_document(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer)
-    inputs: dict[str, str | Path] = {f"input[{i}]": p for i, p in enumerate(cfg.input)}
+    inputs: dict[str, str | Path] = {k: v for i, p in enumerate(cfg.input) for k, v in input_files(f"input[{i}]", p).items()}
     inputs["tokenizer"] = cfg.tokenizer
     if Path(cfg.prompt).suffix == ".txt":
         inputs["prompt"] = cfg.prompt

@@ -12,6 +12,10 @@ Algorithm (:func:`chunk_text`), with the *target* model's tokenizer:
 
 Guarantees: ``"".join(chunks) == text`` except that whitespace-only chunks are dropped, and every chunk has at most
 ``max_tokens`` tokens (without special tokens). Chunk ids are ``<source_id>#<index>``.
+
+The chunks of output shard ``i`` of ``N`` (:func:`shard_chunks`) come from reader part ``i`` of ``N`` of the
+whole corpus (:func:`midtrain.data.iter_corpus` with ``shard=(i, N)``), so each shard reads ≈ 1/N of it; with
+``max_documents`` the first documents are read from the start and assigned by ``sha256(id) mod N``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from midtrain.data import iter_records
+from midtrain.data import iter_corpus
 from midtrain.errors import DataError
 from midtrain.shards import shard_of
 
@@ -208,25 +212,43 @@ class Chunk:
     problem: dict[str, Any] | None = None  # a synthetic problem annotated by midtrain.synth
 
 
-def iter_documents(cfg: AugmentConfig) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """``(document id, path, record)`` over all inputs, at most ``max_documents``."""
+def iter_documents(cfg: AugmentConfig, *, shard: tuple[int, int] | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(document id, file, record)`` over all inputs, at most ``max_documents``; ``shard=(i, n)``: only the
+    documents of reader part ``i`` of ``n`` (:func:`midtrain.data.iter_corpus`, ≈ 1/n of the corpus bytes)."""
     n = 0
-    for path in cfg.input:
-        for rec in iter_records(path, text_field=cfg.text_field):
-            if cfg.max_documents is not None and n >= cfg.max_documents:
-                return
-            doc_id = rec.get(cfg.id_field)
-            yield (str(doc_id) if doc_id is not None else f"{Path(path).stem}:{rec.get('_line')}"), path, rec
-            n += 1
+    for rec in iter_corpus(cfg.input, text_field=cfg.text_field, shard=shard):
+        if cfg.max_documents is not None and n >= cfg.max_documents:
+            return
+        path = str(rec.get("_file", ""))
+        doc_id = rec.get(cfg.id_field)
+        yield (str(doc_id) if doc_id is not None else f"{Path(path).stem}:{rec.get('_line')}"), path, rec
+        n += 1
+
+
+def shard_documents(cfg: AugmentConfig, index: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The documents of output shard ``index`` of ``cfg.num_shards``.
+
+    Shard ``i`` is reader part ``i``: it reads only its slice of the corpus (whole documents, a deterministic
+    function of the input files and ``num_shards``, so a resumed shard finds the same documents). With
+    ``max_documents`` the cut-off is over the corpus from its start, which no slice can know: the first documents
+    are read from the start and go to shard ``sha256(id) mod N``.
+    """
+    if cfg.max_documents is None:
+        yield from iter_documents(cfg, shard=(index, cfg.num_shards))
+        return
+    for doc in iter_documents(cfg):
+        if shard_of(doc[0], cfg.num_shards) == index:
+            yield doc
 
 
 def shard_chunks(cfg: AugmentConfig, tokenizer: Any, index: int, *, synthetic: bool = False) -> list[Chunk]:
-    """The chunks of shard ``index`` in document order (``synthetic``: records with ``graph`` stay whole)."""
+    """The chunks of shard ``index`` in document order (``synthetic``: records with ``graph`` stay whole).
+
+    A document id seen twice in the shard is an error (ids repeated in two different shards are not seen here).
+    """
     seen: set[str] = set()
     out: list[Chunk] = []
-    for doc_id, path, rec in iter_documents(cfg):
-        if shard_of(doc_id, cfg.num_shards) != index:
-            continue
+    for doc_id, path, rec in shard_documents(cfg, index):
         if doc_id in seen:
             raise DataError(f"{path}:{rec.get('_line', '?')}: duplicate document id '{doc_id}'")
         seen.add(doc_id)

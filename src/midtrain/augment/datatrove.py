@@ -13,8 +13,11 @@ The task body is passed in by the caller, :func:`midtrain.augment.augment.shard_
 the same ``.done`` markers as the inline runner, so a run may be started inline, continued on Slurm and finished
 inline again. (Passing it in keeps this module below ``augment``: no import cycle, and the step pickles the task
 by reference, so it must be a module-level function.) datatrove's own completion markers live in
-``out/datatrove/``. With Slurm the command returns after submitting; re-run it when the jobs have finished to
-write the manifest (finished shards are skipped).
+``out/datatrove/`` (Slurm: ``slurm.logging_dir`` when set). With Slurm (the typed ``slurm`` section,
+:class:`midtrain.augment.slurm.SlurmConfig`: partition, time, cpus, memory, job name, QOS, logging dir, env
+command, further sbatch options) the command submits one job array and returns; re-run it when the jobs have
+finished to write the manifest (finished shards are skipped). ``executor_options`` adds keyword arguments the
+typed keys do not cover; naming a typed one there is an error.
 """
 
 from __future__ import annotations
@@ -66,9 +69,15 @@ def build_executor(cfg: Any, task: ShardTask) -> Any:
     )
 
     step = AugmentShardStep(cfg.to_dict(redact=False), task)  # workers rebuild the config: real credentials
-    common = dict(
-        pipeline=[step], tasks=cfg.num_shards, logging_dir=str(Path(cfg.out) / "datatrove"), skip_completed=True, **cfg.executor_options
-    )
+    logging_dir = str(Path(cfg.out) / "datatrove")
+    typed: dict[str, Any] = {}
+    if cfg.executor == "datatrove_slurm":
+        typed = cfg.slurm.executor_kwargs()
+        logging_dir = cfg.slurm.logging_dir or logging_dir
+    clash = sorted(set(typed) & set(cfg.executor_options))
+    if clash:
+        raise ConfigError(f"key 'executor_options': {', '.join(clash)} has its own key (slurm.{clash[0]})")
+    common = dict(pipeline=[step], tasks=cfg.num_shards, logging_dir=logging_dir, skip_completed=True, **typed, **cfg.executor_options)
     try:
         if cfg.executor == "datatrove_local":
             common.setdefault("start_method", "spawn")
