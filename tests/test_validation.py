@@ -302,3 +302,9 @@ def test_report_with_dollar_signs_in_a_run_name(tmp_path):
     _jsonl(run / "log.jsonl", [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}])
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "report.html").is_file() and list((tmp_path / "rep" / "plots").glob("*.png"))
+
+
+def test_yaml_numbers_follow_yaml_1_2_no_base_60():
+    # YAML 1.1 reads 12:00:00 as 43200 (a Slurm time of 30 days); YAML 1.2 and midtrain keep it a string.
+    got = load_yaml("t: 12:00:00\nm: 1:30\nn: 1_000\nx: 0x1f\nf: 1.5\ng: -.inf\ns: 1e-6")
+    assert got == {"t": "12:00:00", "m": "1:30", "n": 1000, "x": 31, "f": 1.5, "g": float("-inf"), "s": "1e-6"}

@@ -16,7 +16,7 @@ modes are checked at parse time, never later. ``Config.check()`` holds cross-fie
 Declared rules run whenever a config is built from data, before ``check()`` (:func:`check_fields`): floats must
 be finite, ``param(8, "...", ge=1)`` bounds a number (each element of a list or mapping), ``path="file"|"dir"``
 refuses a path that exists as the other kind (existence is the stage's check: experiments plan stages whose inputs
-do not exist yet). YAML goes through :class:`StrictLoader` (duplicate keys and alias bombs are errors).
+do not exist yet). YAML goes through :func:`midtrain.yamlio.load_yaml` (duplicate keys and alias bombs are errors; YAML 1.2 numbers).
 :meth:`Config.to_dict` and :func:`to_yaml` mask URL passwords (run keys, ``midtrain.json``, ``config.yaml``);
 ``to_dict(redact=False)`` is the faithful copy; :func:`redact_text` cleans error text that gets stored.
 
@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from midtrain.errors import ConfigError
+from midtrain.yamlio import load_yaml
 
 C = TypeVar("C", bound="Config")
 
@@ -455,77 +456,6 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
     text = _BEARER.sub(r"\1 " + REDACTED, text)
     return redact_url(text)
 
-
-# -- YAML -------------------------------------------------------------------------------------------------------
-MAX_ALIAS_NODES = 100_000  # nodes that aliases may add to a document once expanded
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
-    return []
-
-
-def expanded_size(root: yaml.Node) -> tuple[int, int]:
-    """(distinct nodes, nodes once every alias is expanded) of a composed document; a recursive alias is a
-    ComposerError. Linear in the distinct nodes (iterative: deep documents do not exhaust the stack)."""
-    size: dict[int, int] = {}
-    visiting: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            visiting.discard(id(node))
-            size[id(node)] = 1 + sum(size[id(k)] for k in _children(node))
-            continue
-        if id(node) in size:
-            continue
-        visiting.add(id(node))
-        stack.append((node, True))
-        for kid in _children(node):
-            if id(kid) in visiting:
-                raise yaml.composer.ComposerError(None, None, "a recursive alias (a node that contains itself)", kid.start_mark)
-            if id(kid) not in size:
-                stack.append((kid, False))
-    return len(size), size[id(root)]
-
-
-class StrictLoader(yaml.SafeLoader):
-    """``safe_load`` semantics; a key twice in one mapping is an error (``<<`` merged keys may be overridden), and
-    so is a document that contains itself or whose aliases add more than :data:`MAX_ALIAS_NODES` nodes."""
-
-    def compose_document(self) -> yaml.Node:
-        node = super().compose_document()
-        distinct, expanded = expanded_size(node)
-        if expanded - distinct > MAX_ALIAS_NODES:
-            raise yaml.composer.ComposerError(None, None, f"aliases expand it to {expanded:,} nodes (limit +{MAX_ALIAS_NODES:,})")
-        return node
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
-                    continue
-                key = self.construct_object(key_node)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key '{key}' (first on line {seen[key] + 1})", key_node.start_mark
-                    )
-                seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load(text)`` through :class:`StrictLoader` (duplicate keys and alias bombs are YAMLErrors)."""
-    loader = StrictLoader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
 
 
 def parse_override_value(raw: str, tp: Any) -> Any:
