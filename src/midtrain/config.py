@@ -457,7 +457,6 @@ def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
     return redact_url(text)
 
 
-
 def parse_override_value(raw: str, tp: Any) -> Any:
     """A command-line string → a Python value for annotation ``tp`` (YAML scalars; comma lists for lists)."""
     if tp is str:
