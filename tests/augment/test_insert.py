@@ -176,7 +176,9 @@ def test_bad_thoughts_get_their_reason(tmp_path, prose_corpus, tokenizer_dir, ki
     if status == "rejected":
         assert res.metrics["rejected_by_reason"][reason] == res.metrics["rejected"]
         assert all(r["attempts"] == 2 and "answer" in r for r in recs)  # asked again once, answer kept
-        assert backend.stats["requests"] == 2 * sum(min(2, len(units_of(r["chunk"], 64, cached_tokenizer(str(tokenizer_dir))))) for r in read_augmented(cfg.out, status=None))
+        assert backend.stats["requests"] == 2 * sum(
+            min(2, len(units_of(r["chunk"], 64, cached_tokenizer(str(tokenizer_dir))))) for r in read_augmented(cfg.out, status=None)
+        )
 
 
 def test_a_dropped_thought_leaves_the_others(tmp_path, prose_corpus, tokenizer_dir):

@@ -243,7 +243,9 @@ def _finish(st: _Chunk, annotator: str, cfg: AugmentConfig) -> dict[str, Any]:
     return chunk_record(c, annotator, "rejected", st.attempts, reason=reason, detail=detail, **extra)
 
 
-async def insert_batch(chunks: list[Chunk], backend: TextBackend, template: str, cfg: AugmentConfig, tokenizer: Any = None) -> list[dict[str, Any]]:
+async def insert_batch(
+    chunks: list[Chunk], backend: TextBackend, template: str, cfg: AugmentConfig, tokenizer: Any = None
+) -> list[dict[str, Any]]:
     """Insert mode for one batch (see the module docstring); one record per chunk, in order."""
     ins = cfg.insert
     tokenizer = tokenizer if tokenizer is not None else cached_tokenizer(cfg.tokenizer)
@@ -251,7 +253,9 @@ async def insert_batch(chunks: list[Chunk], backend: TextBackend, template: str,
     states: list[_Chunk] = []
     for c in chunks:
         if has_tags(c.text):
-            done[c.id] = chunk_record(c, backend.name, "rejected", 0, reason="source_has_tags", detail="the original text already contains <think> or </think>")
+            done[c.id] = chunk_record(
+                c, backend.name, "rejected", 0, reason="source_has_tags", detail="the original text already contains <think> or </think>"
+            )
         else:
             states.append(_Chunk(plan_chunk(c, ins, tokenizer)))
     pending = [(st, j) for st in states for j in range(len(st.plan.cuts))]
