@@ -310,7 +310,7 @@ def resolve(cfg: ExperimentConfig, name: str, seed: int | None, ports: dict[str,
     st, out = cfg.stages[name], stage_out(cfg, name, seed)
     if st.service.command:  # `${port}` stays for the service to fill in when it starts
         where, look = f"stages.{name}.service", _lookup(cfg, name, seed, f"stages.{name}.service")
-        data = substitute(st.service.to_dict(), lambda r: "${port}" if r == "port" else look(r))
+        data = substitute(st.service.to_dict(redact=False), lambda r: "${port}" if r == "port" else look(r))
         return ServiceSpec.from_dict(data, prefix=f"{where}.", source=cfg.config_path)
     where = f"stages.{name}.args"
     args = substitute(st.args, _lookup(cfg, name, seed, where, ports))

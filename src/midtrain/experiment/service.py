@@ -16,7 +16,8 @@ Algorithm (driven by :func:`midtrain.experiment.experiment.execute`, in the runn
    the stage's cache key is computed from it and the service's spec, so a free port that changes between runs
    never re-runs a finished stage.
 2. **Start** (:meth:`Services.ensure`), just before the first stage that uses the service actually runs (a rerun
-   whose users are all finished starts nothing): ``port: 0`` picks a free port; ``${port}`` is replaced in the
+   whose users are all finished starts nothing): ``port: 0`` picks a free port (the last run's when it is still
+   free, so that a resumed stage sees the same URL); ``${port}`` is replaced in the
    command and ``env``; stdout and stderr go to ``OUT/<seed-S|shared>/NAME.log``. The runner then polls the health
    endpoint (a path on the URL, or a full URL) until it answers HTTP 200; a server that exits first, or is not
    healthy within ``startup_timeout_s``, fails the experiment with the tail of its log. The users then get the
