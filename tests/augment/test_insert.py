@@ -219,3 +219,22 @@ def test_insert_config_errors(tmp_path, prose_corpus, tokenizer_dir):
     with pytest.raises(ConfigError, match="insert.prompt"):
         run(cfg_for(tmp_path, prose_corpus, tokenizer_dir, insert={"prompt": str(tmp_path / "missing.txt")}))
     assert not (tmp_path / "aug").exists()
+
+
+def test_cli_insert_mode_feeds_split_and_tasks(tmp_path, prose_corpus, tokenizer_dir, capsys):
+    from midtrain.cli import main as cli_main
+
+    aug, spl, tsk = tmp_path / "aug", tmp_path / "split", tmp_path / "tasks"
+    argv = ["augment", str(prose_corpus), "--out", str(aug), "--tokenizer", str(tokenizer_dir), "--max-chunk-tokens", "256"]
+    assert cli_main([*argv, "--mode", "insert", "--insert.points", "2", "--json"]) == 0
+    n = json.loads(capsys.readouterr().out)["metrics"]["accepted"]
+    assert cli_main(["augment", "split", str(aug), "--out", str(spl), "--rl-fraction", "0.5", "--json"]) == 0
+    sm = json.loads(capsys.readouterr().out)["metrics"]
+    assert sm["sft"] + sm["rl"] == n > 0
+    sft = [json.loads(line) for line in (spl / "sft.jsonl").read_text().splitlines()]
+    assert all(r["text"] == render_augmented(r) and "<think>Having read up to" in r["text"] for r in sft)
+    assert (
+        cli_main(["augment", "tasks", str(spl), "--out", str(tsk), "--tokenizer", str(tokenizer_dir), "--min-prefix-tokens", "4", "--json"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["metrics"]["tasks"] > 0
