@@ -48,6 +48,11 @@ REASONS = (
     "too_many_thoughts",
     "empty",
     "source_has_tags",
+    # insert mode (midtrain.augment.insert): a generated thought failed its checks
+    "thought_has_tags",
+    "thought_too_short",
+    "thought_too_long",
+    "thought_copies_text",
 )
 FAILED = "backend_error"
 

@@ -9,7 +9,9 @@ Algorithm, per shard ``i`` of ``N``:
    (:mod:`midtrain.augment.chunking`). Chunk ids are ``<document id>#<index>``.
 2. Chunks already in the shard file are skipped (resume); the rest go to the annotator in batches of
    ``batch_chunks`` with the prompt template (shipped ``prompts/augment.txt``, placeholder ``{text}``), several
-   batches in flight for HTTP backends. Synthetic problems (records with ``graph``) under the programmatic
+   batches in flight for HTTP backends. With ``mode: insert`` the annotator is asked only for the thought at each
+   of a few chosen sentence boundaries, and the record is assembled from the original text
+   (:mod:`midtrain.augment.insert`). Synthetic problems (records with ``graph``) under the programmatic
    backend are annotated by ``midtrain.synth.annotate`` instead.
 3. Every answer is validated (:func:`midtrain.thoughts.validate_answer`): with thoughts removed the text must
    equal the chunk up to NFKC + whitespace normalisation at most; the segments are cut from the *original*, so
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from midtrain.augment.chunking import Chunk, require_usable_document, shard_chunks, token_counter
+from midtrain.augment.insert import InsertConfig, insert_batch
 from midtrain.augment.slurm import SlurmConfig
 from midtrain.config import Config, param
 from midtrain.console import log, progress
@@ -94,6 +97,12 @@ class AugmentConfig(Config):
     max_documents: int | None = param(None, "Read only the first N documents of the corpus (all inputs together).", ge=1)
     max_chunk_tokens: int = param(1024, "Chunk budget L in target-tokenizer tokens (DESIGN: 2048, 1024 for small models).", ge=8)
     annotator: BackendConfig = param(BackendConfig(), "The annotator model's backend.")
+    mode: Literal["rewrite", "insert"] = param(
+        "rewrite",
+        "rewrite: the annotator re-emits the chunk with thoughts inside (text checked); insert: it writes only the "
+        "thoughts at chosen sentence boundaries, the text is kept by construction (midtrain.augment.insert).",
+    )
+    insert: InsertConfig = param(InsertConfig(), "Insert mode: insertion points, thought checks, prompt.")
     prompt: str = param("augment", "Annotator prompt: a shipped name or a .txt template with a {text} placeholder.")
     max_new_tokens: int = param(0, "Annotator token budget per chunk; 0: 2 × max_chunk_tokens + 256.", ge=0)
     temperature: float = param(0.0, "Annotator sampling temperature of the first attempt.", ge=0)
@@ -139,6 +148,13 @@ class AugmentConfig(Config):
             raise ConfigError("key 'retries'/'batch_chunks'/'batches_in_flight': out of range")
         if not 0 <= self.min_thoughts <= self.max_thoughts:
             raise ConfigError("key 'min_thoughts': must be between 0 and max_thoughts")
+        if self.mode == "insert" and self.insert.points < self.min_thoughts:
+            raise ConfigError("key 'insert.points': fewer insertion points than min_thoughts; every chunk would be rejected")
+
+    @property
+    def template_source(self) -> tuple[str, str]:
+        """``(prompt name or path, its config key)`` of the mode's annotator template."""
+        return (self.insert.prompt, "insert.prompt") if self.mode == "insert" else (self.prompt, "prompt")
 
     @property
     def new_tokens(self) -> int:
@@ -229,6 +245,9 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
             done[c.id] = _synthetic(c, backend, cfg)
         else:
             pending.append(c)
+    if cfg.mode == "insert":  # thoughts only, at chosen points; the text is never re-emitted
+        done.update((r["id"], r) for r in await insert_batch(pending, backend, template, cfg))
+        return [done[c.id] for c in chunks]
     direct = backend if isinstance(backend, ProgrammaticBackend) and backend.respond is None else None
     for attempt in range(cfg.retries + 1):
         if not pending:
@@ -345,7 +364,7 @@ def process_shard(
         from midtrain.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.tokenizer)
-    template = template if template is not None else load_prompt(cfg.prompt)
+    template = template if template is not None else load_prompt(*cfg.template_source)
     with ShardLock(paths.lock):
         info = read_done(paths)  # another process may have finished it while we waited
         if info is not None:
@@ -478,16 +497,16 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
     """
     from midtrain.models.tokenizer import load_tokenizer
 
-    template = load_prompt(cfg.prompt)
-    check_template(template, "prompt", required=["text"])
+    template = load_prompt(*cfg.template_source)
+    check_template(template, cfg.template_source[1], required=["text"])
     # Bad input fails here, before the run directory exists; a corpus without one usable text is an error, not a
     # finished run of 0 chunks (synthetic records carry a graph and are annotated programmatically).
     require_usable_document(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer)
     inputs: dict[str, str | Path] = {k: v for i, p in enumerate(cfg.input) for k, v in input_files(f"input[{i}]", p).items()}
     inputs["tokenizer"] = cfg.tokenizer
-    if Path(cfg.prompt).suffix == ".txt":
-        inputs["prompt"] = cfg.prompt
+    if Path(cfg.template_source[0]).suffix == ".txt":
+        inputs["prompt"] = cfg.template_source[0]
     with open_run(cfg.out, "augment", key_config(cfg), inputs, overwrite=cfg.overwrite, shared=cfg.shard_index is not None) as run_:
         if run_.cached:
             return AugmentResult.of(run_)

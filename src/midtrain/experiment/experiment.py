@@ -60,11 +60,13 @@ from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.experiment.compute import arm_results
+from midtrain.experiment.launch import launch_stage, worker_init
+from midtrain.experiment.refs import ref_stage, references, substitute
+from midtrain.experiment.service import SERVICE, Services, ServiceSpec, ref_value, service_record
 from midtrain.locks import PathLock
 from midtrain.runs import atomic_write_json, is_complete, read_json, stable_hash
 from midtrain.stages import stage, verbs
 
-REF = re.compile(r"\$\{([A-Za-z_][\w.\-]*)\}")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # stage and arm names: one path component under OUT
 
 
@@ -86,10 +88,13 @@ class StageSpec(Config):
         "[accelerate, launch, --config_file, configs/accelerate/fsdp.yaml] (it is given "
         "`-m midtrain VERB --config FILE`). Any command runs: experiment files are code, like Makefiles.",
     )
+    service: ServiceSpec = param(
+        ServiceSpec(), "A server for later stages instead of a verb (`${NAME.url}`, `${NAME.port}`): midtrain.experiment.service."
+    )
 
     def check(self) -> None:
-        if bool(self.verb) == bool(self.path):
-            raise ConfigError("give exactly one of 'verb' or 'path'")
+        if sum(map(bool, (self.verb, self.path, self.service.command))) != 1:
+            raise ConfigError("give exactly one of 'verb' or 'path' (or a 'service' with a command)")
         if self.launch and not self.verb:
             raise ConfigError("'launch' needs a 'verb'")
 
@@ -187,8 +192,9 @@ class Step:
     seed: int | None  # None: a per-experiment stage
     verb: str
     out: Path
-    config: Config | None  # None for `path` stages
+    config: Config | None  # None for `path` stages; a ServiceSpec for services
     deps: list[str]
+    fingerprint: str = ""  # the cache key of a stage that uses services (see plan)
 
     @property
     def key(self) -> str:
@@ -201,35 +207,21 @@ def stage_out(cfg: ExperimentConfig, name: str, seed: int | None) -> Path:
         p = Path(st.path)
         return p if p.is_absolute() else (cfg.root / p).resolve()
     base = cfg.out_dir / ("shared" if not st.per_seed or seed is None else f"seed-{seed}")
+    if st.service.command:  # the server's log
+        return base / f"{name}.log"
     return base / (f"{name}.jsonl" if stage(st.verb).output == "file" else name)
 
 
-def references(value: Any) -> list[str]:
-    """Every ``${...}`` name inside a nested value."""
-    if isinstance(value, str):
-        return REF.findall(value)
-    if isinstance(value, dict):
-        return [r for v in value.values() for r in references(v)]
-    if isinstance(value, (list, tuple)):
-        return [r for v in value for r in references(v)]
-    return []
+def stage_refs(cfg: ExperimentConfig, name: str) -> list[str]:
+    """The stages that stage ``name`` references (its args, or its service's command, env and health)."""
+    st = cfg.stages[name]
+    refs = references([st.args, st.service.command, st.service.env, st.service.health])
+    return list(dict.fromkeys(s for s in (ref_stage(cfg.stages, r) for r in refs) if s is not None))
 
 
-def substitute(value: Any, lookup: Callable[[str], Any]) -> Any:
-    """Replace references; a string that is exactly one reference takes the referenced value's type."""
-    if isinstance(value, str):
-        m = REF.fullmatch(value)
-        if m:
-            return lookup(m.group(1))
-        return REF.sub(lambda mm: str(lookup(mm.group(1))), value)
-    if isinstance(value, dict):
-        return {k: substitute(v, lookup) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [substitute(v, lookup) for v in value]
-    return value
+def _lookup(cfg: ExperimentConfig, name: str, seed: int | None, where: str, ports: dict[str, int] | None = None) -> Callable[[str], Any]:
+    """Values of references in stage ``name`` for ``seed``; ``ports``: live ports of started services by step key."""
 
-
-def _lookup(cfg: ExperimentConfig, name: str, seed: int | None, where: str) -> Callable[[str], Any]:
     def get(ref: str) -> Any:
         if ref == "seed":
             if seed is None:
@@ -242,9 +234,16 @@ def _lookup(cfg: ExperimentConfig, name: str, seed: int | None, where: str) -> C
             if key not in cfg.vars:
                 raise ConfigError(f"key '{where}': unknown variable '{key}' (vars: {', '.join(cfg.vars) or 'none'})")
             return cfg.vars[key]
-        if ref in cfg.stages:
-            if seed is None and cfg.stages[ref].per_seed and not cfg.stages[ref].path:
-                raise ConfigError(f"key '{where}': per-experiment stage '{name}' cannot use per-seed stage '{ref}'")
+        target = ref_stage(cfg.stages, ref)
+        if target is not None:
+            st = cfg.stages[target]
+            if seed is None and st.per_seed and not st.path:
+                raise ConfigError(f"key '{where}': per-experiment stage '{name}' cannot use per-seed stage '{target}'")
+            if st.service.command:  # ${NAME.url} / ${NAME.port}: live once started, nominal before
+                if target == ref:
+                    raise ConfigError(f"key '{where}': '${{{ref}}}' is a service: use '${{{ref}.url}}' or '${{{ref}.port}}'")
+                key = f"{target}@seed-{seed}" if st.per_seed and seed is not None else f"{target}@shared"
+                return ref_value(st.service, ref.rpartition(".")[2], (ports or {}).get(key))
             return str(stage_out(cfg, ref, seed))
         raise ConfigError(f"key '{where}': unknown reference '${{{ref}}}' (a stage, seed, out or vars.KEY)")
 
@@ -253,7 +252,7 @@ def _lookup(cfg: ExperimentConfig, name: str, seed: int | None, where: str) -> C
 
 def _order(cfg: ExperimentConfig, names: list[str]) -> list[str]:
     """Stage names in dependency order (declaration order among independent stages); cycles are errors."""
-    deps = {n: [r for r in references(cfg.stages[n].args) if r in cfg.stages] for n in cfg.stages}
+    deps = {n: stage_refs(cfg, n) for n in cfg.stages}
     out: list[str] = []
     state: dict[str, int] = {}
 
@@ -291,21 +290,36 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
         st = cfg.stages[name]
         seeds: list[int | None] = list(cfg.seeds) if st.per_seed and not st.path else [None]
         for seed in seeds:
-            deps = [r for r in references(st.args) if r in cfg.stages]
-            out = stage_out(cfg, name, seed)
+            deps, out = stage_refs(cfg, name), stage_out(cfg, name, seed)
+            if st.service.command and any(cfg.stages[d].service.command for d in deps):
+                raise ConfigError(f"key 'stages.{name}.service': a service cannot use another service")
             if st.path:
                 steps.append(Step(name, seed, "", out, None, []))
                 continue
-            where = f"stages.{name}.args"
-            args = substitute(st.args, _lookup(cfg, name, seed, where))
-            if "out" in args:
-                raise ConfigError(f"key '{where}.out': set by the experiment ({out}); remove it")
-            _, cls = stage(st.verb).resolve()
-            if any(f.name == "out" for f in dataclasses.fields(cls)):
-                args = {**args, "out": str(out)}
-            config = cls.from_dict(args, prefix=f"{where}.", source=cfg.config_path)
-            steps.append(Step(name, seed, st.verb, out, config, deps))
+            config = resolve(cfg, name, seed)
+            services = {d: cfg.stages[d].service.to_dict() for d in deps if cfg.stages[d].service.command}
+            # A stage using a service is keyed by its nominal config and the services' specs: a port picked at
+            # run time must not make a finished stage look new.
+            fingerprint = stable_hash({"verb": st.verb, "config": config.to_dict(), "services": services}) if services else ""
+            steps.append(Step(name, seed, st.verb or SERVICE, out, config, deps, fingerprint))
     return steps
+
+
+def resolve(cfg: ExperimentConfig, name: str, seed: int | None, ports: dict[str, int] | None = None) -> Config:
+    """Stage ``name``'s typed config for ``seed``, references substituted (services: nominal, or live ``ports``)."""
+    st, out = cfg.stages[name], stage_out(cfg, name, seed)
+    if st.service.command:  # `${port}` stays for the service to fill in when it starts
+        where, look = f"stages.{name}.service", _lookup(cfg, name, seed, f"stages.{name}.service")
+        data = substitute(st.service.to_dict(redact=False), lambda r: "${port}" if r == "port" else look(r))
+        return ServiceSpec.from_dict(data, prefix=f"{where}.", source=cfg.config_path)
+    where = f"stages.{name}.args"
+    args = substitute(st.args, _lookup(cfg, name, seed, where, ports))
+    if "out" in args:
+        raise ConfigError(f"key '{where}.out': set by the experiment ({out}); remove it")
+    _, cls = stage(st.verb).resolve()
+    if any(f.name == "out" for f in dataclasses.fields(cls)):
+        args = {**args, "out": str(out)}
+    return cls.from_dict(args, prefix=f"{where}.", source=cfg.config_path)
 
 
 # -- running ------------------------------------------------------------------------------------------------------
@@ -333,7 +347,7 @@ def run_step(cfg: ExperimentConfig, step: Step) -> dict[str, Any]:
         meta = step.out / "midtrain.json"
         metrics = read_json(meta).get("metrics", {}) if meta.is_file() else {}
         return {"stage": step.name, "seed": step.seed, "verb": "path", "out": str(step.out), "metrics": metrics}
-    key = stable_hash({"verb": step.verb, "config": step.config.to_dict()})
+    key = step.fingerprint or stable_hash({"verb": step.verb, "config": step.config.to_dict()})
     done = _done(cfg, step, key)
     if done is not None:
         log(f"experiment: {step.key}: done earlier, skipped")
@@ -342,7 +356,7 @@ def run_step(cfg: ExperimentConfig, step: Step) -> dict[str, Any]:
     t0 = time.time()
     launch = cfg.stages[step.name].launch
     if launch:
-        metrics = _launch(cfg, step, launch)
+        metrics = launch_stage(cfg, step, launch)
         result = None
     else:
         fn, _ = stage(step.verb).resolve()
@@ -363,26 +377,6 @@ def run_step(cfg: ExperimentConfig, step: Step) -> dict[str, Any]:
     return rec
 
 
-def _launch(cfg: ExperimentConfig, step: Step, launch: list[str]) -> dict[str, Any]:
-    """Run one stage under a launcher (accelerate, torchrun, srun …) in a subprocess; its run dir's metrics."""
-    import subprocess
-
-    from midtrain.config import to_yaml
-    from midtrain.runs import atomic_write_text
-
-    assert step.config is not None  # run_step handles `path` stages (no config) without launching
-    conf = cfg.out_dir / ".journal" / f"{step.key}.yaml"
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(conf, to_yaml(step.config, redact=False))  # the launched stage needs the real URL
-    argv = [*launch, "-m", "midtrain", *step.verb.split(), "--config", str(conf)]
-    log(f"experiment: {step.key}: launching {' '.join(argv)}")
-    rc = subprocess.run(argv, stdin=subprocess.DEVNULL).returncode
-    if rc != 0:
-        raise MidtrainError(f"launched command exited with code {rc}: {' '.join(argv)}")
-    meta = step.out / "midtrain.json"
-    return read_json(meta).get("metrics", {}) if meta.is_file() else {}
-
-
 def dep_keys(cfg: ExperimentConfig, step: Step) -> list[str]:
     """Keys of the steps ``step`` waits for (same seed, or the shared step)."""
     keys = []
@@ -392,35 +386,45 @@ def dep_keys(cfg: ExperimentConfig, step: Step) -> list[str]:
     return keys
 
 
-def _worker_init(threads: int) -> None:
-    """A stage worker: dies with the experiment process (kill -9 included) and uses ``threads`` CPU threads."""
-    import ctypes
-    import os
-    import signal
-
-    try:  # Linux: SIGKILL this worker when its parent dies, so that no orphan keeps writing after a kill -9
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
 def _failed(step: Step, e: BaseException) -> BaseException:
     if isinstance(e, MidtrainError):
         return type(e)(f"stage '{step.key}' ({step.verb or 'path'}): {e}")
     return e
 
 
+def _bind(cfg: ExperimentConfig, step: Step, services: Services) -> Step:
+    """``step`` ready to run: the services it uses started and their live ports in its config (unless it is done)."""
+    keys = [k for k in dep_keys(cfg, step) if k in services]
+    if not keys or _done(cfg, step, step.fingerprint):
+        return step
+    return dataclasses.replace(step, config=resolve(cfg, step.name, step.seed, services.ensure(keys)))
+
+
 def execute(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, dict[str, Any]]:
-    """Run the steps in dependency order; with ``jobs`` > 1, independent steps run in parallel worker processes."""
+    """Run the steps in dependency order (services started by this process when a step needs them, stopped when
+    no step needs them any more, and at the end whatever happens)."""
+    users: dict[str, set[str]] = {s.key: set() for s in steps if s.verb == SERVICE}
+    for s in steps:
+        for k in dep_keys(cfg, s):
+            users.get(k, set()).add(s.key)
+    with Services({s.key: (s.config, s.out) for s in steps if isinstance(s.config, ServiceSpec)}, users) as services:
+        return _execute(cfg, steps, services)
+
+
+def _execute(cfg: ExperimentConfig, steps: list[Step], services: Services) -> dict[str, dict[str, Any]]:
+    """With ``jobs`` > 1, independent steps run in parallel worker processes."""
     done: dict[str, dict[str, Any]] = {}
     if cfg.jobs <= 1:
         for i, step in enumerate(steps, 1):
+            if step.verb == SERVICE:  # started on demand by the first step that runs and uses it
+                done[step.key] = service_record(step)
+                continue
             log(f"experiment {cfg.name}: step {i}/{len(steps)}")
             try:
-                done[step.key] = run_step(cfg, step)
+                done[step.key] = run_step(cfg, _bind(cfg, step, services))
             except MidtrainError as e:
                 raise _failed(step, e) from e
+            services.finished(step.key)
         return done
     import multiprocessing
     import os
@@ -430,16 +434,19 @@ def execute(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, dict[str, Any
     pending = {s.key: s for s in steps}
     running: dict[Any, Step] = {}
     ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-    with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx, initializer=_worker_init, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=ctx, initializer=worker_init, initargs=(threads,)) as pool:
         while pending or running:
             ready = [s for s in pending.values() if all(k in done for k in dep_keys(cfg, s))]
             for step in ready:
-                if step.config is None:  # a `path` stage: nothing to run
-                    done[step.key] = run_step(cfg, step)
+                if step.config is None or step.verb == SERVICE:  # a `path` stage or a service: nothing to run now
+                    done[step.key] = run_step(cfg, step) if step.config is None else service_record(step)
                     del pending[step.key]
                 elif len(running) < cfg.jobs:
                     del pending[step.key]
-                    running[pool.submit(run_step, cfg, step)] = step
+                    try:
+                        running[pool.submit(run_step, cfg, _bind(cfg, step, services))] = step
+                    except MidtrainError as e:
+                        raise _failed(step, e) from e
             if not running:
                 if pending and not any(all(k in done for k in dep_keys(cfg, s)) for s in pending.values()):
                     raise MidtrainError(f"experiment {cfg.name}: unsatisfiable dependencies: {', '.join(pending)}")
@@ -453,6 +460,7 @@ def execute(cfg: ExperimentConfig, steps: list[Step]) -> dict[str, dict[str, Any
                     for other in running:
                         other.cancel()
                     raise _failed(step, e) from e
+                services.finished(step.key)
                 log(f"experiment {cfg.name}: {len(done)}/{len(steps)} steps done ({step.key})")
     return done
 

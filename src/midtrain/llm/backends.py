@@ -16,7 +16,8 @@ never stops a run of thousands. Implementations:
   timeouts and connection errors; any other 4xx fails at once. Servers that ignore ``n`` are asked again.
 - :class:`VLLMBackend`: vLLM offline (``vllm.LLM``), imported only when constructed; a clear error otherwise.
 - :class:`ProgrammaticBackend`: no model. It answers the shipped annotator prompt with a rule-based annotation
-  (thoughts at evenly spaced sentence ends), the shipped judge prompt with a token-F1 verdict (F1 ≥ 0.5), or anything with a
+  (thoughts at evenly spaced sentence ends), the shipped insert-mode prompt with one deterministic thought about
+  the text so far (:func:`programmatic_thought`), the shipped judge prompt with a token-F1 verdict (F1 ≥ 0.5), or anything with a
   user-supplied ``respond(prompt) -> str``; synthetic problems are annotated by ``midtrain.synth.annotate``.
 
 :func:`make_backend` builds one from a :class:`BackendConfig`. Prompt templates ship as package data
@@ -50,6 +51,8 @@ from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 Errors = Literal["raise", "return"]
 TEXT_BEGIN = "=== BEGIN TEXT ==="
 TEXT_END = "=== END TEXT ==="
+INSERT_BEGIN = "=== BEGIN TEXT SO FAR ==="  # the insert-mode thought prompt (prompts/insert.txt)
+INSERT_END = "=== END TEXT SO FAR ==="
 
 
 class BackendError(MidtrainError):
@@ -458,6 +461,12 @@ def programmatic_annotation(text: str, max_thoughts: int = 4) -> str:
     return "".join(out)
 
 
+def programmatic_thought(text_so_far: str) -> str:
+    """Rule-based answer to the insert-mode prompt: one thought naming the last words read (deterministic)."""
+    words = " ".join(text_so_far.split()[-6:])
+    return f'Having read up to "{words}", I expect the next sentences to build on this point.'
+
+
 def programmatic_verdict(prompt: str) -> str | None:
     """The verdict line of the shipped judge prompt answered by rule: YES iff token F1 of candidate and reference
     (unescaped from their tags) is at least 0.5; None when the prompt has no ``<candidate>``/``<reference>`` pair."""
@@ -479,6 +488,9 @@ class ProgrammaticBackend:
     def answer(self, prompt: str) -> str:
         if self.respond is not None:
             return self.respond(prompt)
+        so_far = extract_between(prompt, INSERT_BEGIN, INSERT_END)
+        if so_far is not None:
+            return programmatic_thought(so_far)
         text = extract_between(prompt, TEXT_BEGIN, TEXT_END)
         if text is not None:
             return programmatic_annotation(text, self.max_thoughts)
@@ -561,6 +573,9 @@ __all__ = [
     "run_sync",
     "TEXT_BEGIN",
     "TEXT_END",
+    "INSERT_BEGIN",
+    "INSERT_END",
+    "programmatic_thought",
     "programmatic_annotation",
     "programmatic_verdict",
     "extract_between",
