@@ -9,7 +9,8 @@ result: the stages count them apart from *rejected* answers (a legitimate outcom
 complete, and retry exactly the failed items on the next run. :func:`failure_message` is the one line they print:
 ``augment: 12 of 40 chunks failed (connection refused ×12); re-run to retry them``.
 
-:func:`run_sync` runs a coroutine from synchronous code (also inside a running event loop).
+:func:`warn_sampling_ignored` says, once per backend, that samples at temperature > 0 came back identical (a server
+that ignores the sampling fields). :func:`run_sync` runs a coroutine from synchronous code (also inside a running event loop).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from midtrain.console import log
 from midtrain.errors import MidtrainError
 
 Errors = Literal["raise", "return"]
@@ -66,6 +68,19 @@ def failure_message(stage: str, failed: int, total: int, unit: str, kinds: Count
     )
 
 
+def warn_sampling_ignored(backend: Any, temperature: float, n: int) -> None:
+    """Say once per backend that a server returned identical samples at temperature > 0."""
+    if getattr(backend, "sampling_warned", False):
+        return
+    backend.sampling_warned = True
+    backend.stats["identical_samples"] += 1
+    log(
+        f"[warning] {backend.name}: {n} samples at temperature {temperature:g} came back identical: the server seems "
+        "to ignore the sampling fields (transformers serve samples only if the model's generation config sets "
+        "do_sample), so retries and n > 1 sample nothing new; use vLLM/SGLang, or set do_sample in generation_config.json"
+    )
+
+
 def run_sync(coro: Any) -> Any:
     """Run a coroutine from synchronous code, also when called inside a running event loop (own thread)."""
     try:
@@ -76,4 +91,13 @@ def run_sync(coro: Any) -> Any:
         return ex.submit(asyncio.run, coro).result()
 
 
-__all__ = ["BackendError", "Errors", "as_backend_error", "describe_kinds", "fail_all", "failure_message", "run_sync"]
+__all__ = [
+    "BackendError",
+    "Errors",
+    "as_backend_error",
+    "describe_kinds",
+    "fail_all",
+    "failure_message",
+    "run_sync",
+    "warn_sampling_ignored",
+]

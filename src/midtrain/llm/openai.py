@@ -1,7 +1,9 @@
 """The OpenAI-compatible HTTP backend of :mod:`midtrain.llm.backends` (vLLM serve, SGLang, TGI, ``transformers serve``,
 hosted APIs), over httpx2.
 
-Requests: at most ``max_concurrency`` in flight (a semaphore per event loop), a timeout per request, and retries
+Requests: the first one goes alone (with its retries), so that bad credentials, a redirect or the endpoint
+question (``api: auto``) is met by one request, not by a crowd; then at most ``max_concurrency`` in flight (a
+semaphore per event loop), a timeout per request, and retries
 with exponential backoff plus jitter (``backoff_s · 2^attempt · U[0.5, 1]``, capped, ``Retry-After`` honoured)
 on 408/409/429/5xx, timeouts and connection errors. Every other status fails the item at once, and some fail the
 whole backend (``fatal``: later requests fail without being sent, no retry storm): 401/403 (with a hint naming the
@@ -14,7 +16,7 @@ or ``auto``: the first request decides, once, under a lock: it goes to ``/chat/c
 200 the backend uses chat; if it fails with an HTTP error other than 401/403/3xx/408/409/429 (a model without a
 chat template gets HTTP 400 from vLLM, HTTP 500 from ``transformers serve``; 502/503/504 are transient), the same request is sent once to
 ``/completions`` and, if that answers 200, the backend uses completions from then on (logged). Otherwise nothing
-is decided and the next request probes again.
+is decided and the next request probes again (three probes at most, then chat).
 
 Fields sent: ``model``, ``max_tokens``, ``temperature``, ``n``, ``seed`` (when set: the configured seed at
 temperature 0; at temperature > 0 the seed plus how often the same prompt was already asked at that temperature,
@@ -40,7 +42,7 @@ from typing import Any
 from midtrain.config import MAX_SEED, redact_text
 from midtrain.console import log
 from midtrain.errors import ConfigError
-from midtrain.llm.base import BackendError, Errors, run_sync
+from midtrain.llm.base import BackendError, Errors, run_sync, warn_sampling_ignored
 
 RETRY_STATUS = {408, 409, 429}
 AUTH_STATUS = {401, 403}
@@ -64,19 +66,6 @@ def transport_kind(e: BaseException) -> str:
     if "refused" in text or "all connection attempts failed" in text:
         return "connection refused"
     return f"connection error ({type(e).__name__})"
-
-
-def warn_sampling_ignored(backend: Any, temperature: float, n: int) -> None:
-    """Say once per backend that a server returned identical samples at temperature > 0."""
-    if getattr(backend, "sampling_warned", False):
-        return
-    backend.sampling_warned = True
-    backend.stats["identical_samples"] += 1
-    log(
-        f"[warning] {backend.name}: {n} samples at temperature {temperature:g} came back identical: the server seems "
-        "to ignore the sampling fields (transformers serve samples only if the model's generation config sets "
-        "do_sample), so retries and n > 1 sample nothing new; use vLLM/SGLang, or set do_sample in generation_config.json"
-    )
 
 
 class OpenAIBackend:
@@ -116,6 +105,8 @@ class OpenAIBackend:
         self.stats: Counter = Counter()
         self.fatal: BackendError | None = None  # set by a 401/403/3xx: every later request fails at once
         self.sampling_warned = False
+        self.opened = False  # whether the first request (which goes alone) was made
+        self.probes_left = 3  # api auto: requests that may still probe the endpoint while undecided
         self._asked: Counter = Counter()  # (temperature, prompt) digest → times asked (seed offsets)
         self._per_loop: weakref.WeakKeyDictionary[Any, tuple[Any, asyncio.Semaphore, asyncio.Lock]] = weakref.WeakKeyDictionary()
 
@@ -217,44 +208,54 @@ class OpenAIBackend:
             raise BackendError(str(f), f.kind, f.hint, fatal=True)
 
     async def _probe_api(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> list[str] | None:
-        """``api: auto``: decide the endpoint with this request (once, under a lock); its texts if it succeeded."""
+        """``api: auto``: decide the endpoint with this request (called under the first-request lock); its texts if it
+        succeeded."""
         httpx = self._httpx()
-        async with self._state()[2]:
-            self._fail_fast()  # the request that held the lock may have met a fatal error
-            if self.resolved_api is not None:
-                return None
-            try:
-                resp = await self._post("chat", self._body(prompt, max_new_tokens, temperature, n, "chat"))
-                if resp.status_code == 200:
-                    self.resolved_api = "chat"
-                    return self._parse(resp, "chat")
-                if resp.status_code < 400 or resp.status_code in AUTH_STATUS:
-                    err = self.status_error(resp)
-                    if err is not None and err.fatal:
-                        self.stats["http_errors"] += 1
-                        self.fatal = err
-                        raise err
-                if resp.status_code < 400 or resp.status_code in AUTH_STATUS | RETRY_STATUS | TRANSIENT_STATUS:
-                    return None  # not a question of the endpoint: the ordinary path retries or reports it
-                chat_error = f"HTTP {resp.status_code}: {self.redact(resp.text)[:120]}"
-                resp = await self._post("completions", self._body(prompt, max_new_tokens, temperature, n, "completions"))
-            except httpx.TransportError:  # (timeouts included) undecided; the ordinary path retries and reports
-                return None
-            if resp.status_code != 200:
-                return None
-            self.resolved_api = "completions"
-            log(
-                f"{self.name}: api auto: /chat/completions failed ({chat_error}) and /completions answers: using "
-                "completions (the served model probably has no chat template); set api to silence this"
-            )
-            return self._parse(resp, "completions")
+        self.probes_left -= 1
+        try:
+            resp = await self._post("chat", self._body(prompt, max_new_tokens, temperature, n, "chat"))
+            if resp.status_code == 200:
+                self.resolved_api = "chat"
+                return self._parse(resp, "chat")
+            if resp.status_code < 400 or resp.status_code in AUTH_STATUS:
+                err = self.status_error(resp)
+                if err is not None and err.fatal:
+                    self.stats["http_errors"] += 1
+                    self.fatal = err
+                    raise err
+            if resp.status_code < 400 or resp.status_code in AUTH_STATUS | RETRY_STATUS | TRANSIENT_STATUS:
+                return None  # not a question of the endpoint: the ordinary path retries or reports it
+            chat_error = f"HTTP {resp.status_code}: {self.redact(resp.text)[:120]}"
+            resp = await self._post("completions", self._body(prompt, max_new_tokens, temperature, n, "completions"))
+        except httpx.TransportError:  # (timeouts included) undecided; the ordinary path retries and reports
+            return None
+        if resp.status_code != 200:
+            return None
+        self.resolved_api = "completions"
+        log(
+            f"{self.name}: api auto: /chat/completions failed ({chat_error}) and /completions answers: using "
+            "completions (the served model probably has no chat template); set api to silence this"
+        )
+        return self._parse(resp, "completions")
 
     async def _request(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> list[str]:
         self._fail_fast()
-        if self.resolved_api is None:
-            probed = await self._probe_api(prompt, max_new_tokens, temperature, n)
-            if probed is not None:
-                return probed
+        if not self.opened or (self.resolved_api is None and self.probes_left > 0):
+            async with self._state()[2]:  # the first request goes alone (see the module docstring)
+                self._fail_fast()  # the request that held the lock may have met a fatal error
+                if self.resolved_api is None and self.probes_left > 0:
+                    probed = await self._probe_api(prompt, max_new_tokens, temperature, n)
+                    self.opened = True
+                    if probed is not None:
+                        return probed
+                elif not self.opened:
+                    try:
+                        return await self._attempts(prompt, max_new_tokens, temperature, n)
+                    finally:
+                        self.opened = True
+        return await self._attempts(prompt, max_new_tokens, temperature, n)
+
+    async def _attempts(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> list[str]:
         httpx = self._httpx()
         api = self.resolved_api or "chat"
         body = self._body(prompt, max_new_tokens, temperature, n, api)
@@ -328,7 +329,11 @@ class OpenAIBackend:
             if isinstance(r, BaseException):
                 if not isinstance(r, Exception):
                     raise r
-                err = r if isinstance(r, BackendError) else BackendError(self.redact(f"{self.name}: {type(r).__name__}: {r}"), type(r).__name__)
+                err = (
+                    r
+                    if isinstance(r, BackendError)
+                    else BackendError(self.redact(f"{self.name}: {type(r).__name__}: {r}"), type(r).__name__)
+                )
                 if errors == "raise":
                     raise err
                 r = err
@@ -345,4 +350,4 @@ class OpenAIBackend:
         return run_sync(once())
 
 
-__all__ = ["OpenAIBackend", "RETRY_STATUS", "AUTH_STATUS", "transport_kind", "warn_sampling_ignored", "password_of"]
+__all__ = ["OpenAIBackend", "RETRY_STATUS", "AUTH_STATUS", "transport_kind", "password_of"]

@@ -151,7 +151,9 @@ def judge_reward(judge: Any, *, max_error_frac: float = 1.0) -> RewardFn:
             )
         if set(failed) - reported:
             reported.update(failed)
-            log(f"[warning] judge: {n_failed} of {asked} samples could not be judged ({describe_kinds(failed)}); they score 0 and count as reward_errors")
+            log(
+                f"[warning] judge: {n_failed} of {asked} samples could not be judged ({describe_kinds(failed)}); they score 0 and count as reward_errors"
+            )
         return [math.nan if v.failed else s for v, s in zip(inner.last_verdicts, scores)]
 
     fn.__name__ = getattr(inner, "__name__", "judge")
