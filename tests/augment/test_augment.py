@@ -212,7 +212,9 @@ def test_synthetic_problems_are_annotated_by_synth(tmp_path, tokenizer_dir, monk
     recs = {r["source_id"]: r for r in all_records(tmp_path / "aug")}
     assert recs["p-crash"]["status"] == "failed" and recs["p-bad"]["status"] == "rejected"
     crashed = annotate
-    monkeypatch.setitem(sys.modules, "midtrain.synth", types.SimpleNamespace(annotate=lambda p: crashed({**p, "id": p["id"].replace("crash", "fixed")})))
+    monkeypatch.setitem(
+        sys.modules, "midtrain.synth", types.SimpleNamespace(annotate=lambda p: crashed({**p, "id": p["id"].replace("crash", "fixed")}))
+    )
     m = run(cfg_for(tmp_path, corpus, tokenizer_dir, text_field="problem")).metrics  # the re-run retries the crashed one
     assert m["chunks"] == 6 and m["accepted"] == 5 and m["rejected_by_reason"] == {"text_altered": 1} and m["failed"] == 0
     recs = {r["source_id"]: r for r in all_records(tmp_path / "aug")}

@@ -21,7 +21,6 @@ from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between, program
 from midtrain.llm.serve import HTTPFault
 from midtrain.models.tokenizer import load_tokenizer
 
-
 OUTAGE = [True]  # while true, ~5% of chunks get HTTP 500
 
 

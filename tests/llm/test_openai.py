@@ -104,7 +104,9 @@ def test_seed_and_extra_body_are_sent():
         return prompt
 
     with OpenAIServer(respond) as srv:
-        cfg = BackendConfig(backend="openai", base_url=srv.url, api="chat", seed=7, extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        cfg = BackendConfig(
+            backend="openai", base_url=srv.url, api="chat", seed=7, extra_body={"chat_template_kwargs": {"enable_thinking": False}}
+        )
         b = make_backend(cfg)
         b.generate(["x"], max_new_tokens=1)
         b.generate(["y"], max_new_tokens=1, temperature=0.7)
