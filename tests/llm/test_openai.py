@@ -62,6 +62,13 @@ def test_a_redirect_is_an_error_naming_the_location():
     assert out[0].kind == "HTTP 302 redirect" and out[0].fatal
     assert "https://api.example.org/v1/chat/completions" in str(out[0]) and "base_url" in out[0].hint
 
+    def with_credentials(prompt: str, body: dict) -> str:
+        raise HTTPFault(301, "moved", headers={"Location": "https://user:hunter2@api.example.org/v1"})
+
+    with OpenAIServer(with_credentials) as srv:
+        (err,) = quick(srv.url).generate(["a"], max_new_tokens=1, errors="return")
+    assert "api.example.org" in str(err) and "hunter2" not in str(err) + err.hint  # secrets stay redacted
+
 
 def completions_only(prompt: str, body: dict) -> str:
     """`transformers serve` on a model without a chat template: chat is HTTP 500, completions works."""

@@ -56,6 +56,7 @@ from midtrain.errors import ConfigError, MidtrainError
 from midtrain.llm.backends import (
     BackendConfig,
     BackendError,
+    OpenAIBackend,
     ProgrammaticBackend,
     TextBackend,
     fill_template,
@@ -267,7 +268,10 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
 
 def _check_resampling(backend: TextBackend, pending: list[Chunk], answers: list[Any], previous: dict[str, str], temperature: float) -> None:
     """Re-asks at temperature > 0 that return the rejected answer verbatim, for two or more chunks and all of them,
-    mean a server that ignores the sampling fields: warn once (the retries cannot help)."""
+    mean a server that ignores the sampling fields: warn once (the retries cannot help). In-process backends sample
+    themselves, and the programmatic one has nothing to sample: only servers are checked."""
+    if not isinstance(backend, OpenAIBackend):
+        return
     again = [a[0] == previous[c.id] for c, a in zip(pending, answers) if c.id in previous and not isinstance(a, BackendError)]
     if temperature > 0 and len(again) >= 2 and all(again):
         warn_sampling_ignored(backend, temperature, len(again))
