@@ -13,7 +13,7 @@ import pytest
 from midtrain.augment.augment import AugmentConfig, read_augmented, run
 from midtrain.augment.chunking import shard_chunks
 from midtrain.cli import main as cli_main
-from midtrain.errors import ConfigError, DataError, RunDirError
+from midtrain.errors import ConfigError, DataError, MidtrainError, RunDirError
 from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between
 from midtrain.llm.serve import HTTPFault
 from midtrain.models.tokenizer import load_tokenizer
@@ -59,9 +59,10 @@ def test_programmatic_run_is_complete_exact_and_cached(tmp_path, prose_corpus, t
     assert "accepted" in again.summary()
 
 
-def scripted_annotator(seen_temperatures: list):
-    """Behaviour by the first word of the chunk (see the test corpus below)."""
+def scripted_annotator(seen_temperatures: list, outage: list | None = None):
+    """Behaviour by the first word of the chunk (see the test corpus below); FAIL fails while ``outage`` is true."""
     attempts: Counter = Counter()
+    outage = [True] if outage is None else outage
 
     def respond(prompt: str, body: dict) -> str:
         text = extract_between(prompt, TEXT_BEGIN, TEXT_END)
@@ -82,7 +83,7 @@ def scripted_annotator(seen_temperatures: list):
             return "   "
         if word == "TRUNC":
             return "<think>t</think>" + text[: len(text) // 2]
-        if word == "FAIL":
+        if word == "FAIL" and outage[0]:
             raise HTTPFault(500)
         if word == "FLAKY" and attempts[word] == 1:
             return good.replace("river", "lake")
@@ -96,7 +97,8 @@ def test_scripted_http_annotator_counts_every_reason(tmp_path, tokenizer_dir, se
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"id": k, "text": f"{k} the river ran. It was cold. Then it froze."}) + "\n" for k in kinds))
     temps: list = []
-    srv = serve(scripted_annotator(temps))
+    outage = [True]
+    srv = serve(scripted_annotator(temps, outage))
     cfg = cfg_for(
         tmp_path,
         corpus,
@@ -105,8 +107,19 @@ def test_scripted_http_annotator_counts_every_reason(tmp_path, tokenizer_dir, se
         max_thoughts=8,
         annotator={"backend": "openai", "base_url": srv.url, "model": "scripted", "max_retries": 1, "backoff_s": 0.01, "timeout_s": 5},
     )
+    with pytest.raises(MidtrainError, match=r"augment: 1 of 9 chunks failed \(HTTP 500 ×1\); re-run"):
+        run(cfg)  # a failed chunk is an outage: no COMPLETE, the counts in midtrain.json
+    out = Path(cfg.out)
+    meta = json.loads((out / "midtrain.json").read_text())
+    assert not (out / "COMPLETE").exists() and meta["status"] == "failed" and meta["metrics"]["failed_by_kind"] == {"HTTP 500": 1}
+    recs = {r["source_id"]: r for r in all_records(cfg.out)}
+    assert recs["FAIL"]["status"] == "failed" and "HTTP 500" in recs["FAIL"]["detail"] and recs["FAIL"]["error"] == "HTTP 500"
+    assert recs["ALTER"]["status"] == "rejected"  # a rejection is an outcome, not a failure
+    asked = srv.stats["requests"]
+    outage[0] = False  # the server is back: the re-run asks for the failed chunk only
     m = run(cfg).metrics
-    assert m["chunks"] == 9 and m["accepted"] == 2 and m["failed"] == 1 and m["rejected"] == 6
+    assert srv.stats["requests"] - asked == 1 and (out / "COMPLETE").is_file()
+    assert m["chunks"] == 9 and m["accepted"] == 3 and m["failed"] == 0 and m["rejected"] == 6
     assert m["rejected_by_reason"] == {
         "text_altered": 1,
         "truncated": 1,
@@ -115,11 +128,13 @@ def test_scripted_http_annotator_counts_every_reason(tmp_path, tokenizer_dir, se
         "too_many_thoughts": 1,
         "empty": 1,
     }
-    assert m["failed_by_reason"] == {"backend_error": 1}
-    recs = {r["source_id"]: r for r in all_records(cfg.out)}
+    assert m["failed_by_reason"] == {}
+    records = all_records(cfg.out)
+    assert sorted(r["source_id"] for r in records) == sorted(kinds)  # every chunk once: nothing duplicated
+    recs = {r["source_id"]: r for r in records}
     assert recs["FLAKY"]["status"] == "accepted" and recs["FLAKY"]["attempts"] == 2  # the retry re-asked
     assert recs["ALTER"]["attempts"] == 2 and "rivers" in recs["ALTER"]["answer"] and "rivers" in recs["ALTER"]["detail"]
-    assert recs["FAIL"]["status"] == "failed" and "HTTP 500" in recs["FAIL"]["detail"]
+    assert recs["FAIL"]["status"] == "accepted"
     assert ("FLAKY", 0.0) in temps and ("FLAKY", 0.7) in temps  # retries sample at retry_temperature
     assert m["examples"]["text_altered"][0]["id"] == "ALTER#0000"
     assert all(r["segments"] == [] for r in recs.values() if r["status"] != "accepted")
@@ -192,9 +207,16 @@ def test_synthetic_problems_are_annotated_by_synth(tmp_path, tokenizer_dir, monk
         {"id": "plain", "problem": "Just text. More text."},
     ]
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    m = run(cfg_for(tmp_path, corpus, tokenizer_dir, text_field="problem")).metrics
-    assert m["chunks"] == 6 and m["accepted"] == 4 and m["rejected_by_reason"] == {"text_altered": 1}
-    assert m["failed_by_reason"] == {"backend_error": 1}
+    with pytest.raises(MidtrainError, match=r"1 of 6 chunks failed \(ValueError ×1\)"):  # a crash is a failure
+        run(cfg_for(tmp_path, corpus, tokenizer_dir, text_field="problem"))
+    recs = {r["source_id"]: r for r in all_records(tmp_path / "aug")}
+    assert recs["p-crash"]["status"] == "failed" and recs["p-bad"]["status"] == "rejected"
+    crashed = annotate
+    monkeypatch.setitem(
+        sys.modules, "midtrain.synth", types.SimpleNamespace(annotate=lambda p: crashed({**p, "id": p["id"].replace("crash", "fixed")}))
+    )
+    m = run(cfg_for(tmp_path, corpus, tokenizer_dir, text_field="problem")).metrics  # the re-run retries the crashed one
+    assert m["chunks"] == 6 and m["accepted"] == 5 and m["rejected_by_reason"] == {"text_altered": 1} and m["failed"] == 0
     recs = {r["source_id"]: r for r in all_records(tmp_path / "aug")}
     assert recs["p1"]["annotator"] == "synth" and recs["p1"]["domain"] == "synthetic" and recs["p1"]["id"] == "p1#0000"
     assert recs["plain"]["annotator"] == "programmatic"

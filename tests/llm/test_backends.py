@@ -53,7 +53,7 @@ class Script:
 
 
 def client(srv: OpenAIServer, **kw) -> OpenAIBackend:
-    opts = dict(base_url=srv.url, timeout_s=0.4, max_retries=3, backoff_s=0.01, max_backoff_s=0.05, max_concurrency=4)
+    opts = dict(api="chat", base_url=srv.url, timeout_s=0.4, max_retries=3, backoff_s=0.01, max_backoff_s=0.05, max_concurrency=4)
     opts.update(kw)
     return OpenAIBackend("scripted", **opts)
 

@@ -83,12 +83,14 @@ def test_error_body_echoing_the_key_is_masked_in_verdicts(pairs, tmp_path, monke
         out = tmp_path / "j"
         argv = ["judge", str(pairs), "--out", str(out), "--no-thoughts", "--backend.backend", "openai"]
         argv += ["--backend.base-url", srv.url, "--backend.api-key-env", "MIDTRAIN_TEST_KEY", "--backend.max-retries", "0"]
-        assert main(argv) == 0
+        assert main(argv) == 2  # every pair failed: an outage, not a finished run
         assert srv.last_headers["Authorization"] == f"Bearer {KEY}"  # the key was sent, in the header only
-    capsys.readouterr()
+        assert srv.stats["requests"] == 1  # a 401 fails the backend at once: no request storm
+    err = capsys.readouterr().err
+    assert "3 of 3 pairs failed (HTTP 401 ×3)" in err and "$MIDTRAIN_TEST_KEY" in err and KEY not in err
     stored = "".join(p.read_text() for p in out.iterdir() if p.is_file())
-    verdicts = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
-    assert KEY not in stored and all("HTTP 401" in v["reason"] and "***" in v["reason"] for v in verdicts)
+    assert KEY not in stored and not (out / "COMPLETE").exists()
+    assert json.loads((out / "midtrain.json").read_text())["metrics"]["failed_by_kind"] == {"HTTP 401": 3}
 
 
 def test_backend_errors_mask_the_key_and_the_url_password():

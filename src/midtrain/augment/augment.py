@@ -16,13 +16,20 @@ Algorithm, per shard ``i`` of ``N``:
 3. Every answer is validated (:func:`midtrain.thoughts.validate_answer`): with thoughts removed the text must
    equal the chunk up to NFKC + whitespace normalisation at most; the segments are cut from the *original*, so
    an accepted record reconstructs its chunk exactly. Rejected answers are re-asked ``retries`` times at
-   ``retry_temperature``; a backend failure (after the backend's own retries) is recorded as ``failed``.
+   ``retry_temperature`` (identical answers to such re-asks warn once: a server that ignores sampling fields). A
+   backend failure (after the backend's own retries) is recorded as ``failed`` with its ``error`` kind; a
+   *rejection* is an outcome, a *failure* an outage.
 4. Each finished batch is appended to ``out/shards/shard-i-of-N.jsonl`` and fsynced; when the shard is complete
-   a ``.done`` marker (counts by status and reason, examples) is written. When all ``N`` markers exist the
-   manifest (``manifest.json``, and the metrics of ``midtrain.json``) merges them and the run is ``COMPLETE``.
+   **without failed chunks** a ``.done`` marker (counts by status and reason, examples) is written. When all
+   ``N`` markers exist the manifest (``manifest.json``, and the metrics of ``midtrain.json``) merges them and the
+   run is ``COMPLETE``. A shard with failed chunks gets no marker but ``shard-i-of-N.failed.json`` (counts by
+   kind); the run then exits non-zero with the counts (``augment: 12 of 40 chunks failed (connection refused
+   ×12); …``). A fatal backend error (401/403, a redirect) stops scheduling batches at once. The next run of the
+   same command drops the failed records from the shard file (one atomic rewrite) and asks again for exactly
+   those chunks; accepted and rejected ones are kept, never re-asked nor duplicated.
 
 Kill -9 at any moment and re-run the same command: the torn last line is truncated, finished chunks are skipped,
-and every chunk ends up exactly once (status ``accepted``, ``rejected`` or ``failed``). Manual splitting:
+and every chunk ends up exactly once (status ``accepted`` or ``rejected``; ``failed`` until a re-run retries it). Manual splitting:
 ``--num-shards 8 --shard-index 3`` on each machine, same ``--out`` on a shared filesystem; the last shard to finish
 writes the manifest. Multi-node: ``--executor datatrove_slurm`` (or ``datatrove_local``/``datatrove_ray``) runs
 the same shard function as datatrove tasks (:mod:`midtrain.augment.datatrove`). Launch::
@@ -36,12 +43,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from midtrain.augment.accounting import Tally, drop_failed, failed_summary_path, merge_manifest, stop_on_failures
 from midtrain.augment.chunking import Chunk, require_usable_document, shard_chunks, token_counter
 from midtrain.augment.insert import InsertConfig, insert_batch
 from midtrain.augment.slurm import SlurmConfig
@@ -52,12 +59,14 @@ from midtrain.errors import ConfigError, MidtrainError
 from midtrain.llm.backends import (
     BackendConfig,
     BackendError,
+    OpenAIBackend,
     ProgrammaticBackend,
     TextBackend,
     fill_template,
     load_prompt,
     make_backend,
 )
+from midtrain.llm.base import warn_sampling_ignored
 from midtrain.llm.prompts import check_template
 from midtrain.runs import Result, atomic_write_json, open_run
 from midtrain.shards import (
@@ -73,14 +82,11 @@ from midtrain.shards import (
 )
 from midtrain.thoughts import (
     FAILED,
-    REASONS,
     check_record,
     render_augmented,
     strip_thoughts,
     validate_answer,
 )
-
-EXAMPLES_PER_REASON = 3
 
 
 @dataclass
@@ -216,7 +222,7 @@ def _synthetic(c: Chunk, backend: ProgrammaticBackend, cfg: AugmentConfig) -> di
     try:
         made = backend.annotate_record(c.problem or {})
     except Exception as e:  # noqa: BLE001 - one bad problem must not stop the run
-        return _record(c, "synth", "failed", 1, reason=FAILED, detail=f"{type(e).__name__}: {e}")
+        return _record(c, "synth", "failed", 1, reason=FAILED, detail=f"{type(e).__name__}: {e}", error=type(e).__name__)
     out = check_record(made, min_thoughts=cfg.min_thoughts, max_thoughts=cfg.max_thoughts)
     rec = {
         **made,
@@ -249,6 +255,7 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
         done.update((r["id"], r) for r in await insert_batch(pending, backend, template, cfg))
         return [done[c.id] for c in chunks]
     direct = backend if isinstance(backend, ProgrammaticBackend) and backend.respond is None else None
+    previous: dict[str, str] = {}  # chunk id → its last rejected answer
     for attempt in range(cfg.retries + 1):
         if not pending:
             break
@@ -259,10 +266,13 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
             prompts = [fill_template(template, text=c.text) for c in pending]
             answers = await backend.agenerate(prompts, max_new_tokens=cfg.new_tokens, temperature=temperature, errors="return")
         retry = []
+        _check_resampling(backend, pending, answers, previous, temperature)
         for c, ans in zip(pending, answers):
             if isinstance(ans, BackendError):
-                done[c.id] = _record(c, backend.name, "failed", attempt + 1, reason=FAILED, detail=str(ans))
+                extra = {"hint": ans.hint} if ans.hint else {}
+                done[c.id] = _record(c, backend.name, "failed", attempt + 1, reason=FAILED, detail=str(ans), error=ans.kind, **extra)
                 continue
+            previous[c.id] = ans[0]
             out = validate_answer(c.text, ans[0], mode=cfg.normalization, min_thoughts=cfg.min_thoughts, max_thoughts=cfg.max_thoughts)
             if out.status == "accepted":
                 done[c.id] = _record(c, backend.name, "accepted", attempt + 1, segments=out.segments)
@@ -275,49 +285,15 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
     return [done[c.id] for c in chunks]
 
 
-@dataclass
-class Tally:
-    """Counts by status and reason, thoughts and tokens, plus a few examples per reason."""
-
-    status: Counter = field(default_factory=Counter)
-    reasons: Counter = field(default_factory=Counter)
-    thoughts: int = 0
-    tokens: int = 0
-    examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
-
-    def add(self, rec: dict[str, Any]) -> None:
-        self.status[rec["status"]] += 1
-        self.tokens += int(rec.get("tokens") or 0)
-        if rec["status"] == "accepted":
-            self.thoughts += sum(1 for s in rec["segments"] if s.get("thought"))
-        else:
-            reason = rec.get("reason") or "unknown"
-            self.reasons[f"{rec['status']}:{reason}"] += 1
-            ex = self.examples.setdefault(reason, [])
-            if len(ex) < EXAMPLES_PER_REASON:
-                ex.append({"id": rec["id"], "detail": str(rec.get("detail", ""))[:300]})
-
-    def merge(self, d: dict[str, Any]) -> None:
-        self.status.update(d.get("status", {}))
-        self.reasons.update(d.get("reasons", {}))
-        self.thoughts += d.get("thoughts", 0)
-        self.tokens += d.get("tokens", 0)
-        for reason, ex in d.get("examples", {}).items():
-            mine = self.examples.setdefault(reason, [])
-            mine += ex[: EXAMPLES_PER_REASON - len(mine)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": dict(self.status),
-            "reasons": dict(self.reasons),
-            "thoughts": self.thoughts,
-            "tokens": self.tokens,
-            "examples": self.examples,
-        }
-
-    @property
-    def chunks(self) -> int:
-        return sum(self.status.values())
+def _check_resampling(backend: TextBackend, pending: list[Chunk], answers: list[Any], previous: dict[str, str], temperature: float) -> None:
+    """Re-asks at temperature > 0 that return the rejected answer verbatim, for two or more chunks and all of them,
+    mean a server that ignores the sampling fields: warn once (the retries cannot help). In-process backends sample
+    themselves, and the programmatic one has nothing to sample: only servers are checked."""
+    if not isinstance(backend, OpenAIBackend):
+        return
+    again = [a[0] == previous[c.id] for c, a in zip(pending, answers) if c.id in previous and not isinstance(a, BackendError)]
+    if temperature > 0 and len(again) >= 2 and all(again):
+        warn_sampling_ignored(backend, temperature, len(again))
 
 
 def _batches_in_flight(cfg: AugmentConfig) -> int:
@@ -342,6 +318,8 @@ async def _annotate_all(chunks: list[Chunk], backend: TextBackend, template: str
     try:
         for s in range(0, len(chunks), cfg.batch_chunks):
             await drain(False)
+            if getattr(backend, "fatal", None) is not None:  # bad credentials, a redirect: every request would fail
+                break
             running.add(asyncio.create_task(annotate_batch(chunks[s : s + cfg.batch_chunks], backend, template, cfg)))
         await drain(True)
     finally:
@@ -369,7 +347,7 @@ def process_shard(
         info = read_done(paths)  # another process may have finished it while we waited
         if info is not None:
             return info
-        existing = read_tolerant(paths.jsonl, repair=True)  # drops a line torn by kill -9
+        existing = drop_failed(paths.jsonl, read_tolerant(paths.jsonl, repair=True))  # drops a line torn by kill -9
         tally = Tally()
         for rec in existing:
             tally.add(rec)
@@ -388,6 +366,12 @@ def process_shard(
             "format": "jsonl",
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        failed_path = failed_summary_path(paths.jsonl)
+        if tally.status["failed"] or tally.chunks < total:  # an outage is not a finished shard: no marker
+            info.update(total=total, not_attempted=total - tally.chunks)
+            atomic_write_json(failed_path, info)
+            return info
+        failed_path.unlink(missing_ok=True)
         if cfg.format == "parquet":
             records = read_tolerant(paths.jsonl)
             if to_parquet(records, paths.parquet):
@@ -442,38 +426,6 @@ def _run_shard(
 
 
 # -- manifest and stage -----------------------------------------------------------------------------------------
-def merge_manifest(cfg: AugmentConfig) -> dict[str, Any]:
-    """Counts over all finished shards; ``shards_done < num_shards`` while some are missing."""
-    tally, done, files = Tally(), 0, []
-    for i in range(cfg.num_shards):
-        paths = shard_paths(cfg.out, i, cfg.num_shards)
-        info = read_done(paths)
-        if info is None:
-            continue
-        done += 1
-        tally.merge(info)
-        files.append((paths.parquet if info.get("format") == "parquet" else paths.jsonl).name)
-    n = tally.chunks
-    acc = tally.status["accepted"]
-    rejected = {r.split(":", 1)[1]: k for r, k in sorted(tally.reasons.items()) if r.startswith("rejected:")}
-    failed = {r.split(":", 1)[1]: k for r, k in sorted(tally.reasons.items()) if r.startswith("failed:")}
-    return {
-        "num_shards": cfg.num_shards,
-        "shards_done": done,
-        "chunks": n,
-        "accepted": acc,
-        "rejected": tally.status["rejected"],
-        "failed": tally.status["failed"],
-        "acceptance_rate": round(acc / n, 4) if n else 0.0,
-        "rejected_by_reason": {r: rejected.get(r, 0) for r in REASONS if rejected.get(r)},
-        "failed_by_reason": failed,
-        "thoughts_per_accepted_chunk": round(tally.thoughts / acc, 3) if acc else 0.0,
-        "chunk_tokens": tally.tokens,
-        "files": files,
-        "examples": tally.examples,
-    }
-
-
 class AugmentResult(Result):
     def summary(self) -> str:
         m = self.metrics
@@ -529,8 +481,11 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
             from midtrain.augment.datatrove import run_datatrove  # datatrove is optional and costs 0.1 s to import
 
             run_datatrove(cfg, shard_task)
-        manifest = merge_manifest(cfg)
+        manifest = merge_manifest(cfg.out, cfg.num_shards)
         manifest["seconds_this_invocation"] = round(time.time() - start, 2)
+        stop_on_failures(
+            cfg.out, cfg.num_shards, [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards), run_, manifest
+        )
         if manifest["shards_done"] < cfg.num_shards:
             log(f"augment: {manifest['shards_done']}/{cfg.num_shards} shards done; run the other shards (same --out)")
             run_.update(metrics=manifest)

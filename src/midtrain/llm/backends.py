@@ -2,18 +2,18 @@
 
 One small protocol, :class:`TextBackend`: ``generate(prompts, *, max_new_tokens, temperature, n)`` returns ``n``
 completions per prompt in prompt order, and ``agenerate`` is the same as a coroutine. With ``errors="return"`` a
-prompt that failed for good yields a :class:`BackendError` in its slot instead of raising, so that one bad request
-never stops a run of thousands. Implementations:
+prompt that failed for good yields a :class:`BackendError` (with a ``kind`` to count it by, see
+:mod:`midtrain.llm.base`) in its slot instead of raising, so that one bad request never stops a run of thousands;
+every backend fails that way, an exception of an in-process batch being a failed item for each of its prompts.
+Implementations:
 
 - :class:`TransformersBackend`: any local Hugging Face causal LM, batched with KV cache through
   :func:`midtrain.models.generation.generate`; the tokenizer's chat template is applied when it has one.
   ``agenerate`` runs the batch in a worker thread, one batch at a time.
-- :class:`OpenAIBackend`: any OpenAI-compatible HTTP server (vLLM serve, SGLang, TGI, hosted APIs), chat or
-  completions endpoint. Base URL from the config, else ``$MIDTRAIN_API_BASE`` / ``$OPENAI_BASE_URL``; the key from
-  the environment variable named by ``api_key_env`` (never from a config file). At most ``max_concurrency``
-  requests in flight (a semaphore per event loop), a timeout per request, and retries with exponential backoff
-  plus jitter (``backoff_s · 2^attempt · U[0.5, 1]``, capped, ``Retry-After`` honoured) on 408/409/429/5xx,
-  timeouts and connection errors; any other 4xx fails at once. Servers that ignore ``n`` are asked again.
+- :class:`OpenAIBackend` (:mod:`midtrain.llm.openai`): any OpenAI-compatible HTTP server, chat or completions
+  endpoint or ``auto`` (the first request decides), bounded concurrency, backoff retries, fail-fast on 401/403/3xx.
+  Base URL from the config, else ``$MIDTRAIN_API_BASE`` / ``$OPENAI_BASE_URL``; the key from the environment
+  variable named by ``api_key_env`` (never from a config file); ``seed`` and ``extra_body`` are sent.
 - :class:`VLLMBackend`: vLLM offline (``vllm.LLM``), imported only when constructed; a clear error otherwise.
 - :class:`ProgrammaticBackend`: no model. It answers the shipped annotator prompt with a rule-based annotation
   (thoughts at evenly spaced sentence ends), the shipped insert-mode prompt with one deterministic thought about
@@ -30,33 +30,26 @@ which builds on this module (never the other way round).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import os
-import random
 import re
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from midtrain.config import MAX_SEED, Config, check_http_url, param, redact_text
+from midtrain.config import MAX_SEED, Config, check_http_url, param
 from midtrain.errors import ConfigError, MidtrainError
+from midtrain.llm.base import BackendError, Errors, as_backend_error, fail_all, run_sync
+from midtrain.llm.openai import OpenAIBackend
 from midtrain.llm.prompts import escape, fill_template, load_prompt, require_placeholders, unescape
 from midtrain.metrics import token_f1
 from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 
-Errors = Literal["raise", "return"]
 TEXT_BEGIN = "=== BEGIN TEXT ==="
 TEXT_END = "=== END TEXT ==="
 INSERT_BEGIN = "=== BEGIN TEXT SO FAR ==="  # the insert-mode thought prompt (prompts/insert.txt)
 INSERT_END = "=== END TEXT SO FAR ==="
-
-
-class BackendError(MidtrainError):
-    """A generation request that failed for good (after the backend's own retries)."""
 
 
 # -- protocol ---------------------------------------------------------------------------------------------------
@@ -86,22 +79,6 @@ class TextBackend(Protocol):
     ) -> list[list[str]]: ...
 
 
-def run_sync(coro: Any) -> Any:
-    """Run a coroutine from synchronous code, also when called inside a running event loop (own thread)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        return ex.submit(asyncio.run, coro).result()
-
-
-def _fail_all(n: int, err: BackendError, errors: Errors) -> list[Any]:
-    if errors == "raise":
-        raise err
-    return [err] * n
-
-
 @dataclass
 class BackendConfig(Config):
     backend: Literal["transformers", "openai", "vllm", "programmatic"] = param(
@@ -112,7 +89,16 @@ class BackendConfig(Config):
     model: str = param("", "Checkpoint dir or hub id (transformers, vllm); the served model name (openai).")
     base_url: str = param("", "Server URL such as http://127.0.0.1:8000/v1 (openai); empty: $MIDTRAIN_API_BASE or $OPENAI_BASE_URL.")
     api_key_env: str = param("OPENAI_API_KEY", "Name of the environment variable holding the API key (openai).")
-    api: Literal["chat", "completions"] = param("chat", "Endpoint: /chat/completions (messages) or /completions (raw prompt).")
+    api: Literal["auto", "chat", "completions"] = param(
+        "auto",
+        "Endpoint (openai): chat = /chat/completions (the prompt as a user message, the server applies the chat template); "
+        "completions = /completions (raw prompt); auto = the first request decides once: chat if /chat/completions "
+        "answers, completions if it fails (a model without a chat template) and /completions answers.",
+    )
+    extra_body: dict[str, Any] = param(
+        {},
+        'Fields merged into every request body (openai), e.g. {"chat_template_kwargs": {"enable_thinking": false}} to turn off a judge\'s thinking.',
+    )
     max_concurrency: int = param(16, "Maximum HTTP requests in flight (openai).", ge=1)
     timeout_s: float = param(120.0, "Timeout of one HTTP request (openai).", gt=0)
     max_retries: int = param(5, "Retries of one request on 429/5xx/timeouts/connection errors (openai).", ge=0)
@@ -127,7 +113,12 @@ class BackendConfig(Config):
         "torch CPU threads of this process (transformers); 0: torch's default. 1 avoids OpenMP spin-wait slowdowns on a shared machine.",
         ge=0,
     )
-    seed: int = param(0, "Sampling seed (transformers, vllm, openai when the server supports it).", ge=0, le=MAX_SEED)
+    seed: int = param(
+        0,
+        "Sampling seed (transformers, vllm; openai: sent as 'seed', shifted per re-ask of a prompt at temperature > 0 so a retry samples anew).",
+        ge=0,
+        le=MAX_SEED,
+    )
 
     def check(self) -> None:
         if self.backend in ("transformers", "vllm") and not self.model:
@@ -136,15 +127,6 @@ class BackendConfig(Config):
             check_http_url(self.base_url, "base_url")
         if self.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):  # never echo it: it may be the key
             raise ConfigError("key 'api_key_env': expected the name of an environment variable (e.g. OPENAI_API_KEY), not a key")
-
-
-def _password_of(url: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
 
 
 # -- in-process transformers ------------------------------------------------------------------------------------
@@ -209,185 +191,13 @@ class TransformersBackend:
                     add_bos=not self.use_template,
                 )
             except Exception as e:  # noqa: BLE001 - one failed batch must not stop a run
-                return _fail_all(len(prompts), BackendError(f"{self.name}: {type(e).__name__}: {e}"), errors)
+                return fail_all(len(prompts), as_backend_error(e, self.name), errors)
         self.stats["requests"] += len(prompts) * n
         self.stats["completion_tokens"] += sum(g.tokens for row in gens for g in row)
         return [[g.text for g in row] for row in gens]
 
     async def agenerate(self, prompts: Sequence[str], **kw: Any) -> list[list[str]]:
         return await asyncio.to_thread(self.generate, prompts, **kw)
-
-
-# -- OpenAI-compatible HTTP -------------------------------------------------------------------------------------
-RETRY_STATUS = {408, 409, 429}
-
-
-class OpenAIBackend:
-    """Client of an OpenAI-compatible server with bounded concurrency, timeouts and backoff retries."""
-
-    def __init__(
-        self,
-        model: str = "",
-        *,
-        base_url: str = "",
-        api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        api: str = "chat",
-        max_concurrency: int = 16,
-        timeout_s: float = 120.0,
-        max_retries: int = 5,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
-        seed: int | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> None:
-        url = base_url or os.environ.get("MIDTRAIN_API_BASE") or os.environ.get("OPENAI_BASE_URL") or ""
-        if not url:
-            raise ConfigError("key 'base_url': no server URL (set it, or $MIDTRAIN_API_BASE / $OPENAI_BASE_URL)")
-        self.base_url = url.rstrip("/")
-        self.api_key = api_key if api_key is not None else os.environ.get(api_key_env, "")
-        self._url_password = _password_of(self.base_url)
-        self.model, self.api = model, api
-        self.name = f"openai:{model or 'default'}"
-        self.max_concurrency, self.timeout_s, self.max_retries = max_concurrency, timeout_s, max_retries
-        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
-        self.seed, self.extra_body = seed, dict(extra_body or {})
-        self.stats: Counter = Counter()
-        self._per_loop: weakref.WeakKeyDictionary[Any, tuple[Any, asyncio.Semaphore]] = weakref.WeakKeyDictionary()
-
-    def redact(self, text: str) -> str:
-        """``text`` fit to store: the API key, the URL's password, bearer tokens and authorization values masked."""
-        return redact_text(text, (self.api_key, self._url_password))
-
-    @staticmethod
-    def _httpx() -> Any:
-        try:
-            import httpx2 as httpx
-        except ImportError:  # pragma: no cover - httpx2 ships with huggingface_hub
-            import httpx
-        return httpx
-
-    def _state(self) -> tuple[Any, asyncio.Semaphore]:
-        loop = asyncio.get_running_loop()
-        st = self._per_loop.get(loop)
-        if st is None:
-            httpx = self._httpx()
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            client = httpx.AsyncClient(
-                headers=headers,
-                timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
-                limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
-            )
-            st = (client, asyncio.Semaphore(self.max_concurrency))
-            self._per_loop[loop] = st
-        return st
-
-    async def aclose(self) -> None:
-        """Close this event loop's HTTP client (a new one is made on the next request)."""
-        st = self._per_loop.pop(asyncio.get_running_loop(), None)
-        if st is not None:
-            await st[0].aclose()
-
-    def _body(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "max_tokens": max_new_tokens, "temperature": temperature, "n": n}
-        if self.seed is not None:
-            body["seed"] = self.seed
-        if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": prompt}]
-        else:
-            body["prompt"] = prompt
-        body.update(self.extra_body)
-        return body
-
-    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to sleep before retry ``attempt + 1``: exponential with jitter, ``Retry-After`` honoured, capped."""
-        delay = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return min(delay, self.max_backoff_s)
-
-    async def _request(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> list[str]:
-        httpx = self._httpx()
-        client, sem = self._state()
-        url = f"{self.base_url}/{'chat/completions' if self.api == 'chat' else 'completions'}"
-        body = self._body(prompt, max_new_tokens, temperature, n)
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            retry_after = None
-            try:
-                async with sem:
-                    self.stats["requests"] += 1
-                    resp = await client.post(url, json=body)
-                if resp.status_code == 200:
-                    return self._parse(resp)
-                last = f"HTTP {resp.status_code}: {self.redact(resp.text)[:200]}"
-                if resp.status_code not in RETRY_STATUS and resp.status_code < 500:
-                    self.stats["http_errors"] += 1
-                    raise BackendError(f"{self.name}: {last}")
-                self.stats[f"http_{resp.status_code}"] += 1
-                try:
-                    retry_after = float(resp.headers.get("retry-after", ""))
-                except ValueError:
-                    retry_after = None
-            except httpx.TimeoutException as e:
-                self.stats["timeouts"] += 1
-                last = f"timeout after {self.timeout_s}s ({type(e).__name__})"
-            except httpx.TransportError as e:
-                self.stats["connection_errors"] += 1
-                last = self.redact(f"{type(e).__name__}: {e}")
-            if attempt < self.max_retries:
-                self.stats["retries"] += 1
-                await asyncio.sleep(self.backoff(attempt, retry_after))
-        self.stats["failures"] += 1
-        raise BackendError(f"{self.name}: gave up after {self.max_retries + 1} attempts ({last})")
-
-    def _parse(self, resp: Any) -> list[str]:
-        try:
-            data = resp.json()
-            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
-            texts = [(c["message"].get("content") if self.api == "chat" else c["text"]) or "" for c in choices]
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise BackendError(
-                self.redact(f"{self.name}: malformed response ({type(e).__name__}: {e}): ") + self.redact(resp.text)[:200]
-            ) from None
-        usage = data.get("usage") or {}
-        self.stats["completion_tokens"] += int(usage.get("completion_tokens") or 0)
-        return texts
-
-    async def _one(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> list[str]:
-        texts = await self._request(prompt, max_new_tokens, temperature, n)
-        for _ in range(n):  # servers that ignore ``n`` return fewer choices: ask for the rest
-            if len(texts) >= n:
-                break
-            texts += await self._request(prompt, max_new_tokens, temperature, n - len(texts))
-        if len(texts) < n:
-            raise BackendError(f"{self.name}: server returned {len(texts)} of {n} completions")
-        return texts[:n]
-
-    async def agenerate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
-    ) -> list[list[str]]:
-        results = await asyncio.gather(*(self._one(p, max_new_tokens, temperature, n) for p in prompts), return_exceptions=True)
-        out: list[Any] = []
-        for r in results:
-            if isinstance(r, BaseException):
-                if not isinstance(r, Exception):
-                    raise r
-                err = r if isinstance(r, BackendError) else BackendError(self.redact(f"{self.name}: {type(r).__name__}: {r}"))
-                if errors == "raise":
-                    raise err
-                r = err
-            out.append(r)
-        return out
-
-    def generate(self, prompts: Sequence[str], **kw: Any) -> list[list[str]]:
-        async def once() -> list[list[str]]:
-            try:
-                return await self.agenerate(prompts, **kw)
-            finally:
-                await self.aclose()
-
-        return run_sync(once())
 
 
 # -- vLLM offline -----------------------------------------------------------------------------------------------
@@ -419,14 +229,16 @@ class VLLMBackend:
     def generate(
         self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
     ) -> list[list[str]]:
-        sp = self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, seed=self.seed)
+        self.stats["calls"] += 1  # a seed per call: the same prompt re-asked at temperature > 0 samples anew
+        seed = (self.seed + self.stats["calls"]) % (MAX_SEED + 1)
+        sp = self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, seed=seed)
         try:
             if self.chat:
                 outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
             else:
                 outs = self.llm.generate(list(prompts), sp, use_tqdm=False)
         except Exception as e:  # noqa: BLE001
-            return _fail_all(len(prompts), BackendError(f"{self.name}: {type(e).__name__}: {e}"), errors)
+            return fail_all(len(prompts), as_backend_error(e, self.name), errors)
         self.stats["requests"] += len(prompts) * n
         self.stats["completion_tokens"] += sum(len(o.token_ids) for out in outs for o in out.outputs)
         return [[o.text for o in out.outputs] for out in outs]
@@ -518,7 +330,7 @@ class ProgrammaticBackend:
             try:
                 out.append([self.answer(p) for _ in range(n)])
             except Exception as e:  # noqa: BLE001 - a scripted failure is a failed prompt
-                err = BackendError(f"{self.name}: {type(e).__name__}: {e}")
+                err = as_backend_error(e, self.name)
                 if errors == "raise":
                     raise err from e
                 out.append(err)
@@ -551,6 +363,8 @@ def make_backend(cfg: BackendConfig, *, respond: Callable[[str], str] | None = N
             max_retries=cfg.max_retries,
             backoff_s=cfg.backoff_s,
             max_backoff_s=cfg.max_backoff_s,
+            seed=cfg.seed,
+            extra_body=cfg.extra_body,
         )
     if cfg.backend == "vllm":
         return VLLMBackend(

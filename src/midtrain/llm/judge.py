@@ -7,10 +7,15 @@ Every judge maps ``(candidates, references)`` to one :class:`Verdict` per pair (
   (``midtrain/prompts/judge.txt``, user-overridable, placeholders ``{candidate}`` and ``{reference}``). Both
   texts are **escaped** (``& < >`` → ``&amp; &lt; &gt;``) and placed inside ``<candidate>``/``<reference>``
   tags, so no text inside can close a tag or pose as instructions outside it; the prompt says so. The verdict is
-  the ``VERDICT: YES|NO`` line(s) (all agreeing), else a leading YES/NO word without the other one; anything
-  else (no verdict, conflicting verdicts) scores 0 and is counted as ``unparseable``; a backend failure scores 0
-  and is counted as ``errors``. Verdicts are cached by SHA-256 of (judge name, template, candidate, reference),
-  in memory and optionally in an append-only JSONL file.
+  the ``VERDICT: YES|NO`` line(s) (all agreeing), else a leading YES/NO word without the other one, read in the
+  answer **after its thoughts** (:func:`midtrain.thoughts.after_thinking`: a thinking judge such as Qwen3 writes
+  ``<think>…</think>`` first; an answer still inside a thought at the token budget has no verdict); anything
+  else (no verdict, conflicting verdicts) scores 0 and is counted as ``unparseable``. A backend failure is not a
+  verdict: it scores 0 with ``error`` set to the failure kind (:attr:`Verdict.failed`), is counted as ``errors``
+  (by kind in ``failures``) and is never cached, so a re-run asks again. Verdicts are cached by SHA-256 of (judge
+  name, template, candidate, reference), in memory and optionally in an append-only JSONL file.
+  The default verdict budget, 512 tokens, fits a thinking judge: a Qwen3 judge thinks for some hundred tokens
+  before a one-line verdict, and a judge that does not think stops after the verdict, so the budget costs nothing.
   Concurrency is bounded by the backend (``max_concurrency`` HTTP requests in flight), so ``ajudge`` can serve
   TRL's async reward functions directly.
 - Rule judges for tests and verifiable answers: :class:`ExactJudge`, :class:`NumberJudge`, :class:`TokenF1Judge`.
@@ -19,7 +24,9 @@ Every judge maps ``(candidates, references)`` to one :class:`Verdict` per pair (
   empty continuation, scores 0 with that reason (without asking the judge).
 
 CLI: ``midtrain judge pairs.jsonl --out DIR [--judge llm --backend.backend openai ...]`` writes
-``DIR/verdicts.jsonl`` and the mean score.
+``DIR/verdicts.jsonl`` and the mean score. Verdicts are cached in ``DIR/verdict_cache.jsonl`` (or ``--cache``);
+when pairs failed (server down, HTTP errors) the run exits non-zero with the counts by kind, is not marked
+complete, and the same command re-asks only the failed pairs.
 """
 
 from __future__ import annotations
@@ -38,11 +45,12 @@ from typing import Literal, Protocol, runtime_checkable
 from midtrain.config import Config, param, redact_text
 from midtrain.console import log
 from midtrain.data import append_jsonl, read_all, write_jsonl
-from midtrain.errors import ConfigError, DataError
+from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import BackendConfig, BackendError, TextBackend, make_backend, run_sync
+from midtrain.llm.base import failure_message
 from midtrain.llm.prompts import JUDGE_PLACEHOLDERS, check_template, escape, fill_template, load_prompt, unescape
 from midtrain.metrics import token_f1
-from midtrain.runs import Result, open_run
+from midtrain.runs import Result, Run, open_run
 from midtrain.shards import read_tolerant
 from midtrain.thoughts import after_thinking
 
@@ -52,6 +60,16 @@ class Verdict:
     score: float
     label: str | None
     reason: str
+    error: str | None = None  # the failure kind when the judge could not answer (no verdict at all)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+NOT_JUDGED = frozenset({"no closed <think> block", "empty continuation"})  # reasons of completions never sent
+DEFAULT_VERDICT_TOKENS = 512  # fits a thinking judge (see the module docstring)
+VERDICT_CACHE = "verdict_cache.jsonl"
 
 
 @runtime_checkable
@@ -132,7 +150,7 @@ class LLMJudge:
         prompt_template: str | None = None,
         cache: VerdictCache | None = None,
         *,
-        max_new_tokens: int = 16,
+        max_new_tokens: int = DEFAULT_VERDICT_TOKENS,
         name: str | None = None,
     ) -> None:
         self.backend = backend
@@ -142,6 +160,8 @@ class LLMJudge:
         self.max_new_tokens = max_new_tokens
         self.name = name or f"llm:{backend.name}"
         self.stats: Counter = Counter()
+        self.failures: Counter = Counter()  # failure kind → count (all calls)
+        self.hints: dict[str, None] = {}  # what to fix, from the backend's errors (ordered, unique)
 
     def prompt(self, candidate: str, reference: str) -> str:
         return render_judge_prompt(self.template, candidate, reference)
@@ -163,14 +183,12 @@ class LLMJudge:
             for k, ans in zip(todo, answers):
                 if isinstance(ans, BackendError):
                     self.stats["errors"] += 1
-                    errors[k] = Verdict(0.0, None, redact_text(f"judge backend error: {ans}"))  # stored: no credentials
+                    self.failures[ans.kind] += 1
+                    self.hints.setdefault(ans.hint or "")
+                    # stored: no credentials
+                    errors[k] = Verdict(0.0, None, redact_text(f"judge backend error: {ans}"), error=ans.kind)
                     continue
-                label = parse_verdict(ans[0])
-                if label is None:
-                    self.stats["unparseable"] += 1
-                    fresh[k] = Verdict(0.0, None, f"unparseable verdict: {ans[0][:120]!r}")
-                else:
-                    fresh[k] = Verdict(1.0 if label == "YES" else 0.0, label, "judge")
+                fresh[k] = self.read_answer(ans[0])
             self.cache.put_many(fresh)  # backend errors are not cached: a re-run asks again
         out: list[Verdict] = []
         for k in keys:
@@ -180,6 +198,18 @@ class LLMJudge:
         for v in out:
             self.stats[v.label or "none"] += 1
         return out
+
+    def read_answer(self, answer: str) -> Verdict:
+        """The verdict of one answer, read after its thoughts (see the module docstring)."""
+        rest = after_thinking(answer)
+        label = None if rest is None else parse_verdict(rest)
+        if label is not None:
+            return Verdict(1.0 if label == "YES" else 0.0, label, "judge")
+        self.stats["unparseable"] += 1
+        if rest is None:
+            self.stats["still_thinking"] += 1
+            return Verdict(0.0, None, f"unparseable verdict: still thinking at max_new_tokens={self.max_new_tokens}: {answer[-120:]!r}")
+        return Verdict(0.0, None, f"unparseable verdict: {rest[:120]!r}")
 
     def judge(self, candidates: Sequence[str], references: Sequence[str]) -> list[Verdict]:
         async def once() -> list[Verdict]:
@@ -302,7 +332,7 @@ async def ajudge_completions(judge: Judge, completions: Sequence[str], reference
     for i, (c, r) in enumerate(zip(completions, references)):
         cont = continuation(c)
         if cont is None:
-            out[i] = Verdict(0.0, None, "no closed <think> block")
+            out[i] = Verdict(0.0, None, "no closed <think> block")  # (NOT_JUDGED)
         elif not cont:
             out[i] = Verdict(0.0, None, "empty continuation")
         else:
@@ -364,10 +394,17 @@ class JudgeConfig(Config):
     judge: JudgeKind = param("llm", "Which judge.")
     backend: BackendConfig = param(BackendConfig(), "The judge model's backend (judge=llm).")
     prompt: str = param("judge", "Judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
-    max_new_tokens: int = param(16, "Token budget of one verdict (judge=llm).", ge=1)
+    max_new_tokens: int = param(
+        DEFAULT_VERDICT_TOKENS,
+        "Token budget of one verdict (judge=llm), thoughts included: a thinking judge (Qwen3) needs some hundred tokens "
+        "before its verdict line; one that does not think stops early, so a large budget costs nothing.",
+        ge=1,
+    )
     threshold: float = param(0.5, "F1 threshold of judge=token_f1.", ge=0, le=1)
     thoughts: bool = param(True, "Candidates are completions with <think>…</think>: judge the text after the last </think>.")
-    cache: str = param("", "Verdict cache JSONL shared across runs (judge=llm); empty: in memory only.", path="file")
+    cache: str = param(
+        "", "Verdict cache JSONL shared across runs (judge=llm); empty: verdict_cache.jsonl in the run directory.", path="file"
+    )
     batch_size: int = param(256, "Pairs per judge call.", ge=1)
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
@@ -380,7 +417,8 @@ class JudgeConfig(Config):
             check_template(load_prompt(self.prompt), "prompt", required=JUDGE_PLACEHOLDERS)
 
 
-def build_judge(cfg: JudgeConfig) -> Judge:
+def build_judge(cfg: JudgeConfig, cache: str | Path | None = None) -> Judge:
+    """The judge of ``cfg``; an LLM judge caches verdicts in ``cache`` (default ``cfg.cache``, else in memory)."""
     if cfg.judge == "exact":
         return ExactJudge()
     if cfg.judge == "number":
@@ -389,7 +427,7 @@ def build_judge(cfg: JudgeConfig) -> Judge:
         return TokenF1Judge(cfg.threshold)
     template = load_prompt(cfg.prompt)
     check_template(template, "prompt", required=JUDGE_PLACEHOLDERS)
-    return LLMJudge(make_backend(cfg.backend), template, VerdictCache(cfg.cache or None), max_new_tokens=cfg.max_new_tokens)
+    return LLMJudge(make_backend(cfg.backend), template, VerdictCache(cfg.cache or cache or None), max_new_tokens=cfg.max_new_tokens)
 
 
 def run(cfg: JudgeConfig):
@@ -402,7 +440,7 @@ def run(cfg: JudgeConfig):
     with open_run(cfg.out, "judge", cfg, {"input": cfg.input}, overwrite=cfg.overwrite) as run_:
         if run_.cached:
             return Result.of(run_)
-        judge = build_judge(cfg)
+        judge = build_judge(cfg, run_.path / VERDICT_CACHE)
         verdicts: list[Verdict] = []
 
         async def all_batches() -> None:
@@ -416,6 +454,7 @@ def run(cfg: JudgeConfig):
                 await close()
 
         asyncio.run(all_batches())
+        _stop_on_failures(run_, judge, verdicts)
         write_jsonl(run_.path / "verdicts.jsonl", ({**r, **asdict(v)} for r, v in zip(pairs, verdicts)))
         scores = [v.score for v in verdicts]
         reasons = Counter(v.label or v.reason.split(":")[0] for v in verdicts)
@@ -431,6 +470,17 @@ def run(cfg: JudgeConfig):
         return Result.of(run_)
 
 
+def _stop_on_failures(run_: Run, judge: Judge, verdicts: list[Verdict]) -> None:
+    """Failed pairs: keep the run resumable (cached verdicts stay), record the counts, exit non-zero."""
+    failed = Counter(v.error for v in verdicts if v.error is not None)
+    if not failed:
+        return
+    run_.keep()
+    run_.update(metrics={"pairs": len(verdicts), "failed": sum(failed.values()), "failed_by_kind": dict(failed)})
+    hints = getattr(judge, "hints", {})
+    raise MidtrainError(failure_message("judge", sum(failed.values()), len(verdicts), "pairs", failed, hints))
+
+
 # ``escape``/``unescape`` (midtrain.llm.backends) and ``token_f1`` (midtrain.metrics) are defined below this module,
 # so that the programmatic backend can answer the judge prompt without importing the judge; they stay part of the
 # judge's API.
@@ -439,6 +489,9 @@ __all__ = [
     "Judge",
     "LLMJudge",
     "VerdictCache",
+    "VERDICT_CACHE",
+    "NOT_JUDGED",
+    "DEFAULT_VERDICT_TOKENS",
     "ExactJudge",
     "NumberJudge",
     "TokenF1Judge",

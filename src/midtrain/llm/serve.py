@@ -3,7 +3,8 @@
 Not a production server (use ``vllm serve``, SGLang or TGI): one thread per connection, no batching across
 requests. It answers ``POST /v1/chat/completions`` and ``POST /v1/completions`` (``n`` choices) and
 ``GET /v1/models`` from a ``respond(prompt, body) -> str`` function, which may sleep (slow answers, timeouts) or
-raise :class:`HTTPFault` (429, 500, … with an optional ``Retry-After``). :func:`model_responder` serves a local
+raise :class:`HTTPFault` (429, 500, 401, a 302 with its ``Location``, … with an optional ``Retry-After`` and any
+other headers). Stop the server and its URL refuses connections (a dead server). :func:`model_responder` serves a local
 model through any :class:`~midtrain.llm.backends.TextBackend`. Launch::
 
     python -m midtrain.llm.serve --model runs/nano --port 8000     # then --annotator.base-url http://127.0.0.1:8000/v1
@@ -26,9 +27,11 @@ Responder = Callable[[str, dict[str, Any]], str]
 class HTTPFault(Exception):
     """Raised by a responder to answer with an HTTP error status."""
 
-    def __init__(self, status: int, message: str = "scripted fault", retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, message: str = "scripted fault", retry_after: float | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.retry_after = status, message, retry_after
+        self.status, self.message, self.retry_after, self.headers = status, message, retry_after, dict(headers or {})
 
 
 def prompt_of(body: dict[str, Any]) -> str:
@@ -88,6 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
         except HTTPFault as f:
             self.server.stats[f"http_{f.status}"] += 1
             headers = {"Retry-After": f"{f.retry_after:g}"} if f.retry_after is not None else {}
+            headers.update(f.headers)
             self._send(f.status, {"error": {"message": f.message}}, headers)
             return
         except Exception as e:  # noqa: BLE001 - a responder bug is a 500, never a dead server

@@ -12,7 +12,11 @@ that way; the prompts themselves arrive as the ``prompts`` column). The rewards:
   completion, kind)`` of the controlled world (DESIGN §1.3); the problem record travels JSON-encoded in the
   ``record`` column.
 - ``judge``: for ``suffix`` tasks, a :mod:`midtrain.llm.judge` judge (LLM or rule: exact, number, token-F1 threshold)
-  compares the continuation after the last ``</think>`` with the ``answer`` column (the true suffix).
+  compares the continuation after the last ``</think>`` with the ``answer`` column (the true suffix). A judge
+  *failure* (server down, HTTP error) is not a NO: the sample's reward is NaN, so :class:`SafeReward` scores it 0
+  and counts it in ``reward_errors``; the first failure of each kind is logged, and when at least
+  ``max_error_frac`` of the samples sent to the judge in one call (one step's batch; default all of them) failed,
+  :class:`RewardAborted` stops the run: learning from a dead judge's zeros is no run.
 
 :func:`safe_reward` wraps any of them: if the batch call raises (or returns a wrong count), every sample is
 scored on its own; a sample whose call raises or returns None/NaN gets 0.0 and is counted (``reward_errors`` in the
@@ -23,12 +27,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from midtrain.console import log
-from midtrain.errors import ConfigError
+from midtrain.errors import ConfigError, MidtrainError
 from midtrain.thoughts import THINK_OPEN, opens_thought
 
 if TYPE_CHECKING:
@@ -108,17 +113,48 @@ def synthetic_reward(kind: Literal["outcome", "process", "strict"]) -> RewardFn:
     return fn
 
 
-def judge_reward(judge: Any) -> RewardFn:
-    """A suffix-task reward from a :mod:`midtrain.llm.judge` judge: the continuation after ``</think>`` vs ``answer``."""
+class RewardAborted(MidtrainError):
+    """The reward cannot be computed at all (its judge failed on a whole step): the run stops, never trains on zeros."""
+
+
+def judge_failures(verdicts: Sequence[Any], max_error_frac: float) -> tuple[Counter, int, bool]:
+    """``(failures by kind, samples sent to the judge, whether to stop)`` of one call's verdicts."""
+    from midtrain.llm.judge import NOT_JUDGED
+
+    failed = Counter(v.error for v in verdicts if getattr(v, "error", None))
+    asked = sum(1 for v in verdicts if v.reason not in NOT_JUDGED)
+    return failed, asked, bool(failed) and sum(failed.values()) >= max_error_frac * asked
+
+
+def judge_reward(judge: Any, *, max_error_frac: float = 1.0) -> RewardFn:
+    """A suffix-task reward from a :mod:`midtrain.llm.judge` judge: the continuation after ``</think>`` vs ``answer``;
+    NaN for a sample whose judging failed, :class:`RewardAborted` past ``max_error_frac`` (module docstring)."""
+    from midtrain.llm.base import describe_kinds
     from midtrain.llm.judge import judge_reward as make
 
     inner = make(judge)
+    reported: set[str] = set()
 
     def fn(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
         prompts = _prompts(columns, len(completions))
         # A prompt that ends inside a thought (``…<think>``) leaves the opening tag out of the completion.
         full = [(THINK_OPEN + c) if opens_thought(p) else c for c, p in zip(completions, prompts)]
-        return list(inner(full, [str(a) for a in answer]))
+        scores = list(inner(full, [str(a) for a in answer]))
+        failed, asked, stop = judge_failures(inner.last_verdicts, max_error_frac)
+        n_failed = sum(failed.values())
+        if stop:
+            hints = "; ".join(h for h in getattr(judge, "hints", {}) if h)
+            raise RewardAborted(
+                f"rl: the judge failed on {n_failed} of {asked} samples of this step ({describe_kinds(failed)})"
+                + (f"; {hints}" if hints else "")
+                + f"; stopping (judge_max_error_frac={max_error_frac:g}); resume with the same command once the judge is back"
+            )
+        if set(failed) - reported:
+            reported.update(failed)
+            log(
+                f"[warning] judge: {n_failed} of {asked} samples could not be judged ({describe_kinds(failed)}); they score 0 and count as reward_errors"
+            )
+        return [math.nan if v.failed else s for v, s in zip(inner.last_verdicts, scores)]
 
     fn.__name__ = getattr(inner, "__name__", "judge")
     return fn
@@ -131,7 +167,7 @@ def make_judge(
     backend: Any = None,
     prompt: str = "judge",
     cache: str = "",
-    max_new_tokens: int = 16,
+    max_new_tokens: int = 512,
 ) -> Any:
     """A judge by name: ``exact``, ``number``, ``token_f1`` (rule judges) or ``llm`` (``backend`` config)."""
     from midtrain.llm.judge import JudgeConfig, build_judge
@@ -168,6 +204,8 @@ class SafeReward:
             if len(out) != n:
                 raise ValueError(f"returned {len(out)} rewards for {n} completions")
             rewards, bad = self._clean(out)
+        except RewardAborted:
+            raise
         except Exception:  # noqa: BLE001 - one bad sample must not stop the run: score them one by one
             rewards, bad = [], 0
             for i in range(n):
@@ -239,7 +277,7 @@ def for_trl(reward: SafeReward) -> Callable[..., list[float]]:
 
 
 # -- registry ---------------------------------------------------------------------------------------------------
-def build_reward(name: str, *, judge: Any = None) -> SafeReward:
+def build_reward(name: str, *, judge: Any = None, judge_max_error_frac: float = 1.0) -> SafeReward:
     """The safe reward registered under ``name`` (``judge`` is the judge object for ``name="judge"``)."""
     if name == "math":
         return safe_reward(math_reward, "math")
@@ -251,7 +289,8 @@ def build_reward(name: str, *, judge: Any = None) -> SafeReward:
             raise ConfigError(f"key 'reward': unknown synthetic reward '{name}'")
         return safe_reward(synthetic_reward(kind), name)  # type: ignore[arg-type]
     if name == "judge":
-        return safe_reward(judge_reward(judge if judge is not None else make_judge()), "judge")
+        fn = judge_reward(judge if judge is not None else make_judge(), max_error_frac=judge_max_error_frac)
+        return safe_reward(fn, "judge")
     raise ConfigError(f"key 'reward': unknown reward '{name}' (choose from {', '.join(REWARD_NAMES)})")
 
 
@@ -264,6 +303,8 @@ __all__ = [
     "choice_reward",
     "synthetic_reward",
     "judge_reward",
+    "judge_failures",
+    "RewardAborted",
     "make_judge",
     "SafeReward",
     "safe_reward",

@@ -14,8 +14,10 @@ Two task kinds, one trainer:
 - ``suffix`` (RL mid-training, DESIGN §1.1 step 3): prompt = prefix of an augmented chunk, the model thinks and
   predicts the continuation, a judge compares it with the true suffix (``reward: judge``).
 
-Rewards are the plain callables of :mod:`midtrain.train.rewards`; a sample whose reward raises scores 0 and is
-counted (``reward_errors``). The run directory is an HF checkpoint dir at the end (``save_pretrained`` +
+Rewards are the plain callables of :mod:`midtrain.train.rewards`; a sample whose reward raises, or whose judge
+request failed, scores 0 and is counted (``reward_errors``); a step whose judging failed (``judge_max_error_frac``
+of it, default all) stops the run. LLM-judge verdicts are cached in ``verdict_cache.jsonl`` of the run directory
+(a resumed run does not re-ask them); the verdict budget is ``judge_max_new_tokens`` (thoughts are stripped first). The run directory is an HF checkpoint dir at the end (``save_pretrained`` +
 tokenizer), with ``log.jsonl`` (one line per logged step: loss, reward mean/std, zero-variance groups, completion
 and thinking lengths (tokens up to the last ``</think>``, or ``</solution>`` in the synthetic world), seconds in
 generation/reward/training), ``checkpoints/checkpoint-N`` for resume (a re-run of an interrupted run continues
@@ -52,6 +54,7 @@ from midtrain.console import log, seed_everything
 from midtrain.data import clean, iter_records, require
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import BackendConfig
+from midtrain.llm.judge import VERDICT_CACHE, LLMJudge, VerdictCache
 from midtrain.llm.prompts import JUDGE_PLACEHOLDERS, check_template, fill_template, load_prompt
 from midtrain.runs import Result
 from midtrain.train.engine import (
@@ -134,6 +137,19 @@ class RLConfig(Config):
     judge_threshold: float = param(0.5, "Token-F1 threshold of judge=token_f1.", ge=0, le=1)
     judge_backend: BackendConfig = param(BackendConfig(), "Backend of the LLM judge (judge=llm): midtrain.llm.backends.BackendConfig.")
     judge_prompt: str = param("judge", "LLM judge prompt: a shipped name or a .txt template with {candidate} and {reference}.")
+    judge_max_new_tokens: int = param(
+        512,
+        "Token budget of one LLM-judge verdict, thoughts included (a thinking judge such as Qwen3 needs some hundred tokens "
+        "before its verdict line; one that does not think stops early).",
+        ge=1,
+    )
+    judge_max_error_frac: float = param(
+        1.0,
+        "Stop the run when at least this fraction of one step's samples sent to the LLM judge failed (server down, HTTP "
+        "errors); 1.0: only when all of them failed. Failed samples score 0 and count as reward_errors.",
+        gt=0,
+        le=1,
+    )
     # -- Dr. GRPO --
     num_generations: int = param(8, "Completions per prompt (group size G; GRPO needs 2 or more).", ge=2)
     max_completion_length: int = param(
@@ -426,8 +442,10 @@ def run(cfg: RLConfig) -> Result:
     judge = None
     if cfg.resolved_reward() == "judge":
         backend = cfg.judge_backend if cfg.judge == "llm" else None
-        judge = make_judge(cfg.judge, threshold=cfg.judge_threshold, backend=backend, prompt=cfg.judge_prompt)
-    reward = build_reward(cfg.resolved_reward(), judge=judge)
+        judge = make_judge(
+            cfg.judge, threshold=cfg.judge_threshold, backend=backend, prompt=cfg.judge_prompt, max_new_tokens=cfg.judge_max_new_tokens
+        )
+    reward = build_reward(cfg.resolved_reward(), judge=judge, judge_max_error_frac=cfg.judge_max_error_frac)
     vocab = getattr(model_conf.get_text_config(), "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
         raise MidtrainError(f"model '{cfg.model}': the tokenizer has {len(tokenizer)} tokens but the model only {vocab} embeddings")
@@ -436,6 +454,8 @@ def run(cfg: RLConfig) -> Result:
         if run_.cached:
             return Result.of(run_)
         model = load_policy(cfg.model)  # (a bad checkpoint fails here and leaves no run directory behind)
+        if isinstance(judge, LLMJudge):  # verdicts kept in the run dir, as `midtrain judge` does: a resume does not re-ask
+            judge.cache = VerdictCache(run_.path / VERDICT_CACHE)
         seed_everything(cfg.seed)
         counters = Counters()
         resume, history = start(run_, COUNTERS, model_conf)
