@@ -12,7 +12,7 @@ import pytest
 from midtrain.augment.augment import AugmentConfig, read_augmented, run
 from midtrain.augment.chunking import Chunk
 from midtrain.augment.insert import InsertConfig, cached_tokenizer, check_thought, choose_points, copies_text, plan_chunk, units_of
-from midtrain.errors import ConfigError
+from midtrain.errors import ConfigError, MidtrainError
 from midtrain.llm.backends import INSERT_BEGIN, INSERT_END, ProgrammaticBackend, extract_between
 from midtrain.shards import read_tolerant, shard_paths
 from midtrain.thoughts import render_augmented, strip_thoughts
@@ -170,7 +170,11 @@ def scripted(kind: str):
 def test_bad_thoughts_get_their_reason(tmp_path, prose_corpus, tokenizer_dir, kind, status, reason):
     cfg = cfg_for(tmp_path, prose_corpus, tokenizer_dir, max_documents=5, retries=1, insert={"points": 2})
     backend = ProgrammaticBackend(scripted(kind))
-    res = run(cfg, backend=backend)
+    if status == "failed":  # an outage is not a finished run: exit non-zero, records kept for the retry
+        with pytest.raises(MidtrainError, match=r"chunks failed \(RuntimeError"):
+            run(cfg, backend=backend)
+    else:
+        res = run(cfg, backend=backend)
     recs = [r for r in read_augmented(cfg.out, status=None) if r["chunk"].count(". ") >= 2]
     assert recs and {r["status"] for r in recs} == {status} and {r["reason"] for r in recs} == {reason}
     if status == "rejected":

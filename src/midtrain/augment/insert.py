@@ -199,7 +199,7 @@ class _Chunk:
     plan: Plan
     thoughts: dict[int, str] = field(default_factory=dict)
     dropped: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # point → (reason, detail, answer)
-    error: str | None = None
+    error: BackendError | None = None  # the request failed for good (kind and hint go into the record)
     attempts: int = 0
 
 
@@ -224,7 +224,8 @@ def chunk_record(c: Chunk, annotator: str, status: str, attempts: int, **extra: 
 def _finish(st: _Chunk, annotator: str, cfg: AugmentConfig) -> dict[str, Any]:
     c = st.plan.chunk
     if st.error is not None:
-        return chunk_record(c, annotator, "failed", st.attempts, reason=FAILED, detail=st.error)
+        hint = {"hint": st.error.hint} if st.error.hint else {}
+        return chunk_record(c, annotator, "failed", st.attempts, reason=FAILED, detail=str(st.error), error=st.error.kind, **hint)
     keep = sorted(st.thoughts)
     if cfg.min_thoughts <= len(keep) <= cfg.max_thoughts:
         segments = build_segments(c.text, [st.plan.cuts[j] for j in keep], [st.thoughts[j] for j in keep])
@@ -269,7 +270,7 @@ async def insert_batch(
         for (st, j), ans in zip(pending, answers):
             st.attempts = attempt + 1
             if isinstance(ans, BackendError):
-                st.error = str(ans)
+                st.error = ans
                 continue
             thought, reason, detail = check_thought(ans[0], st.plan.chunk.text, st.plan.following[j], ins)
             if reason is None:
