@@ -361,9 +361,14 @@ def has_chat_template(tokenizer: Any) -> bool:
 
 
 def resolve_format(fmt: PromptFormat, tokenizer: Any, where: str = "tokenizer") -> Literal["fewshot", "think", "chat"]:
-    """``auto`` → ``chat`` when the tokenizer has a chat template, else ``think``; ``chat`` without one is an error."""
+    """``auto`` → ``chat`` when the tokenizer has a chat template, else ``think``; ``chat`` without one is an error.
+
+    midtrain's own plain-text template counts as none for ``auto``: such a model was trained on raw text, and its
+    "chat" is the bare question (the plain '<think>' prompt is what it knows)."""
+    from midtrain.models.tokenizer import is_plain_chat_template
+
     if fmt == "auto":
-        return "chat" if has_chat_template(tokenizer) else "think"
+        return "chat" if has_chat_template(tokenizer) and not is_plain_chat_template(tokenizer) else "think"
     if fmt == "chat" and not has_chat_template(tokenizer):
         raise ConfigError(
             f"key 'prompt_format': 'chat' needs a chat template, but the {where} has none; "
