@@ -144,7 +144,8 @@ def sniff_format(path: str | Path) -> str:
 
 def lm_eval_id(rec: dict[str, Any], records: list[dict[str, Any]], by_id: set[str], by_text: dict[str, str], where: str) -> str:
     """The benchmark id a logged lm-eval sample answers (see the module docstring for the order of the rules)."""
-    doc = rec.get("doc") if isinstance(rec.get("doc"), dict) else {}
+    raw = rec.get("doc")
+    doc: dict[str, Any] = raw if isinstance(raw, dict) else {}
     for key in ("id", "unique_id"):
         if str(doc.get(key)) in by_id:
             return str(doc[key])
@@ -181,9 +182,7 @@ def read_lm_eval(path: str | Path, records: list[dict[str, Any]]) -> list[dict[s
         seen[rid] = resps
         texts = [x for req in resps for x in (req if isinstance(req, list) else [req])] if isinstance(resps, list) else []
         if not texts or not all(isinstance(x, str) for x in texts):
-            raise DataError(
-                f"{where}: 'resps' holds no generated text (a log-likelihood task?); score generative (generate_until) tasks"
-            )
+            raise DataError(f"{where}: 'resps' holds no generated text (a log-likelihood task?); score generative (generate_until) tasks")
         out.extend({"id": rid, "sample": j, "completion": t} for j, t in enumerate(texts))
     if not out:
         raise DataError(f"no samples in {path}")
