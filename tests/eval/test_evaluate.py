@@ -310,3 +310,56 @@ def test_score_counts_tokens_with_a_tokenizer(eval_model: Path, tmp_path: Path) 
     comps.write_text(json.dumps({"id": "x", "completion": "add them </think> \\boxed{5}"}) + "\n")
     s = score(ScoreConfig.from_dict(dict(data=str(data), completions=str(comps), tokenizer=str(eval_model), thinking=True))).to_dict()
     assert s["accuracy"] == 1.0 and s["response_tokens_mean"] > s["thinking_tokens_mean"] > 0
+
+
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def instruct_tokenizer(path: Path, template: str = CHATML) -> Path:
+    """A byte-level tokenizer with an instruct chat template and no '<think>' tag (like SmolLM2's)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"], show_progress=False)
+    tok.train_from_iterator(["What is 9 + 9? The total is 18."] * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>")
+    fast.chat_template = template
+    fast.save_pretrained(str(path))
+    return path
+
+
+def test_think_auto_forces_thinking_only_for_thinking_models(eval_model: Path, tmp_path: Path) -> None:
+    from midtrain.eval.evaluate import thinks
+    from midtrain.models.tokenizer import load_tokenizer
+
+    plain = load_tokenizer(instruct_tokenizer(tmp_path / "chatml"))
+    qwen3 = load_tokenizer(instruct_tokenizer(tmp_path / "qwen3", CHATML + "{% if enable_thinking %}<think>{% endif %}"))
+    assert not thinks("auto", plain) and thinks("on", plain)
+    assert thinks("auto", qwen3) and not thinks("off", qwen3)
+    assert thinks("auto", load_tokenizer(eval_model))  # a midtrain tokenizer: '<think>' is one of its tags
+
+
+def test_plain_instruct_boxed_answer_scores_under_think_auto(eval_model: Path, tmp_path: Path, monkeypatch) -> None:
+    data = tmp_path / "add.jsonl"
+    data.write_text(json.dumps({"id": "a", "problem": "What is 9 + 9?", "answer": "18"}) + "\n")
+    seen: list[str] = []
+
+    def instruct_answer(model, tokenizer, prompts, **kw):  # what SmolLM2-Instruct says: no thinking block
+        seen.extend(prompts)
+        return [[generation.Generation(text="9 + 9 = 18, so the answer is \\boxed{18}.", tokens=12, finished=True)] for _ in prompts]
+
+    monkeypatch.setattr(generation, "generate", instruct_answer)
+    base = dict(model=str(eval_model), tokenizer=str(instruct_tokenizer(tmp_path / "tok")), data=[str(data)], progress=False)
+    run(EvalConfig.from_dict(dict(base, out=str(tmp_path / "auto"))))
+    s = read_json(tmp_path / "auto" / "summary.json")
+    assert s["prompt_format"] == "chat" and s["benchmarks"]["add"]["accuracy"] == 1.0
+    assert seen[0].endswith("<|im_start|>assistant\n")  # no '<think>' forced on a plain instruct model
+    run(EvalConfig.from_dict(dict(base, out=str(tmp_path / "on"), think="on")))  # the old default
+    assert read_json(tmp_path / "on" / "summary.json")["benchmarks"]["add"]["accuracy"] == 0.0
+    assert seen[-1].endswith("<think>\n")

@@ -382,7 +382,9 @@ def test_prompt_template_and_bos(nano_model, tmp_path):
         )
     )
     rows, stats = rl.load_tasks(cfg, tok, 1024)
-    assert rows[0]["prompt"].startswith(tok.bos_token + "Solve the problem.") and rows[0]["prompt"].endswith("What is 2+2?\n\n<think>")
+    assert rows[0]["prompt"].startswith("Solve the problem.") and rows[0]["prompt"].endswith("What is 2+2?\n\n<think>")
+    ids = tok(rows[0]["prompt"])["input_ids"]  # as TRL tokenizes prompts: the tokenizer's post-processor adds the BOS
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     assert rows[0]["answer"] == "4" and stats["prompts"] == 2
     cfg2 = cfg.replace(prompt_template="[L{level}] {prompt} {missing} \\frac{1}{2}", add_bos=False)
     rows2, _ = rl.load_tasks(cfg2, tok, 1024)

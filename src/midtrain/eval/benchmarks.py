@@ -361,12 +361,18 @@ def has_chat_template(tokenizer: Any) -> bool:
 
 
 def resolve_format(fmt: PromptFormat, tokenizer: Any, where: str = "tokenizer") -> Literal["fewshot", "think", "chat"]:
-    """``auto`` → ``chat`` when the tokenizer has a chat template, else ``think``; ``chat`` without one is an error."""
+    """``auto`` → ``chat`` when the tokenizer has a chat template, else ``think``; ``chat`` without one is an error.
+
+    midtrain's own plain-text template counts as none: such a model was trained on raw text, its "chat" would be
+    the bare question without roles (the plain '<think>' prompt is what it knows)."""
+    from midtrain.models.tokenizer import is_plain_chat_template
+
+    chat = has_chat_template(tokenizer) and not is_plain_chat_template(tokenizer)
     if fmt == "auto":
-        return "chat" if has_chat_template(tokenizer) else "think"
-    if fmt == "chat" and not has_chat_template(tokenizer):
+        return "chat" if chat else "think"
+    if fmt == "chat" and not chat:
         raise ConfigError(
-            f"key 'prompt_format': 'chat' needs a chat template, but the {where} has none; "
+            f"key 'prompt_format': 'chat' needs a chat template, but the {where} has none (or midtrain's plain-text one); "
             "use prompt_format=think (plain '<think>' prompt), fewshot (base models) or auto"
         )
     return fmt

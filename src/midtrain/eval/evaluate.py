@@ -64,7 +64,7 @@ from midtrain.models import generation
 from midtrain.runs import Result, atomic_write_json, open_run
 from midtrain.synth import summary as synth_eval
 from midtrain.synth.verify import sample_row
-from midtrain.thoughts import opens_thought, thinking_part
+from midtrain.thoughts import THINK_OPEN, opens_thought, thinking_part
 
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
@@ -99,7 +99,10 @@ class EvalConfig(Config):
         "auto",
         "fewshot (base models), think (plain '<think>' prompt), chat (chat template), auto (chat if the tokenizer has a template, else think).",
     )
-    think: bool = param(True, "With prompt_format=chat: open a '<think>' block in the assistant turn (thinking models).")
+    think: Literal["auto", "on", "off"] = param(
+        "auto",
+        "With prompt_format=chat: open a '<think>' block in the assistant turn. auto: only for thinking models (a chat template that knows <think> or enable_thinking, or a midtrain tokenizer with the <think> tag).",
+    )
     n_shots: int = param(4, "Worked examples in the fewshot prompt.", ge=0)
     limit: int = param(0, "Evaluate only the first N problems of each benchmark / the synthetic file (0 = all).", ge=0)
     n_samples: int = param(1, "Completions per problem (k of mean@k; 16 or 64 in the papers).", ge=1)
@@ -402,18 +405,36 @@ def flat_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
+def thinks(choice: str, tokenizer: Any) -> bool:
+    """Whether a chat prompt opens a '<think>' block: ``on``/``off``, or ``auto`` for a thinking model.
+
+    Forcing '<think>' on a plain instruct model (SmolLM2, Llama-3-Instruct) makes its whole answer "thinking" that
+    never closes, so a correct ``\\boxed{18}`` scores 0; a template that renders thinking itself (Qwen3's
+    enable_thinking) or a model trained with midtrain's '<think>' tag is one that thinks.
+    """
+    if choice != "auto":
+        return choice == "on"
+    template = getattr(tokenizer, "chat_template", None) or ""
+    text = " ".join(template.values()) if isinstance(template, dict) else str(template)
+    if THINK_OPEN in text or "enable_thinking" in text:
+        return True
+    added = tokenizer.get_added_vocab() if hasattr(tokenizer, "get_added_vocab") else {}
+    return THINK_OPEN in added
+
+
 def _prepare_prompts(cfg: EvalConfig, tasks: list[Task], tokenizer: Any) -> str:
     """Fill each task's prompts, thinking flags and stop strings; returns the resolved prompt format."""
     fmt = "think"
     if any(t.kind != "synthetic" for t in tasks):
         fmt = resolve_format(cfg.prompt_format, tokenizer, f"tokenizer of '{cfg.tokenizer or cfg.model}'")
+    think = thinks(cfg.think, tokenizer) if fmt == "chat" else True
     for t in tasks:
         if t.kind == "synthetic":
             t.prompts = [r["prompt"] for r in t.records]
             t.opened = [False] * len(t.records)
             continue
         t.prompts = [
-            build_prompt(r, t.kind, fmt, tokenizer=tokenizer, n_shots=cfg.n_shots, think=cfg.think)  # type: ignore[arg-type]
+            build_prompt(r, t.kind, fmt, tokenizer=tokenizer, n_shots=cfg.n_shots, think=think)  # type: ignore[arg-type]
             for r in t.records
         ]
         t.opened = [opens_thought(p) for p in t.prompts]

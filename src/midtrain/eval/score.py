@@ -7,6 +7,16 @@ synthetic problems, in the one schema of :mod:`midtrain.synth.summary` (the one 
 overall keys at the top level. Ids not in the benchmark are an error naming file and line; problems without completions are counted as
 ``missing``. With ``--out`` the run directory holds ``samples.jsonl`` and ``summary.json``.
 
+``--format lm-eval`` reads lm-evaluation-harness ``--log_samples`` files (``samples_<task>_<date>.jsonl``): one
+line per document and filter with ``doc_id``, ``doc`` (the dataset row), ``target``, ``arguments``, ``resps`` (per
+request, the raw generations, several with ``repeats``) and ``filtered_resps``. The raw generations are scored
+(midtrain extracts the answer itself, lm-eval's filters are not needed); a document repeated under another filter
+is read once. A line names its problem by ``doc["id"]``/``doc["unique_id"]`` when that is a benchmark id, else by
+its question text (``problem``/``question``/``Question``, whitespace-normalised), else by ``doc_id`` as the
+position in the benchmark file (the same split, in order). Log-likelihood samples (multiple choice scored by
+log-probability) hold no text and are an error. ``auto`` (the default) picks lm-eval when the first line has
+``doc_id`` and ``resps``.
+
 Launch: ``midtrain eval score --benchmark gsm8k --completions vllm-out.jsonl --json``.
 """
 
@@ -36,7 +46,12 @@ from midtrain.synth import summary as synth_eval
 
 @dataclass
 class ScoreConfig(Config):
-    completions: str = param("", "JSONL of {id, completion} lines (several per id allowed; optional 'sample').", path="file")
+    completions: str = param(
+        "", "JSONL of {id, completion} lines (several per id allowed; optional 'sample'), or lm-eval --log_samples output.", path="file"
+    )
+    format: Literal["auto", "midtrain", "lm-eval"] = param(
+        "auto", "Completions file format: midtrain {id, completion} lines, lm-eval --log_samples JSONL, or auto (by the first line)."
+    )
     benchmark: str = param("", "Registered benchmark the completions answer (see midtrain eval --help).")
     data: str = param(
         "", "Custom benchmark JSONL (id, problem, answer; + choices for multiple choice) instead of --benchmark.", path="file"
@@ -113,6 +128,67 @@ def read_completions(path: str | Path, ids: set[str]) -> list[dict[str, Any]]:
     return out
 
 
+TEXT_KEYS = ("problem", "question", "Question", "input")
+
+
+def norm_text(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def sniff_format(path: str | Path) -> str:
+    """``lm-eval`` when the first record of ``path`` looks like an lm-eval logged sample, else ``midtrain``."""
+    for rec in iter_jsonl(path):
+        return "lm-eval" if "doc_id" in rec and "resps" in rec else "midtrain"
+    return "midtrain"
+
+
+def lm_eval_id(rec: dict[str, Any], records: list[dict[str, Any]], by_id: set[str], by_text: dict[str, str], where: str) -> str:
+    """The benchmark id a logged lm-eval sample answers (see the module docstring for the order of the rules)."""
+    raw = rec.get("doc")
+    doc: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    for key in ("id", "unique_id"):
+        if str(doc.get(key)) in by_id:
+            return str(doc[key])
+    texts = [norm_text(doc[k]) for k in TEXT_KEYS if isinstance(doc.get(k), str)]
+    for t in texts:
+        if t in by_text:
+            return by_text[t]
+    if texts:
+        raise DataError(f"{where}: doc_id {rec.get('doc_id')}: its question is not in the benchmark ({texts[0][:60]!r})")
+    pos = rec.get("doc_id")
+    if isinstance(pos, bool) or not isinstance(pos, int) or not 0 <= pos < len(records):
+        raise DataError(f"{where}: doc_id {pos!r} is not a position in the benchmark's {len(records)} problems")
+    return str(records[pos]["id"])
+
+
+def read_lm_eval(path: str | Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """{id, sample, completion} rows from an lm-eval ``--log_samples`` file (raw generations, one doc once)."""
+    by_id = {str(r["id"]) for r in records}
+    by_text: dict[str, str] = {}
+    for r in records:
+        by_text.setdefault(norm_text(r.get("problem", "")), str(r["id"]))
+    out: list[dict[str, Any]] = []
+    seen: dict[str, Any] = {}
+    for rec in iter_jsonl(path):
+        where = f"{path}:{rec.get('_line', '?')}"
+        if "doc_id" not in rec or "resps" not in rec:
+            raise DataError(f"{where}: an lm-eval sample line needs 'doc_id' and 'resps'")
+        rid = lm_eval_id(rec, records, by_id, by_text, where)
+        resps = rec["resps"]
+        if rid in seen:  # the same document under another filter: same generations
+            if seen[rid] != resps:
+                raise DataError(f"{where}: doc '{rid}' appears again with other generations (two runs in one file?)")
+            continue
+        seen[rid] = resps
+        texts = [x for req in resps for x in (req if isinstance(req, list) else [req])] if isinstance(resps, list) else []
+        if not texts or not all(isinstance(x, str) for x in texts):
+            raise DataError(f"{where}: 'resps' holds no generated text (a log-likelihood task?); score generative (generate_until) tasks")
+        out.extend({"id": rid, "sample": j, "completion": t} for j, t in enumerate(texts))
+    if not out:
+        raise DataError(f"no samples in {path}")
+    return out
+
+
 def score(cfg: ScoreConfig) -> ScoreResult:
     """Score completions produced elsewhere (e.g. by a vLLM server); see the module docstring."""
     tokenizer = None
@@ -129,7 +205,11 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     else:
         records, src = load_file(cfg.data), cfg.data
         name, kind, domain = Path(cfg.data).name.split(".")[0], infer_kind(records), "custom"
-    comps = read_completions(cfg.completions, {r["id"] for r in records})
+    fmt = sniff_format(cfg.completions) if cfg.format == "auto" else cfg.format
+    if fmt == "lm-eval":
+        comps = read_lm_eval(cfg.completions, records)
+    else:
+        comps = read_completions(cfg.completions, {r["id"] for r in records})
     task = Task(name, kind, domain, records, src, opened=[cfg.thinking] * len(records))  # type: ignore[arg-type]
     index = {r["id"]: i for i, r in enumerate(records)}
     items = [(index[c["id"]], c["sample"]) for c in comps]
@@ -155,4 +235,4 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     return ScoreResult(summary, cfg.out)
 
 
-__all__ = ["ScoreConfig", "ScoreResult", "read_completions", "score"]
+__all__ = ["ScoreConfig", "ScoreResult", "read_completions", "read_lm_eval", "sniff_format", "score"]

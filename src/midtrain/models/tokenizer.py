@@ -4,7 +4,12 @@ Algorithm: byte-level BPE (``kind=bpe``) or byte-level characters with no merges
 ``tokenizers`` library. Digits are split one per token so that arithmetic is learnable. The tags ``<question>
 </question> <solution> </solution> <answer> </answer> <think> </think>`` are atomic added tokens (never split, and
 *kept* when decoding with ``skip_special_tokens=True``, so that rewards and verifiers see them); ``<bos> <eos>
-<pad>`` are the special tokens. Saved with ``save_pretrained`` so ``AutoTokenizer.from_pretrained(DIR)`` loads it
+<pad>`` are the special tokens. The post-processor puts ``<bos>`` before every encoded text (``tokenizer(text)``
+with the default ``add_special_tokens=True`` gives ``<bos> …`` once), because midtrain trains and generates after a
+BOS: plain transformers, pipelines, lm-eval and vLLM then see the model midtrain trained. midtrain's own paths
+tokenize with ``add_special_tokens=False`` and prepend the BOS themselves, so they are unchanged. The chat
+template is the plain-text one (:data:`PLAIN_CHAT_TEMPLATE`): ``<bos>`` and the messages' text with no role
+markers, each assistant turn closed by ``<eos>``, as the model saw documents in training. Saved with ``save_pretrained`` so ``AutoTokenizer.from_pretrained(DIR)`` loads it
 offline. :func:`load_tokenizer` loads any local directory or hub id; ``trust_remote_code`` stays off unless the
 caller turns it on.
 
@@ -24,6 +29,13 @@ from midtrain.runs import Result, open_run
 
 BOS, EOS, PAD = "<bos>", "<eos>", "<pad>"
 TAGS = ["<question>", "</question>", "<solution>", "</solution>", "<answer>", "</answer>", "<think>", "</think>"]
+# The first line marks the template as midtrain's own (eval's prompt_format=auto keeps the plain '<think>' prompt
+# for such a model: its "chat" is raw text, and it was trained on "Question: … Answer: <think>" documents).
+PLAIN_TEMPLATE_MARK = "{#- midtrain plain-text chat template -#}"
+PLAIN_CHAT_TEMPLATE = (
+    PLAIN_TEMPLATE_MARK + "{{ bos_token }}{% for m in messages %}{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}"
+)
 
 
 @dataclass
@@ -68,13 +80,29 @@ def _build_tokenizer(texts, vocab_size: int, kind: str):
     return tok
 
 
+def bos_post_processor(bos_id: int):
+    """A post-processor that puts ``<bos>`` (id ``bos_id``) before a text, and once before a pair."""
+    from tokenizers.processors import TemplateProcessing
+
+    return TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B:1", special_tokens=[(BOS, bos_id)])
+
+
+def is_plain_chat_template(tokenizer) -> bool:
+    """Whether ``tokenizer``'s chat template is midtrain's plain-text one (a midtrain-trained model)."""
+    template = getattr(tokenizer, "chat_template", None)
+    return isinstance(template, str) and template.startswith(PLAIN_TEMPLATE_MARK)
+
+
 def wrap_tokenizer(tok, model_max_length: int = 2048):
-    """A ``PreTrainedTokenizerFast`` around a ``tokenizers.Tokenizer`` with our tags and special tokens."""
+    """A ``PreTrainedTokenizerFast`` around a ``tokenizers.Tokenizer`` with our tags, special tokens, BOS
+    post-processor and plain-text chat template."""
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
+    tok.post_processor = bos_post_processor(tok.token_to_id(BOS))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=model_max_length)
     fast.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAGS])
+    fast.chat_template = PLAIN_CHAT_TEMPLATE
     return fast
 
 

@@ -1,0 +1,74 @@
+"""BOS in the tokenizer: plain transformers sees the model midtrain trained; midtrain's own paths get one BOS."""
+
+import json
+
+import torch
+
+from midtrain.experiment.demo import BASE_DIR
+from midtrain.models.generation import generate
+from midtrain.models.init import load_model
+from midtrain.models.tokenizer import PLAIN_CHAT_TEMPLATE, is_plain_chat_template, load_tokenizer
+from midtrain.train.data import load_documents
+
+TEXT = "<question>a=3.b=a+4</question>"
+
+
+def test_default_tokenization_starts_with_one_bos(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    bare = tok(TEXT, add_special_tokens=False)["input_ids"]
+    assert tok.bos_token_id not in bare
+    assert tok(TEXT)["input_ids"] == [tok.bos_token_id] + bare
+    # midtrain's paths prepend the BOS text and tokenize without special tokens: still exactly one
+    assert tok(tok.bos_token + TEXT, add_special_tokens=False)["input_ids"] == [tok.bos_token_id] + bare
+    pair = tok(TEXT, "x=1")["input_ids"]
+    assert pair.count(tok.bos_token_id) == 1 and pair[0] == tok.bos_token_id
+
+
+def test_plain_chat_template_is_bos_and_raw_text(tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    assert tok.chat_template == PLAIN_CHAT_TEMPLATE and is_plain_chat_template(tok)
+    msgs = [{"role": "user", "content": TEXT}]
+    assert tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == "<bos>" + TEXT
+    ids = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert ids == tok(TEXT)["input_ids"]  # no second BOS from the post-processor
+    full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": "b=7"}], tokenize=False)
+    assert full == "<bos>" + TEXT + "b=7<eos>"
+
+
+def test_training_documents_carry_one_bos(tmp_path, tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"prompt": TEXT, "completion": "<answer>7</answer>"}) + "\n")
+    (doc,) = load_documents([str(f)], tok, fmt="prompt_completion")
+    assert doc.ids[0] == tok.bos_token_id and doc.ids.count(tok.bos_token_id) == 1
+
+
+def test_shipped_base_tokenizer_adds_bos_and_keeps_its_vocabulary():
+    tok = load_tokenizer(BASE_DIR)
+    assert is_plain_chat_template(tok)
+    assert tok("a=1")["input_ids"][0] == tok.bos_token_id == 0
+    assert tok("<think>", add_special_tokens=False)["input_ids"] == [265]  # the ids the shipped weights were trained on
+
+
+def test_plain_transformers_generate_on_the_shipped_base_matches_midtrain():
+    """Default tokenization + model.generate (what pipelines, lm-eval, vLLM do) gives midtrain's greedy outputs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from midtrain.synth.generate import SynthConfig, generate_problems
+
+    rec = json.loads((BASE_DIR / "acceptance.json").read_text())
+    problems = generate_problems(SynthConfig.from_dict({**rec["problems"]["id"], "n": 6}))
+    prompts = [p["prompt"] for p in problems]
+    ours = [g[0].text for g in generate(load_model(BASE_DIR), load_tokenizer(BASE_DIR), prompts, max_new_tokens=48)]
+    tok = AutoTokenizer.from_pretrained(str(BASE_DIR))
+    model = AutoModelForCausalLM.from_pretrained(str(BASE_DIR))
+    theirs = []
+    for prompt in prompts:
+        enc = tok(prompt, return_tensors="pt")  # add_special_tokens=True: the post-processor's BOS
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=48, do_sample=False, pad_token_id=tok.pad_token_id)  # [1, T]
+        theirs.append(tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+    assert theirs == ours
+    assert sum("<answer>" in t for t in ours) >= 4  # the base solves these (a test that compares empty strings proves nothing)
