@@ -88,6 +88,25 @@ def test_api_auto_probes_once_and_falls_back_to_completions():
         assert b.generate(["a", "b"], max_new_tokens=1) == [["chat"], ["chat"]] and b.resolved_api == "chat"
 
 
+def test_requests_already_retrying_follow_the_api_auto_decision():
+    """The first probe stays undecided (its /completions try fails too); the request then retries on chat while the
+    next one probes and decides completions: the retries must switch, not fail on chat (seen on `transformers serve`)."""
+    calls = Counter()
+
+    def flaky_completions(prompt: str, body: dict) -> str:
+        if "messages" in body:
+            raise HTTPFault(500, "Internal Server Error")
+        calls["completions"] += 1
+        if calls["completions"] == 1:
+            raise HTTPFault(500, "still loading")
+        return f"raw:{prompt}"
+
+    with OpenAIServer(flaky_completions) as srv:
+        b = quick(srv.url, max_retries=4, backoff_s=0.3, max_backoff_s=0.3)
+        out = b.generate(["a", "b"], max_new_tokens=1, errors="return")
+    assert out == [["raw:a"], ["raw:b"]] and b.resolved_api == "completions"
+
+
 def test_chat_on_a_model_without_template_says_what_to_do():
     def vllm_like(prompt: str, body: dict) -> str:
         if "messages" in body:

@@ -90,12 +90,26 @@ def experiment(tmp_path: Path) -> dict:
             "verdicts": {
                 "verb": "judge",
                 "per_seed": False,
-                "args": {"input": str(pairs), "judge": "llm", "max_new_tokens": 16, "backend": served},
+                "args": {
+                    "input": str(pairs),
+                    "candidate_field": "candidate",
+                    "thoughts": False,
+                    "judge": "llm",
+                    "max_new_tokens": 16,
+                    "backend": served,
+                },
             },
             "no_template": {  # a model without a chat template: `api: auto` must find /completions
                 "verb": "judge",
                 "per_seed": False,
-                "args": {"input": str(pairs), "judge": "llm", "max_new_tokens": 4, "backend": {**served, "model": "${plain}"}},
+                "args": {
+                    "input": str(pairs),
+                    "candidate_field": "candidate",
+                    "thoughts": False,
+                    "judge": "llm",
+                    "max_new_tokens": 4,
+                    "backend": {**served, "model": "${plain}"},
+                },
             },
         },
     }

@@ -226,7 +226,13 @@ class OpenAIBackend:
             if resp.status_code < 400 or resp.status_code in AUTH_STATUS | RETRY_STATUS | TRANSIENT_STATUS:
                 return None  # not a question of the endpoint: the ordinary path retries or reports it
             chat_error = f"HTTP {resp.status_code}: {self.redact(resp.text)[:120]}"
-            resp = await self._post("completions", self._body(prompt, max_new_tokens, temperature, n, "completions"))
+            body = self._body(prompt, max_new_tokens, temperature, n, "completions")
+            try:
+                resp = await self._post("completions", body)
+            except httpx.TransportError:
+                # A server may close its keep-alive connection after the 500 (uvicorn does, under `transformers
+                # serve`): the reused socket then fails at once with a ReadError. One fresh try settles it.
+                resp = await self._post("completions", body)
         except httpx.TransportError:  # (timeouts included) undecided; the ordinary path retries and reports
             return None
         if resp.status_code != 200:
@@ -257,12 +263,14 @@ class OpenAIBackend:
 
     async def _attempts(self, prompt: str, max_new_tokens: int, temperature: float, n: int) -> list[str]:
         httpx = self._httpx()
-        api = self.resolved_api or "chat"
-        body = self._body(prompt, max_new_tokens, temperature, n, api)
+        api, body = "", {}
         last, kind, hint = "", "error", ""
         for attempt in range(self.max_retries + 1):
             self._fail_fast()
             retry_after = None
+            if api != (self.resolved_api or "chat"):  # ``api: auto`` may decide while this request waits to retry
+                api = self.resolved_api or "chat"
+                body = self._body(prompt, max_new_tokens, temperature, n, api)
             try:
                 resp = await self._post(api, body)
                 if resp.status_code == 200:
