@@ -134,11 +134,12 @@ def test_mixture_and_replay_domains(tokenizer_dir, corpus, tmp_path):
         TokenizeConfig(model="m", mixture={"replay": ["x"]}, replay=["y"], out="o").validate()
 
 
-def test_corrupt_or_foreign_token_dirs_are_refused(tokenizer_dir, corpus, tmp_path):
+def test_corrupt_or_foreign_token_dirs_are_refused(tokenizer_dir, nano_model, corpus, tmp_path):
     from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 
     tokenize(tokenizer_dir, tmp_path / "t", [corpus])
     open_store(tmp_path / "t", load_tokenizer(tokenizer_dir))  # the good one opens
+    open_store(tmp_path / "t", load_tokenizer(nano_model))  # so does a model saved with the same tokenizer
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "x.txt").write_text("x")
     with pytest.raises(RunDirError, match="plain.*not a usable `midtrain tokenize` directory"):

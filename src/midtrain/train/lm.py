@@ -13,7 +13,15 @@ sizes (DESIGN §4, ``bench/bench_train.py``); our collator keeps ``[B, T]`` rows
 What every training stage shares (run directory, resume, precision, logging, MFU, final save) is
 :mod:`midtrain.train.engine`; this module keeps the rows, the ``TrainingArguments`` and the LM's log record.
 
-Run directory: ``checkpoints/checkpoint-N`` every ``save_every_steps`` (Trainer format, for resume),
+Data: the corpus is tokenized once into a token store (``midtrain tokenize``, :mod:`midtrain.train.tokenize`) —
+on first use into ``<out>/tokens``, or given as ``tokens: DIR`` — and a packing plan is drawn from its document
+index (mixture, replay, budget; :mod:`midtrain.train.data`) and stored as .npy under ``<out>/plan``; rows are built
+from the memory maps when the trainer asks for them, in a fixed order from the seed (``sequential`` sampling), so
+resume skips to the exact row and accelerate gives each rank a disjoint slice of every global batch. Rank 0
+tokenizes and plans; the other ranks wait for its files. The budget is ``steps × rows per step × seq_len``:
+``max_tokens`` counts row positions, padding included.
+
+Run directory: ``tokens/`` and ``plan/`` (above), ``checkpoints/checkpoint-N`` every ``save_every_steps`` (Trainer format, for resume),
 ``log.jsonl`` (one line per logged step: loss, lr, grad norm, tokens, tok/s and MFU over the logging window),
 the JSONL logs of periodic probes (``diagnostics.jsonl``), and at the end the final model + tokenizer at the
 root, so the run directory is itself a Hugging Face checkpoint.

@@ -198,7 +198,7 @@ def tokenize_file(tokenizer: Any, job: Job, on_batch: Callable[[int, int], None]
                 index.extend((shard.tokens + len(flat), len(bos) + len(p_ids) + len(b_ids) + 1, len(bos) + len(p_ids)))
                 shard.prompted += bool(p_ids)
                 flat += bos + p_ids + b_ids + eos
-            out.write(np.asarray(flat, dtype=job.dtype).tobytes())
+            out.write(np.asarray(flat, dtype=np.dtype(job.dtype).newbyteorder("<")).tobytes())
             shard.tokens += len(flat)
             shard.documents += len(batch)
             if on_batch is not None:
@@ -377,7 +377,7 @@ def check_shard(path: Path, sh: dict[str, Any], dtype: str) -> np.ndarray:
         raise bad(idx_path, "document bounds outside the shard")
     if not sh["tokens"]:
         return np.zeros(0, dtype=dtype)
-    return np.memmap(bin_path, dtype=dtype, mode="r")
+    return np.memmap(bin_path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
 
 
 __all__ = ["STAGE", "TokenStore", "TokenizeConfig", "expected_key", "open_store", "run", "token_dtype", "tokenizer_identity"]
