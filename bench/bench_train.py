@@ -32,7 +32,7 @@ from midtrain.models.init import ModelInitConfig, init_model, load_model  # noqa
 from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 from midtrain.train.data import collate  # noqa: E402
 from midtrain.train.engine import OptimConfig, peak_flops  # noqa: E402
-from midtrain.train.lm import build_rows, flops_per_token, prepare_for_packed_training  # noqa: E402
+from midtrain.train.lm import build_dataset, flops_per_token, prepare_for_packed_training  # noqa: E402
 from midtrain.train.pretrain import PretrainConfig, run  # noqa: E402
 
 WARMUP = 5
@@ -53,7 +53,7 @@ def corpus(path: Path, n: int = 4000) -> Path:
 def bare(model_dir: Path, cfg: PretrainConfig, precision: str, device: str) -> float:
     torch.manual_seed(0)
     tok = load_tokenizer(model_dir)
-    rows, _ = build_rows(cfg, tok)
+    rows, _ = build_dataset(cfg, tok, Path(tempfile.mkdtemp(prefix="bench-rows-")), cfg.max_steps, cfg.batch_size)
     model = prepare_for_packed_training(load_model(model_dir)).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, fused=device == "cuda")
     B = cfg.batch_size

@@ -60,7 +60,7 @@ META = "midtrain.json"
 MARKER = "COMPLETE"
 CONFIG = "config.yaml"
 # Fields that say *where* or *how verbosely* to run, not *what*: they do not enter the run key.
-BOOKKEEPING = {"out", "overwrite", "log_every_steps", "progress", "num_workers", "threads", "chunk_elements", "report_to"}
+BOOKKEEPING = {"out", "overwrite", "log_every_steps", "progress", "num_workers", "num_proc", "threads", "chunk_elements", "report_to"}
 # Files above this size are fingerprinted by size + their first and last 4 MiB instead of a full hash, so that
 # opening a run on a 70B checkpoint does not read 140 GB (an in-place edit of the middle would go unnoticed).
 FULL_HASH_MAX_BYTES = 256 << 20

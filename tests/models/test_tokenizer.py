@@ -8,7 +8,6 @@ from midtrain.experiment.demo import BASE_DIR
 from midtrain.models.generation import generate
 from midtrain.models.init import load_model
 from midtrain.models.tokenizer import PLAIN_CHAT_TEMPLATE, is_plain_chat_template, load_tokenizer
-from midtrain.train.data import load_documents
 
 TEXT = "<question>a=3.b=a+4</question>"
 
@@ -41,8 +40,13 @@ def test_training_documents_carry_one_bos(tmp_path, tokenizer_dir):
     tok = load_tokenizer(tokenizer_dir)
     f = tmp_path / "d.jsonl"
     f.write_text(json.dumps({"prompt": TEXT, "completion": "<answer>7</answer>"}) + "\n")
-    (doc,) = load_documents([str(f)], tok, fmt="prompt_completion")
-    assert doc.ids[0] == tok.bos_token_id and doc.ids.count(tok.bos_token_id) == 1
+    from midtrain.train.tokenize import TokenizeConfig, open_store, run
+
+    run(TokenizeConfig(model=str(tokenizer_dir), data=[str(f)], format="prompt_completion", out=str(tmp_path / "t")))
+    store = open_store(tmp_path / "t", tok)
+    ((shard, start, n, _),) = store.documents("default").tolist()
+    ids = store.shards[shard][start : start + n].tolist()
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
 
 
 def test_shipped_base_tokenizer_adds_bos_and_keeps_its_vocabulary():

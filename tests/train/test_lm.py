@@ -4,11 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from midtrain.errors import DataError
+from midtrain.errors import ConfigError, DataError
 from midtrain.train.lm import OptimConfig
 from midtrain.train.pretrain import PretrainConfig, run
 
@@ -60,32 +61,74 @@ def test_last_step_is_logged_whatever_the_log_interval(nano_model, corpus, tmp_p
     assert res.metrics["final_loss"] == log[-1]["loss"]
 
 
-def test_resume_follows_the_uninterrupted_curve(nano_model, corpus, tmp_path, monkeypatch):
-    run(_cfg(nano_model, corpus, tmp_path / "full", max_steps=24, save_every_steps=8))
-    full = {r["step"]: r["loss"] for r in _log(tmp_path / "full")}
-
+def recording_steps(monkeypatch, crash_at=None):
+    """Patch ``Trainer.training_step`` to record the input_ids of every step (what the model saw) and optionally
+    raise at call ``crash_at``; returns the list it fills."""
     import transformers
 
-    orig = transformers.Trainer.training_step
-    calls = {"n": 0}
+    current = transformers.Trainer.training_step
+    orig = getattr(current, "orig", current)  # not an earlier recorder
+    seen = []
 
-    def crashing(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 19:
+    def step(self, model, inputs, *a, **k):
+        if crash_at is not None and len(seen) + 1 == crash_at:
             raise RuntimeError("simulated crash")
-        return orig(self, *a, **k)
+        seen.append(inputs["input_ids"].tolist())
+        return orig(self, model, inputs, *a, **k)
 
-    monkeypatch.setattr(transformers.Trainer, "training_step", crashing)
+    step.orig = orig
+    monkeypatch.setattr(transformers.Trainer, "training_step", step)
+    return seen
+
+
+def test_resume_follows_the_uninterrupted_curve(nano_model, corpus, tmp_path, monkeypatch):
+    full_batches = recording_steps(monkeypatch)
+    run(_cfg(nano_model, corpus, tmp_path / "full", max_steps=24, save_every_steps=8))
+    full = {r["step"]: r["loss"] for r in _log(tmp_path / "full")}
+    assert len(full_batches) == 24 and len({str(b) for b in full_batches}) == 24
+
+    recording_steps(monkeypatch, crash_at=19)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(_cfg(nano_model, corpus, tmp_path / "part", max_steps=24, save_every_steps=8))
-    monkeypatch.setattr(transformers.Trainer, "training_step", orig)
     assert (tmp_path / "part" / "checkpoints" / "checkpoint-16").is_dir()
+    resumed_batches = recording_steps(monkeypatch)
     res = run(_cfg(nano_model, corpus, tmp_path / "part", max_steps=24, save_every_steps=8))
+    assert resumed_batches == full_batches[16:]  # the exact rows after the checkpoint, in the same order
     resumed = {r["step"]: r["loss"] for r in _log(tmp_path / "part")}
     assert sorted(resumed) == sorted(full)  # no step lost or logged twice
     for step in (20, 24):
         assert resumed[step] == pytest.approx(full[step], rel=1e-4, abs=1e-5)
     assert not res.cached
+
+
+def test_max_tokens_counts_rows_times_seq_len(nano_model, corpus, tmp_path):
+    from midtrain.train.lm import planned_steps
+
+    assert planned_steps(7, 10**9, 512) == 7  # max_steps wins
+    assert planned_steps(0, 1024, 512) == 2 and planned_steps(0, 1025, 512) == 3 and planned_steps(0, 0, 512) == 0
+    res = run(_cfg(nano_model, corpus, tmp_path / "r", max_steps=0, max_tokens=3 * 8 * 64 - 10, log_every_steps=10))
+    m = res.metrics
+    assert m["steps"] == 3 and m["rows"] == 24 and m["tokens"] == 3 * 8 * 64  # exactly the rows of 3 steps
+    assert (tmp_path / "r" / "tokens" / "COMPLETE").is_file() and list((tmp_path / "r" / "plan").glob("*.rows.npy"))
+    assert sum(m["tokens_per_domain"].values()) == pytest.approx(m["packing_efficiency"] * 24 * 64, abs=1)
+
+
+def test_training_from_a_token_store_and_completion_only(nano_model, tmp_path):
+    from midtrain.train.tokenize import TokenizeConfig
+    from midtrain.train.tokenize import run as tokenize
+
+    recs = [{"prompt": f"a={i % 5}.?a<think>", "completion": f"a={i % 5}.</think><answer>{i % 5}</answer>"} for i in range(64)]
+    (tmp_path / "pc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    tokenize(TokenizeConfig(model=str(nano_model), data=[str(tmp_path / "pc.jsonl")], out=str(tmp_path / "tok")))
+    base = dict(model=str(nano_model), tokens=str(tmp_path / "tok"), out=str(tmp_path / "r"), seq_len=64, batch_size=4, max_steps=2)
+    full = run(PretrainConfig(**base)).metrics
+    masked = run(PretrainConfig(**{**base, "out": str(tmp_path / "m"), "completion_only": True})).metrics
+    assert masked["rows"] == full["rows"] and 0 < masked["target_tokens"] < full["target_tokens"]
+    assert not (tmp_path / "r" / "tokens").exists()  # the given store is used, nothing tokenized again
+    with pytest.raises(ConfigError, match="key 'tokens'"):
+        PretrainConfig(**{**base, "data": [str(tmp_path / "pc.jsonl")]}).validate()
+    with pytest.raises(ConfigError, match="weights.nope"):
+        run(PretrainConfig(**{**base, "out": str(tmp_path / "w"), "weights": {"nope": 1.0}}))
 
 
 def test_gradient_accumulation_invariance(nano_model, corpus, tmp_path):
@@ -201,3 +244,51 @@ def test_diagnostics_during_pretraining(nano_model, tmp_path):
     rows = [json.loads(l) for l in (tmp_path / "r" / "diagnostics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6]
     assert {"trace_acc", "direct_acc", "by_op", "skills"} <= set(rows[0]) and "arith" in rows[0]["skills"]
+
+
+RANK_RECORDER = """
+import json, os, sys
+import transformers
+from midtrain.cli import main
+
+orig = transformers.Trainer.training_step
+
+
+def step(self, model, inputs, *a, **k):
+    with open(os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.jsonl"), "a") as f:
+        f.write(json.dumps(inputs["input_ids"].tolist()) + "\\n")
+    return orig(self, model, inputs, *a, **k)
+
+
+transformers.Trainer.training_step = step
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_see_disjoint_rows_covering_all(nano_model, corpus, tmp_path):
+    """Under DDP (2 gloo processes), rank 1 waits for rank 0's token store and plan; the ranks train on disjoint
+    rows whose union is every planned row."""
+    from midtrain.models.tokenizer import load_tokenizer
+    from midtrain.train.data import PackedDataset
+    from midtrain.train.tokenize import open_store
+
+    script = tmp_path / "record.py"
+    script.write_text(RANK_RECORDER)
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    args = ["--model", str(nano_model), "--data", str(corpus), "--seq-len", "64", "--batch-size", "4", "--max-steps", "3"]
+    args += ["--precision", "fp32", "--out", str(tmp_path / "r")]
+    launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    proc = subprocess.run(
+        [*launch, "--dynamo_backend", "no", str(script), str(tmp_path), "pretrain", *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = {r: [row for line in (tmp_path / f"rank{r}.jsonl").read_text().splitlines() for row in json.loads(line)] for r in (0, 1)}
+    assert len(seen[0]) == len(seen[1]) == 3 * 4
+    rows0, rows1 = {json.dumps(x) for x in seen[0]}, {json.dumps(x) for x in seen[1]}
+    assert not rows0 & rows1
+    store = open_store(tmp_path / "r" / "tokens")
+    (plan,) = (tmp_path / "r" / "plan").glob("*.rows.npy")
+    segments = np.load(str(plan).replace(".rows.npy", ".segments.npy"))
+    ds = PackedDataset(store.shards, segments, np.load(plan), 64, load_tokenizer(nano_model).pad_token_id)
+    assert len(ds) == 24 and rows0 | rows1 == {json.dumps(ds[i]["input_ids"].tolist()) for i in range(len(ds))}

@@ -13,7 +13,15 @@ sizes (DESIGN §4, ``bench/bench_train.py``); our collator keeps ``[B, T]`` rows
 What every training stage shares (run directory, resume, precision, logging, MFU, final save) is
 :mod:`midtrain.train.engine`; this module keeps the rows, the ``TrainingArguments`` and the LM's log record.
 
-Run directory: ``checkpoints/checkpoint-N`` every ``save_every_steps`` (Trainer format, for resume),
+Data: the corpus is tokenized once into a token store (``midtrain tokenize``, :mod:`midtrain.train.tokenize`) —
+on first use into ``<out>/tokens``, or given as ``tokens: DIR`` — and a packing plan is drawn from its document
+index (mixture, replay, budget; :mod:`midtrain.train.data`) and stored as .npy under ``<out>/plan``; rows are built
+from the memory maps when the trainer asks for them, in a fixed order from the seed (``sequential`` sampling), so
+resume skips to the exact row and accelerate gives each rank a disjoint slice of every global batch. Rank 0
+tokenizes and plans; the other ranks wait for its files. The budget is ``steps × rows per step × seq_len``:
+``max_tokens`` counts row positions, padding included.
+
+Run directory: ``tokens/`` and ``plan/`` (above), ``checkpoints/checkpoint-N`` every ``save_every_steps`` (Trainer format, for resume),
 ``log.jsonl`` (one line per logged step: loss, lr, grad norm, tokens, tok/s and MFU over the logging window),
 the JSONL logs of periodic probes (``diagnostics.jsonl``), and at the end the final model + tokenizer at the
 root, so the run directory is itself a Hugging Face checkpoint.
@@ -23,24 +31,19 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, seed_everything
 from midtrain.errors import ConfigError, DataError, MidtrainError
-from midtrain.runs import Result, Run
-from midtrain.train.data import (
-    Doc,
-    Format,
-    PackedRows,
-    collate,
-    load_documents,
-    mix,
-    pack,
-)
+from midtrain.runs import MARKER, META, Result, Run, atomic_file, atomic_write_json, read_json, read_meta, stable_hash
+from midtrain.train.data import NO_PROMPT_FORMATS, Format, PackedDataset, collate, mix_documents, pack_plan, plan_stats
 from midtrain.train.engine import (
     CKPT_DIR,
     LOG,
@@ -65,7 +68,8 @@ from midtrain.train.engine import (
 from midtrain.train.trackers import Tracker, check_installed, check_report_to, connect, run_name
 
 CHECKPOINT_DONE = "trainer_state.json"  # transformers writes it after the weights, optimizer and RNG states
-NO_PROMPT_FORMATS = ("text", "augmented", "augmented_raw")  # formats whose records have no prompt
+TOKENS_DIR = "tokens"  # the token store tokenized on first use, inside the run directory
+PLAN_DIR = "plan"  # packing plans (.npy, memory-mapped), named by a hash of what they depend on
 
 
 @dataclass
@@ -78,6 +82,13 @@ class LMConfig(Config):
     text_field: str = param("text", "Field holding the text for the 'text' format.")
     completion_only: bool = param(False, "Train only on completion tokens (prompt_completion records).")
     mixture: dict[str, list[str]] = param({}, "Domain name → files; replaces `data` when set.")
+    tokens: str = param(
+        "",
+        "A `midtrain tokenize` directory to train from (its domains replace data/mixture/replay); "
+        "empty: tokenize the data on first use into <out>/tokens.",
+        path="dir",
+    )
+    num_proc: int = param(0, "Tokenizer processes when tokenizing on first use (0: one per CPU core, at most one per file).", ge=0)
     weights: dict[str, float] = param({}, "Domain name → token share of the budget (default: equal).", ge=0)
     replay: list[str] = param([], "Files from an earlier stage replayed as the 'replay' domain.")
     replay_share: float = param(0.0, "Share of the token budget given to `replay`.", ge=0, lt=1)
@@ -87,7 +98,11 @@ class LMConfig(Config):
     seq_len: int = param(256, "Tokens per packed row (at most the model's max_position_embeddings).", ge=8)
     batch_size: int = param(8, "Rows per device per micro-batch.", ge=1)
     max_steps: int = param(0, "Optimizer steps (0: derived from max_tokens, or one pass over the data).", ge=0)
-    max_tokens: int = param(0, "Token budget (rows × seq_len) when max_steps is 0; 0 means one pass.", ge=0)
+    max_tokens: int = param(
+        0,
+        "Token budget (rows × seq_len, padding included) when max_steps is 0: ceil(max_tokens / tokens per step) steps; 0 means one pass.",
+        ge=0,
+    )
     optim: OptimConfig = param(OptimConfig(), "Optimizer and schedule.")
     precision: Precision = param("auto", "auto: bf16 autocast on a CUDA GPU with bf16, else fp32 (faster on our CPUs; see bench).")
     gradient_checkpointing: bool = param(False, "Recompute activations in backward (saves memory, ~17% slower).")
@@ -108,11 +123,13 @@ class LMConfig(Config):
     def check(self) -> None:
         if not self.model:
             raise ConfigError("key 'model': give a checkpoint directory to start from")
-        if not self.data and not self.mixture:
-            raise ConfigError("key 'data': give at least one training file (or a 'mixture')")
+        if not self.data and not self.mixture and not self.tokens:
+            raise ConfigError("key 'data': give at least one training file (or a 'mixture', or 'tokens')")
+        if self.tokens and (self.data or self.mixture or self.replay):
+            raise ConfigError("key 'tokens': the token store's domains are the data; leave data, mixture and replay empty")
         if not self.out:
             raise ConfigError("key 'out': give an output directory")
-        if self.replay_share > 0 and not self.replay:
+        if self.replay_share > 0 and not self.replay and not self.tokens:
             raise ConfigError("key 'replay': replay_share > 0 needs replay files")
         for d in self.weights:
             if self.mixture and d not in self.mixture:
@@ -147,40 +164,119 @@ def check_seq_len(cfg: LMConfig) -> None:
         )
 
 
-def build_rows(cfg: LMConfig, tokenizer: Any) -> tuple[PackedRows, dict[str, Any]]:
-    """Documents → mixture → packed rows, plus data statistics."""
-    sources = dict(cfg.mixture) if cfg.mixture else {"default": list(cfg.data)}
-    domains: dict[str, list[Doc]] = {
-        name: load_documents(files, tokenizer, fmt=cfg.format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain=name)
-        for name, files in sources.items()
-    }
-    if cfg.completion_only and not any(d.prompt_tokens for docs in domains.values() for d in docs):
-        files = ", ".join(f for files in sources.values() for f in files)
-        raise DataError(f"completion_only: no record in {files} has a prompt (prompt + completion records) to leave out of the loss")
-    weights = {d: cfg.weights.get(d, 1.0 if not cfg.weights else 0.0) for d in domains}
-    tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.optim.grad_accum_steps * world_size()
-    budget = cfg.max_steps * tokens_per_step if cfg.max_steps else (cfg.max_tokens or None)
+def planned_steps(max_steps: int, max_tokens: int, tokens_per_step: int) -> int:
+    """Optimizer steps asked for: ``max_steps``, else ``ceil(max_tokens / tokens_per_step)`` (a token is a row
+    position, padding included), else 0 (one pass over the data, known once the rows are planned)."""
+    if max_steps:
+        return max_steps
+    return math.ceil(max_tokens / tokens_per_step) if max_tokens else 0
+
+
+def token_config(cfg: LMConfig, out: Path) -> Any:
+    """The ``midtrain tokenize`` config of the first-use token store of ``cfg`` (replay only when it is used)."""
+    from midtrain.train.tokenize import TokenizeConfig
+
+    return TokenizeConfig(
+        model=cfg.model,
+        data=list(cfg.data),
+        format=cfg.format,
+        text_field=cfg.text_field,
+        completion_only=cfg.completion_only,
+        mixture=dict(cfg.mixture),
+        replay=list(cfg.replay) if cfg.replay_share > 0 else [],
+        replay_format=cfg.replay_format,
+        num_proc=cfg.num_proc,
+        out=str(out),
+        trust_remote_code=cfg.trust_remote_code,
+    )
+
+
+def wait_for(ready: Callable[[], bool], what: str, poll_s: float = 0.5) -> None:
+    """Block until ``ready()`` (what rank 0 writes, seen by the other ranks through the shared run directory).
+
+    A file, not a collective: no process group exists yet, and if rank 0 fails the launcher stops every rank.
+    """
+    last = time.monotonic()
+    while not ready():
+        time.sleep(poll_s)
+        if time.monotonic() - last > 300:
+            log(f"still waiting for {what}")
+            last = time.monotonic()
+
+
+def token_store(cfg: LMConfig, tokenizer: Any, run_path: Path) -> Any:
+    """The checked token store to train from: ``cfg.tokens``, or tokenized on first use into ``<out>/tokens`` by
+    rank 0 (a cached run: a resumed training run finds it done) while the other ranks wait for it."""
+    from midtrain.train.tokenize import expected_key, open_store
+    from midtrain.train.tokenize import run as tokenize
+
+    if cfg.tokens:
+        return open_store(cfg.tokens, tokenizer)
+    tcfg = token_config(cfg, run_path / TOKENS_DIR)
+    if is_main():
+        tokenize(tcfg)
+    else:
+        key, marker = expected_key(tcfg), run_path / TOKENS_DIR / MARKER
+        wait_for(lambda: marker.is_file() and marker.read_text().strip() == key, f"rank 0 to tokenize into {tcfg.out}")
+    return open_store(tcfg.out, tokenizer)
+
+
+def mixture_weights(cfg: LMConfig, store: Any) -> dict[str, float]:
+    """Domain → weight of the domains trained on (replay gets ``replay_share``, the others share the rest)."""
+    names = [n for n in store.names if n != "replay"]
+    for d in cfg.weights:
+        if d not in names:
+            raise ConfigError(f"key 'weights.{d}': no such domain in the token store {store.path} ({', '.join(names)})")
+    weights = {d: cfg.weights.get(d, 1.0 if not cfg.weights else 0.0) for d in names}
     if cfg.replay_share > 0:
-        domains["replay"] = load_documents(
-            cfg.replay, tokenizer, fmt=cfg.replay_format, completion_only=cfg.completion_only, text_field=cfg.text_field, domain="replay"
-        )
+        if "replay" not in store.names:
+            raise ConfigError(f"key 'replay_share': the token store {store.path} has no replay domain")
         total = sum(weights.values())
         weights = {d: w / total * (1 - cfg.replay_share) for d, w in weights.items()}
         weights["replay"] = cfg.replay_share
-        if budget is None:
-            budget = sum(len(d.ids) for name, docs in domains.items() if name != "replay" for d in docs)
-            budget = int(budget / (1 - cfg.replay_share))
-    docs, taken = mix(domains, weights, budget, cfg.seed)
-    rows = pack(docs, cfg.seq_len, tokenizer.pad_token_id)
-    real = sum(len(d.ids) for d in docs)
-    stats = {
-        "documents": len(docs),
-        "rows": len(rows),
-        "tokens_per_domain": taken,
-        "packing_efficiency": round(real / max(len(rows) * cfg.seq_len, 1), 4),
-        "target_tokens": rows.target_tokens,
-    }
-    return rows, stats
+    return weights
+
+
+def make_plan(cfg: LMConfig, store: Any, weights: dict[str, float], budget: int | None, max_rows: int | None) -> Any:
+    """Mixture draw over the store's document lengths, then the packing plan (see :mod:`midtrain.train.data`)."""
+    names = list(weights)
+    docs = [store.documents(n) for n in names]  # [documents, 4] per domain: shard, start, length, prompt length
+    order, _ = mix_documents([d[:, 2] for d in docs], [weights[n] for n in names], budget, cfg.seed)
+    return pack_plan(order, np.concatenate(docs), cfg.seq_len, completion_only=cfg.completion_only, max_rows=max_rows)
+
+
+def build_dataset(cfg: LMConfig, tokenizer: Any, run_path: Path, steps: int, per_step_rows: int) -> tuple[PackedDataset, dict[str, Any]]:
+    """Token store → mixture → packing plan (stored under ``<out>/plan``, memory-mapped) → the rows, and data
+    statistics. Rank 0 plans; the others wait for its files. ``steps`` (0: one pass) sets the token budget."""
+    store = token_store(cfg, tokenizer, run_path)
+    weights = mixture_weights(cfg, store)
+    if cfg.completion_only and not any(d["prompted"] for d in store.manifest["domains"] if d["name"] in weights and d["name"] != "replay"):
+        raise DataError(
+            f"completion_only: no record of the token store {store.path} has a prompt (prompt + completion records) to leave out of the loss"
+        )
+    budget = steps * per_step_rows * cfg.seq_len if steps else None
+    if budget is None and cfg.replay_share > 0:
+        fresh = sum(d["tokens"] for d in store.manifest["domains"] if d["name"] in weights and d["name"] != "replay")
+        budget = int(fresh / (1 - cfg.replay_share))
+    max_rows = steps * per_step_rows if steps else None
+    key = stable_hash(
+        {"store": read_meta(store.path / META).get("run_key"), "weights": weights, "budget": budget, "max_rows": max_rows}
+        | {k: getattr(cfg, k) for k in ("seed", "seq_len", "completion_only")}
+    )[:20]
+    base = run_path / PLAN_DIR / key
+    done = base.with_suffix(".json")
+    if is_main() and not done.is_file():
+        plan = make_plan(cfg, store, weights, budget, max_rows)
+        for name, arr in (("segments", plan.segments), ("rows", plan.rows)):
+            with atomic_file(f"{base}.{name}.npy") as f:
+                np.save(f, arr)
+        shard_domain = np.asarray(store.shard_domain, dtype=np.int64)
+        atomic_write_json(done, plan_stats(plan, shard_domain, store.names, cfg.seq_len))  # written last: the marker
+    elif not is_main():
+        wait_for(done.is_file, f"rank 0 to plan the rows into {done}")
+    segments = np.load(f"{base}.segments.npy", mmap_mode="r")
+    rows = np.load(f"{base}.rows.npy", mmap_mode="r")
+    return PackedDataset(store.shards, segments, rows, cfg.seq_len, tokenizer.pad_token_id), read_json(done)
 
 
 def prepare_for_packed_training(model: Any) -> Any:
@@ -278,6 +374,8 @@ def run_inputs(cfg: LMConfig) -> dict[str, str]:
     for dom, files in cfg.mixture.items():
         inputs.update({f"mixture.{dom}[{i}]": p for i, p in enumerate(files)})
     inputs.update({f"replay[{i}]": p for i, p in enumerate(cfg.replay)})
+    if cfg.tokens:
+        inputs["tokens"] = cfg.tokens
     return {k: v for k, v in inputs.items() if Path(v).exists()}
 
 
@@ -292,16 +390,18 @@ def train_lm(cfg: LMConfig, stage: str, callbacks: Sequence[Periodic] = ()) -> R
     tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     check_seq_len(cfg)
     check_installed(cfg.report_to)
-    rows, stats = build_rows(cfg, tokenizer)  # data errors surface before the run dir exists
     with open_training_run(cfg.out, stage, cfg, run_inputs(cfg), overwrite=cfg.overwrite, seed=cfg.seed) as run:
         if run.cached:
             return Result.of(run)
+        per_step_rows = cfg.batch_size * cfg.optim.grad_accum_steps * world_size()
+        tokens_per_step = per_step_rows * cfg.seq_len
+        steps = planned_steps(cfg.max_steps, cfg.max_tokens, tokens_per_step)
+        # a fresh run dir that fails here (bad data) is removed again by open_run
+        rows, stats = build_dataset(cfg, tokenizer, run.path, steps, per_step_rows)
         seed_everything(cfg.seed)
         precision = resolve_precision(cfg.precision)
         model = prepare_for_packed_training(load_model(cfg.model, trust_remote_code=cfg.trust_remote_code))
-        per_step_rows = cfg.batch_size * cfg.optim.grad_accum_steps * world_size()
-        max_steps = cfg.max_steps or max(1, math.ceil(len(rows) / per_step_rows))
-        tokens_per_step = per_step_rows * cfg.seq_len
+        max_steps = steps or max(1, math.ceil(len(rows) / per_step_rows))
         fpt = flops_per_token(model, cfg.seq_len)
         resume, history = start(run, CHECKPOINT_DONE, model.config, logs=[LOG, *(c.log_name for c in callbacks)])
         logger = LMLogCallback(run, max_steps, tokens_per_step, fpt, precision, history)
