@@ -76,3 +76,29 @@ def test_plain_transformers_generate_on_the_shipped_base_matches_midtrain():
         theirs.append(tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
     assert theirs == ours
     assert sum("<answer>" in t for t in ours) >= 4  # the base solves these (a test that compares empty strings proves nothing)
+
+
+def never_adds_bos(bos: str):
+    """A tokenizer like SmolLM2's or Qwen's: it names a BOS (a chat marker) but never adds it to a text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, bos: 1, "<|im_end|>": 2, "a": 3, "b": 4}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token=bos, eos_token="<|im_end|>", unk_token="[UNK]")
+
+
+def test_leading_bos_follows_the_tokenizers_own_encoding(tokenizer_dir):
+    from tokenizers import processors
+
+    from midtrain.models.tokenizer import leading_bos
+
+    ours = load_tokenizer(tokenizer_dir)
+    assert leading_bos(ours) == [ours.bos_token_id]  # the post-processor adds it
+    smol = never_adds_bos("<|im_start|>")
+    assert smol("a b")["input_ids"] == [3, 4] and leading_bos(smol) == []  # never prepend a chat marker to raw text
+    legacy = load_tokenizer(tokenizer_dir)
+    legacy.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)  # before the BOS post-processor
+    assert legacy(TEXT)["input_ids"][0] != legacy.bos_token_id
+    assert leading_bos(legacy) == [legacy.bos_token_id]  # trained with a hand-prepended BOS: keeps it

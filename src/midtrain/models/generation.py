@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from midtrain.models.tokenizer import leading_bos
+
 
 @dataclass
 class Generation:
@@ -48,7 +50,7 @@ def generate(
     work.sort(key=lambda ij: -lengths[ij[0]])
     out: list[list[Generation | None]] = [[None] * n for _ in prompts]
     model.eval()
-    bos = tokenizer.bos_token if add_bos and tokenizer.bos_token else ""
+    bos = tokenizer.bos_token if add_bos and leading_bos(tokenizer) else ""  # as the model was trained
     for start in range(0, len(work), batch_size):
         chunk = work[start : start + batch_size]
         texts = [bos + prompts[i] for i, _ in chunk]

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.runs import Result, open_run
+from midtrain.thoughts import THINK_OPEN
 
 BOS, EOS, PAD = "<bos>", "<eos>", "<pad>"
 TAGS = ["<question>", "</question>", "<solution>", "</solution>", "<answer>", "</answer>", "<think>", "</think>"]
@@ -85,6 +86,25 @@ def bos_post_processor(bos_id: int):
     from tokenizers.processors import TemplateProcessing
 
     return TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B:1", special_tokens=[(BOS, bos_id)])
+
+
+def leading_bos(tokenizer: Any) -> list[int]:
+    """``[bos_id]`` when documents and prompts start with BOS for this tokenizer, else ``[]``.
+
+    The tokenizer's own encoding decides: BOS is used when ``tokenizer(text)`` puts it first (midtrain's tokenizers,
+    Llama, Gemma). SmolLM2 and Qwen name ``<|im_start|>``/``<|endoftext|>`` as BOS but never add it: there it is
+    a chat marker, and prepending it to raw text would train and prompt the model on what it never saw. Checkpoints
+    of midtrain tokenizers made before the BOS post-processor (``<bos>`` and ``<think>`` in the vocabulary) keep
+    the BOS they were trained with.
+    """
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    if ids and ids[0] == bos:
+        return [bos]
+    legacy = tokenizer.bos_token == BOS and THINK_OPEN in tokenizer.get_vocab()
+    return [bos] if legacy else []
 
 
 def is_plain_chat_template(tokenizer) -> bool:

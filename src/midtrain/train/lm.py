@@ -41,6 +41,7 @@ import numpy as np
 
 from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, seed_everything
+from midtrain.data import input_files
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.runs import MARKER, META, Result, Run, atomic_file, atomic_write_json, read_json, read_meta, stable_hash
 from midtrain.train.data import NO_PROMPT_FORMATS, Format, PackedDataset, collate, mix_documents, pack_plan, plan_stats
@@ -370,13 +371,16 @@ def training_args(cfg: LMConfig, output_dir: Path, max_steps: int, precision: st
 
 def run_inputs(cfg: LMConfig) -> dict[str, str]:
     """The local inputs whose content enters the run key (hub ids are named in the config)."""
-    inputs = {"model": cfg.model, **{f"data[{i}]": p for i, p in enumerate(cfg.data)}}
+    specs = {"model": cfg.model, **{f"data[{i}]": p for i, p in enumerate(cfg.data)}}
     for dom, files in cfg.mixture.items():
-        inputs.update({f"mixture.{dom}[{i}]": p for i, p in enumerate(files)})
-    inputs.update({f"replay[{i}]": p for i, p in enumerate(cfg.replay)})
+        specs.update({f"mixture.{dom}[{i}]": p for i, p in enumerate(files)})
+    specs.update({f"replay[{i}]": p for i, p in enumerate(cfg.replay)})
     if cfg.tokens:
-        inputs["tokens"] = cfg.tokens
-    return {k: v for k, v in inputs.items() if Path(v).exists()}
+        specs["tokens"] = cfg.tokens
+    inputs: dict[str, str] = {}
+    for name, spec in specs.items():  # a glob enters as the files it matches (their content, not the pattern)
+        inputs.update(input_files(name, spec) if name != "model" else ({name: spec} if Path(spec).exists() else {}))
+    return inputs
 
 
 def train_lm(cfg: LMConfig, stage: str, callbacks: Sequence[Periodic] = ()) -> Result:

@@ -56,6 +56,7 @@ from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import BackendConfig
 from midtrain.llm.judge import VERDICT_CACHE, LLMJudge, VerdictCache
 from midtrain.llm.prompts import JUDGE_PLACEHOLDERS, check_template, fill_template, load_prompt
+from midtrain.models.tokenizer import leading_bos
 from midtrain.runs import Result
 from midtrain.train.engine import (
     CKPT_DIR,
@@ -302,7 +303,8 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
     needs = REWARD_COLUMNS[reward]
     template = cfg.prompt_text_template()
     ids = tokenizer("x", add_special_tokens=True)["input_ids"]
-    bos = tokenizer.bos_token if cfg.add_bos and tokenizer.bos_token and not (ids and ids[0] == tokenizer.bos_token_id) else ""
+    adds_bos = bool(ids) and ids[0] == tokenizer.bos_token_id  # TRL tokenizes prompts with special tokens
+    bos = tokenizer.bos_token if cfg.add_bos and leading_bos(tokenizer) and not adds_bos else ""
     rows: list[dict[str, Any]] = []
     for path in cfg.data:
         for rec in iter_records(path):

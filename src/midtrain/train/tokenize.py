@@ -46,6 +46,7 @@ from midtrain.config import Config, param
 from midtrain.console import log, progress
 from midtrain.data import expand_input, iter_records
 from midtrain.errors import ConfigError, DataError, RunDirError
+from midtrain.models.tokenizer import leading_bos
 from midtrain.runs import MARKER, META, Result, atomic_file, atomic_write_json, content_hash, open_run, read_json, read_meta, run_key
 from midtrain.train.data import NO_PROMPT_FORMATS, Format, record_to_pair
 
@@ -187,7 +188,7 @@ def batches(job: Job) -> Iterator[list[tuple[str, str]]]:
 
 def tokenize_file(tokenizer: Any, job: Job, on_batch: Callable[[int, int], None] | None = None) -> Shard:
     """Tokenize one file into its shard (.bin of tokens, .npy index); ``on_batch(records, tokens)`` after each batch."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    bos = leading_bos(tokenizer)  # none for tokenizers that never add their BOS (SmolLM2, Qwen)
     eos = [tokenizer.eos_token_id]
     shard = Shard(job.source, job.bin_path.name, job.index_path.name)
     index = array("q")  # start, length, prompt length per document: 24 bytes each
