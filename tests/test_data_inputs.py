@@ -218,3 +218,18 @@ def test_a_run_directory_is_no_corpus(tmp_path):
     with pytest.raises(DataError, match="a midtrain run directory, not a corpus"):
         list(iter_records(str(tmp_path / "run")))
     assert plain(iter_records(str(tmp_path / "run" / "shards" / "*.jsonl"))) == RECS[:2]
+
+
+def test_stage_errors_on_a_glob_name_the_file_not_the_pattern(tmp_path):
+    """Every stage's own record checks (here judge's and rl's) name the file a bad record came from."""
+    from midtrain.data import where
+    from midtrain.llm.judge import JudgeConfig
+    from midtrain.llm.judge import run as judge
+
+    assert where({"_file": "c/b.jsonl", "_line": 7}, "c/*.jsonl") == "c/b.jsonl:7"
+    assert where({}, "x.jsonl") == "x.jsonl:?"
+    jsonl(tmp_path / "p" / "a.jsonl", [{"completion": "a", "reference": "a"}])
+    jsonl(tmp_path / "p" / "b.jsonl", [{"completion": "a", "reference": "a"}, {"completion": 3, "reference": "b"}])
+    cfg = JudgeConfig(input=str(tmp_path / "p" / "*.jsonl"), judge="exact", out=str(tmp_path / "out"))
+    with pytest.raises(DataError, match=r"p/b\.jsonl:2: 'completion' is not a string"):
+        judge(cfg)

@@ -474,13 +474,19 @@ def iter_records(spec: str | Path, *, text_field: str = "text", shard: Shard | N
     yield from iter_corpus([spec], text_field=text_field, shard=shard)
 
 
+def where(rec: dict[str, Any], path: str | Path) -> str:
+    """``FILE:LINE`` of a record for error messages: its own ``_file`` (a glob or shard directory names the file the
+    record came from, not the pattern), else ``path``."""
+    return f"{rec.get('_file', path)}:{rec.get('_line', '?')}"
+
+
 def require(rec: dict[str, Any], fields: Iterable[str], path: str | Path) -> None:
     """Raise a DataError naming file (the record's own ``_file``, else ``path``), line and column when ``rec`` lacks
     a required field."""
     for f in fields:
         if f not in rec:
             have = ", ".join(k for k in rec if not k.startswith("_"))
-            raise DataError(f"{rec.get('_file', path)}:{rec.get('_line', '?')}: record has no '{f}' field (fields: {have})")
+            raise DataError(f"{where(rec, path)}: record has no '{f}' field (fields: {have})")
 
 
 def read_all(path: str | Path, *, required: Iterable[str] = ()) -> list[dict[str, Any]]:

@@ -213,3 +213,13 @@ def test_plan_keys_and_references(tmp_path, server):
 def test_free_port_prefers_the_last_one():
     port = free_port("127.0.0.1")
     assert free_port("127.0.0.1", prefer=port) == port
+
+
+def test_a_program_of_this_virtualenv_is_found_without_activating_it(monkeypatch):
+    from midtrain.experiment.service import program_path
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # as when `.venv/bin/midtrain` runs without `source .venv/bin/activate`
+    name = Path(sys.executable).name
+    assert program_path([name, "-V"]) == [str(Path(sys.executable).parent / name), "-V"]
+    assert program_path(["no-such-program-xyz", "a"]) == ["no-such-program-xyz", "a"]  # left to fail with its name
+    assert program_path(["/bin/sh", "-c", "true"]) == ["/bin/sh", "-c", "true"]

@@ -40,7 +40,7 @@ from midtrain.analysis.plots import (
 from midtrain.analysis.results import AnalysisResult, fmt_num
 from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, progress
-from midtrain.data import iter_records
+from midtrain.data import iter_records, where
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.runs import atomic_write_json, open_run, read_json
 
@@ -180,7 +180,7 @@ def probe_texts(spec: str, *, max_examples: int, fields: list[str], seed: int = 
         return synthetic_texts(min(n, max_examples), seed, fields)
     texts = []
     for rec in iter_records(spec):
-        texts.append(_record_text(rec, fields, f"{spec}:{rec.get('_line', '?')}"))
+        texts.append(_record_text(rec, fields, where(rec, spec)))
         if len(texts) >= max_examples:
             break
     if not texts:

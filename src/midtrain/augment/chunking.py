@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from midtrain.data import iter_corpus
+from midtrain.data import iter_corpus, where
 from midtrain.errors import DataError
 from midtrain.shards import shard_of
 
@@ -250,7 +250,7 @@ def shard_chunks(cfg: AugmentConfig, tokenizer: Any, index: int, *, synthetic: b
     out: list[Chunk] = []
     for doc_id, path, rec in shard_documents(cfg, index):
         if doc_id in seen:
-            raise DataError(f"{path}:{rec.get('_line', '?')}: duplicate document id '{doc_id}'")
+            raise DataError(f"{where(rec, path)}: duplicate document id '{doc_id}'")
         seen.add(doc_id)
         domain = str(rec.get(cfg.domain_field) or cfg.default_domain)
         if synthetic and "graph" in rec:
@@ -259,7 +259,7 @@ def shard_chunks(cfg: AugmentConfig, tokenizer: Any, index: int, *, synthetic: b
             continue
         text = rec.get(cfg.text_field)
         if not isinstance(text, str):
-            raise DataError(f"{path}:{rec.get('_line', '?')}: no string '{cfg.text_field}' field")
+            raise DataError(f"{where(rec, path)}: no string '{cfg.text_field}' field")
         for c in chunk_document(doc_id, text, tokenizer, cfg.max_chunk_tokens):
             out.append(Chunk(c.id, doc_id, c.text, domain, c.tokens))
     return out
@@ -275,7 +275,7 @@ def require_usable_document(cfg: AugmentConfig) -> None:
             return
         text = rec.get(cfg.text_field)
         if not isinstance(text, str):
-            raise DataError(f"{path}:{rec.get('_line', '?')}: no string '{cfg.text_field}' field")
+            raise DataError(f"{where(rec, path)}: no string '{cfg.text_field}' field")
         if text.strip():
             return
     raise DataError(f"empty corpus: no document with text in '{cfg.text_field}' in {', '.join(cfg.input)}")

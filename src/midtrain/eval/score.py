@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from midtrain.config import Config, param
-from midtrain.data import iter_jsonl
+from midtrain.data import iter_jsonl, where
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval.benchmarks import (
     Source,
@@ -170,19 +170,19 @@ def read_lm_eval(path: str | Path, records: list[dict[str, Any]]) -> list[dict[s
     out: list[dict[str, Any]] = []
     seen: dict[str, Any] = {}
     for rec in iter_jsonl(path):
-        where = f"{path}:{rec.get('_line', '?')}"
+        loc = where(rec, path)
         if "doc_id" not in rec or "resps" not in rec:
-            raise DataError(f"{where}: an lm-eval sample line needs 'doc_id' and 'resps'")
-        rid = lm_eval_id(rec, records, by_id, by_text, where)
+            raise DataError(f"{loc}: an lm-eval sample line needs 'doc_id' and 'resps'")
+        rid = lm_eval_id(rec, records, by_id, by_text, loc)
         resps = rec["resps"]
         if rid in seen:  # the same document under another filter: same generations
             if seen[rid] != resps:
-                raise DataError(f"{where}: doc '{rid}' appears again with other generations (two runs in one file?)")
+                raise DataError(f"{loc}: doc '{rid}' appears again with other generations (two runs in one file?)")
             continue
         seen[rid] = resps
         texts = [x for req in resps for x in (req if isinstance(req, list) else [req])] if isinstance(resps, list) else []
         if not texts or not all(isinstance(x, str) for x in texts):
-            raise DataError(f"{where}: 'resps' holds no generated text (a log-likelihood task?); score generative (generate_until) tasks")
+            raise DataError(f"{loc}: 'resps' holds no generated text (a log-likelihood task?); score generative (generate_until) tasks")
         out.extend({"id": rid, "sample": j, "completion": t} for j, t in enumerate(texts))
     if not out:
         raise DataError(f"no samples in {path}")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -122,6 +123,17 @@ def ref_value(spec: ServiceSpec, attr: str, port: int | None) -> str | int:
     return p if attr == "port" else spec.url(p)
 
 
+def program_path(argv: list[str]) -> list[str]:
+    """``argv`` with a bare program name that is not on ``PATH`` resolved next to this Python (``transformers``,
+    ``vllm`` installed in the same virtualenv as midtrain work without activating it)."""
+    prog = argv[0] if argv else ""
+    if prog and os.sep not in prog and shutil.which(prog) is None:
+        local = Path(sys.executable).parent / prog
+        if local.is_file() and os.access(local, os.X_OK):
+            return [str(local), *argv[1:]]
+    return argv
+
+
 def free_port(host: str, prefer: int = 0) -> int:
     """A TCP port free on ``host`` now, ``prefer`` if it is (the server binds it a moment later: a race we accept)."""
     for port in ([prefer] if prefer else []) + [0]:
@@ -189,7 +201,7 @@ class Service:
         # port 0: the port of the last run if it is free, so that a resumed stage sees the same URL (its own run
         # directory may key on it); any free port otherwise
         self.port = self.spec.port or free_port(self.spec.host, prefer=last_port(self.log_path.with_suffix(".json")))
-        argv = [a.replace(PORT, str(self.port)) for a in self.spec.command]
+        argv = program_path([a.replace(PORT, str(self.port)) for a in self.spec.command])
         env = {**os.environ, **{k: v.replace(PORT, str(self.port)) for k, v in self.spec.env.items()}}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log(f"experiment: service {self.key}: starting {' '.join(argv)} (log {self.log_path})")

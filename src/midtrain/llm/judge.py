@@ -44,7 +44,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from midtrain.config import Config, param, redact_text
 from midtrain.console import log
-from midtrain.data import append_jsonl, read_all, write_jsonl
+from midtrain.data import append_jsonl, read_all, where, write_jsonl
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import BackendConfig, BackendError, TextBackend, make_backend, run_sync
 from midtrain.llm.base import failure_message
@@ -436,7 +436,7 @@ def run(cfg: JudgeConfig):
     for rec in pairs:
         for f in (cfg.candidate_field, cfg.reference_field):
             if not isinstance(rec[f], str):
-                raise DataError(f"{cfg.input}:{rec.get('_line', '?')}: '{f}' is not a string")
+                raise DataError(f"{where(rec, cfg.input)}: '{f}' is not a string")
     with open_run(cfg.out, "judge", cfg, {"input": cfg.input}, overwrite=cfg.overwrite) as run_:
         if run_.cached:
             return Result.of(run_)

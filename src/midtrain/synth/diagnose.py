@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log, torch_threads
-from midtrain.data import read_all
+from midtrain.data import read_all, where
 from midtrain.errors import ConfigError, DataError
 from midtrain.runs import Result, atomic_write_json, open_run
 from midtrain.synth import summary as synth_eval
@@ -225,7 +225,7 @@ def select_for_diagnosis(cfg: SynthDiagnoseConfig) -> dict[str, list[dict[str, A
     for path in cfg.problems:
         for rec in read_all(path, required=DIAGNOSE_FIELDS):
             if not isinstance(rec["op"], int) or isinstance(rec["op"], bool):
-                raise DataError(f"{path}:{rec.get('_line', '?')}: 'op' must be an integer, got {rec['op']!r}")
+                raise DataError(f"{where(rec, path)}: 'op' must be an integer, got {rec['op']!r}")
             recs.append((path, rec))
     selected: dict[str, list[dict[str, Any]]] = {}
     for name, (lo, hi) in cfg.ranges().items():
@@ -236,7 +236,7 @@ def select_for_diagnosis(cfg: SynthDiagnoseConfig) -> dict[str, list[dict[str, A
         for path, rec in chosen:
             if rec["render"] != "compact":
                 raise DataError(
-                    f"{path}:{rec.get('_line', '?')}: render is '{rec['render']}', but skills are only "
+                    f"{where(rec, path)}: render is '{rec['render']}', but skills are only "
                     "defined for compact renderings (midtrain synth generate --render compact)"
                 )
         selected[name] = [rec for _, rec in chosen]

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from midtrain.config import Config, param
-from midtrain.data import iter_jsonl
+from midtrain.data import iter_jsonl, where
 from midtrain.errors import ConfigError, DataError
 from midtrain.synth.summary import flatten
 from midtrain.synth.summary import load_problems as load_problem_records
@@ -537,7 +537,7 @@ def load_problems(path: str) -> list[dict[str, Any]]:
         try:
             gold_of(rec)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise DataError(f"{path}:{rec.get('_line', '?')}: not a synthetic problem record (bad graph: {type(e).__name__} {e})") from None
+            raise DataError(f"{where(rec, path)}: not a synthetic problem record (bad graph: {type(e).__name__} {e})") from None
     return recs
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from midtrain.data import iter_records
+from midtrain.data import iter_records, where
 from midtrain.errors import DataError
 from midtrain.thoughts import render_augmented
 
@@ -53,20 +53,19 @@ def record_to_pair(rec: dict[str, Any], fmt: Format, path: str | Path, text_fiel
         else:
             fields = ", ".join(k for k in rec if not k.startswith("_"))
             raise DataError(
-                f"{path}:{rec.get('_line', '?')}: record has no '{text_field}', 'prompt'+'completion' or "
-                f"'segments' field (fields: {fields})"
+                f"{where(rec, path)}: record has no '{text_field}', 'prompt'+'completion' or 'segments' field (fields: {fields})"
             )
     if kind == "text":
         if not isinstance(rec.get(text_field), str):
-            raise DataError(f"{path}:{rec.get('_line', '?')}: record has no string '{text_field}' field")
+            raise DataError(f"{where(rec, path)}: record has no string '{text_field}' field")
         return "", rec[text_field]
     if kind == "prompt_completion":
         for f in ("prompt", "completion"):
             if not isinstance(rec.get(f), str):
-                raise DataError(f"{path}:{rec.get('_line', '?')}: record has no string '{f}' field")
+                raise DataError(f"{where(rec, path)}: record has no string '{f}' field")
         return rec["prompt"], rec["completion"]
     if not isinstance(rec.get("segments"), list):
-        raise DataError(f"{path}:{rec.get('_line', '?')}: record has no 'segments' list (augmented format)")
+        raise DataError(f"{where(rec, path)}: record has no 'segments' list (augmented format)")
     if rec.get("status", "accepted") != "accepted":
         return "", ""
     if kind == "augmented":

@@ -51,7 +51,7 @@ from transformers.utils import logging as hf_logging
 
 from midtrain.config import MAX_SEED, Config, check_http_url, param
 from midtrain.console import log, seed_everything
-from midtrain.data import clean, iter_records, require
+from midtrain.data import clean, iter_records, require, where
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.llm.backends import BackendConfig
 from midtrain.llm.judge import VERDICT_CACHE, LLMJudge, VerdictCache
@@ -308,19 +308,19 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
     rows: list[dict[str, Any]] = []
     for path in cfg.data:
         for rec in iter_records(path):
-            where = f"{path}:{rec.get('_line', '?')}"
+            loc = where(rec, path)
             require(rec, [cfg.prompt_field] + ([afield] if "answer" in needs else []), path)
             prompt = rec[cfg.prompt_field]
             if not isinstance(prompt, str) or not prompt.strip():
-                raise DataError(f"{where}: '{cfg.prompt_field}' must be a non-empty string")
+                raise DataError(f"{loc}: '{cfg.prompt_field}' must be a non-empty string")
             row: dict[str, Any] = {"prompt": bos + _render(template, rec, prompt)}
             if "answer" in needs:
                 ans = rec[afield]
                 if not isinstance(ans, (str, int, float)) or isinstance(ans, bool) or str(ans).strip() == "":
-                    raise DataError(f"{where}: '{afield}' must be a non-empty string or number, got {ans!r}")
+                    raise DataError(f"{loc}: '{afield}' must be a non-empty string or number, got {ans!r}")
                 row["answer"] = str(ans)
             if "record" in needs:
-                check_synthetic_record(rec, where)
+                check_synthetic_record(rec, loc)
                 row["record"] = json.dumps(clean(rec), ensure_ascii=False)
             if reward == "choice" and isinstance(rec.get("choices"), list):
                 row["choices"] = [str(c) for c in rec["choices"]]
