@@ -53,6 +53,7 @@ REASONS = (
     "thought_too_short",
     "thought_too_long",
     "thought_copies_text",
+    "thought_repetitive",
 )
 FAILED = "backend_error"
 

@@ -242,3 +242,14 @@ def test_cli_insert_mode_feeds_split_and_tasks(tmp_path, prose_corpus, tokenizer
         == 0
     )
     assert json.loads(capsys.readouterr().out)["metrics"]["tasks"] > 0
+
+
+def test_a_looping_thought_is_rejected_as_repetitive():
+    from midtrain.augment.insert import repetitive
+
+    loop = "I am ready to continue. " * 6  # what SmolLM2-135M-Instruct wrote for some OpenStax chunks
+    assert repetitive(loop) and not repetitive("I am ready to continue.")  # too short to judge
+    fine = "The passage turns from the setting to the people in it; the next sentence should name who arrives and why."
+    assert not repetitive(fine)
+    _, reason, detail = check_thought(loop, "Some chunk text. More text.", "More text.", InsertConfig())
+    assert reason == "thought_repetitive" and "loops" in detail

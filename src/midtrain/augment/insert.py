@@ -16,7 +16,8 @@ text rejects the chunk (``text_altered``); small annotators paraphrase, so they 
 4. **Validation** of each thought (:func:`check_thought`): one pair of enclosing ``<think>``/``</think>`` tags is
    removed; then it must be non-empty (``empty``), hold no tag (``thought_has_tags``), have between ``min_words``
    and ``max_words`` words (``thought_too_short`` / ``thought_too_long``) and not copy the text
-   (``thought_copies_text``: the thought is a stretch of the chunk, or it contains the sentence that follows).
+   (``thought_copies_text``: the thought is a stretch of the chunk, or it contains the sentence that follows), nor
+   loop (``thought_repetitive``: under half of its word 3-grams distinct, the failure mode of small annotators).
    A rejected thought is asked again ``retries`` times at ``retry_temperature``; after that it is dropped.
 5. **Record.** The segments are cut from the original chunk at the points that kept a thought
    (:func:`midtrain.thoughts.build_segments`), so ``Σ segment.text == chunk`` always. The chunk is ``accepted``
@@ -189,7 +190,19 @@ def check_thought(answer: str, chunk: str, following: str, cfg: InsertConfig) ->
         return t, "thought_too_long", f"{words} words > {cfg.max_words}"
     if copies_text(t, chunk, following):
         return t, "thought_copies_text", f"the thought repeats the text: {t[:80]!r}"
+    if repetitive(t):
+        return t, "thought_repetitive", f"the thought loops: {t[:80]!r}"
     return t, None, ""
+
+
+def repetitive(text: str, n: int = 3, min_words: int = 12, min_distinct: float = 0.5) -> bool:
+    """Whether ``text`` loops: under ``min_distinct`` of its word ``n``-grams are distinct (a small annotator's
+    "I am ready to continue. I am ready to continue. …"); texts under ``min_words`` words are never judged."""
+    words = text.lower().split()
+    if len(words) < min_words:
+        return False
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) < min_distinct
 
 
 @dataclass
