@@ -193,3 +193,24 @@ def test_a_missing_path_stage_fails_before_anything_is_created(tmp_path):
 def test_safe_stage_names_are_accepted(tmp_path):
     steps = plan(_exp(tmp_path, {"gen-1.v2_a": GEN, "9": GEN}, {"arm.1": {"chain": ["9"]}}))
     assert {s.out.name for s in steps} == {"gen-1.v2_a.jsonl", "9.jsonl"}
+
+
+def test_arm_table_shows_benchmark_means_and_synthetic_ranges_over_seeds():
+    from midtrain.experiment.experiment import arm_table
+
+    def arm(label, bench, edge):
+        ev = {"gsm8k.mean_at_k": bench, "macro_avg": bench}
+        return {
+            "label": label,
+            "verified_acc": {"edge": edge} if edge is not None else {},
+            "eval": ev,
+            "compute": {"flops": 1e12, "beta": 0.5},
+        }
+
+    summary = {
+        "arms": {"0": {"a": arm("A", 0.25, 0.5), "b": arm("B", 0.0, None)}, "1": {"a": arm("A", 0.75, 0.7), "b": arm("B", 0.0, None)}}
+    }
+    head, rows = arm_table(summary)
+    assert head == ["arm", "edge verified", "gsm8k mean@k", "train FLOPs", "β (mid share)"]
+    assert rows[0] == ["A", "0.600 ± 0.100", "0.500 ± 0.250", "1e+12", "0.50"]
+    assert rows[1] == ["B", "–", "0.000 ± 0.000", "1e+12", "0.50"]

@@ -506,7 +506,7 @@ def _run_locked(cfg: ExperimentConfig, steps: list[Step]) -> ExperimentResult:
         report_dir = cfg.out_dir / "report"
         head, rows = arm_table(summary)
         arms = (
-            [Section("arms", [Table("verified accuracy by op range (mean ± std over seeds) and training compute", head, rows)])]
+            [Section("arms", [Table("final evaluation of each arm (mean ± std over seeds) and training compute", head, rows)])]
             if rows
             else []
         )
@@ -528,24 +528,23 @@ def run_dirs(cfg: ExperimentConfig) -> list[Path]:
 
 
 def arm_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Rows of arm × op range verified accuracy (mean ± std over seeds) and compute."""
-    from statistics import mean, pstdev
-
+    """Rows of arm × column (mean ± std over seeds) and compute: synthetic evals give verified pass@1 per op range,
+    benchmark evals their mean@k per benchmark (``BENCH.mean_at_k``)."""
     seeds = list(summary["arms"])
     arms = list(summary["arms"][seeds[0]]) if seeds else []
-    ranges: list[str] = []
+    columns: list[tuple[str, str]] = []  # (header, key into the arm's record)
     for a in arms:
-        for r in summary["arms"][seeds[0]][a]["verified_acc"]:
-            if r not in ranges:
-                ranges.append(r)
-    head = ["arm", *[f"{r} verified" for r in ranges], "train FLOPs", "β (mid share)"]
+        rec = summary["arms"][seeds[0]][a]
+        cols = [(f"{r} verified", f"verified_acc:{r}") for r in rec["verified_acc"]]
+        cols += [(f"{k.split('.')[0]} mean@k", f"eval:{k}") for k in rec["eval"] if k.endswith(".mean_at_k")]
+        columns += [c for c in cols if c not in columns]
+    head = ["arm", *[h for h, _ in columns], "train FLOPs", "β (mid share)"]
     rows = []
     for a in arms:
         cells = [summary["arms"][seeds[0]][a]["label"]]
-        for r in ranges:
-            vals = [summary["arms"][s][a]["verified_acc"].get(r) for s in seeds]
-            vals = [v for v in vals if v is not None]
-            cells.append(f"{mean(vals):.3f} ± {pstdev(vals):.3f}" if len(vals) > 1 else (f"{vals[0]:.3f}" if vals else "–"))
+        for _, key in columns:
+            where_, name = key.split(":", 1)
+            cells.append(mean_std([summary["arms"][s][a][where_].get(name) for s in seeds]))
         comp = summary["arms"][seeds[0]][a]["compute"]
         cells.append(f"{comp['flops']:.3g}")
         cells.append("–" if comp["beta"] is None else f"{comp['beta']:.2f}")
@@ -553,12 +552,20 @@ def arm_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def mean_std(values: list[Any]) -> str:
+    """``mean ± std`` of the numbers among ``values`` (one value: itself; none: –)."""
+    from statistics import mean, pstdev
+
+    vals = [v for v in values if isinstance(v, (int, float))]
+    return f"{mean(vals):.3f} ± {pstdev(vals):.3f}" if len(vals) > 1 else (f"{vals[0]:.3f}" if vals else "–")
+
+
 def print_table(summary: dict[str, Any]) -> None:
     from midtrain.console import print_table as show
 
     head, rows = arm_table(summary)
     if rows:
-        show(f"{summary['name']}: verified accuracy by op range (mean ± std over {len(summary['arms'])} seed(s))", head, rows)
+        show(f"{summary['name']}: final evaluation of each arm (mean ± std over {len(summary['arms'])} seed(s))", head, rows)
 
 
 @dataclass
