@@ -1,6 +1,7 @@
 """Training data for causal-LM stages: records → token documents on disk → mixture → packed rows, built on the fly.
 
-1. **Records → documents.** Each record becomes one document ``<bos> prompt body <eos>`` (:func:`record_to_pair`;
+1. **Records → documents.** Each record becomes one document ``<bos> prompt body <eos>`` (:func:`record_to_pair`; no
+   ``<bos>`` for tokenizers that never add theirs, see :func:`midtrain.models.tokenizer.leading_bos`;
    ``midtrain tokenize`` writes them to a token store, :mod:`midtrain.train.tokenize`):
    - ``text``: a ``text`` field (pretraining corpora);
    - ``prompt_completion``: ``prompt`` + ``completion`` (synthetic problems, SFT pairs); with
