@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from midtrain.augment.accounting import Tally, drop_failed, failed_summary_path, merge_manifest, stop_on_failures
-from midtrain.augment.chunking import Chunk, require_usable_document, shard_chunks, token_counter
+from midtrain.augment.chunking import Chunk, chunk_record, require_usable_document, shard_chunks, token_counter
 from midtrain.augment.insert import InsertConfig, insert_batch
 from midtrain.augment.slurm import SlurmConfig
 from midtrain.config import Config, param
@@ -201,28 +201,11 @@ def operational(cfg: AugmentConfig) -> dict[str, Any]:
 
 
 # -- annotation -------------------------------------------------------------------------------------------------
-def _record(c: Chunk, annotator: str, status: str, attempts: int, **extra: Any) -> dict[str, Any]:
-    rec: dict[str, Any] = {
-        "id": c.id,
-        "source_id": c.source_id,
-        "chunk": c.text,
-        "domain": c.domain,
-        "segments": [],
-        "annotator": annotator,
-        "status": status,
-        "reason": None,
-        "attempts": attempts,
-        "tokens": c.tokens,
-    }
-    rec.update(extra)
-    return rec
-
-
 def _synthetic(c: Chunk, backend: ProgrammaticBackend, cfg: AugmentConfig) -> dict[str, Any]:
     try:
         made = backend.annotate_record(c.problem or {})
     except Exception as e:  # noqa: BLE001 - one bad problem must not stop the run
-        return _record(c, "synth", "failed", 1, reason=FAILED, detail=f"{type(e).__name__}: {e}", error=type(e).__name__)
+        return chunk_record(c, "synth", "failed", 1, reason=FAILED, detail=f"{type(e).__name__}: {e}", error=type(e).__name__)
     out = check_record(made, min_thoughts=cfg.min_thoughts, max_thoughts=cfg.max_thoughts)
     rec = {
         **made,
@@ -270,17 +253,17 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
         for c, ans in zip(pending, answers):
             if isinstance(ans, BackendError):
                 extra = {"hint": ans.hint} if ans.hint else {}
-                done[c.id] = _record(c, backend.name, "failed", attempt + 1, reason=FAILED, detail=str(ans), error=ans.kind, **extra)
+                done[c.id] = chunk_record(c, backend.name, "failed", attempt + 1, reason=FAILED, detail=str(ans), error=ans.kind, **extra)
                 continue
             previous[c.id] = ans[0]
             out = validate_answer(c.text, ans[0], mode=cfg.normalization, min_thoughts=cfg.min_thoughts, max_thoughts=cfg.max_thoughts)
             if out.status == "accepted":
-                done[c.id] = _record(c, backend.name, "accepted", attempt + 1, segments=out.segments)
+                done[c.id] = chunk_record(c, backend.name, "accepted", attempt + 1, segments=out.segments)
             elif attempt < cfg.retries and out.reason != "source_has_tags":
                 retry.append(c)
             else:
                 extra = {"answer": ans[0]} if cfg.keep_answers else {}
-                done[c.id] = _record(c, backend.name, "rejected", attempt + 1, reason=out.reason, detail=out.detail, **extra)
+                done[c.id] = chunk_record(c, backend.name, "rejected", attempt + 1, reason=out.reason, detail=out.detail, **extra)
         pending = retry
     return [done[c.id] for c in chunks]
 

@@ -199,7 +199,7 @@ def chunk_document(source_id: str, text: str, tokenizer: Any, max_tokens: int) -
     ]
 
 
-__all__ = ["TextChunk", "split_units", "sentences", "token_counter", "chunk_text", "chunk_document"]
+__all__ = ["TextChunk", "split_units", "sentences", "token_counter", "chunk_text", "chunk_document", "chunk_record"]
 
 
 @dataclass
@@ -210,6 +210,25 @@ class Chunk:
     domain: str
     tokens: int
     problem: dict[str, Any] | None = None  # a synthetic problem annotated by midtrain.synth
+
+
+def chunk_record(c: Chunk, annotator: str, status: str, attempts: int, **extra: Any) -> dict[str, Any]:
+    """The augmented-chunk record of ``c`` (DESIGN §2), the one schema of both annotator modes: ``extra`` adds
+    segments, reason, detail, error, …"""
+    rec: dict[str, Any] = {
+        "id": c.id,
+        "source_id": c.source_id,
+        "chunk": c.text,
+        "domain": c.domain,
+        "segments": [],
+        "annotator": annotator,
+        "status": status,
+        "reason": None,
+        "attempts": attempts,
+        "tokens": c.tokens,
+    }
+    rec.update(extra)
+    return rec
 
 
 def iter_documents(cfg: AugmentConfig, *, shard: tuple[int, int] | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:

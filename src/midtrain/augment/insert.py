@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from midtrain.augment.chunking import Chunk, sentences
+from midtrain.augment.chunking import Chunk, chunk_record, sentences
 from midtrain.config import MAX_SEED, Config, param
 from midtrain.errors import ConfigError
 from midtrain.llm.backends import BackendError, TextBackend, fill_template
@@ -216,24 +216,6 @@ class _Chunk:
     attempts: int = 0
 
 
-def chunk_record(c: Chunk, annotator: str, status: str, attempts: int, **extra: Any) -> dict[str, Any]:
-    """An augmented-chunk record (DESIGN §2), the same schema as rewrite mode's."""
-    rec: dict[str, Any] = {
-        "id": c.id,
-        "source_id": c.source_id,
-        "chunk": c.text,
-        "domain": c.domain,
-        "segments": [],
-        "annotator": annotator,
-        "status": status,
-        "reason": None,
-        "attempts": attempts,
-        "tokens": c.tokens,
-    }
-    rec.update(extra)
-    return rec
-
-
 def _finish(st: _Chunk, annotator: str, cfg: AugmentConfig) -> dict[str, Any]:
     c = st.plan.chunk
     if st.error is not None:
@@ -303,7 +285,6 @@ __all__ = [
     "Plan",
     "check_thought",
     "choose_points",
-    "chunk_record",
     "copies_text",
     "insert_batch",
     "plan_chunk",
