@@ -79,6 +79,23 @@ def test_judge_reward_scores_the_continuation():
     assert r(["I guess</think> the cat sat"], answer=["the cat sat"], prompts=["Once upon a time <think>"]) == [1.0]
 
 
+def test_exact_match_reward_is_one_only_for_the_exact_continuation():
+    r = build_reward("exact_match")
+    prompts = ["<question>a=1.?a</question><think>"] * 6
+    completions = [
+        "a=1</think><answer>1</answer>",  # exact
+        "a=1</think>  <ANSWER>1</answer>\n",  # the exact judge's normalisation: blanks collapsed, case folded
+        "a=1</think><answer>7</answer>",  # wrong
+        "a=1</think><answer>1</answer> and more",  # more than the next segment
+        "a=1 <answer>1</answer>",  # never closed the thought: no continuation
+        "a=1</think>",  # empty continuation
+    ]
+    assert r(completions, answer=["<answer>1</answer>"] * 6, prompts=prompts) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert r.name == "exact_match" and r.errors == 0
+    # a completion that opens its own thought (prompt without <think>)
+    assert r(["<think>x</think><answer>1</answer>"], answer=["<answer>1</answer>"], prompts=["Q"]) == [1.0]
+
+
 def test_safe_reward_counts_and_zeroes_failing_samples():
     def flaky(completions, answer, **_):
         return [1.0 / float(a) for a in answer]  # answer "0" raises ZeroDivisionError for the whole batch
@@ -122,7 +139,8 @@ def test_for_trl_adapts_calling_convention():
         log_extra=None,
     )
     assert out == [1.0, 0.0] and trl_fn.__name__ == "mine"
-    assert seen == {"prompts": ["p1", "p2"]} and metrics == [("reward_errors", 0.0)]
+    # completion_ids is a column (info_gain scores the generated ids); TRL's control keywords are not
+    assert seen == {"prompts": ["p1", "p2"], "completion_ids": [[1], [2]]} and metrics == [("reward_errors", 0.0)]
 
 
 def test_registry():
@@ -132,3 +150,5 @@ def test_registry():
         build_reward("nope")
     with pytest.raises(ConfigError):
         build_reward("synthetic_fancy")
+    with pytest.raises(ConfigError, match="info_gain needs its scorer"):
+        build_reward("info_gain")

@@ -483,12 +483,15 @@ def test_accelerate_launch_configs_load():
     assert kinds == {"ddp": "DistributedType.MULTI_GPU", "fsdp": "DistributedType.FSDP", "deepspeed_zero3": "DistributedType.DEEPSPEED"}
 
 
-@pytest.mark.parametrize("kind", ["suffix", "choice", "synthetic_process"])
+@pytest.mark.parametrize("kind", ["suffix", "exact_match", "choice", "synthetic_process"])
 def test_every_task_kind_runs_through_trl(kind, nano_model, tmp_path):
     """Plumbing: each reward gets its columns from the dataset through TRL and the run completes."""
     if kind == "suffix":
         records = [{"prompt": f"The cat sat on the mat {i}.", "reference": "Then it slept."} for i in range(4)]
         cfg = _cfg(nano_model, _write(tmp_path / "s.jsonl", records), tmp_path / "o", task="suffix", judge="token_f1")
+    elif kind == "exact_match":
+        records = [{"prompt": f"The cat sat on the mat {i}.<think>", "reference": "Then it slept."} for i in range(4)]
+        cfg = _cfg(nano_model, _write(tmp_path / "s.jsonl", records), tmp_path / "o", task="suffix", reward="exact_match")
     elif kind == "choice":
         records = [{"question": f"Pick {i}?", "choices": ["w", "x", "y", "z", "v"][: 4 + i % 2], "answer": "ABCD"[i % 4]} for i in range(4)]
         cfg = _cfg(

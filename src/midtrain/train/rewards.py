@@ -17,6 +17,11 @@ that way; the prompts themselves arrive as the ``prompts`` column). The rewards:
   and counts it in ``reward_errors``; the first failure of each kind is logged, and when at least
   ``max_error_frac`` of the samples sent to the judge in one call (one step's batch; default all of them) failed,
   :class:`RewardAborted` stops the run: learning from a dead judge's zeros is no run.
+- ``exact_match``: for ``suffix`` tasks, Reinforcement Pre-Training's reward (RPT, arXiv 2506.08007): 1.0 when the
+  continuation after the last ``</think>`` equals the true next segment under the exact judge's normalisation
+  (:class:`midtrain.llm.judge.ExactJudge`: whitespace collapsed, case folded), else 0.0; no judge call can fail.
+- ``info_gain``: for ``suffix`` tasks, RLP's information gain of the thought (:mod:`midtrain.train.info_gain`):
+  a scorer object holding the policy and its EMA, built by ``midtrain rl`` and passed to :func:`build_reward`.
 
 :func:`safe_reward` wraps any of them: if the batch call raises (or returns a wrong count), every sample is
 scored on its own; a sample whose call raises or returns None/NaN gets 0.0 and is counted (``reward_errors`` in the
@@ -40,8 +45,9 @@ if TYPE_CHECKING:
     from midtrain.llm.judge import JudgeKind
 
 RewardFn = Callable[..., list[float]]  # (completions: list[str], **columns: list[Any]) -> list[float]
-RewardName = Literal["math", "choice", "synthetic_outcome", "synthetic_process", "synthetic_strict", "judge"]
+RewardName = Literal["math", "choice", "synthetic_outcome", "synthetic_process", "synthetic_strict", "judge", "exact_match", "info_gain"]
 REWARD_NAMES: tuple[str, ...] = get_args(RewardName)
+SUFFIX_REWARDS: tuple[str, ...] = ("judge", "exact_match", "info_gain")  # the rewards of suffix tasks (and only theirs)
 
 # Columns (besides the completions) each reward reads; rl.py builds them from the data records.
 REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -51,6 +57,8 @@ REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "synthetic_process": ("record",),
     "synthetic_strict": ("record",),
     "judge": ("answer",),
+    "exact_match": ("answer",),
+    "info_gain": ("answer", "nothink"),  # nothink: the no-think baseline's prompt
 }
 
 _LETTERS = tuple("ABCDEFGHIJ")
@@ -160,6 +168,20 @@ def judge_reward(judge: Any, *, max_error_frac: float = 1.0) -> RewardFn:
     return fn
 
 
+def exact_match_reward(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
+    """RPT's reward: 1.0 when the continuation after ``</think>`` exactly matches ``answer`` (the exact judge's
+    normalisation), 0.0 otherwise, and 0.0 for a completion that never closed its thought."""
+    from midtrain.llm.judge import ExactJudge, continuation
+
+    judge = ExactJudge()
+    prompts = _prompts(columns, len(completions))
+    out = []
+    for c, a, p in zip(completions, answer, prompts, strict=True):
+        cont = continuation((THINK_OPEN + c) if opens_thought(p) else c)  # as judge_reward reads a completion
+        out.append(judge.one(cont, str(a)).score if cont else 0.0)
+    return out
+
+
 def make_judge(
     kind: JudgeKind = "token_f1",
     *,
@@ -256,7 +278,8 @@ def safe_reward(fn: RewardFn, name: str | None = None) -> SafeReward:
     return fn if isinstance(fn, SafeReward) else SafeReward(fn, name)
 
 
-_TRL_CONTROL = {"trainer_state", "log_extra", "log_metric", "completion_ids", "environments"}
+# TRL's keywords that are no data column (``completion_ids`` is one: info_gain scores the generated ids themselves)
+_TRL_CONTROL = {"trainer_state", "log_extra", "log_metric", "environments"}
 
 
 def for_trl(reward: SafeReward) -> Callable[..., list[float]]:
@@ -277,8 +300,9 @@ def for_trl(reward: SafeReward) -> Callable[..., list[float]]:
 
 
 # -- registry ---------------------------------------------------------------------------------------------------
-def build_reward(name: str, *, judge: Any = None, judge_max_error_frac: float = 1.0) -> SafeReward:
-    """The safe reward registered under ``name`` (``judge`` is the judge object for ``name="judge"``)."""
+def build_reward(name: str, *, judge: Any = None, judge_max_error_frac: float = 1.0, scorer: RewardFn | None = None) -> SafeReward:
+    """The safe reward registered under ``name`` (``judge`` is the judge object for ``name="judge"``, ``scorer`` the
+    :class:`midtrain.train.info_gain.InfoGainReward` for ``name="info_gain"``)."""
     if name == "math":
         return safe_reward(math_reward, "math")
     if name == "choice":
@@ -291,6 +315,12 @@ def build_reward(name: str, *, judge: Any = None, judge_max_error_frac: float = 
     if name == "judge":
         fn = judge_reward(judge if judge is not None else make_judge(), max_error_frac=judge_max_error_frac)
         return safe_reward(fn, "judge")
+    if name == "exact_match":
+        return safe_reward(exact_match_reward, "exact_match")
+    if name == "info_gain":
+        if scorer is None:
+            raise ConfigError("key 'reward': info_gain needs its scorer (built by midtrain rl from the policy)")
+        return safe_reward(scorer, "info_gain")
     raise ConfigError(f"key 'reward': unknown reward '{name}' (choose from {', '.join(REWARD_NAMES)})")
 
 
@@ -299,6 +329,8 @@ __all__ = [
     "RewardName",
     "REWARD_NAMES",
     "REWARD_COLUMNS",
+    "SUFFIX_REWARDS",
+    "exact_match_reward",
     "math_reward",
     "choice_reward",
     "synthetic_reward",

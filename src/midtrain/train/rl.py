@@ -12,7 +12,11 @@ Two task kinds, one trainer:
   math-verify, ``choice``: option letter, ``synthetic_*``: the controlled world's outcome/process/strict reward).
   ``prompt_template: thinking`` wraps raw questions (GSM8K, MATH) in a thinking prompt that ends in ``<think>``.
 - ``suffix`` (RL mid-training, DESIGN §1.1 step 3): prompt = prefix of an augmented chunk, the model thinks and
-  predicts the continuation, a judge compares it with the true suffix (``reward: judge``).
+  predicts the continuation. Three rewards: ``judge`` (a judge compares the continuation with the true suffix; the
+  seed paper's, ``judge: llm`` the real one), ``exact_match`` (RPT, arXiv 2506.08007: 1 iff the continuation equals
+  the true next segment) and ``info_gain`` (RLP, arXiv 2510.01265, :mod:`midtrain.train.info_gain`: generation
+  stops at ``</think>``, only the thought is trained, and its reward is the mean log-likelihood of the true suffix
+  given the thought under the policy minus that under an EMA of the policy given no thought; ``ema_decay``).
 
 Rewards are the plain callables of :mod:`midtrain.train.rewards`; a sample whose reward raises, or whose judge
 request failed, scores 0 and is counted (``reward_errors``); a step whose judging failed (``judge_max_error_frac``
@@ -20,7 +24,7 @@ of it, default all) stops the run. LLM-judge verdicts are cached in ``verdict_ca
 (a resumed run does not re-ask them); the verdict budget is ``judge_max_new_tokens`` (thoughts are stripped first). The run directory is an HF checkpoint dir at the end (``save_pretrained`` +
 tokenizer), with ``log.jsonl`` (one line per logged step: loss, reward mean/std, zero-variance groups, completion
 and thinking lengths (tokens up to the last ``</think>``, or ``</solution>`` in the synthetic world), seconds in
-generation/reward/training), ``checkpoints/checkpoint-N`` for resume (a re-run of an interrupted run continues
+generation/reward/training; info_gain adds ``info_gain``, ``logp_think``, ``logp_nothink``), ``checkpoints/checkpoint-N`` for resume (+ ``ema.safetensors`` with info_gain) (a re-run of an interrupted run continues
 from the newest complete checkpoint), and ``midtrain.json`` metrics (final reward, steps, tokens, FLOPs ≈
 6·N·trained + 2·N·generated tokens).
 
@@ -72,8 +76,10 @@ from midtrain.train.engine import (
     world_size,
 )
 from midtrain.train.grpo import rl_flops
+from midtrain.train.info_gain import EMA_FILE, InfoGainReward, attach, check_full_parameters, close_token_id, nothink_prompt
 from midtrain.train.rewards import (
     REWARD_COLUMNS,
+    SUFFIX_REWARDS,
     RewardName,
     SafeReward,
     build_reward,
@@ -115,7 +121,10 @@ class RLConfig(Config):
     )
     reward: RewardName | None = param(
         None,
-        "Reward: math | choice | synthetic_outcome | synthetic_process | synthetic_strict | judge; default math for answer tasks, judge for suffix tasks.",
+        "Reward: math | choice | synthetic_outcome | synthetic_process | synthetic_strict (answer tasks); judge | "
+        "exact_match (RPT: continuation after </think> equals the true suffix) | info_gain (RLP: log-likelihood gain of "
+        "the suffix from the thought over an EMA no-think baseline; trains only the thought; vllm off; not under "
+        "FSDP/ZeRO-3) (suffix tasks); default math for answer tasks, judge for suffix tasks.",
     )
     prompt_field: str = param("prompt", "Record field holding the prompt (GSM8K/MATH: problem).")
     answer_field: str = param(
@@ -149,6 +158,13 @@ class RLConfig(Config):
         "Stop the run when at least this fraction of one step's samples sent to the LLM judge failed (server down, HTTP "
         "errors); 1.0: only when all of them failed. Failed samples score 0 and count as reward_errors.",
         gt=0,
+        le=1,
+    )
+    ema_decay: float = param(
+        0.999,
+        "info_gain: decay of the no-think baseline's EMA of the policy weights, updated after every optimizer step "
+        "(1 = the frozen initial policy); the EMA is a full fp32 copy of the model, saved in every checkpoint.",
+        ge=0,
         le=1,
     )
     # -- Dr. GRPO --
@@ -222,9 +238,15 @@ class RLConfig(Config):
                 f"({self.per_device_batch_size}·{accum}) must be a multiple of num_generations ({self.num_generations})"
             )
         reward = self.resolved_reward()
-        if (self.task == "suffix") != (reward == "judge"):
+        if (self.task == "suffix") != (reward in SUFFIX_REWARDS):
             raise ConfigError(
-                f"key 'reward': task '{self.task}' cannot use reward '{reward}' (suffix tasks use judge; answer tasks a verifier)"
+                f"key 'reward': task '{self.task}' cannot use reward '{reward}' "
+                f"(suffix tasks use {', '.join(SUFFIX_REWARDS)}; answer tasks a verifier)"
+            )
+        if reward == "info_gain" and self.vllm != "off":
+            raise ConfigError(
+                f"key 'vllm': reward info_gain scores with the trainer's own policy and EMA and stops at </think>; "
+                f"use vllm: off (got '{self.vllm}')"
             )
         if "{prompt}" not in self.prompt_text_template():
             raise ConfigError("key 'prompt_template': must contain the {prompt} placeholder")
@@ -319,6 +341,12 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
                 if not isinstance(ans, (str, int, float)) or isinstance(ans, bool) or str(ans).strip() == "":
                     raise DataError(f"{loc}: '{afield}' must be a non-empty string or number, got {ans!r}")
                 row["answer"] = str(ans)
+            if "nothink" in needs:  # info_gain's no-think baseline: the prefix without the thought's <think>
+                prefix = rec.get("meta", {}).get("prefix") if isinstance(rec.get("meta"), dict) else None
+                text = prefix if isinstance(prefix, str) and prefix.strip() else prompt
+                row["nothink"] = nothink_prompt(bos + _render(template, rec, text))
+                if not row["nothink"].strip():
+                    raise DataError(f"{loc}: the prompt without its <think> is empty: info_gain has no prefix to score from")
             if "record" in needs:
                 check_synthetic_record(rec, loc)
                 row["record"] = json.dumps(clean(rec), ensure_ascii=False)
@@ -426,6 +454,21 @@ def _check_vllm(cfg: RLConfig) -> None:
         raise ConfigError("key 'vllm': colocate needs a CUDA GPU; use vllm=off on CPU")
 
 
+def _make_reward(cfg: RLConfig, tokenizer: Any) -> tuple[SafeReward, Any, InfoGainReward | None]:
+    """The stage's reward, with its judge (reward judge) or its info-gain scorer (reward info_gain; bound later)."""
+    judge = scorer = None
+    if cfg.resolved_reward() == "judge":
+        backend = cfg.judge_backend if cfg.judge == "llm" else None
+        judge = make_judge(
+            cfg.judge, threshold=cfg.judge_threshold, backend=backend, prompt=cfg.judge_prompt, max_new_tokens=cfg.judge_max_new_tokens
+        )
+    if cfg.resolved_reward() == "info_gain":
+        check_full_parameters()
+        scorer = InfoGainReward(tokenizer, close_token_id(tokenizer))
+    reward = build_reward(cfg.resolved_reward(), judge=judge, judge_max_error_frac=cfg.judge_max_error_frac, scorer=scorer)
+    return reward, judge, scorer
+
+
 def run(cfg: RLConfig) -> Result:
     """Dr. GRPO RL on ``cfg.data`` starting from ``cfg.model`` (see the module docstring)."""
     from datasets import Dataset
@@ -441,13 +484,7 @@ def run(cfg: RLConfig) -> Result:
     tokenizer = load_tokenizer(cfg.model)
     tokenizer.padding_side = "left"
     rows, data_stats = load_tasks(cfg, tokenizer, getattr(model_conf, "max_position_embeddings", None))
-    judge = None
-    if cfg.resolved_reward() == "judge":
-        backend = cfg.judge_backend if cfg.judge == "llm" else None
-        judge = make_judge(
-            cfg.judge, threshold=cfg.judge_threshold, backend=backend, prompt=cfg.judge_prompt, max_new_tokens=cfg.judge_max_new_tokens
-        )
-    reward = build_reward(cfg.resolved_reward(), judge=judge, judge_max_error_frac=cfg.judge_max_error_frac)
+    reward, judge, scorer = _make_reward(cfg, tokenizer)
     vocab = getattr(model_conf.get_text_config(), "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
         raise MidtrainError(f"model '{cfg.model}': the tokenizer has {len(tokenizer)} tokens but the model only {vocab} embeddings")
@@ -475,8 +512,11 @@ def run(cfg: RLConfig) -> Result:
         )
         trainer.remove_callback(PrinterCallback)  # our callback prints one line per logged step
         connect(trainer, callback, cfg, cfg.report_to, run_.path, resume)
-        trainer.counters, trainer.reward = counters, reward
+        trainer.counters, trainer.reward, trainer.reward_stats = counters, reward, callback.reward_stats
         trainer.use_bf16_generation = args.bf16 and cfg.vllm == "off"
+        if scorer is not None:  # the EMA baseline, generation stopping at </think>, the EMA in every checkpoint
+            ema = attach(trainer, scorer, cfg.ema_decay, resume)
+            callback.checkpoint_hooks.append(lambda ckpt: ema.save(ckpt / EMA_FILE))
         n_params = sum(p.numel() for p in model.parameters())
         t0 = time.time()
         if is_main():

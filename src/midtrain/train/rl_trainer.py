@@ -5,12 +5,16 @@ generation and reward, counts generated and trained tokens, completions, thinkin
 (:class:`Counters`, saved into every checkpoint as ``midtrain_counters.json``, whose presence marks the checkpoint
 complete, and restored on resume), and :class:`RLLogCallback` turns them into one ``log.jsonl`` line and one progress
 line per logged step (reward mean/std, zero-variance groups, completion and thinking lengths, s/step with the
-generation / reward / training shares). Counts are summed over ranks; seconds are rank 0's.
+generation / reward / training shares). Counts are summed over ranks; seconds are rank 0's. A reward with
+``take_stats()`` (info_gain: the gain and its two log-prob terms, as sums with a count ``n``) adds its per-sample
+means over the logging window to the record; ``checkpoint_hooks`` write extra state (the info_gain EMA) into a
+checkpoint before its completion marker.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
@@ -95,6 +99,7 @@ def make_trainer_class() -> type:
 
         counters: Counters
         reward: SafeReward
+        reward_stats: dict[str, float]  # summed over ranks; the log callback reads and resets it
         use_bf16_generation: bool = False
 
         def _global_sum(self, *values: float) -> list[float]:
@@ -126,6 +131,11 @@ def make_trainer_class() -> type:
             self.counters.reward_s += time.perf_counter() - t0
             (errors,) = self._global_sum(self.reward.take_errors())
             self.counters.reward_errors += errors
+            take = getattr(self.reward.fn, "take_stats", None)
+            if callable(take):
+                stats = take()
+                for k, v in zip(stats, self._global_sum(*stats.values())):
+                    self.reward_stats[k] = self.reward_stats.get(k, 0.0) + v
             return out
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -149,6 +159,8 @@ class RLLogCallback(StepLogCallback):
         self.c = counters
         self._errors_logged = counters.reward_errors
         self.window: list[dict[str, float]] = []
+        self.reward_stats: dict[str, float] = {}  # the trainer's reward_stats (same object)
+        self.checkpoint_hooks: list[Callable[[Path], None]] = []
 
     def on_step_begin(self, args, state, control, **kw):
         self._t0 = time.perf_counter()
@@ -197,7 +209,9 @@ class RLLogCallback(StepLogCallback):
             "lr": logs.get("learning_rate"),
             "tokens_generated": int(self.c.tokens_generated),
             "tokens_trained": int(self.c.tokens_trained),
+            **reward_means(self.reward_stats),
         }
+        self.reward_stats.clear()
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
 
     def line(self, rec: dict[str, Any], window: Window) -> str:
@@ -207,11 +221,25 @@ class RLLogCallback(StepLogCallback):
             f"rl step {rec['step']}/{self.max_steps}  loss {fmt_value(rec['loss'])}  reward {fmt_value(rec['reward_mean'])}±{fmt_value(rec['reward_std'])}"
             f"  zero-var {fmt_value(rec['zero_var_frac'], 2)}  len {rec['completion_len']:.0f} (think {rec['think_len']:.0f})"
             f"  {rec['step_s']:.2f} s/step (gen {share('gen_s'):.0f}% reward {share('reward_s'):.0f}% train {share('train_s'):.0f}%)"
-            f"{'  errors ' + str(errors) if errors else ''}  ETA {format_eta((self.max_steps - rec['step']) * rec['step_s'])}"
+            f"{'  errors ' + str(errors) if errors else ''}{gain_text(rec)}  ETA {format_eta((self.max_steps - rec['step']) * rec['step_s'])}"
         )
 
     def mark_checkpoint(self, ckpt: Path, state: Any) -> None:
+        for hook in self.checkpoint_hooks:  # first: the counters file marks the checkpoint complete
+            hook(ckpt)
         atomic_write_json(ckpt / COUNTERS, {"step": state.global_step, **self.c.to_dict()})
+
+
+def reward_means(stats: dict[str, float]) -> dict[str, float]:
+    """Per-sample means of a reward's summed statistics (``n`` = the samples); nothing when none were counted."""
+    n = stats.get("n", 0.0)
+    return {k: v / n for k, v in stats.items() if k != "n"} if n else {}
+
+
+def gain_text(rec: dict[str, Any]) -> str:
+    if "info_gain" not in rec:
+        return ""
+    return f"  gain {rec['info_gain']:.3f} (logp think {rec['logp_think']:.3f} nothink {rec['logp_nothink']:.3f})"
 
 
 def fmt_value(v: Any, digits: int = 3) -> str:
