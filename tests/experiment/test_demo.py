@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from midtrain.experiment.demo import BASE_DIR, claims
+from midtrain.experiment.demo import BASE_DIR, CLAIM_STAGES, claims, eval_problems
 
 ACCEPT = BASE_DIR / "acceptance.json"
 
@@ -43,16 +43,47 @@ def test_shipped_base_solves_in_distribution_problems_with_a_trace(tmp_path):
     assert rec["id"]["trace_acc"] >= 0.8 and rec["edge"]["trace_acc"] <= 0.5
 
 
-def test_claims_are_computed_from_measured_values():
-    arms = {a: {"edge": {"mean": v}} for a, v in {"a": 0.1, "b": 0.2, "c": 0.5, "d": 0.3}.items()}
-    an = {"weights_mid": {"mean": 0.99}, "weights_rl": {"mean": 0.6}, "cka_mid": {"mean": 0.8}, "cka_rl": {"mean": 0.9}}
-    got = {c["id"]: c for c in claims({"arms": arms, "analysis": an})}
-    assert got["thinking_midtraining_vs_rl"]["measured"]["ratio"] == 3.0 and got["thinking_midtraining_vs_rl"]["holds"]
-    assert got["thoughts_vs_raw"]["holds"]
-    assert not got["dense_mid_sparse_rl"]["holds"]  # 0.99 < 2 × 0.6
-    assert got["rl_keeps_geometry"]["holds"]
-    arms["a"]["edge"]["mean"] = 0.0
-    assert claims({"arms": arms, "analysis": an})[0]["holds"]  # (a) at zero, (d) above it
+def test_claims_are_computed_from_measured_values(tmp_path):
+    """The demo's claim table: each claim reads the eval stages CLAIM_STAGES names, per seed."""
+    values = {"a": 0.02, "b": 0.03, "c": 0.30, "d": 0.32, "sft_think": 0.20, "c_t1": 0.16, "sft_think_t1": 0.09, "outcome_t1": 0.03}
+    hacking = {"outcome_t1": 0.30, "c_t1": 0.08, "sft_think_t1": 0.09}
+    stages: dict = {}
+    for seed in ("0", "1", "2"):
+        for key, stage in CLAIM_STAGES.items():
+            d = tmp_path / seed / stage
+            d.mkdir(parents=True)
+            v = values[key] + 0.005 * int(seed)
+            g = {
+                "n": 300,
+                "samples": 1200 if key.endswith("t1") else 300,
+                "verified_acc": v,
+                "outcome_acc": v + hacking.get(key, 0.0),
+                "hacking_rate": hacking.get(key, 0.0),
+            }
+            (d / "summary.json").write_text(json.dumps({"synthetic": {"by_range": {"edge": g, "id": {**g, "n": 100}}}}))
+            stages.setdefault(seed, {})[stage] = {"out": str(d)}
+    an = {"cka_mid": {"mean": 0.8}, "cka_rl": {"mean": 0.9}}
+    got = {c["id"]: c for c in claims({"analysis": an}, stages)}
+    assert set(got) == {
+        "thinking_midtraining_vs_rl",
+        "thoughts_vs_raw",
+        "rl_adds_over_sft_think",
+        "process_reward_curbs_hacking",
+        "rl_keeps_geometry",
+    }
+    assert got["thinking_midtraining_vs_rl"]["measured"]["ratio"] == 13.0 and got["thinking_midtraining_vs_rl"]["holds"]
+    assert got["thoughts_vs_raw"]["holds"] and got["rl_keeps_geometry"]["holds"]
+    assert got["rl_adds_over_sft_think"]["holds"]  # +0.10 greedy, +0.07 at T = 1, each far above 3 s.e.
+    assert got["process_reward_curbs_hacking"]["holds"]
+    assert eval_problems(stages) == {"edge": 300, "id": 100}
+    values["c"] = 0.22  # greedy gain 0.02 < 0.05: the RL claim fails although T = 1 still gains
+    for seed in ("0", "1", "2"):
+        path = tmp_path / seed / "eval_c" / "summary.json"
+        rec = json.loads(path.read_text())
+        rec["synthetic"]["by_range"]["edge"]["verified_acc"] = 0.22
+        path.write_text(json.dumps(rec))
+    got = {c["id"]: c for c in claims({"analysis": an}, stages)}
+    assert not got["rl_adds_over_sft_think"]["holds"] and got["thoughts_vs_raw"]["holds"]
 
 
 @pytest.mark.slow
@@ -80,7 +111,8 @@ def test_demo_quick_writes_artifacts_and_resumes_after_kill(tmp_path):
     assert "claims" in done.stdout and "(d) base" in done.stdout  # the printed summary tables
 
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["arms"]) == {"a", "b", "c", "d"}
+    assert summary["seeds"] == [0] and set(summary["eval_problems"]) == {"id", "edge", "hard"}
+    assert set(summary["arms"]) == {"sft_think", "a", "b", "c", "d", "o"}
     for arm in summary["arms"].values():
         for r in ("id", "edge", "hard"):
             assert 0.0 <= arm[r]["mean"] <= 1.0 and len(arm[r]["values"]) == 1
@@ -88,7 +120,8 @@ def test_demo_quick_writes_artifacts_and_resumes_after_kill(tmp_path):
     assert {c["id"] for c in summary["claims"]} == {
         "thinking_midtraining_vs_rl",
         "thoughts_vs_raw",
-        "dense_mid_sparse_rl",
+        "rl_adds_over_sft_think",
+        "process_reward_curbs_hacking",
         "rl_keeps_geometry",
     }
     assert all(isinstance(c["holds"], bool) for c in summary["claims"])

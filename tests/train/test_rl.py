@@ -117,6 +117,51 @@ def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
     assert abs(ours.item()) > 1e-4  # a non-trivial batch
 
 
+def test_zero_advantage_rows_are_skipped_without_changing_loss_or_gradient(nano_model, rl_tasks, tmp_path):
+    """A zero-variance group (Â = 0) is left out of the forward pass; loss and gradient equal the full batch's."""
+    from datasets import Dataset
+
+    from midtrain.models.tokenizer import load_tokenizer
+    from midtrain.train.rewards import build_reward, for_trl
+
+    cfg = _cfg(nano_model, rl_tasks, tmp_path / "x", max_completion_length=6)
+    tok = load_tokenizer(nano_model)
+    tok.padding_side = "left"
+    reward = build_reward("math")
+    trainer = rl_trainer.make_trainer_class()(
+        model=rl.load_policy(nano_model),
+        reward_funcs=for_trl(reward),
+        args=rl.build_grpo_config(cfg, str(tmp_path / "ck")),
+        train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8),
+        processing_class=tok,
+    )
+    trainer.counters, trainer.reward = rl_trainer.Counters(), reward
+    prompts = ["a=1.b=a+2.?b"] * 4 + ["a=2.b=a+2.?b"] * 4
+    texts = ["3", "3", "3", "3", "4", "4", "x5", "4"]  # group 1 all right (Â = 0), group 2 [1,1,0,1]
+    prompt_ids = [tok(p)["input_ids"] for p in prompts]
+    completion_ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
+    trainer._generate = lambda batch: (prompt_ids, completion_ids, None, texts, None, {}, None, [])
+    trainer.model.train()
+    out = trainer._generate_and_score_completions([{"prompt": p, "answer": a} for p, a in zip(prompts, ["3"] * 4 + ["4"] * 4)])
+    assert (out["advantages"][:4] == 0).all() and (out["advantages"][4:] != 0).all()
+    trainer.current_gradient_accumulation_steps = 1
+
+    def loss_and_grad(skip: bool):
+        trainer.skip_zero_advantage = skip
+        trainer.model.zero_grad()
+        before = trainer.counters.tokens_trained
+        loss = trainer.compute_loss(trainer.model, dict(out))
+        loss.backward()
+        grads = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+        return loss.item(), grads, trainer.counters.tokens_trained - before
+
+    loss_all, g_all, tok_all = loss_and_grad(False)
+    loss_skip, g_skip, tok_skip = loss_and_grad(True)
+    assert abs(loss_all) > 1e-6 and loss_skip == pytest.approx(loss_all, rel=1e-5, abs=1e-8)
+    assert len(g_all) == len(g_skip) and all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(g_all, g_skip))
+    assert tok_skip < tok_all  # the zero-variance group was not forwarded
+
+
 # -- end to end --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):

@@ -33,6 +33,7 @@ from typing import Any
 from midtrain.config import MAX_SEED, Config, param, read_yaml
 from midtrain.console import log, print_table
 from midtrain.errors import ConfigError
+from midtrain.experiment.claims import better_claim, hacking_claim, ratio_claim, rl_adds_claim
 from midtrain.experiment.experiment import ExperimentConfig, arm_table, run_dirs
 from midtrain.experiment.experiment import run as run_experiment
 from midtrain.experiment.report import Section, Table, build
@@ -42,7 +43,16 @@ from midtrain.runs import atomic_write_json, atomic_write_text, read_json
 
 REPO = Path(__file__).resolve().parents[3]
 BASE_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo-base"  # the shipped base checkpoint
-QUICK_VARS = {"sft_tokens": 20000, "rl_steps": 3, "eval_total": 44, "diag_n": 4, "base_tokens": 40000}
+QUICK_VARS = {
+    "edge_docs": 400,
+    "sft_tokens": 20000,
+    "rl_steps": 3,
+    "rl_batch": 16,
+    "eval_total": 50,
+    "t1_samples": 2,
+    "diag_n": 4,
+    "base_tokens": 40000,
+}
 CHECKPOINTS = {
     "base": "diag_base",
     "SFT(raw)": "diag_sft_raw",
@@ -61,8 +71,8 @@ class DemoConfig(Config):
     """The demo experiment; every budget lives in the experiment file (configs/demo.yaml)."""
 
     quick: bool = param(False, "Tiny budgets (seconds): checks the machinery, not the science (used in CI).")
-    seed: int = param(0, "Seed of the per-seed stages (SFT, RL, evaluation sampling).", ge=0, le=MAX_SEED)
-    seeds: list[int] = param([], "Several seeds (overrides --seed), e.g. --seeds 0 1 2 for mean ± std.", ge=0, le=MAX_SEED)
+    seed: int | None = param(None, "Run one seed of the per-seed stages (SFT, RL, evaluation sampling).", ge=0, le=MAX_SEED)
+    seeds: list[int] = param([], "Seeds (overrides --seed); default: the experiment file's (0 1 2), or 0 with --quick.", ge=0, le=MAX_SEED)
     out: str = param("runs/demo", "Output directory: report.md, report.html, summary.json, runs/.")
     from_scratch: bool = param(False, "Pretrain the base again with configs/demo-base.yaml instead of the shipped one.")
     jobs: int = param(2, "Stages run in parallel, one CPU thread each (the demo's models are too small for 2 threads).", ge=1)
@@ -132,50 +142,39 @@ def collect(exp: dict[str, Any]) -> dict[str, Any]:
     return {"arms": arms, "checkpoints": checkpoints, "analysis": {k: _stats(v) for k, v in analysis.items()}}
 
 
-def claims(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """The four claims with their measured values (means over seeds)."""
-    arms, an = res["arms"], res["analysis"]
-    edge = {a: (arms.get(a, {}).get("edge") or {}).get("mean") for a in "abcd"}
-    out = []
-    if edge["a"] is not None and edge["d"] is not None:
-        ratio = edge["d"] / edge["a"] if edge["a"] > 0 else (math.inf if edge["d"] > 0 else None)
-        out.append(
-            {
-                "id": "thinking_midtraining_vs_rl",
-                "claim": "(d) ≥ 2 × (a) on edge verified accuracy",
-                "paper": "3.2x (Thinking mid-training, DESIGN §1.1)",
-                "measured": {
-                    "a": edge["a"],
-                    "d": edge["d"],
-                    "ratio": None if ratio is None else (ratio if math.isinf(ratio) else round(ratio, 2)),
-                },
-                "holds": ratio is not None and ratio >= 2.0,
-            }
-        )
-    if edge["b"] is not None and edge["c"] is not None:
-        out.append(
-            {
-                "id": "thoughts_vs_raw",
-                "claim": "(c) > (b) on edge verified accuracy",
-                "paper": "SFT(think) → RL beats SFT(raw) → RL",
-                "measured": {"b": edge["b"], "c": edge["c"]},
-                "holds": edge["c"] > edge["b"],
-            }
-        )
-    wm, wr = an["weights_mid"]["mean"], an["weights_rl"]["mean"]
-    if wm is not None and wr is not None:
-        out.append(
-            {
-                "id": "dense_mid_sparse_rl",
-                "claim": "mid-training changes ≥ 2x the weights RL changes",
-                "paper": "> 90% vs ~5% (PRISM, DESIGN §1.2)",
-                "measured": {"mid": wm, "rl": wr},
-                "holds": wm >= 2 * wr,
-            }
-        )
-    cm, cr = an["cka_mid"]["mean"], an["cka_rl"]["mean"]
+# Eval stages of configs/demo.yaml that the claims compare (greedy unless _t1: T = 1, several samples per problem).
+CLAIM_STAGES = {
+    "a": "eval_a",
+    "b": "eval_b",
+    "c": "eval_c",
+    "d": "eval_d",
+    "sft_think": "eval_sft_think",
+    "c_t1": "eval_c_t1",
+    "sft_think_t1": "eval_sft_think_t1",
+    "outcome_t1": "eval_o_t1",
+}
+
+
+def claims(res: dict[str, Any], stages_by_seed: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The claims with their measured values and standard errors (:mod:`midtrain.experiment.claims`); a claim whose
+    stages did not run (another experiment file) is left out."""
+    st = CLAIM_STAGES
+    got = [
+        ratio_claim(stages_by_seed, st["d"], st["a"]),
+        better_claim(
+            stages_by_seed,
+            st["c"],
+            st["b"],
+            cid="thoughts_vs_raw",
+            claim="(c) > (b) on edge verified accuracy, by ≥ 3 s.e.",
+            paper="SFT(think) → RL beats SFT(raw) → RL (Thinking mid-training)",
+        ),
+        rl_adds_claim(stages_by_seed, {"greedy": (st["c"], st["sft_think"]), "T=1": (st["c_t1"], st["sft_think_t1"])}),
+        hacking_claim(stages_by_seed, st["outcome_t1"], st["c_t1"], st["sft_think_t1"]),
+    ]
+    cm, cr = res["analysis"]["cka_mid"]["mean"], res["analysis"]["cka_rl"]["mean"]
     if cm is not None and cr is not None:
-        out.append(
+        got.append(
             {
                 "id": "rl_keeps_geometry",
                 "claim": "CKA(SFT, SFT+RL) > CKA(base, SFT)",
@@ -184,7 +183,17 @@ def claims(res: dict[str, Any]) -> list[dict[str, Any]]:
                 "holds": cr > cm,
             }
         )
-    return out
+    return [c for c in got if c is not None]
+
+
+def eval_problems(stages_by_seed: dict[str, dict[str, Any]], stage: str = CLAIM_STAGES["sft_think"]) -> dict[str, int]:
+    """Evaluation problems per op range (of the first seed's SFT(think) eval: every eval stage shares the set)."""
+    for stages in stages_by_seed.values():
+        rec = stages.get(stage)
+        path = Path(rec["out"]) / "summary.json" if rec else None
+        if path is not None and path.is_file():
+            return {r: int(g["n"]) for r, g in read_json(path)["synthetic"]["by_range"].items()}
+    return {}
 
 
 def _fmt_measured(m: dict[str, Any]) -> str:
@@ -271,8 +280,8 @@ def demo(cfg: DemoConfig) -> DemoResult:
 def _demo(cfg: DemoConfig) -> DemoResult:
     t0 = time.time()
     out = Path(cfg.out)
-    seeds = list(cfg.seeds) or [cfg.seed]
     exp_file = cfg.config_file(cfg.experiment, "demo.yaml")
+    seeds = list(cfg.seeds) or ([cfg.seed] if cfg.seed is not None else [0] if cfg.quick else read_yaml(exp_file).get("seeds", [0]))
     base_path = None
     if cfg.from_scratch:
         base_cfg = load_experiment(
@@ -288,10 +297,11 @@ def _demo(cfg: DemoConfig) -> DemoResult:
     exp = load_experiment(exp_file, out=out / "runs", seeds=seeds, quick=cfg.quick, jobs=cfg.jobs, base_path=base_path)
     data = run_experiment(exp).data
     res = collect(data)
-    res["claims"] = claims(res)
+    res["claims"] = claims(res, data["stages"])
     table = arm_table(data)
     summary = {
         "seeds": seeds,
+        "eval_problems": eval_problems(data["stages"]),
         "quick": cfg.quick,
         "from_scratch": cfg.from_scratch,
         "arms": res["arms"],
@@ -326,4 +336,4 @@ class DemoResult:
         return f"demo: {self.data['seconds']:.0f} s → {self.out}/report.html, {self.out}/report.md, {self.out}/summary.json"
 
 
-__all__ = ["DemoConfig", "demo", "collect", "claims", "load_experiment", "plot_arms"]
+__all__ = ["CLAIM_STAGES", "DemoConfig", "demo", "collect", "claims", "eval_problems", "load_experiment", "plot_arms"]

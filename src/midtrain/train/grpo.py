@@ -98,6 +98,19 @@ def dr_grpo_loss(
     return (per_token * mask).sum() / (n * max_completion_len)
 
 
+def informative_rows(advantages: torch.Tensor) -> torch.Tensor:
+    """Indices of the completions whose advantage is not 0 ([N] → [K], K ≥ 1).
+
+    Under Dr. GRPO with β = 0 a completion with Â = 0 (every completion of a zero-variance group) contributes
+    exactly 0 to the loss and its gradient, whatever its ratio, while its forward and backward cost as much as any
+    other: the trainer forwards only these rows and rescales by K/N so that the constant normaliser N·L_max is
+    unchanged. One row is always kept (its loss is 0 if its advantage is 0) so that every process still runs a
+    backward pass, which DDP and FSDP need.
+    """
+    keep = (advantages != 0).nonzero(as_tuple=True)[0]  # [K]
+    return keep if keep.numel() else torch.zeros(1, dtype=torch.long, device=advantages.device)
+
+
 def rl_flops(n_params: int, trained_tokens: int, generated_tokens: int) -> float:
     """Compute estimate for experiment accounting: 6·N per trained token (forward + backward) + 2·N per generated one."""
     return 6.0 * n_params * trained_tokens + 2.0 * n_params * generated_tokens
@@ -109,5 +122,6 @@ __all__ = [
     "token_logprobs",
     "completion_mask",
     "dr_grpo_loss",
+    "informative_rows",
     "rl_flops",
 ]

@@ -27,6 +27,7 @@ from midtrain.train.engine import (
     StepLogCallback,
     Window,
 )
+from midtrain.train.grpo import informative_rows
 from midtrain.train.rewards import (
     SafeReward,
 )
@@ -101,6 +102,7 @@ def make_trainer_class() -> type:
         reward: SafeReward
         reward_stats: dict[str, float]  # summed over ranks; the log callback reads and resets it
         use_bf16_generation: bool = False
+        skip_zero_advantage: bool = True  # forward only completions with Â ≠ 0 (exact under Dr. GRPO, β = 0)
 
         def _global_sum(self, *values: float) -> list[float]:
             t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
@@ -139,9 +141,19 @@ def make_trainer_class() -> type:
             return out
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            n = inputs["completion_ids"].size(0)
+            scale = 1.0
+            if self.skip_zero_advantage and self.loss_type == "dr_grpo" and self.beta == 0.0 and inputs["advantages"].dim() == 1:
+                keep = informative_rows(inputs["advantages"])
+                if keep.numel() < n:  # the loss divides by the rows it sees: K/N restores the N·L_max normaliser
+                    inputs = {
+                        k: v.index_select(0, keep) if torch.is_tensor(v) and v.dim() and v.size(0) == n else v for k, v in inputs.items()
+                    }
+                    scale = keep.numel() / n
             (tokens,) = self._global_sum(float(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum()))
             self.counters.tokens_trained += tokens
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return loss * scale if scale != 1.0 else loss
 
     return MidtrainGRPOTrainer
 
