@@ -2,14 +2,23 @@
 
 It runs the experiment of ``configs/demo.yaml`` (:mod:`midtrain.experiment.experiment`) from the shipped tiny base checkpoint
 (``src/midtrain/assets/demo-base``; ``--from-scratch`` first rebuilds it with ``configs/demo-base.yaml``) for one or
-more seeds, then checks the papers' claims on what it measured (DESIGN §1.1-1.3):
+more seeds (the experiment file's three by default), then checks the papers' claims on what it measured
+(DESIGN §1.1-1.3; docs/claims.md).
 
-1. **(d) ≥ 2 × (a)** on edge-range verified accuracy: base → SFT(think) → RL mid-training → RL versus RL on the
-   base (the paper: 3.2x). Ratio of the seed means; with (a) at 0 the claim holds when (d) > 0.
-2. **(c) > (b)**: thoughts in the mid-training documents beat the same documents without them (edge range).
-3. **Mid-training changes far more weights than RL**: fraction of parameters changed base → SFT(think) is at
-   least twice that of SFT(think) → RL (arm c), both with the bf16 comparison of the paper (PRISM: > 90% vs ~5%).
-4. **RL keeps the representation geometry**: mean linear CKA over layers of (SFT, SFT+RL) > that of (base, SFT).
+Every claim compares edge-range (ops 6-8) process-verified accuracy per seed, with a standard error that adds the
+seed-to-seed variation and the binomial error of the problem sample (:mod:`midtrain.experiment.claims`):
+
+1. **(d) ≥ 2 × (a)**, by ≥ 3 s.e.: base → SFT(think) → RL mid-training → RL versus RL on the base (the paper: 3.2x).
+2. **(c) > (b)** by ≥ 3 s.e.: thoughts in the mid-training documents beat the same documents without them.
+3. **RL adds over SFT(think)** (Interplay C6, Thinking mid-training step 4): (c) − SFT(think) ≥ 0.05 and ≥ 3 s.e.,
+   greedy and sampled at T = 1.
+4. **Process rewards curb hacking** (Interplay C9): RL with the outcome reward (arm o) ends with more right answers
+   on wrong traces and lower verified accuracy than RL with the process reward (arm c), sampled at T = 1.
+5. **RL keeps the representation geometry** (PRISM): mean linear CKA over layers of (SFT, SFT+RL) > (base, SFT).
+
+PRISM's dense-vs-sparse weight claim is reported (``analysis``) but is not a claim here: at 0.8M parameters the
+learning rate RL needs moves nearly every weight past bf16 resolution; it is checked on SmolLM2-135M instead
+(docs/claims.md, docs/real-llm.md).
 
 Every checkpoint is also diagnosed (``midtrain synth diagnose``): per-skill teacher-forced accuracy, verified
 accuracy with a trace and answer accuracy without one, per op range. A claim that does not hold is reported as
@@ -27,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, pstdev, stdev
 from typing import Any
 
 from midtrain.config import MAX_SEED, Config, param, read_yaml
@@ -104,6 +113,7 @@ def _stats(values: list[float]) -> dict[str, Any]:
         "values": values,
         "mean": round(mean(values), 4) if values else None,
         "std": round(pstdev(values), 4) if len(values) > 1 else 0.0,
+        "se": round(stdev(values) / math.sqrt(len(values)), 4) if len(values) > 1 else None,  # over seeds
     }
 
 
