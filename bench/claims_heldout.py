@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean, stdev
 
@@ -31,7 +33,7 @@ TRAINING = ["id_data", "edge_docs", "rl_prompts"]  # shared demo stages whose pr
 
 def midtrain(*args: str) -> None:
     cmd = [sys.executable, "-m", "midtrain", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
 
@@ -67,11 +69,12 @@ def heldout_sets(demo: Path, out: Path, per_range: int, seed: int) -> tuple[dict
     return sets, dropped
 
 
-def evaluate(demo: Path, out: Path, sets: dict[str, Path], t1_samples: int) -> dict[str, dict[str, dict]]:
+def evaluate(demo: Path, out: Path, sets: dict[str, Path], t1_samples: int, jobs: int) -> dict[str, dict[str, dict]]:
     """Run the evals; returns {seed: {stage name: {"out": dir}}} in the shape claims.per_seed reads."""
     both = out / "heldout_all.jsonl"
     both.write_text("".join(p.read_text() for p in sets.values()))
     stages: dict[str, dict[str, dict]] = {}
+    calls: list[list[str]] = []
     for seed_dir in sorted((demo / "runs").glob("seed-*")):
         seed = seed_dir.name.split("-", 1)[1]
         for ck in GREEDY:
@@ -84,9 +87,11 @@ def evaluate(demo: Path, out: Path, sets: dict[str, Path], t1_samples: int) -> d
             for name, (data, n, temp) in runs.items():
                 dest = out / f"seed-{seed}" / name
                 common = ["--op-scale", "tiny", "--max-new-tokens", "128", "--batch-size", "128", "--no-progress"]
-                midtrain("eval", "--model", str(model), "--synthetic", str(data), "--n-samples", n, "--temperature", temp,
-                         "--seed", seed, *common, "--out", str(dest))  # fmt: skip
+                calls.append(["eval", "--model", str(model), "--synthetic", str(data), "--n-samples", n, "--temperature", temp,
+                              "--seed", seed, *common, "--out", str(dest)])  # fmt: skip
                 stages.setdefault(seed, {})[name] = {"out": str(dest)}
+    with ThreadPoolExecutor(jobs) as pool:  # one single-thread eval process per job
+        list(pool.map(lambda c: midtrain(*c), calls))
     return stages
 
 
@@ -113,12 +118,13 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="Output directory (default: DEMO/heldout).")
     ap.add_argument("--per-range", type=int, default=600, help="Held-out problems per op range.")
     ap.add_argument("--t1-samples", type=int, default=4, help="Samples per problem of the T = 1 evaluations.")
+    ap.add_argument("--jobs", type=int, default=2, help="Evaluations run in parallel (one CPU thread each).")
     ap.add_argument("--seed", type=int, default=1001, help="Generator seed of the held-out sets (+0/+1/+2 per range).")
     a = ap.parse_args()
     out = a.out or a.demo / "heldout"
     out.mkdir(parents=True, exist_ok=True)
     sets, dropped = heldout_sets(a.demo, out, a.per_range, a.seed)
-    stages = evaluate(a.demo, out, sets, a.t1_samples)
+    stages = evaluate(a.demo, out, sets, a.t1_samples, a.jobs)
     claims = [
         ratio_claim(stages, "eval_rl_d", "eval_rl_a"),
         better_claim(stages, "eval_rl_c", "eval_rl_b", cid="thoughts_vs_raw", claim="(c) > (b)", paper="Thinking mid-training"),

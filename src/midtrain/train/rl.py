@@ -189,6 +189,9 @@ class RLConfig(Config):
         "none", "Advantage scaling: none = Dr. GRPO (mean-only); group/batch divide by the std."
     )
     mask_truncated_completions: bool = param(False, "Exclude completions that hit the token budget from the loss.")
+    skip_zero_advantage: bool = param(
+        True, "Forward/backward only completions with a nonzero advantage (exact under dr_grpo with beta 0; faster)."
+    )
     # -- optimisation --
     optim: OptimConfig = param(
         RL_OPTIM,
@@ -514,6 +517,7 @@ def run(cfg: RLConfig) -> Result:
         connect(trainer, callback, cfg, cfg.report_to, run_.path, resume)
         trainer.counters, trainer.reward, trainer.reward_stats = counters, reward, callback.reward_stats
         trainer.use_bf16_generation = args.bf16 and cfg.vllm == "off"
+        trainer.skip_zero_advantage = cfg.skip_zero_advantage
         if scorer is not None:  # the EMA baseline, generation stopping at </think>, the EMA in every checkpoint
             ema = attach(trainer, scorer, cfg.ema_decay, resume)
             callback.checkpoint_hooks.append(lambda ckpt: ema.save(ckpt / EMA_FILE))
