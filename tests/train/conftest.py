@@ -9,6 +9,40 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test (RL tests on tiny models: faster, and the same numbers every run)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def kill_rl_at(monkeypatch):
+    """``kill_rl_at(step)``: the next ``midtrain rl`` run raises KeyboardInterrupt right after logging ``step`` (a
+    simulated kill); ``kill_rl_at(None)`` restores the normal callback for the resumed run."""
+    from midtrain.train import rl_trainer
+
+    original = rl_trainer.RLLogCallback.on_step_end
+
+    def arm(step: int | None) -> None:
+        if step is None:
+            monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", original)
+            return
+
+        def crash(self, args, state, control, **kw):
+            original(self, args, state, control, **kw)
+            if state.global_step == step:
+                raise KeyboardInterrupt("simulated kill")
+
+        monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", crash)
+
+    return arm
+
+
 # -- RL (tests/train/test_rl.py) ---------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def rl_tasks(tmp_path_factory) -> Path:

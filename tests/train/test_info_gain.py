@@ -16,13 +16,7 @@ from midtrain.train import info_gain as ig
 from midtrain.train import rl, rl_trainer
 from midtrain.train.rl import RL_OPTIM, RLConfig, run
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and deterministic
 
 
 # -- pure functions on hand values -------------------------------------------------------------------------------
@@ -200,23 +194,16 @@ def test_info_gain_run_trains_only_the_thought_and_moves_the_ema(nano_model, tmp
     )
 
 
-def test_info_gain_ema_is_restored_on_resume(nano_model, tmp_path, monkeypatch):
+def test_info_gain_ema_is_restored_on_resume(nano_model, tmp_path, monkeypatch, kill_rl_at):
     data = _tasks(tmp_path / "t.jsonl")
     whole = tmp_path / "whole"
     run(_cfg(nano_model, data, whole, max_steps=3, save_every_steps=1))
 
     out = tmp_path / "r"
-    original = rl_trainer.RLLogCallback.on_step_end
-
-    def crash_at_3(self, args, state, control, **kw):
-        original(self, args, state, control, **kw)
-        if state.global_step == 3:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", crash_at_3)
+    kill_rl_at(3)
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(nano_model, data, out, max_steps=3, save_every_steps=2))
-    monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", original)
+    kill_rl_at(None)
 
     loaded: list[dict[str, torch.Tensor]] = []
     load = ig.EMAModel.load

@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from midtrain.cli import main
 from midtrain.config import load_config
@@ -19,15 +18,9 @@ from midtrain.train.lm import OptimConfig, training_args
 from midtrain.train.pretrain import PretrainConfig
 from midtrain.train.rl import RL_OPTIM, RLConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and deterministic
+
 tensorboard = pytest.importorskip("tensorboard")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _log(out: Path) -> list[dict]:

@@ -16,6 +16,8 @@ from midtrain.train import rl, rl_trainer
 from midtrain.train.grpo import dr_grpo_loss, group_advantages, token_logprobs
 from midtrain.train.rl import RL_OPTIM, RLConfig, run
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and deterministic
+
 LOG_KEYS = {
     "step",
     "loss",
@@ -29,14 +31,6 @@ LOG_KEYS = {
     "train_s",
     "reward_errors",
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cfg(model, data, out, **kw) -> RLConfig:
@@ -66,14 +60,14 @@ def _digest(path: Path) -> str:
 
 
 # -- TRL computes exactly our Dr. GRPO ---------------------------------------------------------------------------
-def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
-    """With our config, GRPOTrainer's advantages are group_advantages(·, "none") and its loss is dr_grpo_loss."""
+def _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, answers, **cfg_kw):
+    """A real trainer whose generation returns ``texts`` for ``prompts``; returns (trainer, scored batch)."""
     from datasets import Dataset
 
     from midtrain.models.tokenizer import load_tokenizer
     from midtrain.train.rewards import build_reward, for_trl
 
-    cfg = _cfg(nano_model, rl_tasks, tmp_path / "x", temperature=0.7, max_completion_length=6)
+    cfg = _cfg(nano_model, rl_tasks, tmp_path / "x", max_completion_length=6, **cfg_kw)
     tok = load_tokenizer(nano_model)
     tok.padding_side = "left"
     reward = build_reward("math")
@@ -85,26 +79,25 @@ def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
         processing_class=tok,
     )
     trainer.counters, trainer.reward = rl_trainer.Counters(), reward
-    G = 4
-    prompts = ["a=1.b=a+2.?b", "a=2.b=a+2.?b"]
-    texts = ["3", "4", "3", "x3", "4", "4", "5", "4"]  # group 1 rewards [1,0,1,0], group 2 [1,1,0,1]
-    answers = ["3"] * 4 + ["4"] * 4
-    prompt_ids = [tok(p)["input_ids"] for p in prompts for _ in range(G)]
+    prompt_ids = [tok(p)["input_ids"] for p in prompts]
     completion_ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
-
-    def fake_generate(batch_prompts):
-        return prompt_ids, completion_ids, None, texts, None, {}, None, []
-
-    trainer._generate = fake_generate
+    trainer._generate = lambda batch: (prompt_ids, completion_ids, None, texts, None, {}, None, [])
     trainer.model.train()
-    out = trainer._generate_and_score_completions(
-        [{"prompt": p, "answer": a} for p, a in zip([p for p in prompts for _ in range(G)], answers)]
-    )
+    out = trainer._generate_and_score_completions([{"prompt": p, "answer": a} for p, a in zip(prompts, answers)])
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer, out
+
+
+def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
+    """With our config, GRPOTrainer's advantages are group_advantages(·, "none") and its loss is dr_grpo_loss."""
+    G = 4
+    prompts = ["a=1.b=a+2.?b"] * G + ["a=2.b=a+2.?b"] * G
+    texts = ["3", "4", "3", "x3", "4", "4", "5", "4"]  # group 1 rewards [1,0,1,0], group 2 [1,1,0,1]
+    trainer, out = _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, ["3"] * 4 + ["4"] * 4, temperature=0.7)
     rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
     assert torch.allclose(out["advantages"], group_advantages(rewards, G, "none"))
     assert torch.allclose(out["advantages"], torch.tensor([0.5, -0.5, 0.5, -0.5, 0.25, 0.25, -0.75, 0.25]))
 
-    trainer.current_gradient_accumulation_steps = 1
     loss_trl = trainer._compute_loss(trainer.model, out)
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
     attn = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
@@ -119,32 +112,10 @@ def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
 
 def test_zero_advantage_rows_are_skipped_without_changing_loss_or_gradient(nano_model, rl_tasks, tmp_path):
     """A zero-variance group (Â = 0) is left out of the forward pass; loss and gradient equal the full batch's."""
-    from datasets import Dataset
-
-    from midtrain.models.tokenizer import load_tokenizer
-    from midtrain.train.rewards import build_reward, for_trl
-
-    cfg = _cfg(nano_model, rl_tasks, tmp_path / "x", max_completion_length=6)
-    tok = load_tokenizer(nano_model)
-    tok.padding_side = "left"
-    reward = build_reward("math")
-    trainer = rl_trainer.make_trainer_class()(
-        model=rl.load_policy(nano_model),
-        reward_funcs=for_trl(reward),
-        args=rl.build_grpo_config(cfg, str(tmp_path / "ck")),
-        train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8),
-        processing_class=tok,
-    )
-    trainer.counters, trainer.reward = rl_trainer.Counters(), reward
     prompts = ["a=1.b=a+2.?b"] * 4 + ["a=2.b=a+2.?b"] * 4
     texts = ["3", "3", "3", "3", "4", "4", "x5", "4"]  # group 1 all right (Â = 0), group 2 [1,1,0,1]
-    prompt_ids = [tok(p)["input_ids"] for p in prompts]
-    completion_ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
-    trainer._generate = lambda batch: (prompt_ids, completion_ids, None, texts, None, {}, None, [])
-    trainer.model.train()
-    out = trainer._generate_and_score_completions([{"prompt": p, "answer": a} for p, a in zip(prompts, ["3"] * 4 + ["4"] * 4)])
+    trainer, out = _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, ["3"] * 4 + ["4"] * 4)
     assert (out["advantages"][:4] == 0).all() and (out["advantages"][4:] != 0).all()
-    trainer.current_gradient_accumulation_steps = 1
 
     def loss_and_grad(skip: bool):
         trainer.skip_zero_advantage = skip
@@ -274,17 +245,10 @@ def test_last_step_is_logged_when_fewer_steps_than_the_log_interval(nano_model, 
 
 
 # -- resume ------------------------------------------------------------------------------------------------------
-def test_interrupted_run_resumes_from_its_checkpoint(nano_model, rl_tasks, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_from_its_checkpoint(nano_model, rl_tasks, tmp_path, kill_rl_at):
     out = tmp_path / "r"
     cfg = _cfg(nano_model, rl_tasks, out, max_steps=4, save_every_steps=2)
-    original = rl_trainer.RLLogCallback.on_step_end
-
-    def crash_at_3(self, args, state, control, **kw):
-        original(self, args, state, control, **kw)
-        if state.global_step == 3:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", crash_at_3)
+    kill_rl_at(3)
     with pytest.raises(KeyboardInterrupt):
         run(cfg)
     meta = json.loads((out / "midtrain.json").read_text())
@@ -292,7 +256,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(nano_model, rl_tasks, tmp_p
     assert (out / "checkpoints" / "checkpoint-2" / rl.COUNTERS).is_file()
     assert [r["step"] for r in _log(out)] == [1, 2]  # step 3 never reached its log line
 
-    monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", original)
+    kill_rl_at(None)
     res = run(cfg)
     assert res.metrics["resumed_from"] == "checkpoint-2" and res.metrics["steps"] == 4
     assert [r["step"] for r in _log(out)] == [1, 2, 3, 4]  # continued, not restarted, nothing logged twice

@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 import midtrain.llm.judge as judge_mod
 from midtrain.llm.backends import BackendConfig, OpenAIBackend
@@ -17,6 +16,8 @@ from midtrain.llm.judge import VERDICT_CACHE, LLMJudge
 from midtrain.llm.serve import HTTPFault, OpenAIServer
 from midtrain.train.rewards import RewardAborted, build_reward
 from midtrain.train.rl import RL_OPTIM, RLConfig, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and deterministic
 
 
 def dead_url() -> str:
@@ -56,14 +57,6 @@ def test_a_step_with_every_judge_request_failing_stops():
 
 
 # -- through `midtrain rl` --------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rl_cfg(model: Path, tmp_path: Path, url: str, **kw) -> RLConfig:
     data = tmp_path / "s.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"The cat sat on the mat {i}.", "reference": "Then it slept."}) + "\n" for i in range(4)))
