@@ -38,9 +38,15 @@ def midtrain(*args: str) -> None:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
 
 
+def question(line: str) -> str:
+    """The key two problems share when they ask the same thing: facts + query."""
+    rec = json.loads(line)
+    return rec["problem"] + rec["question"]
+
+
 def questions(path: Path) -> set[str]:
     with path.open() as f:
-        return {json.loads(line)["problem"] + json.loads(line)["question"] for line in f if line.strip()}
+        return {question(line) for line in f if line.strip()}
 
 
 def heldout_sets(demo: Path, out: Path, per_range: int, seed: int) -> tuple[dict[str, Path], int]:
@@ -62,7 +68,7 @@ def heldout_sets(demo: Path, out: Path, per_range: int, seed: int) -> tuple[dict
     for i, (rng, ops) in enumerate(RANGES.items()):
         raw = out / f"heldout_{rng}.raw.jsonl"
         midtrain("synth", "generate", "--ops", ops, "--n", str(per_range), "--seed", str(seed + i), *flags, "--out", str(raw))
-        keep = [line for line in raw.read_text().splitlines() if json.loads(line)["problem"] + json.loads(line)["question"] not in seen]
+        keep = [line for line in raw.read_text().splitlines() if question(line) not in seen]
         dropped += per_range - len(keep)
         sets[rng] = out / f"heldout_{rng}.jsonl"
         sets[rng].write_text("\n".join(keep) + "\n")

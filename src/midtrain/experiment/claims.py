@@ -27,12 +27,15 @@ GAIN_MIN = 0.05  # absolute gain a "RL adds" claim needs (issue: ≥ 0.05 and �
 GAIN_SE = 3.0
 
 
+def eval_ranges(out: str | Path) -> dict[str, dict[str, Any]]:
+    """The per-op-range summaries of a synthetic eval run dir (``summary.json`` → synthetic.by_range; {} if absent)."""
+    path = Path(out) / "summary.json"
+    return (read_json(path).get("synthetic") or {}).get("by_range", {}) if path.is_file() else {}
+
+
 def eval_range(out: str | Path, rng: str = "edge") -> dict[str, float] | None:
     """Verified/outcome accuracy, hacking rate and counts of one op range from an eval run dir (None if absent)."""
-    path = Path(out) / "summary.json"
-    if not path.is_file():
-        return None
-    g = (read_json(path).get("synthetic") or {}).get("by_range", {}).get(rng)
+    g = eval_ranges(out).get(rng)
     if not g:
         return None
     return {
@@ -172,6 +175,7 @@ __all__ = [
     "better_claim",
     "diff",
     "eval_range",
+    "eval_ranges",
     "gain_holds",
     "hacking_claim",
     "per_seed",

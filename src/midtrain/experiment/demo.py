@@ -42,7 +42,7 @@ from typing import Any
 from midtrain.config import MAX_SEED, Config, param, read_yaml
 from midtrain.console import log, print_table
 from midtrain.errors import ConfigError
-from midtrain.experiment.claims import better_claim, hacking_claim, ratio_claim, rl_adds_claim
+from midtrain.experiment.claims import better_claim, eval_ranges, hacking_claim, ratio_claim, rl_adds_claim
 from midtrain.experiment.experiment import ExperimentConfig, arm_table, run_dirs
 from midtrain.experiment.experiment import run as run_experiment
 from midtrain.experiment.report import Section, Table, build
@@ -199,10 +199,9 @@ def claims(res: dict[str, Any], stages_by_seed: dict[str, dict[str, Any]]) -> li
 def eval_problems(stages_by_seed: dict[str, dict[str, Any]], stage: str = CLAIM_STAGES["sft_think"]) -> dict[str, int]:
     """Evaluation problems per op range (of the first seed's SFT(think) eval: every eval stage shares the set)."""
     for stages in stages_by_seed.values():
-        rec = stages.get(stage)
-        path = Path(rec["out"]) / "summary.json" if rec else None
-        if path is not None and path.is_file():
-            return {r: int(g["n"]) for r, g in read_json(path)["synthetic"]["by_range"].items()}
+        ranges = eval_ranges(stages[stage]["out"]) if stage in stages else {}
+        if ranges:
+            return {r: int(g["n"]) for r, g in ranges.items()}
     return {}
 
 
