@@ -8,7 +8,9 @@ import torch
 from midtrain.train.grpo import (
     completion_mask,
     dr_grpo_loss,
+    first_error_advantages,
     group_advantages,
+    informative_rows,
     rl_flops,
     token_logprobs,
     zero_variance_fraction,
@@ -136,3 +138,38 @@ def test_micro_batch_losses_add_up_with_num_sequences():
     whole = dr_grpo_loss(lp, lp, adv, mask, 0.2, 0.2, 5)
     parts = sum(dr_grpo_loss(lp[s], lp[s], adv[s], mask[s], 0.2, 0.2, 5, num_sequences=8) for s in (slice(0, 4), slice(4, 8)))
     assert parts.item() == pytest.approx(whole.item(), abs=1e-7)
+
+
+# -- process credit ------------------------------------------------------------------------------------------------
+def test_first_error_advantages_by_hand():
+    adv = torch.tensor([0.5, -0.25, -0.25, 0.0, 0.3, 0.2])
+    err = torch.tensor([2, 1, -1, 3, -1, 0])  # token of the first wrong step; -1 = verified (no error)
+    got = first_error_advantages(adv, err, 4)
+    want = torch.tensor(
+        [
+            [0.5, 0.5, 0.0, 0.0],  # rewarded: credit only the tokens before its mistake
+            [0.0, -0.25, -0.25, -0.25],  # failed: blame only the mistake and what follows
+            [-0.25, -0.25, -0.25, -0.25],  # no error located: the sequence advantage
+            [0.0, 0.0, 0.0, 0.0],
+            [0.3, 0.3, 0.3, 0.3],
+            [0.0, 0.0, 0.0, 0.0],  # rewarded although its first step was already wrong: no credit at all
+        ]
+    )
+    assert torch.equal(got, want)
+    assert informative_rows(got).tolist() == [0, 1, 2, 4]  # a row with Â_i ≠ 0 but no credited token is skipped too
+
+
+def test_per_token_advantages_in_the_loss_equal_a_sum_of_masked_losses():
+    """[N, T] advantages: each token weighted by its own Â_it (a constant row equals the [N] form)."""
+    g = torch.Generator().manual_seed(0)
+    lp, old = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g) * 0.1
+    mask = torch.ones(3, 4)
+    adv = torch.tensor([0.5, -0.5, 0.25])
+    assert dr_grpo_loss(lp, old, adv.unsqueeze(1).expand(3, 4), mask, max_completion_len=4).item() == pytest.approx(
+        dr_grpo_loss(lp, old, adv, mask, max_completion_len=4).item()
+    )
+    per_token = first_error_advantages(adv, torch.tensor([2, 1, -1]), 4)
+    keep = (per_token != 0).float()
+    assert dr_grpo_loss(lp, old, per_token, mask, max_completion_len=4).item() == pytest.approx(
+        dr_grpo_loss(lp, old, adv, mask * keep, max_completion_len=4).item()
+    )

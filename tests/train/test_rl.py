@@ -60,8 +60,10 @@ def _digest(path: Path) -> str:
 
 
 # -- TRL computes exactly our Dr. GRPO ---------------------------------------------------------------------------
-def _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, answers, **cfg_kw):
-    """A real trainer whose generation returns ``texts`` for ``prompts``; returns (trainer, scored batch)."""
+def _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, answers, reward_name="math", columns=None, credit="sequence", **cfg_kw):
+    """A real trainer whose generation returns ``texts`` for ``prompts``; returns (trainer, scored batch).
+
+    ``columns``: extra dataset columns per row (e.g. the synthetic ``record``)."""
     from datasets import Dataset
 
     from midtrain.models.tokenizer import load_tokenizer
@@ -70,7 +72,7 @@ def _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, answers, **cfg
     cfg = _cfg(nano_model, rl_tasks, tmp_path / "x", max_completion_length=6, **cfg_kw)
     tok = load_tokenizer(nano_model)
     tok.padding_side = "left"
-    reward = build_reward("math")
+    reward = build_reward(reward_name)
     trainer = rl_trainer.make_trainer_class()(
         model=rl.load_policy(nano_model),
         reward_funcs=for_trl(reward),
@@ -78,12 +80,13 @@ def _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, answers, **cfg
         train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8),
         processing_class=tok,
     )
-    trainer.counters, trainer.reward = rl_trainer.Counters(), reward
+    trainer.counters, trainer.reward, trainer.credit = rl_trainer.Counters(), reward, credit
     prompt_ids = [tok(p)["input_ids"] for p in prompts]
     completion_ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
     trainer._generate = lambda batch: (prompt_ids, completion_ids, None, texts, None, {}, None, [])
     trainer.model.train()
-    out = trainer._generate_and_score_completions([{"prompt": p, "answer": a} for p, a in zip(prompts, answers)])
+    rows = [{"prompt": p, "answer": a, **(columns[i] if columns else {})} for i, (p, a) in enumerate(zip(prompts, answers))]
+    out = trainer._generate_and_score_completions(rows)
     trainer.current_gradient_accumulation_steps = 1
     return trainer, out
 
@@ -131,6 +134,48 @@ def test_zero_advantage_rows_are_skipped_without_changing_loss_or_gradient(nano_
     assert abs(loss_all) > 1e-6 and loss_skip == pytest.approx(loss_all, rel=1e-5, abs=1e-8)
     assert len(g_all) == len(g_skip) and all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(g_all, g_skip))
     assert tok_skip < tok_all  # the zero-variance group was not forwarded
+
+
+def test_first_error_credit_gives_each_token_its_advantage(nano_model, rl_tasks, tmp_path):
+    """credit=first_error: the scored batch carries [N, T] advantages, cut at the verifier's first wrong step."""
+    from midtrain.synth.generate import SynthConfig, generate_problems
+
+    rec = generate_problems(SynthConfig(ops="3", n=1, seed=5, render="compact", modulus=10, order="dependency", distractors=False))[0]
+    good = rec["solution"] + f"</think><answer>{rec['answer']}</answer>"
+    steps = rec["solution"].split(".")
+    bad = ".".join([steps[0], steps[1] + "1", *steps[2:]]) + "</think><answer>9</answer>"  # step 2's value is wrong
+    lucky = ".".join([steps[0], steps[1] + "1", *steps[2:]]) + f"</think><answer>{rec['answer']}</answer>"
+    texts, prompt = [good, bad, lucky, bad], rec["problem"] + rec["question"] + "<think>"
+    columns = [{"record": json.dumps(rec)}] * 4
+    trainer, out = _scored_batch(
+        nano_model, rl_tasks, tmp_path, [prompt] * 4, texts, [rec["answer"]] * 4, "synthetic_process", columns, "first_error"
+    )
+    adv, ids = out["advantages"], out["completion_ids"]
+    assert adv.shape == ids.shape
+    seq = [row[row != 0][0] for row in adv]  # each row's Â_i: the value of its credited tokens
+    assert seq[0] > 0 and seq[1] < 0 and seq[3] < 0  # verified > lucky (wrong step, right answer) > wrong answer
+    e = rl_trainer.token_at(ids[1].tolist(), bad, len(steps[0]) + 1, trainer._tokenizer)  # the second clause's token
+    assert 0 < e < ids.size(1)
+    assert (adv[0] == adv[0, 0]).all()  # verified: the same advantage on every token
+    assert (adv[1, :e] == 0).all() and (adv[1, e:] == seq[1]).all()  # failed: blamed from its mistake on
+    if seq[2] > 0:  # lucky, above the group mean: credited only before its mistake
+        assert (adv[2, :e] == seq[2]).all() and (adv[2, e:] == 0).all()
+    else:
+        assert (adv[2, :e] == 0).all() and (adv[2, e:] == seq[2]).all()
+    loss = trainer.compute_loss(trainer.model, dict(out))
+    assert torch.isfinite(loss) and abs(loss.item()) > 1e-6
+
+
+def test_token_at_maps_characters_to_tokens(nano_model):
+    from midtrain.models.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(nano_model)
+    text = "a=1.b=a+2=3.</think><answer>3</answer>"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    for offset in (0, 4, 12, len(text) - 1):
+        k = rl_trainer.token_at(ids, text, offset, tok)
+        assert len(tok.decode(ids[:k])) <= offset < len(tok.decode(ids[: k + 1]))
+    assert rl_trainer.token_at(ids, text, len(text), tok) == len(ids)
 
 
 # -- end to end --------------------------------------------------------------------------------------------------
@@ -355,6 +400,9 @@ def test_config_rules():
         RLConfig.from_dict({**ok, "prompt_template": "no placeholder"})
     with pytest.raises(ConfigError, match="one of 'off', 'colocate', 'server'"):
         RLConfig.from_dict({**ok, "vllm": "yes"})
+    with pytest.raises(ConfigError, match="key 'credit': first_error needs .* got 'math'"):
+        RLConfig.from_dict({**ok, "credit": "first_error"})
+    assert RLConfig.from_dict({**ok, "credit": "first_error", "reward": "synthetic_strict"}).credit == "first_error"
     cfg = RLConfig.from_dict({**ok, "task": "suffix"})
     assert cfg.resolved_reward() == "judge" and cfg.resolved_answer_field() == "reference"
     args = rl.build_grpo_config(RLConfig.from_dict({**ok, "precision": "fp32"}), "/tmp/x")

@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from typing import Any, Literal
 
 from midtrain.config import Config, param
@@ -68,6 +69,7 @@ _UNKNOWN = re.compile(r"[^\W\d_]{1,8}\s+is\s+unknown", re.S)
 _WE_KNOW = re.compile(r"We know\b[^;]{0,400};\s*(.*)", re.S)
 _ANSWER_LINE = re.compile(r"Answer\s*:")
 _SENTENCE_END = re.compile(r"\.(?:\s+|$)")
+_DOT = re.compile(r"\.")
 _INT = re.compile(r"[-+]?[0-9]{1,40}")
 
 
@@ -224,6 +226,7 @@ class Step:
     key: str | None  # quantity key, None for an unbound letter
     parents: tuple[str, ...] | None  # None when the first expression does not parse
     value: Lin | None  # None when the last expression does not evaluate
+    start: int = 0  # offset of the step's clause in the trace
 
 
 def split_completion(completion: str) -> tuple[str, str | None]:
@@ -258,14 +261,16 @@ def parse_answer(text: str | None, modulus: int | None) -> int | None:
     return v % modulus if modulus else v
 
 
-def _clauses(trace: str, render: str) -> Iterable[str]:
-    parts = trace.split(".") if render == "compact" else _SENTENCE_END.split(trace)
-    for n, p in enumerate(parts):
+def _clauses(trace: str, render: str) -> Iterable[tuple[int, str]]:
+    """(offset in the trace, stripped text) of each non-empty clause among the first ``MAX_CLAUSES`` parts."""
+    start = 0
+    for n, m in enumerate(chain((_DOT if render == "compact" else _SENTENCE_END).finditer(trace), [None])):
         if n >= MAX_CLAUSES:
             return
-        p = p.strip()
-        if p:
-            yield p
+        part = trace[start : m.start() if m else len(trace)]
+        if part.strip():
+            yield start + len(part) - len(part.lstrip()), part.strip()
+        start = m.end() if m else start
 
 
 def parse_steps(trace: str, gold: Gold) -> tuple[list[Step], int]:
@@ -274,7 +279,7 @@ def parse_steps(trace: str, gold: Gold) -> tuple[list[Step], int]:
     bind: dict[str, str] = {}
     steps: list[Step] = []
     n_clauses = 0
-    for clause in _clauses(trace, gold.render):
+    for start, clause in _clauses(trace, gold.render):
         n_clauses += 1
         if compact:
             clause = clause.rsplit(":", 1)[-1]
@@ -294,6 +299,7 @@ def parse_steps(trace: str, gold: Gold) -> tuple[list[Step], int]:
                 continue
         step = _parse_clause(clause, gold, bind)
         if step is not None:
+            step.start = start
             steps.append(step)
     return steps, n_clauses
 

@@ -14,6 +14,16 @@ per-token weight depend on length, the bias Dr. GRPO removes. β = 0 (no KL term
 which computes the same quantities itself. These functions document and test the algorithm, drive the hand-written
 baseline step of ``bench/bench_rl.py``, and a test checks that TRL's loss equals :func:`dr_grpo_loss` on one batch.
 
+Process credit (``credit: first_error``, :func:`first_error_advantages`): one scalar Â_i per completion blames
+the correct first steps of a failed trace as much as its mistake, and rewards the steps after a mistake in a trace
+whose answer happened to be right. With the synthetic world's verifier locating each trace's first wrong step at
+token e_i (:mod:`midtrain.synth.credit`), the advantage becomes per token:
+
+    Â_it = Â_i·[t < e_i]  if Â_i > 0        (credit only what was right)
+    Â_it = Â_i·[t ≥ e_i]  if Â_i < 0        (blame only the mistake and what follows it)
+
+and Â_it = Â_i for a verified completion (no e_i). The loss above is unchanged, with Â_it in place of Â_i.
+
 Gradient accumulation: with k micro-batches of n = N/k completions each, TRL divides each micro-batch's loss
 ``Σ/(n·L_max)`` by k, which sums to ``Σ/(N·L_max)``: the update does not depend on how the batch is split
 (``tests/train/test_grpo.py`` checks 2×4 against 1×8).
@@ -86,20 +96,30 @@ def dr_grpo_loss(
 ) -> torch.Tensor:
     """The Dr. GRPO loss (scalar): clipped surrogate summed over valid tokens / (N · L_max).
 
-    ``logp``/``old_logp``/``mask`` are [N, T] (T ≤ L_max), ``adv`` is [N]. ``num_sequences`` overrides N, for a
+    ``logp``/``old_logp``/``mask`` are [N, T] (T ≤ L_max), ``adv`` is [N] (or [N, T] per token). ``num_sequences`` overrides N, for a
     micro-batch that is part of a larger batch (then the micro-batch losses add up to the full-batch loss).
     """
     n = logp.size(0) if num_sequences is None else num_sequences
     ratio = torch.exp(logp - old_logp)  # [N, T]
-    a = adv.unsqueeze(1).to(ratio.dtype)  # [N, 1]
+    a = (adv.unsqueeze(1) if adv.dim() == 1 else adv).to(ratio.dtype)  # [N, 1] or [N, T]
     unclipped = ratio * a  # [N, T]
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * a  # [N, T]
     per_token = -torch.minimum(unclipped, clipped)  # [N, T]
     return (per_token * mask).sum() / (n * max_completion_len)
 
 
+def first_error_advantages(advantages: torch.Tensor, first_error: torch.Tensor, length: int) -> torch.Tensor:
+    """Per-token advantages under process credit (module docstring): [N] advantages and [N] first-error token
+    positions (−1: none, the row keeps Â_i on every token) → [N, length]."""
+    t = torch.arange(length, device=advantages.device).unsqueeze(0)  # [1, T]
+    e = first_error.to(advantages.device).unsqueeze(1)  # [N, 1]
+    a = advantages.unsqueeze(1)  # [N, 1]
+    keep = torch.where(a > 0, t < e, t >= e) | (e < 0)  # [N, T]
+    return a * keep  # [N, T]
+
+
 def informative_rows(advantages: torch.Tensor) -> torch.Tensor:
-    """Indices of the completions whose advantage is not 0 ([N] → [K], K ≥ 1).
+    """Indices of the completions whose advantage is not 0 on some token ([N] or [N, T] → [K], K ≥ 1).
 
     Under Dr. GRPO with β = 0 a completion with Â = 0 (every completion of a zero-variance group) contributes
     exactly 0 to the loss and its gradient, whatever its ratio, while its forward and backward cost as much as any
@@ -107,7 +127,8 @@ def informative_rows(advantages: torch.Tensor) -> torch.Tensor:
     unchanged. One row is always kept (its loss is 0 if its advantage is 0) so that every process still runs a
     backward pass, which DDP and FSDP need.
     """
-    keep = (advantages != 0).nonzero(as_tuple=True)[0]  # [K]
+    nonzero = advantages != 0 if advantages.dim() == 1 else (advantages != 0).any(dim=1)  # [N]
+    keep = nonzero.nonzero(as_tuple=True)[0]  # [K]
     return keep if keep.numel() else torch.zeros(1, dtype=torch.long, device=advantages.device)
 
 
@@ -122,6 +143,7 @@ __all__ = [
     "token_logprobs",
     "completion_mask",
     "dr_grpo_loss",
+    "first_error_advantages",
     "informative_rows",
     "rl_flops",
 ]

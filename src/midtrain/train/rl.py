@@ -189,6 +189,11 @@ class RLConfig(Config):
         "none", "Advantage scaling: none = Dr. GRPO (mean-only); group/batch divide by the std."
     )
     mask_truncated_completions: bool = param(False, "Exclude completions that hit the token budget from the loss.")
+    credit: Literal["sequence", "first_error"] = param(
+        "sequence",
+        "Advantage credit: sequence = one Â per completion (Dr. GRPO); first_error = per token, from the verifier's first "
+        "wrong step: failures blamed from it on, rewarded completions credited up to it (synthetic_process/strict rewards).",
+    )
     skip_zero_advantage: bool = param(
         True, "Forward/backward only completions with a nonzero advantage (exact under dr_grpo with beta 0; faster)."
     )
@@ -245,6 +250,10 @@ class RLConfig(Config):
             raise ConfigError(
                 f"key 'reward': task '{self.task}' cannot use reward '{reward}' "
                 f"(suffix tasks use {', '.join(SUFFIX_REWARDS)}; answer tasks a verifier)"
+            )
+        if self.credit == "first_error" and reward not in ("synthetic_process", "synthetic_strict"):
+            raise ConfigError(
+                f"key 'credit': first_error needs the synthetic world's process verifier (reward synthetic_process or synthetic_strict, got '{reward}')"
             )
         if reward == "info_gain" and self.vllm != "off":
             raise ConfigError(
@@ -517,7 +526,7 @@ def run(cfg: RLConfig) -> Result:
         connect(trainer, callback, cfg, cfg.report_to, run_.path, resume)
         trainer.counters, trainer.reward, trainer.reward_stats = counters, reward, callback.reward_stats
         trainer.use_bf16_generation = args.bf16 and cfg.vllm == "off"
-        trainer.skip_zero_advantage = cfg.skip_zero_advantage
+        trainer.skip_zero_advantage, trainer.credit = cfg.skip_zero_advantage, cfg.credit
         if scorer is not None:  # the EMA baseline, generation stopping at </think>, the EMA in every checkpoint
             ema = attach(trainer, scorer, cfg.ema_decay, resume)
             callback.checkpoint_hooks.append(lambda ckpt: ema.save(ckpt / EMA_FILE))

@@ -5,7 +5,10 @@ generation and reward, counts generated and trained tokens, completions, thinkin
 (:class:`Counters`, saved into every checkpoint as ``midtrain_counters.json``, whose presence marks the checkpoint
 complete, and restored on resume), and :class:`RLLogCallback` turns them into one ``log.jsonl`` line and one progress
 line per logged step (reward mean/std, zero-variance groups, completion and thinking lengths, s/step with the
-generation / reward / training shares). Counts are summed over ranks; seconds are rank 0's. A reward with
+generation / reward / training shares). Counts are summed over ranks; seconds are rank 0's. With process credit
+(``credit = "first_error"``, :func:`midtrain.train.grpo.first_error_advantages`) the reward step also locates each
+completion's first wrong step (:mod:`midtrain.synth.credit`, a character offset mapped to the token it falls in)
+and the advantages handed to the loss become per token. A reward with
 ``take_stats()`` (info_gain: the gain and its two log-prob terms, as sums with a count ``n``) adds its per-sample
 means over the logging window to the record; ``checkpoint_hooks`` write extra state (the info_gain EMA) into a
 checkpoint before its completion marker.
@@ -13,6 +16,7 @@ checkpoint before its completion marker.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -22,12 +26,13 @@ from typing import Any, ClassVar
 import torch
 
 from midtrain.runs import Run, atomic_write_json
+from midtrain.synth.credit import first_error
 from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 from midtrain.train.engine import (
     StepLogCallback,
     Window,
 )
-from midtrain.train.grpo import informative_rows
+from midtrain.train.grpo import first_error_advantages, informative_rows
 from midtrain.train.rewards import (
     SafeReward,
 )
@@ -89,6 +94,28 @@ def thinking_tokens(ids: list[int], completion: str, prompt: str, tokenizer: Any
     return 0
 
 
+def token_at(ids: list[int], text: str, offset: int, tokenizer: Any) -> int:
+    """Index of the token of ``ids`` (decoded as ``text``) that holds character ``offset``; len(ids) past the end."""
+    ends, n = [], 0
+    for i in ids:  # one decode per token: exact when pieces concatenate to the text (char and most BPE tokenizers)
+        n += len(tokenizer.decode([i], skip_special_tokens=True))
+        ends.append(n)
+    if n != len(text):  # pieces that do not concatenate (a UTF-8 character split over tokens): decode prefixes
+        ends = [len(tokenizer.decode(ids[: k + 1], skip_special_tokens=True)) for k in range(len(ids))]
+    return next((k for k, end in enumerate(ends) if end > offset), len(ids))
+
+
+def first_error_tokens(rows: list[dict], completions: list[str], completion_ids: list[Any], tokenizer: Any) -> list[int]:
+    """Per completion, the token of its first wrong step (:mod:`midtrain.synth.credit`) or −1 when it is verified;
+    ``rows`` carry the synthetic problem as their ``record`` column (a JSON string or a dict)."""
+    out = []
+    for row, text, ids in zip(rows, completions, completion_ids, strict=True):
+        rec = row["record"]
+        offset = first_error(json.loads(rec) if isinstance(rec, str) else rec, text)
+        out.append(-1 if offset is None else token_at(list(ids), text, offset, tokenizer))
+    return out
+
+
 def make_trainer_class() -> type:
     from trl import GRPOTrainer
 
@@ -103,6 +130,8 @@ def make_trainer_class() -> type:
         reward_stats: dict[str, float]  # summed over ranks; the log callback reads and resets it
         use_bf16_generation: bool = False
         skip_zero_advantage: bool = True  # forward only completions with Â ≠ 0 (exact under Dr. GRPO, β = 0)
+        credit: str = "sequence"  # or "first_error": per-token advantages from the first wrong step
+        first_errors: list[int] | None = None  # this step's first-error token per local completion (−1: none)
 
         def _global_sum(self, *values: float) -> list[float]:
             t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
@@ -130,6 +159,8 @@ def make_trainer_class() -> type:
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             t0 = time.perf_counter()
             out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            if self.credit == "first_error":
+                self.first_errors = first_error_tokens(inputs, completions, completion_ids_list, self._tokenizer)
             self.counters.reward_s += time.perf_counter() - t0
             (errors,) = self._global_sum(self.reward.take_errors())
             self.counters.reward_errors += errors
@@ -140,10 +171,17 @@ def make_trainer_class() -> type:
                     self.reward_stats[k] = self.reward_stats.get(k, 0.0) + v
             return out
 
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            if self.credit == "first_error":  # [N] → [N, T]; TRL's loss takes per-token advantages as they are
+                errors = torch.tensor(self.first_errors or [], dtype=torch.long)
+                out["advantages"] = first_error_advantages(out["advantages"], errors, out["completion_ids"].size(1))
+            return out
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             n = inputs["completion_ids"].size(0)
             scale = 1.0
-            if self.skip_zero_advantage and self.loss_type == "dr_grpo" and self.beta == 0.0 and inputs["advantages"].dim() == 1:
+            if self.skip_zero_advantage and self.loss_type == "dr_grpo" and self.beta == 0.0:
                 keep = informative_rows(inputs["advantages"])
                 if keep.numel() < n:  # the loss divides by the rows it sees: K/N restores the N·L_max normaliser
                     inputs = {
