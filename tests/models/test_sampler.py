@@ -31,6 +31,20 @@ def build(kind: str):
             vocab_size=V, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
             rope_theta=500.0, rms_norm_eps=1e-5, tie_word_embeddings=False, **ids,
         )  # fmt: skip
+    elif kind == "mistral":  # Llama's math when the sliding window is off
+        from transformers import MistralConfig
+
+        cfg = MistralConfig(
+            vocab_size=V,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=None,
+            **ids,
+        )
     elif kind == "bias":
         cfg = model_config("nano", V, rope_theta=2e4, **ids)
         cfg.attention_bias = cfg.mlp_bias = True
@@ -45,7 +59,7 @@ def build(kind: str):
     return model
 
 
-KINDS = ["nano", "micro", "gqa", "bias", "qwen2-nano"]
+KINDS = ["nano", "micro", "gqa", "bias", "qwen2-nano", "mistral"]
 
 
 def left_padded(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,6 +201,9 @@ def test_unsupported_models_and_options_give_a_reason(monkeypatch):
     assert "rope" in supported(scaled)
     model.lm_head = torch.nn.Sequential(model.lm_head)  # e.g. an adapter wrapping a projection
     assert "plain" in supported(model)
+    windowed = build("mistral")
+    windowed.config.sliding_window = 16
+    assert "sliding" in supported(windowed)
     monkeypatch.setenv("MIDTRAIN_SAMPLER", "hf")
     assert supported(build("nano")) == "MIDTRAIN_SAMPLER=hf"
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -7,7 +7,7 @@ returned in input order. ``n`` samples per prompt are produced by repeating the 
 
 When :func:`midtrain.models.sampler.supported` accepts the model and the merged generation options (the model's
 ``generation_config`` updated with this call's) and there are no stop strings, the batch goes through the hand-written
-KV-cache sampler instead (same tokens greedily, same distribution sampling, ~1.6-1.8x faster on the demo model);
+KV-cache sampler instead (same tokens greedily, same distribution sampling; 1.9-2.2x faster on the demo model, bench/RESULTS.md);
 ``MIDTRAIN_SAMPLER=hf`` forces HF ``generate``.
 """
 

@@ -29,7 +29,7 @@ def sampler_rollouts(
     gc = trainer.generation_config
     plain = not (trainer.use_vllm or trainer.use_transformers_continuous_batching or images or multimodal_fields or has_tool_images)
     plain = plain and not (getattr(trainer, "use_bf16_generation", False) or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
-    if not plain:
+    if not plain or not prompt_ids:
         return None
     model = trainer.accelerator.unwrap_model(trainer.model)
     eos = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]
