@@ -25,6 +25,10 @@ tensors (no copy of the weights, no copy of the model code's state):
   of the caches, masks and positions), so later steps only pay for live rows. Each compaction costs about one
   step's K/V traffic and removes ≥ 12.5% of all later ones.
 
+Exactness: the same operations as the HF modules in the same dtypes, but not the same kernels (GQA folded,
+SDPA with a boolean mask), so logits agree to rounding (≤ 1e-4 in float32 in the tests; one bf16 ulp in bf16)
+and greedy tokens match HF ``generate`` unless two logits tie to within that rounding.
+
 Output: per row, the generated ids up to and including the first EOS (HF's output minus the prompt, minus the
 padding after EOS). :func:`supported` says whether a model and a set of generation options can run here (``None``)
 or why not; callers fall back to HF ``generate`` otherwise. ``MIDTRAIN_SAMPLER=hf`` in the environment forces the
