@@ -36,6 +36,7 @@ from midtrain.train.grpo import first_error_advantages, informative_rows
 from midtrain.train.rewards import (
     SafeReward,
 )
+from midtrain.train.rollouts import SamplerRollouts
 
 COUNTERS = "midtrain_counters.json"  # written into a checkpoint once it is complete
 
@@ -119,7 +120,7 @@ def first_error_tokens(rows: list[dict], completions: list[str], completion_ids:
 def make_trainer_class() -> type:
     from trl import GRPOTrainer
 
-    class MidtrainGRPOTrainer(GRPOTrainer):
+    class MidtrainGRPOTrainer(SamplerRollouts, GRPOTrainer):  # rollouts: the KV-cache sampler when exact (rollouts.py)
         """GRPOTrainer + time spent in generation and reward, token and error counts (nothing else changes).
 
         Counts are summed over processes (every rank runs these methods in lockstep); times are this rank's.
