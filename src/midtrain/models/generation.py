@@ -103,11 +103,12 @@ def generate_rows(model: Any, enc: Any, kwargs: dict[str, Any]) -> list[list[int
 
     gc = copy.deepcopy(model.generation_config)
     gc.update(**{k: v for k, v in kwargs.items() if k not in ("tokenizer", "use_cache")})
-    if "stop_strings" not in kwargs and sampler.supported(model, **sampler.generation_config_options(gc)) is None:
-        knobs = dict(do_sample=bool(gc.do_sample), temperature=gc.temperature, top_k=gc.top_k, top_p=gc.top_p)
-        out = sampler.sample(
-            model, enc["input_ids"], enc["attention_mask"], max_new_tokens=gc.max_new_tokens, eos_token_ids=gc.eos_token_id, **knobs
-        )
+    out = (
+        None
+        if "stop_strings" in kwargs
+        else sampler.sample_with_config(model, enc["input_ids"], enc["attention_mask"], gc, gc.eos_token_id)
+    )
+    if out is not None:
         return out.tokens
     with torch.inference_mode():
         ids = model.generate(**enc, **kwargs)  # [B, T_prompt + T_new]

@@ -1,9 +1,10 @@
 """A batched KV-cache sampler for small Llama-architecture causal LMs (Llama, Qwen2, Mistral without sliding window).
 
-Why: on CPU, HF ``model.generate`` spends most of a decode step growing its DynamicCache (``torch.cat`` of every
-layer's K/V) and copying the cache again for grouped-query attention (``repeat_kv``); for the 0.8M-parameter demo
-model the matmuls are ~15% of a step. This module runs the same network by hand from the loaded model's own
-tensors (no copy of the weights, no copy of the model code's state):
+Why: HF ``model.generate`` keeps decoding every row of a batch until the last one stops, and for a tiny model its
+per-step overhead (a growing DynamicCache, ``repeat_kv`` copies for grouped-query attention) is a large share of a
+step. Measured on the 0.8M-parameter demo model (bench/RESULTS.md "Generation"): with every row forced to the full
+budget this module is only 1.1–1.2x HF; dropping finished rows is what makes it ~2x. It runs the same network by
+hand from the loaded model's own tensors (no copy of the weights, no copy of the model code's state):
 
 * **Cache.** One preallocated buffer per layer, K and V ``[B, kv_heads, T_max, head_dim]`` with
   ``T_max = longest prompt + max_new_tokens``, written in place at column ``t`` (all rows share the column: prompts
@@ -359,6 +360,17 @@ def sample(
     return Sampled(*trim(out, logp, eos), row_steps=row_steps, full_steps=b * max(max_new_tokens - 1, 0))
 
 
+def sample_with_config(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Any, eos_token_ids: list[int] | int | None
+) -> Sampled | None:
+    """:func:`sample` with the knobs of a ``transformers.GenerationConfig`` ``gc``, or None when :func:`supported`
+    refuses the model or the config's options (the caller then runs HF ``generate``)."""
+    if supported(model, **generation_config_options(gc)) is not None:
+        return None
+    knobs = dict(do_sample=bool(gc.do_sample), temperature=gc.temperature, top_k=gc.top_k, top_p=gc.top_p)
+    return sample(model, input_ids, attention_mask, max_new_tokens=gc.max_new_tokens, eos_token_ids=eos_token_ids, **knobs)
+
+
 def trim(out: torch.Tensor, logp: torch.Tensor, eos: list[int]) -> tuple[list[list[int]], list[list[float]]]:
     """Cut each row of ``out`` [B, N] at its first EOS (kept) or at the first unfilled (−1) column."""
     tokens, lps = [], []
@@ -381,6 +393,7 @@ __all__ = [
     "generation_config_options",
     "options_reason",
     "sample",
+    "sample_with_config",
     "supported",
     "warp",
 ]

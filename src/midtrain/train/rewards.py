@@ -97,8 +97,14 @@ def choice_reward(completions: list[str], answer: list[Any], **columns: Any) -> 
 
 
 @lru_cache(maxsize=4096)
-def _record(text: str) -> dict[str, Any]:
+def _parsed(text: str) -> dict[str, Any]:
     return json.loads(text)
+
+
+def synthetic_problem(record: str | dict[str, Any]) -> dict[str, Any]:
+    """The synthetic problem of an RL row's ``record`` column: a dict, or its JSON text (parsed once, cached: the
+    same record reaches the reward G times per step)."""
+    return _parsed(record) if isinstance(record, str) else record
 
 
 def synthetic_reward(kind: Literal["outcome", "process", "strict"]) -> RewardFn:
@@ -113,8 +119,7 @@ def synthetic_reward(kind: Literal["outcome", "process", "strict"]) -> RewardFn:
     def fn(completions: list[str], record: list[str | dict], **_: Any) -> list[float]:
         out = []
         for c, r in zip(completions, record, strict=True):
-            problem = _record(r) if isinstance(r, str) else r
-            out.append(float(synth.reward(problem, c, kind)))
+            out.append(float(synth.reward(synthetic_problem(r), c, kind)))
         return out
 
     fn.__name__ = f"synthetic_{kind}"
@@ -334,6 +339,7 @@ __all__ = [
     "math_reward",
     "choice_reward",
     "synthetic_reward",
+    "synthetic_problem",
     "judge_reward",
     "judge_failures",
     "RewardAborted",

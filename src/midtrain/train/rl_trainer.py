@@ -16,7 +16,6 @@ checkpoint before its completion marker.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -35,6 +34,7 @@ from midtrain.train.engine import (
 from midtrain.train.grpo import first_error_advantages, informative_rows
 from midtrain.train.rewards import (
     SafeReward,
+    synthetic_problem,
 )
 from midtrain.train.rollouts import SamplerRollouts
 
@@ -111,8 +111,7 @@ def first_error_tokens(rows: list[dict], completions: list[str], completion_ids:
     ``rows`` carry the synthetic problem as their ``record`` column (a JSON string or a dict)."""
     out = []
     for row, text, ids in zip(rows, completions, completion_ids, strict=True):
-        rec = row["record"]
-        offset = first_error(json.loads(rec) if isinstance(rec, str) else rec, text)
+        offset = first_error(synthetic_problem(row["record"]), text)
         out.append(-1 if offset is None else token_at(list(ids), text, offset, tokenizer))
     return out
 

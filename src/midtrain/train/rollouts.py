@@ -33,15 +33,14 @@ def sampler_rollouts(
         return None
     model = trainer.accelerator.unwrap_model(trainer.model)
     eos = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]
-    if set(eos) != set(trainer.eos_token_ids) or sampler.supported(model, **sampler.generation_config_options(gc)) is not None:
+    if set(eos) != set(trainer.eos_token_ids):
         return None
     width = max(len(p) for p in prompt_ids)
     pad, device = trainer._tokenizer.pad_token_id, trainer.accelerator.device
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompt_ids], device=device)  # [B, T] left-padded
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=device)  # [B, T]
-    knobs = dict(do_sample=bool(gc.do_sample), temperature=gc.temperature, top_k=gc.top_k, top_p=gc.top_p)
-    out = sampler.sample(model, ids, mask, max_new_tokens=gc.max_new_tokens, eos_token_ids=list(trainer.eos_token_ids), **knobs)
-    return out.tokens
+    out = sampler.sample_with_config(model, ids, mask, gc, list(trainer.eos_token_ids))
+    return None if out is None else out.tokens
 
 
 class SamplerRollouts:
