@@ -186,3 +186,78 @@ def test_a_malformed_midtrain_json_is_one_clear_error(tmp_path):
     (tmp_path / "m.json").write_text("{")
     with pytest.raises(DataError, match=r"m.json:1: not valid JSON"):
         read_json(tmp_path / "m.json")
+
+
+# -- runs made by an older midtrain: options added since, at their defaults, keep the run --------------------------
+@dataclass
+class Inner(Config):
+    lr: float = param(0.1, "lr")
+
+
+@dataclass
+class InnerPlus(Config):
+    lr: float = param(0.1, "lr")
+    beta: float = param(0.9, "an option added later")
+
+
+@dataclass
+class Old(Config):
+    x: int = param(1, "x")
+    optim: Inner = param(Inner(), "optim")
+    out: str = param("", "out")
+
+
+@dataclass
+class New(Config):
+    x: int = param(1, "x")
+    y: str = param("sequence", "an option added later")
+    optim: InnerPlus = param(InnerPlus(), "optim")
+    out: str = param("", "out")
+
+
+@dataclass
+class NewDefault(Config):
+    x: int = param(2, "x: its default changed")
+    optim: Inner = param(Inner(), "optim")
+    out: str = param("", "out")
+
+
+def test_options_added_at_their_defaults_keep_a_finished_run(tmp_path):
+    old = _run(tmp_path / "r", Old(x=3))
+    before = content_hash(tmp_path / "r")
+    (tmp_path / "r" / "result.txt").write_text("untouched")
+    run = _run(tmp_path / "r", New(x=3))
+    assert run.cached and run.key == old.key and run.metrics == {"x": 3}
+    assert (tmp_path / "r" / "result.txt").read_text() == "untouched"
+    assert content_hash(tmp_path / "r") == before  # stages downstream keep their inputs
+
+
+@pytest.mark.parametrize(("cfg", "changed"), [(New(x=3, y="first_error"), "y"), (New(x=3, optim=InnerPlus(beta=0.5)), "optim.beta")])
+def test_options_added_away_from_their_defaults_are_a_different_run(tmp_path, cfg, changed):
+    _run(tmp_path / "r", Old(x=3))
+    with pytest.raises(RunDirError, match=rf"changed: {changed}"):
+        _run(tmp_path / "r", cfg)
+
+
+def test_a_changed_default_is_a_different_run(tmp_path):
+    _run(tmp_path / "r", Old())  # x = 1, the default then
+    with pytest.raises(RunDirError, match="changed: x"):
+        _run(tmp_path / "r", NewDefault())
+
+
+def test_a_removed_option_is_a_different_run(tmp_path):
+    _run(tmp_path / "r", New(x=3))
+    with pytest.raises(RunDirError, match="changed: .*y"):
+        _run(tmp_path / "r", Old(x=3))
+
+
+def test_an_unfinished_older_run_resumes_and_keeps_its_key(tmp_path):
+    with pytest.raises(RuntimeError), open_run(tmp_path / "r", "stage", Old(x=3)) as run:
+        run.keep()
+        old_key = run.key
+        raise RuntimeError("killed")
+    with open_run(tmp_path / "r", "stage", New(x=3)) as run:
+        assert run.resumed and run.key == old_key
+        run.finish({})
+    assert (tmp_path / "r" / MARKER).read_text().strip() == old_key
+    assert json.loads((tmp_path / "r" / "midtrain.json").read_text())["run_key"] == old_key

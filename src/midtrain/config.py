@@ -201,6 +201,17 @@ def _is_config(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, Config)
 
 
+def field_defaults(cls: type[Config]) -> dict[str, Any]:
+    """The plain default value of every field of ``cls`` that has one (a nested config as its dict)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = _plain(f.default)
+        elif f.default_factory is not MISSING:
+            out[f.name] = _plain(f.default_factory())
+    return out
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Config):
         return value.to_dict(redact=False)  # the caller redacts the whole

@@ -12,7 +12,9 @@ inputs). Opening a run (:func:`open_run`) decides what to do:
 
 - empty or missing directory → a fresh run;
 - finished with the same key → a **cache hit**: nothing runs, the stored metrics are returned;
-- finished (or started) with another key → refused with the keys that differ, unless ``overwrite``;
+- finished (or started) with another key → refused with the keys that differ, unless ``overwrite``; but a run
+  made by an older midtrain whose config lacks only options added since, each now at its default, is this run
+  (:func:`resolve_key`: it keeps its stored key, so upgrading neither re-runs nor refuses it);
 - started with the same key but not finished → resumed (the stage picks up its own checkpoints);
 - a non-empty directory that is not a run → refused unless ``overwrite``.
 
@@ -51,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Self
 
-from midtrain.config import Config, to_yaml
+from midtrain.config import Config, field_defaults, to_yaml
 from midtrain.console import log
 from midtrain.errors import DataError, MidtrainError, RunDirError
 from midtrain.locks import PathLock, pid_alive
@@ -206,6 +208,29 @@ def run_key(stage: str, cfg: Config, inputs: dict[str, str]) -> str:
     return stable_hash({"stage": stage, "config": conf, "inputs": inputs})
 
 
+def resolve_key(out: str | Path, stage: str, cfg: Config, inputs: dict[str, str]) -> str:
+    """The key ``cfg`` has in run directory ``out``: :func:`run_key`, or the stored run's own key when that run is
+    this one made by an older midtrain (same stage and inputs; the configs differ only by options added since,
+    each at its default, which by convention keeps the old behaviour).
+
+    Why not simply leave defaults out of the key: then changing a default would silently reuse runs made with the
+    old one. Keeping the stored key, rather than rewriting it, keeps the input hashes of every run downstream.
+    """
+    key = run_key(stage, cfg, inputs)
+    meta = Path(out) / META
+    try:
+        old = read_meta(meta) if meta.is_file() else {}
+    except MidtrainError:
+        return key  # classify_dir reports the damaged file
+    if old.get("run_key") in (None, key) or old.get("stage") != stage or old.get("inputs") != inputs:
+        return key
+    stored = {k: v for k, v in old.get("config", {}).items() if k not in BOOKKEEPING}
+    now = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
+    defaults = field_defaults(type(cfg))
+    same = all(_added_at_default(k, stored, now, defaults) for k in _diff_keys(stored, now))
+    return str(old["run_key"]) if same else key
+
+
 # -- provenance -------------------------------------------------------------------------------------------------
 def versions() -> dict[str, str]:
     import importlib.metadata as md
@@ -282,6 +307,16 @@ def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
     return out
 
 
+def _added_at_default(dotted: str, stored: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """Key ``dotted`` is missing from ``stored`` and sits at its default in ``now``."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        stored, now, defaults = stored.get(part, {}), now.get(part, {}), defaults.get(part, {})
+        if not all(isinstance(d, dict) for d in (stored, now, defaults)):
+            return False
+    return leaf not in stored and leaf in now and leaf in defaults and now[leaf] == defaults[leaf]
+
+
 def parents_of(inputs: Mapping[str, str | Path]) -> list[dict[str, Any]]:
     out = []
     for name, p in inputs.items():
@@ -312,8 +347,8 @@ def open_run(
     out = Path(out)
     inputs = inputs or {}
     hashes = {name: content_hash(p) for name, p in inputs.items()}
-    key = run_key(stage, cfg, hashes)
     with PathLock(out, "run directory", shared=shared) as lock:
+        key = resolve_key(out, stage, cfg, hashes)
         state, meta = _settle(out, stage, key, cfg, hashes, inputs, overwrite=overwrite, seed=seed, shared=shared)
         if state == "cached":
             log(f"[cache hit] {stage}: {out} already holds this run (same config and inputs); nothing to do")
@@ -345,7 +380,7 @@ def _settle(
     classifies again (and finds the run the other one created).
     """
     for _ in range(2 if shared else 1):
-        state, old = classify_dir(out, stage, key, cfg.to_dict(), hashes, overwrite=overwrite)
+        state, old = classify_dir(out, stage, key, cfg.to_dict(), hashes, overwrite=overwrite, defaults=field_defaults(type(cfg)))
         if state == "cached":
             return state, old
         if state == "resume":
@@ -368,11 +403,19 @@ RunState = Literal["fresh", "cached", "resume"]
 
 
 def classify_dir(
-    out: Path, stage: str, key: str, conf: dict[str, Any], hashes: dict[str, str], *, overwrite: bool = False
+    out: Path,
+    stage: str,
+    key: str,
+    conf: dict[str, Any],
+    hashes: dict[str, str],
+    *,
+    overwrite: bool = False,
+    defaults: dict[str, Any] | None = None,
 ) -> tuple[RunState, dict[str, Any]]:
     """What opening ``out`` for run ``key`` means, with the stored metadata (empty for a fresh run).
 
-    A directory that holds something else is refused with the reason, or removed when ``overwrite``.
+    A directory that holds something else is refused with the reason (the config keys that differ, less options
+    added since the run was made that sit at their ``defaults``), or removed when ``overwrite``.
     """
     if out.exists() and not out.is_dir():
         raise RunDirError(f"output path {out} exists and is not a directory")
@@ -396,7 +439,10 @@ def classify_dir(
     if overwrite:
         _clear_dir(out)
         return "fresh", {}
-    changed = _diff_keys(old.get("config", {}), conf)
+    stored = old.get("config", {})
+    changed = [
+        k for k in _diff_keys(stored, conf) if k.split(".")[0] not in BOOKKEEPING and not _added_at_default(k, stored, conf, defaults or {})
+    ]
     if old.get("stage") != stage:
         changed = [f"stage ({old.get('stage')} → {stage})"]
     elif old.get("inputs") != hashes:

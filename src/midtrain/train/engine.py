@@ -59,7 +59,7 @@ from midtrain.runs import (
     ordinary_permissions,
     read_json,
     read_meta,
-    run_key,
+    resolve_key,
 )
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -186,7 +186,7 @@ def is_main() -> bool:
 def follow_run(out: str | Path, stage: str, cfg: Config, inputs: dict[str, Any]) -> Iterator[Run]:
     """A non-zero rank's view of the run that rank 0 opens: cached if finished, resumed if started; never writes
     metadata (the key is computed the same way, so every rank agrees on what to do)."""
-    key = run_key(stage, cfg, {k: content_hash(v) for k, v in inputs.items()})
+    key = resolve_key(out, stage, cfg, {k: content_hash(v) for k, v in inputs.items()})
     path = Path(out)
     done = (path / MARKER).is_file() and (path / MARKER).read_text().strip() == key
     started = (path / META).is_file() and read_meta(path / META).get("run_key") == key

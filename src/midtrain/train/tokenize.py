@@ -47,7 +47,7 @@ from midtrain.console import log, progress
 from midtrain.data import expand_input, iter_records
 from midtrain.errors import ConfigError, DataError, RunDirError
 from midtrain.models.tokenizer import leading_bos
-from midtrain.runs import MARKER, META, Result, atomic_file, atomic_write_json, content_hash, open_run, read_json, read_meta, run_key
+from midtrain.runs import MARKER, META, Result, atomic_file, atomic_write_json, content_hash, open_run, read_json, read_meta, resolve_key
 from midtrain.train.data import NO_PROMPT_FORMATS, Format, record_to_pair
 
 STAGE = "tokenize"
@@ -112,7 +112,7 @@ def store_inputs(cfg: TokenizeConfig) -> dict[str, str]:
 
 def expected_key(cfg: TokenizeConfig) -> str:
     """The run key :func:`run` gives ``cfg`` (what other processes wait for)."""
-    return run_key(STAGE, cfg, {k: content_hash(v) for k, v in store_inputs(cfg).items()})
+    return resolve_key(cfg.out, STAGE, cfg, {k: content_hash(v) for k, v in store_inputs(cfg).items()})
 
 
 # -- the tokenizer ----------------------------------------------------------------------------------------------
