@@ -224,11 +224,8 @@ def resolve_key(out: str | Path, stage: str, cfg: Config, inputs: dict[str, str]
         return key  # classify_dir reports the damaged file
     if old.get("run_key") in (None, key) or old.get("stage") != stage or old.get("inputs") != inputs:
         return key
-    stored = {k: v for k, v in old.get("config", {}).items() if k not in BOOKKEEPING}
-    now = {k: v for k, v in cfg.to_dict().items() if k not in BOOKKEEPING}
-    defaults = field_defaults(type(cfg))
-    same = all(_added_at_default(k, stored, now, defaults) for k in _diff_keys(stored, now))
-    return str(old["run_key"]) if same else key
+    changed = _changed_keys(old.get("config", {}), cfg.to_dict(), field_defaults(type(cfg)))
+    return key if changed else str(old["run_key"])
 
 
 # -- provenance -------------------------------------------------------------------------------------------------
@@ -305,6 +302,12 @@ def _diff_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
         elif va != vb:
             out.append(f"{prefix}{k}")
     return out
+
+
+def _changed_keys(stored: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """Dotted config keys that differ between a stored run and ``now``, less bookkeeping fields and options the
+    stored config lacks that sit at their ``defaults`` (added since the run was made)."""
+    return [k for k in _diff_keys(stored, now) if k.split(".")[0] not in BOOKKEEPING and not _added_at_default(k, stored, now, defaults)]
 
 
 def _added_at_default(dotted: str, stored: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any]) -> bool:
@@ -439,10 +442,7 @@ def classify_dir(
     if overwrite:
         _clear_dir(out)
         return "fresh", {}
-    stored = old.get("config", {})
-    changed = [
-        k for k in _diff_keys(stored, conf) if k.split(".")[0] not in BOOKKEEPING and not _added_at_default(k, stored, conf, defaults or {})
-    ]
+    changed = _changed_keys(old.get("config", {}), conf, defaults or {})
     if old.get("stage") != stage:
         changed = [f"stage ({old.get('stage')} → {stage})"]
     elif old.get("inputs") != hashes:
