@@ -58,6 +58,11 @@ STAGES: tuple[Stage, ...] = (
         "midtrain.synth.diagnose:diagnose",
         "Skill diagnostic of a checkpoint: per-skill teacher-forced accuracy, verified accuracy with and without a trace.",
     ),
+    Stage(
+        "synth select",
+        "midtrain.synth.select:select",
+        "Keep the problems at a checkpoint's edge of competence (measured pass@k > 0, low pass@1) for RL.",
+    ),
     Stage("tokenize", "midtrain.train.tokenize:run", "Tokenize a corpus once into memory-mapped token shards that training reads."),
     Stage("pretrain", "midtrain.train.pretrain:run", "Causal-LM pretraining from scratch or a checkpoint.", compute="mid"),
     Stage("sft", "midtrain.train.sft:run", "SFT mid-training on (augmented) text, loss on all tokens by default.", compute="mid"),
