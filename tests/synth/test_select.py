@@ -74,10 +74,16 @@ def test_bad_inputs_name_what_is_wrong(scored, tmp_path):
     write_jsonl(more, [*pool, extra])
     with pytest.raises(DataError, match=f"1 of the 7 problems of .*more.jsonl have no samples \\(first: {extra['id']}\\)"):
         select(SelectConfig(samples=str(run), problems=str(more), out=str(tmp_path / "y")))
+    samples = run / "samples.jsonl"
+    rows = samples.read_text().splitlines()
+    samples.write_text("\n".join([*rows, rows[0]]) + "\n")  # one sample twice: its problem's rate would be wrong
+    with pytest.raises(DataError, match=f"{samples}:{len(rows) + 1}: sample 0 of '.*' occurs twice"):
+        select(SelectConfig(samples=str(run), out=str(tmp_path / "w")))
+    samples.write_text("\n".join(rows) + "\n")
     (run / "COMPLETE").unlink()
     with pytest.raises(DataError, match="not a finished `midtrain eval` run"):
         select(SelectConfig(samples=str(run), out=str(tmp_path / "z")))
-    assert not any((tmp_path / d / "problems.jsonl").exists() for d in ("none", "x", "y", "z"))
+    assert not any((tmp_path / d / "problems.jsonl").exists() for d in ("none", "x", "y", "w", "z"))
 
 
 def test_cli(scored, tmp_path, capsys):

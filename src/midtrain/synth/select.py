@@ -9,7 +9,7 @@ written unchanged, in pool order, with ``measured = {verified: v, samples: n}`` 
 ``midtrain.json`` holds the pool's verified-count histogram and the kept counts per op.
 
 Why per problem rather than per op range: at a fixed op count the checkpoint solves some problems always and
-others never (docs/claims.md: ~70% of the demo's RL groups have zero reward variance). Only the problems in between
+others never (docs/claims.md: 60–70% of the RL groups on random edge problems had zero reward variance). Only the problems in between
 give Dr. GRPO a non-zero advantage, and RL on them raised held-out edge accuracy more than RL on the whole range.
 
 Launch::
@@ -62,11 +62,16 @@ def keep(verified: int, samples: int, min_verified: int, max_rate: float) -> boo
 def count_verified(path: Path) -> dict[str, tuple[int, int]]:
     """``{problem id: (verified samples, samples)}`` from an eval run's ``samples.jsonl`` (synthetic rows only)."""
     counts: dict[str, tuple[int, int]] = {}
+    seen: set[tuple[str, Any]] = set()
     for row in iter_jsonl(path):
         if row.get("benchmark", "synthetic") != "synthetic":
             continue
         if "id" not in row or not isinstance(row.get("verified"), bool):
             raise DataError(f"{path}:{row.get('_line', '?')}: a synthetic sample row needs 'id' and a boolean 'verified'")
+        key = (str(row["id"]), row.get("sample", row.get("_line")))
+        if key in seen:  # a sample counted twice would inflate its problem's pass rate
+            raise DataError(f"{path}:{row.get('_line', '?')}: sample {key[1]} of '{key[0]}' occurs twice")
+        seen.add(key)
         v, n = counts.get(str(row["id"]), (0, 0))
         counts[str(row["id"])] = (v + row["verified"], n + 1)
     if not counts:
