@@ -28,7 +28,7 @@ from midtrain.experiment.claims import better_claim, diff, hacking_claim, per_se
 RANGES = {"id": "2-5", "edge": "6-8", "hard": "9-12"}
 GREEDY = ["sft_think", "rlmt", "rl_a", "rl_b", "rl_c", "rl_d", "rl_o"]  # checkpoints evaluated greedy
 SAMPLED = ["sft_think", "rl_c", "rl_o"]  # ... and sampled at T = 1
-TRAINING = ["id_data", "edge_docs", "rl_prompts", "rl_pool"]  # shared demo stages whose problems are training data
+TRAINING = ["id_data", "edge_docs", "rl_prompts"]  # shared demo stages whose problems are training data
 
 
 def midtrain(*args: str) -> None:

@@ -60,9 +60,6 @@ QUICK_VARS = {
     "eval_total": 50,
     "t1_samples": 2,
     "diag_n": 4,
-    "rl_pool": 64,
-    "pool_samples": 2,
-    "pool_min_verified": 0,  # a 20k-token SFT may solve no pool problem: keep every one it does not mostly solve
     "base_tokens": 40000,
 }
 CHECKPOINTS = {
