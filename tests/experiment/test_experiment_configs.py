@@ -28,6 +28,7 @@ def test_the_experiment_configs_are_found():
         "interplay-compute-split.yaml",
         "interplay-process-reward.yaml",
         "prism-mixture.yaml",
+        "rl-measured-edge.yaml",
         "thinking-midtraining-llama3-8b.yaml",
     ):
         assert expected in names
