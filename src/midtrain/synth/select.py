@@ -27,13 +27,12 @@ from typing import Any
 
 from midtrain.config import Config, param
 from midtrain.console import log
-from midtrain.data import iter_jsonl, write_jsonl
+from midtrain.data import clean, iter_jsonl, where, write_jsonl
 from midtrain.errors import ConfigError, DataError
+from midtrain.eval.evaluate import SAMPLES
 from midtrain.runs import META, Result, is_complete, open_run, read_meta
 from midtrain.synth.stats import histogram
 from midtrain.synth.summary import load_problems
-
-SAMPLES = "samples.jsonl"
 
 
 @dataclass
@@ -67,10 +66,10 @@ def count_verified(path: Path) -> dict[str, tuple[int, int]]:
         if row.get("benchmark", "synthetic") != "synthetic":
             continue
         if "id" not in row or not isinstance(row.get("verified"), bool):
-            raise DataError(f"{path}:{row.get('_line', '?')}: a synthetic sample row needs 'id' and a boolean 'verified'")
+            raise DataError(f"{where(row, path)}: a synthetic sample row needs 'id' and a boolean 'verified'")
         key = (str(row["id"]), row.get("sample", row.get("_line")))
         if key in seen:  # a sample counted twice would inflate its problem's pass rate
-            raise DataError(f"{path}:{row.get('_line', '?')}: sample {key[1]} of '{key[0]}' occurs twice")
+            raise DataError(f"{where(row, path)}: sample {key[1]} of '{key[0]}' occurs twice")
         seen.add(key)
         v, n = counts.get(str(row["id"]), (0, 0))
         counts[str(row["id"])] = (v + row["verified"], n + 1)
@@ -102,7 +101,7 @@ def select(cfg: SelectConfig) -> Result:
         problems = load_problems(problems_path)
         counts = count_verified(run_dir / SAMPLES)
         check_coverage(problems, counts, problems_path, run_dir)
-        kept = [strip(p) | {"measured": {"verified": counts[p["id"]][0], "samples": counts[p["id"]][1]}}
+        kept = [clean(p) | {"measured": {"verified": counts[p["id"]][0], "samples": counts[p["id"]][1]}}
                 for p in problems if keep(*counts[p["id"]], cfg.min_verified, cfg.max_rate)]  # fmt: skip
         if not kept:
             raise DataError(
@@ -127,11 +126,6 @@ def check_coverage(problems: list[dict[str, Any]], counts: dict[str, tuple[int, 
     extra = [i for i in counts if i not in ids]
     if extra:
         raise DataError(f"{run_dir}: samples of {len(extra)} problems that are not in {path} (first: {extra[0]}); wrong --problems?")
-
-
-def strip(rec: dict[str, Any]) -> dict[str, Any]:
-    """The record as it is in its file (without the reader's ``_line`` / ``_file`` bookkeeping)."""
-    return {k: v for k, v in rec.items() if not k.startswith("_")}
 
 
 def metrics(problems: list[dict[str, Any]], counts: dict[str, tuple[int, int]], kept: list[dict[str, Any]]) -> dict[str, Any]:
