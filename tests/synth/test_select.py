@@ -8,7 +8,7 @@ import pytest
 
 from midtrain.cli import main
 from midtrain.data import iter_jsonl, write_jsonl
-from midtrain.errors import DataError
+from midtrain.errors import ConfigError, DataError
 from midtrain.eval.score import ScoreConfig, score
 from midtrain.synth.select import SelectConfig, keep, select
 
@@ -84,6 +84,36 @@ def test_bad_inputs_name_what_is_wrong(scored, tmp_path):
     with pytest.raises(DataError, match="not a finished `midtrain eval` run"):
         select(SelectConfig(samples=str(run), out=str(tmp_path / "z")))
     assert not any((tmp_path / d / "problems.jsonl").exists() for d in ("none", "x", "y", "w", "z"))
+
+
+def test_the_pool_must_be_the_file_the_run_scored(scored, tmp_path):
+    pool, pool_path, run = scored
+    changed = tmp_path / "changed.jsonl"  # same ids, another answer: the counts belong to other problems
+    write_jsonl(changed, [{**pool[0], "answer": str((int(pool[0]["answer"]) + 1) % 10)}, *pool[1:]])
+    with pytest.raises(DataError, match=r"changed.jsonl: not the file .*scored evaluated \(its content hash differs"):
+        select(SelectConfig(samples=str(run), problems=str(changed), out=str(tmp_path / "a")))
+    pool_path.write_text(changed.read_text())  # the evaluated file itself edited after the run
+    with pytest.raises(DataError, match=r"pool.jsonl: not the file .*scored evaluated"):
+        select(SelectConfig(samples=str(run), out=str(tmp_path / "b")))
+    with pytest.raises(DataError, match=r"key 'problems': file not found: .*absent.jsonl"):
+        select(SelectConfig(samples=str(run), problems=str(tmp_path / "absent.jsonl"), out=str(tmp_path / "c")))
+    assert not any((tmp_path / d).exists() for d in ("a", "b", "c"))
+
+
+def test_a_relative_pool_path_outside_its_directory_says_so(tmp_path, monkeypatch, quiet):
+    monkeypatch.chdir(tmp_path)  # the eval runs here with a relative path ...
+    pool = [dict(p) for p in problems(ops="2-3", n=2, seed=5, render="compact", modulus=10, distractors=False)]
+    write_jsonl(tmp_path / "pool.jsonl", pool)
+    write_jsonl(tmp_path / "comps.jsonl", [{"id": p["id"], "sample": 0, "completion": rebuild(p, steps_of(p))} for p in pool])
+    score(ScoreConfig.from_dict(dict(synthetic="pool.jsonl", completions="comps.jsonl", out="scored")))
+    assert select(SelectConfig(samples="scored", max_rate=1.0, out="sel")).metrics["selected"] == 2
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # ... and select runs from another directory
+    with pytest.raises(ConfigError, match=r"evaluated pool.jsonl, which does not exist from here .*relative to where the eval ran"):
+        select(SelectConfig(samples=str(tmp_path / "scored"), out="sel"))
+    again = select(SelectConfig(samples=str(tmp_path / "scored"), problems=str(tmp_path / "pool.jsonl"), max_rate=1.0, out="sel"))
+    assert again.metrics["selected"] == 2
 
 
 def test_cli(scored, tmp_path, capsys):

@@ -224,7 +224,10 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     scored = {r["id"] for r in comps}
     summary["missing"] = sum(1 for r in records if r["id"] not in scored)
     if cfg.out:
-        with open_run(cfg.out, "eval_score", cfg, {"completions": cfg.completions}, overwrite=cfg.overwrite) as run_:
+        # the scored problems are an input like the completions: a changed problem file is a different run, and
+        # `synth select` checks the file it pairs with these samples against this hash (same key as `midtrain eval`)
+        inputs = {"completions": cfg.completions} | ({f"data:{name}": src} if Path(src).is_file() else {})
+        with open_run(cfg.out, "eval_score", cfg, inputs, overwrite=cfg.overwrite) as run_:
             if not run_.cached:
                 from midtrain.data import write_jsonl
 

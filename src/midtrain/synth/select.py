@@ -30,7 +30,7 @@ from midtrain.console import log
 from midtrain.data import clean, iter_jsonl, where, write_jsonl
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval.evaluate import SAMPLES
-from midtrain.runs import META, Result, is_complete, open_run, read_meta
+from midtrain.runs import META, Result, content_hash, is_complete, open_run, read_meta
 from midtrain.synth.stats import histogram
 from midtrain.synth.summary import load_problems
 
@@ -79,13 +79,29 @@ def count_verified(path: Path) -> dict[str, tuple[int, int]]:
 
 
 def pool_file(cfg: SelectConfig, run_dir: Path) -> str:
-    """The problem file: ``cfg.problems``, else the one the eval run read."""
-    if cfg.problems:
-        return cfg.problems
-    synthetic = read_meta(run_dir / META).get("config", {}).get("synthetic")
-    if not synthetic:
+    """The problem file: ``cfg.problems``, else the one the eval run read (which must exist from here)."""
+    meta = read_meta(run_dir / META)
+    path = cfg.problems or str(meta.get("config", {}).get("synthetic") or "")
+    if not path:
         raise ConfigError(f"key 'problems': {run_dir} did not evaluate a synthetic file; give the pool with --problems")
-    return str(synthetic)
+    if not Path(path).is_file():
+        if cfg.problems:
+            raise DataError(f"key 'problems': file not found: {path}")
+        raise ConfigError(
+            f"key 'problems': {run_dir} evaluated {path}, which does not exist from here ({Path.cwd()}); a relative path "
+            "there is relative to where the eval ran: give the pool with --problems"
+        )
+    return path
+
+
+def check_same_file(path: str, run_dir: Path) -> None:
+    """The eval run recorded the content hash of the problem file it scored; ``path`` must still hash the same."""
+    recorded = read_meta(run_dir / META).get("inputs", {}).get("data:synthetic")
+    if recorded and content_hash(path) != recorded:
+        raise DataError(
+            f"{path}: not the file {run_dir} evaluated (its content hash differs: changed since, or another pool with the "
+            "same ids); its counts would be paired with other problems. Give the evaluated pool with --problems"
+        )
 
 
 def select(cfg: SelectConfig) -> Result:
@@ -101,6 +117,7 @@ def select(cfg: SelectConfig) -> Result:
         problems = load_problems(problems_path)
         counts = count_verified(run_dir / SAMPLES)
         check_coverage(problems, counts, problems_path, run_dir)
+        check_same_file(problems_path, run_dir)  # same ids, other content: e.g. the pool regenerated with other knobs
         kept = [clean(p) | {"measured": {"verified": counts[p["id"]][0], "samples": counts[p["id"]][1]}}
                 for p in problems if keep(*counts[p["id"]], cfg.min_verified, cfg.max_rate)]  # fmt: skip
         if not kept:
