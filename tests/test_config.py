@@ -107,3 +107,33 @@ def test_field_docs_list_renamed_keys_and_section_defaults_of_the_owner():
     assert docs["lr"][1] == "Renamed: use train.lr." and docs["lr"][0] is float
     assert docs["train.lr"][2] == 1e-6  # Moved's default section, not Inner's class default 3e-4
     assert docs["old.train.lr"][2] == 3e-4
+
+
+@dataclass
+class Owned(Config):
+    train: Inner = param(Inner(lr=1e-6, schedule="linear"), "A section whose defaults are not its class's.")
+    old: Outer = param(Outer(name="own", train=Inner(lr=5e-5)), "A section with a section inside.")
+
+
+def test_a_partial_section_keeps_the_fields_own_defaults_in_yaml_as_on_the_command_line(tmp_path):
+    """`train: {lr: 0.1}` in a file changes lr only: schedule stays the owner's "linear", not Inner's "cosine"."""
+    p = tmp_path / "o.yaml"
+    p.write_text("train: {lr: 0.1}\nold: {steps: 3, train: {schedule: cosine}}\n")
+    from_file = load_config(Owned, p)
+    assert from_file.train == Inner(lr=0.1, schedule="linear")
+    assert from_file.old.name == "own" and from_file.old.steps == 3  # the owner's default section, one key changed
+    assert from_file.old.train == Inner(lr=5e-5, schedule="cosine")  # ... and so on, section by section
+    flags = load_config(Owned, None, ["train.lr=0.1", "old.steps=3", "old.train.schedule=cosine"])
+    assert flags == from_file  # the same config however it is written
+    assert Owned.from_dict({"train": {"lr": 0.1}}).train.schedule == "linear"
+
+
+def test_rl_optim_in_a_file_keeps_rl_defaults():
+    """The bug this fixes: an RL stage with `optim: {lr: 1e-4}` ran with pretraining's AdamW (weight decay 0.1,
+    beta2 0.95, cosine with 20 warm-up steps), not the RL defaults that `midtrain rl --help` lists."""
+    from midtrain.train.rl import RL_OPTIM, RLConfig
+
+    optim = RLConfig.from_dict({"optim": {"lr": 1e-4}}, check=False).optim
+    assert optim == RL_OPTIM.replace(lr=1e-4)
+    assert (optim.weight_decay, optim.beta2, optim.schedule, optim.warmup_steps) == (0.0, 0.999, "constant", 0)
+    assert RLConfig.field_docs()["optim.weight_decay"][2] == optim.weight_decay

@@ -337,6 +337,11 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str, source: str, check: 
         key = str(key).replace("-", "_")
         if key not in fields:
             raise renamed_key_error(cls, key, prefix, source) or unknown_key_error(prefix + key, [prefix + k for k in fields], source)
+        default = _default_of(fields[key])
+        if isinstance(default, Config) and isinstance(value, dict):
+            # a partial section keeps the field's own defaults (RL's optim: lr 1e-6, weight_decay 0, beta2 0.999),
+            # as the command line and --help do, not its class's (pretrain's lr 1e-3, weight_decay 0.1, beta2 0.95)
+            value = _over(default.to_dict(redact=False), value)
         kwargs[key] = coerce(value, hints[key], prefix + key, source, check)
     for name, f in fields.items():
         if name not in kwargs and _default_of(f) is MISSING:
@@ -345,6 +350,15 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str, source: str, check: 
     if check:
         obj.validate(prefix, source)
     return obj
+
+
+def _over(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` laid over ``base``, mapping by mapping (keys spelled with ``-`` or ``_``)."""
+    out = dict(base)
+    for k, v in given.items():
+        k = str(k).replace("-", "_")
+        out[k] = _over(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, cls: type[Config]) -> None:
