@@ -30,7 +30,7 @@ from midtrain.console import log
 from midtrain.data import clean, iter_jsonl, where, write_jsonl
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval.evaluate import SAMPLES
-from midtrain.runs import META, Result, content_hash, is_complete, open_run, read_meta
+from midtrain.runs import META, Result, is_complete, open_run, read_meta
 from midtrain.synth.stats import histogram
 from midtrain.synth.summary import load_problems
 
@@ -78,10 +78,10 @@ def count_verified(path: Path) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def pool_file(cfg: SelectConfig, run_dir: Path) -> str:
-    """The problem file: ``cfg.problems``, else the one the eval run read (which must exist from here)."""
-    meta = read_meta(run_dir / META)
-    path = cfg.problems or str(meta.get("config", {}).get("synthetic") or "")
+def pool_file(cfg: SelectConfig, run_dir: Path, scored: dict[str, Any]) -> str:
+    """The problem file: ``cfg.problems``, else the one the eval run (``scored``: its midtrain.json) read, which
+    must exist from here."""
+    path = cfg.problems or str(scored.get("config", {}).get("synthetic") or "")
     if not path:
         raise ConfigError(f"key 'problems': {run_dir} did not evaluate a synthetic file; give the pool with --problems")
     if not Path(path).is_file():
@@ -94,10 +94,11 @@ def pool_file(cfg: SelectConfig, run_dir: Path) -> str:
     return path
 
 
-def check_same_file(path: str, run_dir: Path) -> None:
-    """The eval run recorded the content hash of the problem file it scored; ``path`` must still hash the same."""
-    recorded = read_meta(run_dir / META).get("inputs", {}).get("data:synthetic")
-    if recorded and content_hash(path) != recorded:
+def check_same_file(path: str, digest: str, scored: dict[str, Any], run_dir: Path) -> None:
+    """The eval run recorded the content hash of the problem file it scored; ``path`` (hashing to ``digest``) must
+    hash the same."""
+    recorded = scored.get("inputs", {}).get("data:synthetic")
+    if recorded and digest != recorded:
         raise DataError(
             f"{path}: not the file {run_dir} evaluated (its content hash differs: changed since, or another pool with the "
             "same ids); its counts would be paired with other problems. Give the evaluated pool with --problems"
@@ -109,7 +110,8 @@ def select(cfg: SelectConfig) -> Result:
     run_dir = Path(cfg.samples)
     if not (run_dir / META).is_file() or not is_complete(run_dir):
         raise DataError(f"{run_dir}: not a finished `midtrain eval` run (needs {META} and a COMPLETE marker)")
-    problems_path = pool_file(cfg, run_dir)
+    scored = read_meta(run_dir / META)
+    problems_path = pool_file(cfg, run_dir, scored)
     cfg = cfg.replace(problems=problems_path)  # the key names the file read, whether given or taken from the run
     with open_run(cfg.out, "synth_select", cfg, {"samples": run_dir, "problems": problems_path}, overwrite=cfg.overwrite) as run:
         if run.cached:
@@ -117,7 +119,8 @@ def select(cfg: SelectConfig) -> Result:
         problems = load_problems(problems_path)
         counts = count_verified(run_dir / SAMPLES)
         check_coverage(problems, counts, problems_path, run_dir)
-        check_same_file(problems_path, run_dir)  # same ids, other content: e.g. the pool regenerated with other knobs
+        # same ids, other content (e.g. the pool regenerated with other knobs); open_run hashed the file already
+        check_same_file(problems_path, run.meta["inputs"]["problems"], scored, run_dir)
         kept = [clean(p) | {"measured": {"verified": counts[p["id"]][0], "samples": counts[p["id"]][1]}}
                 for p in problems if keep(*counts[p["id"]], cfg.min_verified, cfg.max_rate)]  # fmt: skip
         if not kept:
