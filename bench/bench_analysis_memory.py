@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from midtrain.runs import atomic_write_text
+from midtrain.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 MIDTRAIN = ROOT / ".venv" / "bin" / "midtrain"
@@ -145,7 +145,7 @@ def timed(cmd: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", default="/tmp/midtrain-bench-analysis")
     ap.add_argument("--layers", type=int, default=22)
     ap.add_argument("--dtype", choices=list(DTYPES), default="F32")

@@ -41,7 +41,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "text_cor
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", default=str(SHARED / "pride_and_prejudice.jsonl"))
     ap.add_argument("--docs", type=int, default=4, help="first N documents of the corpus")
     ap.add_argument("--max-chunk-tokens", type=int, default=128)
@@ -51,9 +51,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=4)
     args = ap.parse_args()
 
-    from midtrain.augment.augment import AugmentConfig, read_augmented, run
+    from midtrain.augment.augment import read_augmented, run
     from midtrain.augment.chunking import shard_chunks
-    from midtrain.llm.backends import ProgrammaticBackend, TransformersBackend, fill_template, load_prompt
+    from midtrain.augment.config import AugmentConfig
+    from midtrain.llm.backends import TransformersBackend
+    from midtrain.llm.config import BackendConfig
+    from midtrain.llm.prompts import fill_template, load_prompt
     from midtrain.models.init import ModelInitConfig, init_model
     from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
 
@@ -62,7 +65,9 @@ def main() -> None:
         tok_dir, model_dir = root / "tok", root / "nano"
         train_tokenizer(TokenizerConfig(corpus=[args.corpus], out=str(tok_dir), vocab_size=1024))
         init_model(ModelInitConfig(preset="nano", tokenizer=str(tok_dir), out=str(model_dir), seed=0))
-        backend = TransformersBackend(str(model_dir), batch_size=args.batch, num_threads=args.threads)
+        backend = TransformersBackend(
+            BackendConfig(backend="transformers", model=str(model_dir), batch_size=args.batch, num_threads=args.threads)
+        )
         inner = {"wall": 0.0}
         generate = backend.generate
 
@@ -123,7 +128,7 @@ def main() -> None:
                     outside.append(w - inner["wall"])
                     pipe_out = {rec["id"]: rec.get("answer", "") for rec in read_augmented(root / f"pipe{r}", status=None)}
                 t[arm].append((w, c))
-            w, c, _ = timed(lambda: run(cfg(root / f"prog{r}", "programmatic"), backend=ProgrammaticBackend()))
+            w, c, _ = timed(lambda: run(cfg(root / f"prog{r}", "programmatic")))  # the stage builds its rule annotator
             t["prog"].append((w, c))
         same = [pipe_out.get(c.id) for c in chunks] == raw_out
         gen_tokens = backend.stats["completion_tokens"] // (2 * args.repeats + 1)

@@ -37,7 +37,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "text_cor
 def held_out_chunks(corpus: str, tokenizer: Any, n: int, max_tokens: int, skip: int) -> list[str]:
     """``n`` chunks with at least three sentences, after skipping ``skip`` documents (chunking as augment does)."""
     from midtrain.augment.chunking import chunk_text, sentences
-    from midtrain.data import iter_records
+    from midtrain.data.corpus import iter_records
 
     out: list[str] = []
     for k, rec in enumerate(iter_records(corpus)):
@@ -52,7 +52,8 @@ def held_out_chunks(corpus: str, tokenizer: Any, n: int, max_tokens: int, skip: 
 
 
 def run_mode(mode: str, corpus: Path, out: Path, tok_dir: str, backend: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from midtrain.augment.augment import AugmentConfig, run
+    from midtrain.augment.augment import run
+    from midtrain.augment.config import AugmentConfig
 
     cfg = AugmentConfig.from_dict(
         {
@@ -85,7 +86,7 @@ def run_mode(mode: str, corpus: Path, out: Path, tok_dir: str, backend: Any, arg
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="", help="HF causal LM directory with its tokenizer; default: a random nano Llama")
     ap.add_argument("--corpus", default=str(SHARED / "wikitext2_raw_test.jsonl"))
     ap.add_argument("--skip-docs", type=int, default=0, help="documents of the corpus skipped first")
@@ -102,6 +103,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from midtrain.llm.backends import TransformersBackend
+    from midtrain.llm.config import BackendConfig
     from midtrain.models.tokenizer import load_tokenizer
 
     root = Path(tempfile.mkdtemp(prefix="bench_augment_modes_"))
@@ -118,7 +120,8 @@ def main() -> None:
         chunks = held_out_chunks(args.corpus, tok, args.chunks, args.max_chunk_tokens, args.skip_docs)
         corpus = root / "chunks.jsonl"
         corpus.write_text("".join(json.dumps({"id": f"c{i}", "text": t}) + "\n" for i, t in enumerate(chunks)))
-        backend = TransformersBackend(model_dir, batch_size=args.batch, dtype=args.dtype, num_threads=args.threads)
+        spec = BackendConfig(backend="transformers", model=model_dir, batch_size=args.batch, dtype=args.dtype, num_threads=args.threads)
+        backend = TransformersBackend(spec)
         rows = [run_mode(mode, corpus, root / mode, model_dir, backend, args) for mode in ("rewrite", "insert")]
     finally:
         shutil.rmtree(root, ignore_errors=True)

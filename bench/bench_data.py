@@ -56,7 +56,7 @@ def make_corpus(path: Path, chars: int, repeat: int) -> int:
 
 
 def peak_rss_mib(corpus: Path, out: Path, src: Path = ROOT / "src") -> float:
-    cmd = [sys.executable, "-m", "midtrain", "pretrain", "--model", str(BASE), "--data", str(corpus), "--max-steps", "3"]
+    cmd = [sys.executable, "-m", "midtrain", "pretrain", "--model", str(BASE), "--corpus.files", str(corpus), "--max-steps", "3"]
     cmd += ["--batch-size", "8", "--seq-len", "256", "--precision", "fp32", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(src)}
     res = subprocess.run([sys.executable, "-c", RSS, *cmd], capture_output=True, text=True, env=env)
@@ -70,12 +70,13 @@ def tokenize_rates(corpus: Path, tmp: Path) -> tuple[float, float, int]:
     import datasets
 
     from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+    from midtrain.train.corpus import CorpusConfig
     from midtrain.train.tokenize import TokenizeConfig, run
 
     train_tokenizer(TokenizerConfig(corpus=[str(corpus)], out=str(tmp / "bpe"), vocab_size=4096))
     tok = load_tokenizer(tmp / "bpe")
     t0 = time.perf_counter()
-    res = run(TokenizeConfig(model=str(tmp / "bpe"), data=[str(corpus)], num_proc=1, out=str(tmp / "store")))
+    res = run(TokenizeConfig(model=str(tmp / "bpe"), corpus=CorpusConfig(files=[str(corpus)]), num_proc=1, out=str(tmp / "store")))
     ours = res.metrics["tokens"] / (time.perf_counter() - t0)
     datasets.disable_progress_bars()
     t0 = time.perf_counter()
@@ -156,7 +157,7 @@ def fetch_us(run_dir: Path, n: int = 2000) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--chars", type=int, default=3_400_000)
     ap.add_argument("--baseline-src", type=Path, help="also measure (a) with this checkout's src (e.g. the in-memory path)")
     ap.add_argument("--steps", type=int, default=40, help="timed training steps per row source in (c)")

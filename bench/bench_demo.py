@@ -40,7 +40,7 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="Run `midtrain demo --quick`.")
     ap.add_argument("--no-setup", action="store_true", help="Link this checkout's .venv instead of running setup.sh.")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary clone.")

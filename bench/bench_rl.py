@@ -35,10 +35,10 @@ import torch  # noqa: E402
 
 
 def setup(root: Path, preset: str, n_problems: int) -> tuple[Path, Path]:
-    from midtrain.data import write_jsonl
+    from midtrain.data.jsonl import write_jsonl
     from midtrain.models.init import ModelInitConfig, init_model
     from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
-    from midtrain.synth import SynthConfig, generate_problems
+    from midtrain.synth.generate import SynthConfig, generate_problems
 
     problems = generate_problems(SynthConfig(ops="2-4", n=n_problems, render="compact", modulus=10, order="dependency", seed=0))
     data = root / "problems.jsonl"
@@ -50,7 +50,8 @@ def setup(root: Path, preset: str, n_problems: int) -> tuple[Path, Path]:
 
 
 def midtrain_steps(model: Path, data: Path, out: Path, a: argparse.Namespace, precision: str) -> list[dict]:
-    from midtrain.train.rl import RL_OPTIM, RLConfig, run
+    from midtrain.train.rl import run
+    from midtrain.train.rl_config import RL_OPTIM, RLConfig, RolloutConfig
 
     cfg = RLConfig(
         model=str(model),
@@ -60,8 +61,7 @@ def midtrain_steps(model: Path, data: Path, out: Path, a: argparse.Namespace, pr
         overwrite=True,
         max_steps=a.warmup + a.steps,
         per_device_batch_size=a.prompts * a.generations,
-        num_generations=a.generations,
-        max_completion_length=a.tokens,
+        rollout=RolloutConfig(num_generations=a.generations, max_completion_length=a.tokens),
         optim=RL_OPTIM.replace(lr=1e-5),
         precision=precision,
         save_every_steps=0,
@@ -76,7 +76,7 @@ def bare_steps(model_dir: Path, data: Path, a: argparse.Namespace, precision: st
     """The baseline: generate with KV cache, reward, Dr. GRPO loss, backward, AdamW step; nothing else."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from midtrain.data import read_all
+    from midtrain.data.corpus import read_all
     from midtrain.train.grpo import completion_mask, dr_grpo_loss, group_advantages, token_logprobs
     from midtrain.train.rewards import build_reward
 
@@ -142,7 +142,7 @@ def med(rows: list[dict], key: str) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", help="model size preset (tiny = 3.2M parameters, micro = 0.8M)")
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--generations", type=int, default=8)

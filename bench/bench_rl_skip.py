@@ -1,4 +1,4 @@
-"""RL step with and without skipping zero-advantage completions (``skip_zero_advantage``), same run otherwise.
+"""RL step with and without skipping zero-advantage completions (``loss.skip_zero_advantage``), same run otherwise.
 
 Under Dr. GRPO with β = 0 a completion whose advantage is 0 (every completion of a group whose G rewards are
 equal) adds exactly 0 to the loss and the gradient, but costs a forward and backward like any other. ``midtrain
@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_rl(model: str, data: Path, out: Path, a: argparse.Namespace, skip: bool) -> list[dict]:
-    from midtrain.train.rl import RLConfig, run
+    from midtrain.train.rl import run
+    from midtrain.train.rl_config import RLConfig
 
     cfg = RLConfig.from_dict(
         {
@@ -37,15 +38,14 @@ def run_rl(model: str, data: Path, out: Path, a: argparse.Namespace, skip: bool)
             "data": [str(data)],
             "task": "answer",
             "reward": "synthetic_process",
-            "num_generations": 8,
+            "rollout": {"num_generations": 8, "max_completion_length": 96},
             "per_device_batch_size": a.prompts * 8,
-            "max_completion_length": 96,
             "optim": {"lr": 1e-4, "schedule": "constant", "warmup_steps": 5},
             "max_steps": a.steps,
             "seed": 0,
             "threads": a.threads,
             "save_every_steps": 0,
-            "skip_zero_advantage": skip,
+            "loss": {"skip_zero_advantage": skip},
             "out": str(out),
         }
     )
@@ -61,7 +61,7 @@ def max_weight_diff(x: Path, y: Path) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "src" / "midtrain" / "assets" / "demo-base"))
     ap.add_argument("--prompts", type=int, default=32, help="Prompts per step (× G = 8 completions).")
     ap.add_argument("--steps", type=int, default=6)
@@ -69,7 +69,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    from midtrain.data import write_jsonl
+    from midtrain.data.jsonl import write_jsonl
     from midtrain.synth.generate import SynthConfig, generate_problems
 
     rows: dict[bool, list[dict]] = {True: [], False: []}

@@ -33,7 +33,7 @@ DEMO = ROOT / "src" / "midtrain" / "assets" / "demo-base"
 
 
 def prompts(n: int) -> list[str]:
-    from midtrain.synth import SynthConfig, generate_problems
+    from midtrain.synth.generate import SynthConfig, generate_problems
 
     cfg = SynthConfig(
         ops="6-8", n=n, render="compact", modulus=10, order="dependency", distractors=False, const_max=9, max_multiplier=9, seed=0
@@ -63,7 +63,7 @@ def our_arm(model, enc, eos: int, n_new: int, sample: bool, compact: bool = True
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--new", type=int, default=96)
     ap.add_argument("--reps", type=int, default=3)

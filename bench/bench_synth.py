@@ -56,7 +56,7 @@ def outcome_only(rec: dict, completion: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="Few problems, one repeat (a smoke run).")
     args = ap.parse_args(argv)
     n, repeats = (60, 1) if args.quick else (400, 3)

@@ -7,7 +7,8 @@ For each preset and precision (fp32, bf16 autocast) it runs, in one process:
   (a) a bare loop: forward (packed rows, per-document positions), backward, clip, AdamW step;
   (b) `midtrain pretrain` (transformers Trainer + our collator) for the same number of steps;
 and prints tokens/s, the ratio (b)/(a) (target ≥ 0.9) and MFU against the device's dense peak for the precision
-(`midtrain.train.engine.peak_flops`: the vendor figure for known GPUs, a matmul measured in this run otherwise).
+(`midtrain.train.mfu.peak_flops`: the vendor figure for known GPUs, the nominal one for x86 CPUs, a matmul measured
+in this run otherwise).
 Warm-up steps are excluded from both timings. On CUDA the bare loop uses fused AdamW, as the Trainer does, and
 both sides synchronise the device before reading the clock. ``--json FILE`` also writes the rows (gpu_check.sh).
 """
@@ -30,9 +31,11 @@ import torch  # noqa: E402
 
 from midtrain.models.init import ModelInitConfig, init_model, load_model  # noqa: E402
 from midtrain.models.tokenizer import TokenizerConfig, load_tokenizer, train_tokenizer
+from midtrain.train.corpus import CorpusConfig  # noqa: E402
 from midtrain.train.data import collate  # noqa: E402
-from midtrain.train.engine import OptimConfig, peak_flops  # noqa: E402
+from midtrain.train.engine import OptimConfig
 from midtrain.train.lm import build_dataset, flops_per_token, prepare_for_packed_training  # noqa: E402
+from midtrain.train.mfu import peak_flops  # noqa: E402
 from midtrain.train.pretrain import PretrainConfig, run  # noqa: E402
 
 WARMUP = 5
@@ -93,7 +96,7 @@ def engine(cfg: PretrainConfig) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["micro", "tiny"])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--steps", type=int, default=40)
@@ -110,7 +113,7 @@ def main() -> None:
         tmp = Path(tmp)
         data = corpus(tmp / "c.jsonl")
         train_tokenizer(TokenizerConfig(corpus=[str(data)], out=str(tmp / "tok"), vocab_size=512))
-        print(f"{device} peak: fp32 {peak_flops('fp32') / 1e9:,.0f} GFLOP/s, bf16 {peak_flops('bf16') / 1e9:,.0f} GFLOP/s")
+        print(f"{device}: fp32 {peak_flops('fp32')}; bf16 {peak_flops('bf16')}")
         print(f"{'preset':<8} {'prec':<5} {'bare tok/s':>11} {'midtrain tok/s':>15} {'ratio':>6} {'MFU':>6}")
         for preset in args.presets:
             mdir = tmp / f"init-{preset}"
@@ -119,7 +122,7 @@ def main() -> None:
             for prec in args.precisions:
                 cfg = PretrainConfig(
                     model=str(mdir),
-                    data=[str(data)],
+                    corpus=CorpusConfig(files=[str(data)]),
                     out=str(tmp / f"run-{preset}-{prec}"),
                     seq_len=args.seq_len,
                     batch_size=args.batch_size,
@@ -130,7 +133,7 @@ def main() -> None:
                 )
                 b = bare(mdir, cfg, prec, device)
                 e, log_mfu = engine(cfg)
-                peak = peak_flops(prec)
+                peak = peak_flops(prec).flops
                 print(f"{preset:<8} {prec:<5} {b:>11,.0f} {e:>15,.0f} {e / b:>6.2f} {e * fpt / peak:>6.1%}", flush=True)
                 out.append(
                     dict(

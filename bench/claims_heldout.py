@@ -92,7 +92,7 @@ def evaluate(demo: Path, out: Path, sets: dict[str, Path], t1_samples: int, jobs
                 runs[f"eval_{ck}_t1"] = (sets["edge"], str(t1_samples), "1.0")
             for name, (data, n, temp) in runs.items():
                 dest = out / f"seed-{seed}" / name
-                common = ["--op-scale", "tiny", "--max-new-tokens", "128", "--batch-size", "128", "--no-progress"]
+                common = ["--ops.scale", "tiny", "--max-new-tokens", "128", "--batch-size", "128", "--no-progress"]
                 calls.append(["eval", "--model", str(model), "--synthetic", str(data), "--n-samples", n, "--temperature", temp,
                               "--seed", seed, *common, "--out", str(dest)])  # fmt: skip
                 stages.setdefault(seed, {})[name] = {"out": str(dest)}
@@ -119,7 +119,7 @@ def arms_table(stages: dict[str, dict[str, dict]]) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--demo", type=Path, required=True, help="A finished `midtrain demo --out DIR` directory.")
     ap.add_argument("--out", type=Path, default=None, help="Output directory (default: DEMO/heldout).")
     ap.add_argument("--per-range", type=int, default=600, help="Held-out problems per op range.")

@@ -58,12 +58,12 @@ part pretrain 200 "$PY" bench/bench_train.py --device "$DEVICE" --presets "$PRES
   --seq-len "$SEQ" --batch-size "$BATCH" --steps "$STEPS" --json "$OUT/pretrain.json"
 part sft 90 bash -c "set -e
   $PY -m midtrain synth generate --preset tiny-id --render compact --modulus 10 --order dependency --n 400 --seed 3 --out $OUT/sft-data.jsonl
-  $PY -m midtrain sft --model src/midtrain/assets/demo-base --data $OUT/sft-data.jsonl --format prompt_completion \
+  $PY -m midtrain sft --model src/midtrain/assets/demo-base --corpus.files $OUT/sft-data.jsonl --corpus.format prompt_completion \
     --max-steps $SFT_STEPS --batch-size 16 --seq-len 256 --log-every-steps 2 --out $OUT/sft-run --overwrite"
 part rl 120 bash -c "set -e
   $PY -m midtrain synth generate --preset tiny-edge --render compact --modulus 10 --order dependency --n 64 --seed 4 --out $OUT/rl-data.jsonl
   $PY -m midtrain rl --model src/midtrain/assets/demo-base --data $OUT/rl-data.jsonl --reward synthetic_process \
-    --num-generations 8 --per-device-batch-size 64 --max-completion-length 96 --max-steps $RL_STEPS --save-every-steps 0 \
+    --rollout.num-generations 8 --per-device-batch-size 64 --rollout.max-completion-length 96 --max-steps $RL_STEPS --save-every-steps 0 \
     --optim.lr 1e-4 --out $OUT/rl-run --overwrite"
 part demo 240 "${MT[@]}" demo "${DEMO[@]}" --out "$OUT/demo"
 

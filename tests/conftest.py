@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from shared_support import benchmark_root
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MIDTRAIN_QUIET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():
-    SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def chain_text(rng: random.Random) -> str:
@@ -66,13 +64,6 @@ def nano_model(tmp_path_factory, tokenizer_dir) -> Path:
     return out
 
 
-SHARED_BENCH = SHARED / "benchmarks"
-
-
-def have_benchmarks() -> bool:
-    return (SHARED_BENCH / "gsm8k" / "test.jsonl").is_file()
-
-
 @pytest.fixture(scope="session")
 def eval_model(tmp_path_factory) -> Path:
     """A 'nano' Llama with random weights and a 400-symbol BPE trained on a few GSM8K problems (plumbing only)."""
@@ -82,8 +73,9 @@ def eval_model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("eval_model")
     corpus = root / "corpus.jsonl"
     texts = []
-    if have_benchmarks():
-        with open(SHARED_BENCH / "gsm8k" / "test.jsonl", encoding="utf-8") as f:
+    bench = benchmark_root()
+    if bench is not None:
+        with open(bench / "gsm8k" / "test.jsonl", encoding="utf-8") as f:
             for _, line in zip(range(300), f):
                 rec = json.loads(line)
                 texts.append(rec["problem"] + "\n" + rec["solution"])

@@ -10,6 +10,7 @@ import pytest
 
 from midtrain.cli import main
 from midtrain.stages import STAGES
+from midtrain.train.pretrain import PretrainConfig
 
 
 def test_help_lists_verbs(capsys):
@@ -134,7 +135,7 @@ def _damaged_model(nano_model, tmp_path, damage: str) -> Path:
 def test_a_damaged_checkpoint_is_one_line_and_leaves_nothing(damage, needle, nano_model, corpus, tmp_path, capsys):
     model = _damaged_model(nano_model, tmp_path, damage)
     out = tmp_path / "run"
-    argv = ["pretrain", "--model", str(model), "--data", str(corpus), "--seq-len", "32", "--max-steps", "1", "--out", str(out)]
+    argv = ["pretrain", "--model", str(model), "--corpus.files", str(corpus), "--seq-len", "32", "--max-steps", "1", "--out", str(out)]
     assert main(argv) == 2
     err = _one_line(capsys)
     assert str(model) in err and needle in err
@@ -151,7 +152,7 @@ def test_analyze_a_truncated_checkpoint_is_one_line(nano_model, tmp_path, capsys
 def test_negative_numbers_after_a_flag_are_values(nano_model, corpus, capsys):
     from midtrain.cli import join_negative_values
 
-    base = ["pretrain", "--model", str(nano_model), "--data", str(corpus), "--out", "o", "--dry-run"]
+    base = ["pretrain", "--model", str(nano_model), "--corpus.files", str(corpus), "--out", "o", "--dry-run"]
     assert main([*base, "--optim.min-lr-ratio", "-0.0"]) == 0
     assert "min_lr_ratio: -0.0" in capsys.readouterr().out
     evaluate = ["eval", str(nano_model), "--benchmarks", "gsm8k", "--out", "o", "--dry-run"]
@@ -170,11 +171,49 @@ def test_negative_numbers_after_a_flag_are_values(nano_model, corpus, capsys):
         (["model", "init", "--preset"], "argument --preset: expected one argument"),
         (["model", "init", "--arch", "gpt"], "key 'arch': expected one of 'llama', 'qwen2'"),
         (["synth", "generate", "--n", "1", "extra"], "unrecognized arguments: extra"),
+        # a typo is an error, never a different run: argparse would take --max-step for --max-steps
+        (["pretrain", "--max-step", "3"], "unrecognized arguments: --max-step 3"),
+        (["pretrain", "--max-step=3"], "unrecognized arguments: --max-step=3"),
+        (["model", "init", "--pre", "tiny"], "unrecognized arguments: --pre tiny"),
     ],
 )
 def test_usage_errors_are_one_line(argv, needle, capsys):
     assert main(argv) == 2
     assert needle in _one_line(capsys)
+
+
+def test_no_parser_accepts_abbreviations():
+    from midtrain.cli import build_parser
+
+    for s in STAGES:
+        assert build_parser(s, s.resolve()[1]).allow_abbrev is False, s.verb
+
+
+def test_the_help_example_of_every_verb_is_a_key_it_has():
+    """The dotted-override example at the foot of each --help (once the key-less `train.lr=3e-4`) parses into
+    that verb's config and sets the value it shows."""
+    import re
+
+    from midtrain.cli import build_parser
+    from midtrain.config import parse_override_value, set_dotted
+
+    for s in STAGES:
+        cls = s.resolve()[1]
+        epilog = build_parser(s, cls).epilog or ""
+        example = re.search(r"\(e\.g\. (.+)\)\.$", epilog)
+        assert example, (s.verb, epilog)
+        key, raw = example.group(1).split("=", 1)
+        docs = cls.field_docs()
+        assert key in docs and key not in cls.RENAMED, (s.verb, key)
+        data: dict = {}
+        set_dotted(data, key, parse_override_value(raw, docs[key][0]), cls)
+        cfg = cls.from_dict(data, check=False)  # the verb's other required keys are not the example's business
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert value == docs[key][2], (s.verb, key, value)
+    pretrain = build_parser(next(s for s in STAGES if s.verb == "pretrain"), PretrainConfig).epilog
+    assert "(e.g. optim.lr=0.001)" in pretrain  # a section key shows the dotted form
 
 
 def test_input_errors_are_recognised_and_bugs_are_not():

@@ -131,7 +131,7 @@ def test_a_partial_section_keeps_the_fields_own_defaults_in_yaml_as_on_the_comma
 def test_rl_optim_in_a_file_keeps_rl_defaults():
     """The bug this fixes: an RL stage with `optim: {lr: 1e-4}` ran with pretraining's AdamW (weight decay 0.1,
     beta2 0.95, cosine with 20 warm-up steps), not the RL defaults that `midtrain rl --help` lists."""
-    from midtrain.train.rl import RL_OPTIM, RLConfig
+    from midtrain.train.rl_config import RL_OPTIM, RLConfig
 
     optim = RLConfig.from_dict({"optim": {"lr": 1e-4}}, check=False).optim
     assert optim == RL_OPTIM.replace(lr=1e-4)

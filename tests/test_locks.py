@@ -21,8 +21,9 @@ import pytest
 from midtrain.cli import main
 from midtrain.config import Config, param
 from midtrain.errors import MidtrainError, RunDirError
+from midtrain.fileio import atomic_write_text
 from midtrain.locks import PathLock, lock_file
-from midtrain.runs import atomic_write_text, open_run
+from midtrain.runs import open_run
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]), "MIDTRAIN_QUIET": "1"}
@@ -77,7 +78,7 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def _problems(tmp_path: Path) -> Path:
-    from midtrain.data import write_jsonl
+    from midtrain.data.jsonl import write_jsonl
     from midtrain.synth.generate import generate_problems
 
     path = tmp_path / "problems.jsonl"
@@ -87,7 +88,7 @@ def _problems(tmp_path: Path) -> Path:
 
 # -- a second writer of every stage kind -------------------------------------------------------------------------
 def _argv(kind: str, out: Path, tmp_path: Path, nano_model: Path, corpus: Path, tokenizer_dir: Path) -> list:
-    train = ["--model", nano_model, "--data", corpus, "--seq-len", 32, "--max-steps", 1, "--out", out]
+    train = ["--model", nano_model, "--corpus.files", corpus, "--seq-len", 32, "--max-steps", 1, "--out", out]
     if kind == "experiment":
         exp = tmp_path / "exp.yaml"
         gen = {"verb": "synth generate", "per_seed": False, "args": {"n": 3, "ops": "2-3"}}
@@ -129,6 +130,17 @@ def test_a_second_writer_fails_at_once_naming_the_holder(kind, tmp_path, holder,
     assert not out.exists()  # touched nothing
 
 
+def test_held_exclusively_probes_without_creating_the_lock_file(tmp_path, holder):
+    from midtrain.locks import held_exclusively
+
+    out = tmp_path / "r"
+    assert not held_exclusively(out) and not lock_file(out).exists()  # no lock file: no holder, and none made
+    h = holder(out)
+    assert held_exclusively(out)
+    h.kill()
+    assert not held_exclusively(out)  # the kernel dropped the dead holder's lock (its file stays)
+
+
 def test_a_second_writer_leaves_a_finished_run_untouched(tmp_path, holder, capsys, tokenizer_dir):
     out = tmp_path / "m"
     argv = ["model", "init", "--preset", "nano", "--tokenizer", tokenizer_dir, "--out", out]
@@ -144,7 +156,7 @@ def test_a_second_writer_leaves_a_finished_run_untouched(tmp_path, holder, capsy
 @pytest.mark.slow
 def test_concurrent_pretrains_one_fails_and_the_first_log_is_intact(tmp_path, nano_model, corpus, capsys):
     out = tmp_path / "r"
-    argv = ["pretrain", "--model", nano_model, "--data", corpus, "--seq-len", 32, "--batch-size", 4, "--max-steps", 30]
+    argv = ["pretrain", "--model", nano_model, "--corpus.files", corpus, "--seq-len", 32, "--batch-size", 4, "--max-steps", 30]
     argv += ["--log-every-steps", 1, "--out", out]
     first = subprocess.Popen([sys.executable, "-m", "midtrain", *map(str, argv)], env=ENV, stderr=subprocess.PIPE, text=True)
     while not (out / "log.jsonl").is_file():  # the first one is training
@@ -290,7 +302,7 @@ def test_manual_augment_shards_share_the_run_directory(tmp_path, holder, capsys,
 # -- kill -9 during atomic writes --------------------------------------------------------------------------------
 _WRITE_FOREVER = """
 import sys
-from midtrain.runs import atomic_write_bytes
+from midtrain.fileio import atomic_write_bytes
 i = 0
 print("writing", flush=True)
 while True:
@@ -317,7 +329,7 @@ def test_kill_9_during_atomic_writes_leaves_old_or_new_and_no_orphan(tmp_path):
 
 _KILLED_MID_WRITE = """
 import os, signal, sys
-from midtrain.runs import atomic_write_text
+from midtrain.fileio import atomic_write_text
 os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # die after the temporary is written, before the rename
 atomic_write_text(sys.argv[1], "half")
 """
@@ -334,25 +346,17 @@ def test_synth_generate_after_a_killed_generate_leaves_no_orphan(tmp_path, capsy
 
 
 # -- resumed runs report the whole run -----------------------------------------------------------------------------
-def test_run_mean_loss_weights_windows_by_steps_and_skips_the_cut_steps():
-    from midtrain.train.engine import run_mean_loss
-
-    assert run_mean_loss([{"step": 2, "loss": 4.0}, {"step": 6, "loss": 1.0}]) == pytest.approx((2 * 4 + 4 * 1) / 6)
-    # resumed at 5: the record at 8 covers steps 6-8 only (the log of steps 5 and beyond was cut back)
-    assert run_mean_loss([{"step": 4, "loss": 2.0}, {"step": 8, "loss": 1.0}], resumed_at=5) == pytest.approx((4 * 2 + 3 * 1) / 7)
-    assert run_mean_loss([]) is None
-
-
 @pytest.mark.slow
 def test_a_resumed_pretrain_reports_the_whole_runs_train_loss(nano_model, corpus, tmp_path, monkeypatch):
     import transformers
 
+    from midtrain.train.corpus import CorpusConfig
     from midtrain.train.lm import OptimConfig
     from midtrain.train.pretrain import PretrainConfig, run
 
     def cfg(out: str) -> PretrainConfig:
         return PretrainConfig(
-            model=str(nano_model), data=[str(corpus)], out=str(tmp_path / out), seq_len=64, batch_size=8, max_steps=24,
+            model=str(nano_model), corpus=CorpusConfig(files=[str(corpus)]), out=str(tmp_path / out), seq_len=64, batch_size=8, max_steps=24,
             save_every_steps=8, precision="fp32", log_every_steps=4, optim=OptimConfig(lr=3e-3, warmup_steps=5), seed=0,
         )  # fmt: skip
 

@@ -3,12 +3,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from midtrain.config import Config, param
 from midtrain.errors import RunDirError
-from midtrain.runs import MARKER, atomic_write_json, content_hash, open_run
+from midtrain.runs import MARKER, content_hash, open_run
 
 
 @dataclass
@@ -128,53 +129,27 @@ def test_failed_run_after_keep_is_resumed(tmp_path):
         run.finish()
 
 
+def test_a_cache_hit_takes_no_lock_and_writes_nothing(tmp_path, monkeypatch):
+    """A finished run may sit on read-only storage: recognising it must not create the lock file (issue 32)."""
+    import midtrain.runs as runs
+
+    _run(tmp_path / "r", C(x=3))
+    before = {str(p): p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    monkeypatch.setattr(runs, "PathLock", lambda *a, **k: pytest.fail("a cache hit took the run directory's lock"))
+    with open_run(tmp_path / "r", "stage", C(x=3)) as run:
+        assert run.cached and run.metrics == {"x": 3} and run.lock is None
+    assert {str(p): p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+    with pytest.raises(pytest.fail.Exception, match="took the run directory's lock"):  # another config: the lock
+        with open_run(tmp_path / "r", "stage", C(x=4)):
+            pass
+
+
 def test_content_hash_of_finished_run_is_its_key(tmp_path):
     run = _run(tmp_path / "r", C())
     assert content_hash(tmp_path / "r") == "run:" + run.key
 
 
-def test_atomic_write_leaves_no_temp_files(tmp_path):
-    atomic_write_json(tmp_path / "a.json", {"a": 1})
-    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
-
-
-def test_atomic_writes_have_ordinary_permissions(tmp_path):
-    import os
-
-    from midtrain.data import write_jsonl
-
-    atomic_write_json(tmp_path / "a.json", {})
-    write_jsonl(tmp_path / "b.jsonl", [{"a": 1}])
-    mask = os.umask(0)
-    os.umask(mask)
-    for name in ("a.json", "b.jsonl"):
-        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
-
-
-def test_saved_models_have_ordinary_permissions(nano_model, tmp_path):
-    """safetensors writes 0600 whatever the umask; `model init` (and the trainers' saves) give 0666 & ~umask."""
-    import os
-
-    import torch
-    from safetensors.torch import save_file
-
-    from midtrain.runs import ordinary_permissions
-
-    mask = os.umask(0o022)
-    try:
-        save_file({"w": torch.zeros(2)}, str(tmp_path / "w.safetensors"))
-        assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o600  # the library's doing
-        ordinary_permissions(tmp_path)
-        assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644
-    finally:
-        os.umask(mask)
-    assert (nano_model / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
-
-
 def test_a_malformed_midtrain_json_is_one_clear_error(tmp_path):
-    from midtrain.errors import DataError
-    from midtrain.runs import read_json
-
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "midtrain.json").write_text("{not json")
     with pytest.raises(RunDirError, match=r"midtrain.json:1: not valid JSON .*; use --overwrite"):
@@ -183,9 +158,6 @@ def test_a_malformed_midtrain_json_is_one_clear_error(tmp_path):
     with pytest.raises(RunDirError, match="a JSON object was expected"):
         _run(tmp_path / "r", C())
     assert _run(tmp_path / "r", C(), overwrite=True).created
-    (tmp_path / "m.json").write_text("{")
-    with pytest.raises(DataError, match=r"m.json:1: not valid JSON"):
-        read_json(tmp_path / "m.json")
 
 
 # -- runs made by an older midtrain: options added since, at their defaults, keep the run --------------------------
@@ -261,3 +233,70 @@ def test_an_unfinished_older_run_resumes_and_keeps_its_key(tmp_path):
         run.finish({})
     assert (tmp_path / "r" / MARKER).read_text().strip() == old_key
     assert json.loads((tmp_path / "r" / "midtrain.json").read_text())["run_key"] == old_key
+
+
+# -- runs made before a key moved into a section (a config's RENAMED) stay this run --------------------------------
+@dataclass
+class Flat(Config):
+    data: list[str] = param([], "files")
+    fmt: str = param("auto", "format")
+    vllm: str = param("off", "a plain value that a section replaces later")
+    seq_len: int = param(8, "seq_len")
+    out: str = param("", "out")
+
+
+@dataclass
+class Corpus(Config):
+    files: list[str] = param([], "files")
+    fmt: str = param("auto", "format")
+
+
+@dataclass
+class Vllm(Config):
+    mode: str = param("off", "mode")
+
+
+@dataclass
+class Nested(Config):
+    RENAMED: ClassVar[dict[str, str]] = {"data": "corpus.files", "fmt": "corpus.fmt", "vllm": "vllm.mode"}
+
+    corpus: Corpus = param(Corpus(), "corpus")
+    vllm: Vllm = param(Vllm(), "vllm")
+    seq_len: int = param(8, "seq_len")
+    out: str = param("", "out")
+
+
+def _done(out, cfg):
+    with open_run(out, "stage", cfg, {}) as run:
+        if not run.cached:
+            run.finish({})
+        return run
+
+
+def test_keys_moved_into_sections_keep_a_finished_run(tmp_path):
+    from midtrain.runs import in_current_layout
+
+    assert in_current_layout(Nested, {"data": ["a"], "fmt": "text", "vllm": "colocate", "seq_len": 8}) == {
+        "corpus": {"files": ["a"], "fmt": "text"},
+        "vllm": {"mode": "colocate"},
+        "seq_len": 8,
+    }
+    old = _done(tmp_path / "r", Flat(data=["a"], fmt="text", vllm="colocate"))
+    run = _done(tmp_path / "r", Nested(corpus=Corpus(files=["a"], fmt="text"), vllm=Vllm(mode="colocate")))
+    assert run.cached and run.key == old.key
+    with pytest.raises(RunDirError, match=r"\(changed: seq_len\)"):  # a real change is named alone, not the moves
+        _done(tmp_path / "r", Nested(corpus=Corpus(files=["a"], fmt="text"), vllm=Vllm(mode="colocate"), seq_len=16))
+    with pytest.raises(RunDirError, match=r"\(changed: corpus\.files\)"):
+        _done(tmp_path / "r", Nested(corpus=Corpus(files=["b"], fmt="text"), vllm=Vllm(mode="colocate")))
+
+
+def test_how_often_a_run_saves_is_not_in_its_key(tmp_path):
+    @dataclass
+    class Saves(Config):
+        save_every_steps: int = param(0, "save every")
+        save_every_minutes: float = param(0.0, "save every")
+        keep_checkpoints: int = param(1, "keep")
+        out: str = param("", "out")
+
+    old = _done(tmp_path / "r", Saves())
+    assert _done(tmp_path / "r", Saves(save_every_steps=500, save_every_minutes=30.0, keep_checkpoints=2)).key == old.key

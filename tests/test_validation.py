@@ -54,7 +54,7 @@ def files(tmp_path: Path) -> dict[str, str]:
     }
 
 
-PRETRAIN = ["pretrain", "--model", "m", "--data", "d.jsonl", "--out", "{tmp}/o"]
+PRETRAIN = ["pretrain", "--model", "m", "--corpus.files", "d.jsonl", "--out", "{tmp}/o"]
 RL = ["rl", "--model", "m", "--data", "d.jsonl", "--out", "{tmp}/o"]
 JUDGE = ["judge", "pairs.jsonl", "--out", "{tmp}/o"]
 NEW: list[tuple[list[str], str]] = [  # accepted (or a traceback) before issue 14
@@ -76,18 +76,22 @@ NEW: list[tuple[list[str], str]] = [  # accepted (or a traceback) before issue 1
     ([*PRETRAIN, "--seq-len", "4"], "key 'seq_len': must be >= 8"),
     ([*PRETRAIN, "weights.math=-1"], "key 'weights.math': must be >= 0"),
     ([*PRETRAIN, "weights.math=0"], "key 'weights': at least one domain needs a weight > 0"),
-    ([*PRETRAIN, "--completion-only", "--format", "text"], "key 'completion_only': format 'text' has no prompt"),
-    ([*PRETRAIN, "--diagnose-every-steps", "10"], "key 'diagnose_data': diagnose_every_steps > 0 needs"),
-    ([*PRETRAIN, "--diagnose-data", "{dir}", "--diagnose-every-steps", "10"], "key 'diagnose_data': {dir} is a directory, expected a file"),
+    ([*PRETRAIN, "--completion-only", "--corpus.format", "text"], "key 'completion_only': format 'text' has no prompt"),
+    ([*PRETRAIN, "--diagnose.every-steps", "10"], "key 'diagnose.data': every_steps > 0 needs"),
+    ([*PRETRAIN, "--diagnose.data", "{dir}", "--diagnose.every-steps", "10"], "key 'diagnose.data': {dir} is a directory, expected a file"),
+    ([*PRETRAIN, "--save-every-minutes", "-1"], "key 'save_every_minutes': must be >= 0"),
     ([*PRETRAIN, "--out", "{file}"], "key 'out': {file} is a file, expected a directory"),
-    (["sft", "--model", "m", "--data", "d", "--out", "o", "--diagnose-n", "0"], "key 'diagnose_n': must be >= 1"),
-    ([*RL, "--num-generations", "1"], "key 'num_generations': must be >= 2"),
-    ([*RL, "--judge-threshold", "2"], "key 'judge_threshold': must be in [0, 1]"),
-    ([*RL, "--epsilon-low", "inf"], "key 'epsilon_low': must be finite"),
-    ([*RL, "--vllm-gpu-memory-utilization", "1.5"], "key 'vllm_gpu_memory_utilization': must be in (0, 1]"),
-    ([*RL, "--vllm-server-url", "10.0.0.2:8000"], "key 'vllm_server_url': expected an http:// or https:// URL"),
-    ([*RL, "--judge-backend.timeout-s", "0"], "key 'judge_backend.timeout_s': must be > 0"),
-    ([*RL, "--task", "suffix", "--judge", "llm", "--judge-prompt", "{tpl_foo}"], "key 'judge_prompt': the prompt template has the unknown"),
+    (["sft", "--model", "m", "--corpus.files", "d", "--out", "o", "--diagnose.n", "0"], "key 'diagnose.n': must be >= 1"),
+    ([*RL, "--rollout.num-generations", "1"], "key 'rollout.num_generations': must be >= 2"),
+    ([*RL, "--judge.threshold", "2"], "key 'judge.threshold': must be in [0, 1]"),
+    ([*RL, "--loss.epsilon-low", "inf"], "key 'loss.epsilon_low': must be finite"),
+    ([*RL, "--vllm.gpu-memory-utilization", "1.5"], "key 'vllm.gpu_memory_utilization': must be in (0, 1]"),
+    ([*RL, "--vllm.server-url", "10.0.0.2:8000"], "key 'vllm.server_url': expected an http:// or https:// URL"),
+    ([*RL, "--judge.backend.timeout-s", "0"], "key 'judge.backend.timeout_s': must be > 0"),
+    (
+        [*RL, "--task", "suffix", "--judge.kind", "llm", "--judge.prompt", "{tpl_foo}"],
+        "key 'judge.prompt': the prompt template has the unknown",
+    ),
     ([*JUDGE, "--threshold", "2"], "key 'threshold': must be in [0, 1], got 2.0"),
     ([*JUDGE, "--batch-size", "0"], "key 'batch_size': must be >= 1"),
     ([*JUDGE, "--max-new-tokens", "0"], "key 'max_new_tokens': must be >= 1"),
@@ -100,21 +104,21 @@ NEW: list[tuple[list[str], str]] = [  # accepted (or a traceback) before issue 1
     ([*JUDGE, "--backend.max-concurrency", "0"], "key 'backend.max_concurrency': must be >= 1"),
     ([*JUDGE, "--backend.max-retries", "-1"], "key 'backend.max_retries': must be >= 0"),
     (["eval", "score", "--completions", "{dir}", "--benchmark", "gsm8k"], "key 'completions': {dir} is a directory"),
-    (["eval", "score", "--completions", "c", "--benchmark", "gsm8k", "op_ranges.a=[5,2]"], "key 'op_ranges.a': expected [lo, hi]"),
+    (["eval", "score", "--completions", "c", "--benchmark", "gsm8k", "ops.ranges.a=[5,2]"], "key 'ops.ranges.a': expected [lo, hi]"),
     (["analyze", "weights", "a", "b", "--tau", "-1"], "key 'tau': must be >= 0"),
     (["analyze", "cka", "a", "b", "--probe", "synthetic:²"], "key 'probe': 'synthetic:²' must be synthetic:N"),
     (["analyze", "cka", "a", "b", "--probe", "p", "--minibatch-size", "2"], "key 'minibatch_size': must be >= 4"),
     (["synth", "verify", "--problems", "p", "--ks", "1", "0"], "key 'ks[1]': must be >= 1, got 0"),
     (["synth", "verify", "--problems", "{dir}"], "key 'problems': {dir} is a directory"),
     (["synth", "diagnose", "m", "--problems", "p", "--out", "o", "--n-per-range", "0"], "key 'n_per_range': must be >= 1"),
-    (["synth", "diagnose", "m", "--problems", "p", "--out", "o", "op_ranges.id=[-1,3]"], "key 'op_ranges.id[0]': must be >= 0"),
+    (["synth", "diagnose", "m", "--problems", "p", "--out", "o", "ops.ranges.id=[-1,3]"], "key 'ops.ranges.id[0]': must be >= 0"),
     (["augment", "tasks", "in", "--out", "o", "--tokenizer", "t", "--prompt", "{tpl_prefix_typo}"], "unknown placeholder(s) {prefx}"),
 ]
 KEPT: list[tuple[list[str], str]] = [  # hand-written checks before, declared rules now: the move lost none
     ([*PRETRAIN, "--replay-share", "1"], "key 'replay_share': must be in [0, 1)"),
     ([*PRETRAIN, "optim.lr=nan"], "key 'optim.lr': must be finite"),
-    ([*RL, "--temperature", "0"], "key 'temperature': must be > 0"),
-    ([*RL, "--top-p", "0"], "key 'top_p': must be in (0, 1]"),
+    ([*RL, "--rollout.temperature", "0"], "key 'rollout.temperature': must be > 0"),
+    ([*RL, "--rollout.top-p", "0"], "key 'rollout.top_p': must be in (0, 1]"),
     ([*RL, "keep_checkpoints=-1"], "key 'keep_checkpoints': must be >= 0"),
     ([*RL, "--max-steps", "0"], "key 'max_steps': must be >= 1"),
     (["analyze", "cka", "a", "b", "--probe", "synthetic:0"], "key 'probe': 'synthetic:0' must be synthetic:N"),
@@ -122,7 +126,16 @@ KEPT: list[tuple[list[str], str]] = [  # hand-written checks before, declared ru
     (["augment", "tasks", "in", "--out", "o", "--tokenizer", "t", "--max-reference-tokens", "0"], "key 'max_reference_tokens'"),
     (["report", "r", "--max-depth", "-1"], "key 'max_depth': must be >= 0"),
 ]
-CASES = NEW + KEPT
+MOVED: list[tuple[list[str], str]] = [  # flat keys that moved into a section: one line naming the new key
+    (["tokenize", "--model", "m", "--out", "o", "--data", "d"], "key 'data' is now 'corpus.files'"),
+    ([*PRETRAIN, "--replay", "r.jsonl"], "key 'replay' is now 'corpus.replay'"),
+    (["sft", "--model", "m", "--corpus.files", "d", "--out", "o", "mixture.a=[x]"], "key 'mixture.a' is now 'corpus.mixture.a'"),
+    ([*PRETRAIN, "--diagnose-every-steps", "10"], "key 'diagnose_every_steps' is now 'diagnose.every_steps'"),
+    (["eval", "m", "--out", "o", "--synthetic", "p", "--op-scale", "tiny"], "key 'op_scale' is now 'ops.scale'"),
+    (["eval", "score", "--completions", "c", "--synthetic", "p", "op_ranges.id=[1,2]"], "key 'op_ranges.id' is now 'ops.ranges.id'"),
+    (["synth", "diagnose", "m", "--problems", "p", "--out", "o", "--op-scale", "paper"], "key 'op_scale' is now 'ops.scale'"),
+]
+CASES = NEW + KEPT + MOVED
 
 
 @pytest.mark.parametrize("argv, fragment", CASES, ids=[" ".join(a[:2]) + f" [{f.split(':')[0]}]" for a, f in CASES])
@@ -236,14 +249,14 @@ def _jsonl(path: Path, records: list[dict]) -> str:
 def test_seq_len_above_the_models_positions(tmp_path, capsys):
     data = _jsonl(tmp_path / "t.jsonl", [{"text": "one two three"}] * 4)
     out = tmp_path / "o"
-    assert main(["pretrain", "--model", str(DEMO), "--data", data, "--out", str(out), "--seq-len", "2048"]) == 2
+    assert main(["pretrain", "--model", str(DEMO), "--corpus.files", data, "--out", str(out), "--seq-len", "2048"]) == 2
     assert "key 'seq_len': 2048 exceeds the 1024 positions of model" in capsys.readouterr().err and not out.exists()
 
 
 def test_completion_only_on_records_without_a_prompt(tmp_path, capsys):
     data = _jsonl(tmp_path / "t.jsonl", [{"text": "one two three"}] * 4)
     out = tmp_path / "o"
-    assert main(["sft", "--model", str(DEMO), "--data", data, "--out", str(out), "--completion-only", "--max-steps", "1"]) == 2
+    assert main(["sft", "--model", str(DEMO), "--corpus.files", data, "--out", str(out), "--completion-only", "--max-steps", "1"]) == 2
     assert "completion_only: no record in" in capsys.readouterr().err and not out.exists()
 
 

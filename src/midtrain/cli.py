@@ -2,10 +2,11 @@
 
     midtrain VERB [SUBVERB] [--config x.yaml] [--field value ...] [section.key=value ...] [--dry-run] [--json]
 
-Every config field is a flag (``--vocab-size 512``; nested fields as ``--train.lr 1e-3``) and can also be given as
-a dotted override (``train.lr=1e-3``). Precedence: defaults < ``--config`` file < flags and overrides.
+Every config field is a flag (``--vocab-size 512``; nested fields as ``--optim.lr 1e-3``) and can also be given as
+a dotted override (``optim.lr=1e-3``). Precedence: defaults < ``--config`` file < flags and overrides.
 ``--dry-run`` prints the resolved config as YAML and exits. ``--json`` prints the stage's result as JSON on
-stdout. A negative number may follow a flag (``--optim.lr -1e-3``, ``--seed -1``).
+stdout. A negative number may follow a flag (``--optim.lr -1e-3``, ``--seed -1``). An unknown flag or key that is
+TRL's name of one of the verb's keys (``--learning_rate``) is an error naming midtrain's key (:mod:`midtrain.trl_names`).
 
 Errors in the input are one line on stderr and exit code 2 (:func:`main` is the one boundary): the project's own
 errors, argparse's usage errors, OS errors (``error: PATH: Permission denied``, a full disk, a read-only output
@@ -38,13 +39,22 @@ from midtrain.config import (
 )
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.stages import STAGES, Stage, match
+from midtrain.trl_names import trl_hint
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.\-]*=")
 NEGATIVE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)  # a value, not a flag: -1, -1e-3, -.5, -inf
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (a :class:`ConfigError`, exit 2) instead of the usage block."""
+    """argparse whose usage errors are one line (a :class:`ConfigError`, exit 2) instead of the usage block.
+
+    Abbreviations are off: with argparse's default, ``--max-step`` silently runs as ``--max-steps``, so a typo
+    becomes a different run instead of an error.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         raise ConfigError(f"{self.prog}: {message} (see --help)")
@@ -75,7 +85,7 @@ def build_parser(verb: Stage, cls: type[Config]) -> argparse.ArgumentParser:
         prog=f"midtrain {verb.verb}",
         description=verb.help + ("\n\n" + fn_doc if fn_doc else ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any key can also be set as a dotted override: key=value (e.g. train.lr=3e-4).",
+        epilog=f"Any key can also be set as a dotted override: key=value (e.g. {help_example(cls)}).",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with config values (flags override it).")
     if getattr(cls, "CONFIG_POSITIONAL", False):  # `midtrain experiment run CONFIG`
@@ -110,6 +120,31 @@ def build_parser(verb: Stage, cls: type[Config]) -> argparse.ArgumentParser:
     return parser
 
 
+def help_example(cls: type[Config]) -> str:
+    """A ``key=value`` override of ``cls`` for the foot of ``--help``, the key at its default: a number in a
+    section if there is one (it shows the dotted form), else a number, else a word, else a switch."""
+    positional = {f.name for f in dataclasses.fields(cls) if f.metadata.get("positional")}
+    docs = {k: d for k, (_, _, d) in cls.field_docs().items() if k not in positional and k not in cls.RENAMED}
+    numbers = [k for k, d in docs.items() if isinstance(d, (int, float)) and not isinstance(d, bool)]
+    words = [k for k, d in docs.items() if isinstance(d, str) and d]
+    switches = [k for k, d in docs.items() if isinstance(d, bool)]
+    others = sorted((k for k, d in docs.items() if d is not dataclasses.MISSING), key=lambda k: not docs[k])  # set ones first
+    key = next(iter([k for k in numbers if "." in k] + numbers + words + switches + others))
+    value = docs[key]
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def foreign_flag_error(unknown: list[str], cls: type[Config]) -> ConfigError | None:
+    """The error for an unknown flag that is TRL's name of one of ``cls``'s keys (``--learning_rate``), else None."""
+    for arg in unknown:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0].replace("-", "_")
+            hint = trl_hint(name, cls)
+            if hint:
+                return ConfigError(f"unknown flag '{arg.split('=', 1)[0]}' ({hint})")
+    return None
+
+
 def join_negative_values(argv: list[str], flags: set[str]) -> list[str]:
     """``--flag -1e-3`` → ``--flag=-1e-3`` for flags that take one value, so argparse reads the number as the value
     (it takes ``-1e-3`` for an option and ``-1`` only because no option looks like a number)."""
@@ -135,7 +170,9 @@ def parse(verb: Stage, cls: type[Config], argv: list[str]) -> tuple[Config, argp
     dotted = [a for a in argv if OVERRIDE.match(a)]
     rest = join_negative_values([a for a in argv if not OVERRIDE.match(a)], value_flags(cls))
     parser = build_parser(verb, cls)
-    ns = parser.parse_args(rest)
+    ns, unknown = parser.parse_known_args(rest)
+    if unknown:
+        raise foreign_flag_error(unknown, cls) or parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(ns, "_pos_config", None):
         if ns.config:
             raise ConfigError("give the config file once: CONFIG or --config FILE")
@@ -165,9 +202,9 @@ def parse(verb: Stage, cls: type[Config], argv: list[str]) -> tuple[Config, argp
             overrides[k] = parse_override_value(v, (get_args(docs[head][0]) or (str, Any))[1])
             continue
         if k not in docs:
-            from midtrain.config import unknown_key_error
+            from midtrain.config import renamed_key_error, unknown_key_error
 
-            raise unknown_key_error(k, list(docs))
+            raise renamed_key_error(cls, k) or unknown_key_error(k, list(docs), cls=cls)
         overrides[k] = parse_override_value(v, docs[k][0])
     if ns.config and getattr(cls, "CONFIG_POSITIONAL", False) and "config_path" not in overrides:
         overrides["config_path"] = str(ns.config)  # relative paths inside an experiment resolve from its file

@@ -9,20 +9,23 @@ stores its documentation next to its default::
         schedule: Literal["cosine", "linear"] = param("cosine", "Learning-rate decay after warm-up.")
 
 Values come, in increasing precedence, from the defaults, a YAML file (``--config x.yaml``), and command-line
-overrides (``--lr 1e-3`` or dotted ``train.lr=1e-3``). Loading is strict: an unknown key is an error naming the
+overrides (``--lr 1e-3`` or dotted ``optim.lr=1e-3``). Loading is strict: an unknown key is an error naming the
 key and its closest valid spelling; a value of the wrong type names the key and the expected type; ``Literal``
 modes are checked at parse time, never later. ``Config.check()`` holds cross-field rules.
 
 Declared rules run whenever a config is built from data, before ``check()`` (:func:`check_fields`): floats must
-be finite, ``param(8, "...", ge=1)`` bounds a number (each element of a list or mapping), ``path="file"|"dir"``
-refuses a path that exists as the other kind (existence is the stage's check: experiments plan stages whose inputs
+be finite, ``param(8, "...", ge=1)`` bounds a number (each element of a list or mapping), an integer field holds at
+most :data:`MAX_INT` (the int32 range) unless it declares its own ``le``/``lt`` (a count above it is a typo or an
+attack, and would overflow a tensor index or hang a loop), ``path="file"|"dir"`` refuses a path that exists as the
+other kind (existence is the stage's check: experiments plan stages whose inputs
 do not exist yet). YAML goes through :func:`midtrain.yamlio.load_yaml` (duplicate keys and alias bombs are errors; YAML 1.2 numbers).
 :meth:`Config.to_dict` and :func:`to_yaml` mask URL passwords (run keys, ``midtrain.json``, ``config.yaml``);
 ``to_dict(redact=False)`` is the faithful copy; :func:`redact_text` cleans error text that gets stored.
 
 A key that moved stays known for one purpose: ``RENAMED = {"lr": "optim.lr"}`` on a config class makes the old key,
 in a YAML file, a flag or a dotted override, a one-line error naming the new one ("key 'lr' is now 'optim.lr'")
-instead of a bare "unknown key".
+instead of a bare "unknown key". The old key may have been a section (``judge_backend`` → ``judge.backend``: its
+sub-keys are named too) or may now name a section that replaced a plain value (``vllm: colocate`` → ``vllm.mode``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 import yaml
 
 from midtrain.errors import ConfigError
+from midtrain.trl_names import trl_hint
 from midtrain.yamlio import load_yaml
 
 C = TypeVar("C", bound="Config")
@@ -108,6 +112,7 @@ def param(
 
 
 MAX_SEED = 2**32 - 1  # ``param(0, "Seed.", ge=0, le=MAX_SEED)``: what NumPy, torch and vLLM all accept
+MAX_INT = 2**31 - 1  # the bound of every int field without its own ``le``/``lt``: steps, sizes, counts fit an int32
 
 
 @dataclass
@@ -169,7 +174,8 @@ class Config:
             else:
                 out[f.name] = (tp, doc, default)
         for old, new in cls.RENAMED.items():  # listed so that the command line takes the old flag to name the new key
-            out[old] = (out[new][0], f"Renamed: use {new}.", MISSING)
+            if new in out:  # (a renamed section has no flag of its own; its dotted keys fail in load_config)
+                out[old] = (out[new][0], f"Renamed: use {new}.", MISSING)
         return out
 
 
@@ -312,19 +318,27 @@ def coerce(value: Any, tp: Any, key: str, source: str = "", check: bool = True) 
 
 
 def renamed_key_error(cls: type[Config], key: str, prefix: str = "", source: str = "") -> ConfigError | None:
-    """The error for ``key`` (relative to ``cls``) if it is one of ``cls.RENAMED``, else None."""
-    new = cls.RENAMED.get(key)
-    if new is None:
+    """The error for ``key`` (relative to ``cls``, dotted or not) if it or a section above it is one of
+    ``cls.RENAMED``, else None."""
+    parts = key.split(".")
+    heads = (".".join(parts[:i]) for i in range(len(parts), 0, -1))
+    head = next((h for h in heads if h in cls.RENAMED), None)
+    if head is None:
         return None
+    new = cls.RENAMED[head] + key[len(head) :]
     where = f" in {source}" if source else ""
     return ConfigError(f"key '{prefix}{key}'{where} is now '{prefix}{new}'")
 
 
-def unknown_key_error(key: str, valid: list[str], source: str = "") -> ConfigError:
+def unknown_key_error(key: str, valid: list[str], source: str = "", cls: type[Config] | None = None) -> ConfigError:
+    """The error for an unknown ``key``: midtrain's key if ``key`` is TRL's name of one of ``cls`` (relative to
+    ``cls``, which may carry a prefix; :mod:`midtrain.trl_names`), else the closest valid spelling or the valid keys."""
     where = f" in {source}" if source else ""
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f" (did you mean '{close[0]}'?)" if close else f" (valid keys: {', '.join(sorted(valid))})"
-    return ConfigError(f"unknown key '{key}'{where}{hint}")
+    hint = (trl_hint(key, cls) if cls is not None else None) or (
+        f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    )
+    return ConfigError(f"unknown key '{key}'{where} ({hint})")
 
 
 def _build(cls: type[C], data: dict[str, Any], prefix: str, source: str, check: bool = True) -> C:
@@ -335,8 +349,10 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str, source: str, check: 
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         key = str(key).replace("-", "_")
-        if key not in fields:
-            raise renamed_key_error(cls, key, prefix, source) or unknown_key_error(prefix + key, [prefix + k for k in fields], source)
+        renamed = renamed_key_error(cls, key, prefix, source)
+        if key not in fields or (renamed and _is_config(hints[key]) and not isinstance(value, (dict, Config))):
+            # (the second case: an old plain value where a section now stands, `vllm: colocate` for `vllm.mode`)
+            raise renamed or unknown_key_error(prefix + key, [prefix + k for k in fields], source, cls)
         default = _default_of(fields[key])
         if isinstance(default, Config) and isinstance(value, dict):
             # a partial section keeps the field's own defaults (RL's optim: lr 1e-6, weight_decay 0, beta2 0.999),
@@ -371,7 +387,7 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, cls: type[Config]) ->
         if part not in fields:
             prefix = ".".join(parts[:i])
             renamed = renamed_key_error(tp, ".".join(parts[i:]), prefix + "." if prefix else "")
-            raise renamed or unknown_key_error(dotted, [f"{prefix}.{k}" if prefix else k for k in fields])
+            raise renamed or unknown_key_error(dotted, [f"{prefix}.{k}" if prefix else k for k in fields], cls=tp)
         if i == len(parts) - 1:
             node[part] = value
             return
@@ -417,8 +433,10 @@ def check_fields(cfg: Config, prefix: str = "", source: str = "") -> None:
     """The rules declared with :func:`param`, on every field of ``cfg`` and its sections: finite floats,
     ``ge``/``gt``/``le``/``lt`` bounds, path kinds; a ConfigError names the dotted key (and ``source``)."""
     where = f" in {source}" if source else ""
+    ints = _int_fields(type(cfg))
     for f in dataclasses.fields(cfg):
         bounds, kind = f.metadata.get("bounds"), f.metadata.get("path")
+        capped = f.name in ints and (bounds is None or (bounds.le is None and bounds.lt is None))
         for key, x in _leaves(prefix + f.name, getattr(cfg, f.name)):
             if isinstance(x, Config):
                 check_fields(x, key + ".", source)
@@ -426,8 +444,29 @@ def check_fields(cfg: Config, prefix: str = "", source: str = "") -> None:
                 raise ConfigError(f"key '{key}'{where}: must be finite (not NaN or infinite), got {x!r}")
             elif bounds is not None and isinstance(x, (int, float)) and not isinstance(x, bool) and not bounds.holds(x):
                 raise ConfigError(f"key '{key}'{where}: must be {bounds.text()}, got {x!r}")
+            elif capped and isinstance(x, int) and not isinstance(x, bool) and not -MAX_INT - 1 <= x <= MAX_INT:
+                limit = f"<= {MAX_INT}" if x > 0 else f">= {-MAX_INT - 1}"
+                raise ConfigError(f"key '{key}'{where}: must be {limit} (midtrain counts in 32 bits), got {x}")
             elif kind is not None and isinstance(x, str) and x:
                 check_path_kind(key, x, kind, where)
+
+
+@functools.cache
+def _int_fields(cls: type[Config]) -> frozenset[str]:
+    """Names of the fields of ``cls`` that hold integers: ``int``, ``int | None``, ``list[int]``, ``dict[str, int]``
+    (not ``Any`` mappings such as an experiment's ``vars``, whose values reach typed fields later)."""
+
+    def holds_int(tp: Any) -> bool:
+        if tp is int:
+            return True
+        origin = get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            return any(holds_int(a) for a in get_args(tp))
+        if origin in (list, tuple, dict):
+            return bool(get_args(tp)) and holds_int(get_args(tp)[-1])
+        return False
+
+    return frozenset(name for name, tp in typing.get_type_hints(cls).items() if holds_int(tp))
 
 
 def check_http_url(url: str, key: str) -> None:
@@ -527,7 +566,7 @@ def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
 ) -> C:
-    """Defaults ← YAML file ← overrides (``{"train.lr": 1e-3}`` or ``["train.lr=1e-3"]``), validated."""
+    """Defaults ← YAML file ← overrides (``{"optim.lr": 1e-3}`` or ``["optim.lr=1e-3"]``), validated."""
     data: dict[str, Any] = read_yaml(path) if path else {}
     source = str(path) if path else ""
     base = cls.from_dict(data, source=source, check=False).to_dict(redact=False)  # key/type errors name the file
@@ -542,7 +581,7 @@ def load_config(
             k, v = item.split("=", 1)
             k = k.strip().replace("-", "_")
             if k not in docs:
-                raise unknown_key_error(k, list(docs))
+                raise renamed_key_error(cls, k) or unknown_key_error(k, list(docs), cls=cls)
             items.append((k, parse_override_value(v, docs[k][0])))
     for k, v in items:
         set_dotted(base, k, v, cls)

@@ -176,6 +176,27 @@ class PathLock:
             os.close(fd)
 
 
+def held_exclusively(path: str | Path) -> bool:
+    """Whether some process holds ``path``'s lock exclusively (a writer at work); creates and writes nothing.
+
+    The probe opens an existing lock file read-only and asks for a shared lock without waiting. No lock file means
+    no holder: a holder creates the file before it locks it and removes it before it unlocks.
+    """
+    try:
+        fd = os.open(lock_file(path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # a filesystem without flock: nobody can hold it
+    finally:
+        os.close(fd)  # also drops the probe's shared lock
+    return False
+
+
 def _line() -> bytes:
     """This process's line in a lock file."""
     return f"{os.getpid()} {socket.gethostname()}\n".encode()
@@ -204,4 +225,4 @@ def pid_alive(pid: int | str) -> bool:
     return True
 
 
-__all__ = ["PathLock", "lock_file", "pid_alive"]
+__all__ = ["PathLock", "held_exclusively", "lock_file", "pid_alive"]

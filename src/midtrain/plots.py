@@ -4,7 +4,7 @@
   without a display (CI, worker processes, SSH sessions) and never opens a window. matplotlib is imported only
   when a plot is drawn: commands that draw none do not pay for it.
 - :func:`save_png`: renders the figure at :data:`DPI` into memory, closes it (pyplot keeps every open figure
-  alive otherwise) and writes the bytes with :func:`midtrain.runs.atomic_write_bytes`, so a killed run or a
+  alive otherwise) and writes the bytes with :func:`midtrain.fileio.atomic_write_bytes`, so a killed run or a
   report being rebuilt never leaves a half-written PNG under the final name.
 
 It also draws the figures of evaluation and training results that reports and the demo share: pass@k curves
@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from midtrain.runs import atomic_write_bytes
+from midtrain.fileio import atomic_write_bytes
 
 DPI = 120  # one resolution for every PNG: sharp enough for the heatmaps' 7-pt labels, small enough to embed in HTML
 

@@ -11,10 +11,12 @@ The **run key** is a SHA-256 over (stage, resolved config minus bookkeeping fiel
 inputs). Opening a run (:func:`open_run`) decides what to do:
 
 - empty or missing directory → a fresh run;
-- finished with the same key → a **cache hit**: nothing runs, the stored metrics are returned;
+- finished with the same key → a **cache hit**: nothing runs, the stored metrics are returned, and nothing is
+  written, not even the lock file (:func:`finished_meta`), so a finished run on read-only storage is a cache hit;
 - finished (or started) with another key → refused with the keys that differ, unless ``overwrite``; but a run
-  made by an older midtrain whose config lacks only options added since, each now at its default, is this run
-  (:func:`resolve_key`: it keeps its stored key, so upgrading neither re-runs nor refuses it);
+  made by an older midtrain whose config lacks only options added since, each now at its default, or holds keys
+  that have since moved (a config's ``RENAMED``), is this run (:func:`resolve_key`: it keeps its stored key, so
+  upgrading neither re-runs nor refuses it);
 - started with the same key but not finished → resumed (the stage picks up its own checkpoints);
 - a non-empty directory that is not a run → refused unless ``overwrite``.
 
@@ -25,19 +27,18 @@ midtrain.json already inside, so a kill -9 never leaves an unrecognisable direct
 
 **One writer per run directory.** :func:`open_run` holds an exclusive advisory lock (``flock`` on the hidden
 sibling ``.NAME.lock``, :class:`midtrain.locks.PathLock`) from before it looks at the directory until the stage
-returns, so a second process given the same ``out`` fails at once (:class:`~midtrain.errors.RunDirError` naming
-the holder's pid) and touches nothing, instead of "resuming" a live run. The kernel releases the lock when its
-holder dies (kill -9 included), so a dead holder's run is simply resumed; the pid in the file only names the
-holder in the message. Cooperating writers (``augment --shard-index`` on several machines) share the lock.
+returns (a cache hit excepted: it writes nothing, so it takes no lock), so a second process given the same ``out``
+fails at once (:class:`~midtrain.errors.RunDirError` naming the holder's pid) and touches nothing, instead of
+"resuming" a live run. The kernel releases the lock when its holder dies (kill -9 included), so a dead holder's
+run is simply resumed; the pid in the file only names the holder in the message. Cooperating writers
+(``augment --shard-index`` on several machines) share the lock.
 
-:func:`atomic_file` (temporary sibling, fsync, ordinary permissions, ``os.replace``) is the package's one atomic
-writer: ``atomic_write_bytes/text/json`` here, records (:func:`midtrain.data.write_jsonl`), Parquet shards and
-plots all use it. A writer killed mid-write leaves its temporary file (``.NAME.PID.XXXX.tmp``); the next write of
-the same file removes the temporaries of dead processes.
+Every metadata file is written through :mod:`midtrain.fileio` (the package's one atomic writer).
 """
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -45,120 +46,46 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import time
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Self
+from typing import Any, Literal, Self
 
 from midtrain.config import Config, field_defaults, to_yaml
-from midtrain.console import log
-from midtrain.errors import DataError, MidtrainError, RunDirError
-from midtrain.locks import PathLock, pid_alive
+from midtrain.console import fmt_num, log
+from midtrain.errors import MidtrainError, RunDirError
+from midtrain.fileio import atomic_write_json, atomic_write_text, read_json
+from midtrain.locks import PathLock, held_exclusively, pid_alive
 
 META = "midtrain.json"
 MARKER = "COMPLETE"
 CONFIG = "config.yaml"
 # Fields that say *where* or *how verbosely* to run, not *what*: they do not enter the run key.
-BOOKKEEPING = {"out", "overwrite", "log_every_steps", "progress", "num_workers", "num_proc", "threads", "chunk_elements", "report_to"}
+BOOKKEEPING = {
+    "out",
+    "overwrite",
+    "log_every_steps",
+    "progress",
+    "progress_every_s",
+    "num_workers",
+    "num_proc",
+    "threads",
+    "chunk_elements",
+    "report_to",
+    # how often a training run saves resumable state changes nothing it computes (a resume is exact)
+    "save_every_steps",
+    "save_every_minutes",
+    "keep_checkpoints",
+}
 # Files above this size are fingerprinted by size + their first and last 4 MiB instead of a full hash, so that
 # opening a run on a 70B checkpoint does not read 140 GB (an in-place edit of the middle would go unnoticed).
 FULL_HASH_MAX_BYTES = 256 << 20
 
 
-# -- atomic writes ----------------------------------------------------------------------------------------------
-def _umask_mode() -> int:
-    """The permission bits an ordinary ``open(..., "w")`` would give (mkstemp makes files 0600)."""
-    mask = os.umask(0)  # the only way to read the umask is to set it; restored at once
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-@contextmanager
-def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary file object whose content replaces ``path`` atomically when the block ends without an error.
-
-    The bytes go to a hidden temporary sibling (same directory, hence same filesystem, so ``os.replace`` is one
-    atomic rename), are fsynced, get the permissions an ordinary ``open`` would give, and are renamed over
-    ``path``: a reader, or a ``kill -9`` at any instant, sees the old file or the new one, never a torn one. On an
-    exception the temporary file is removed and ``path`` is untouched. The temporary's name carries this
-    process's pid, so that the next write of ``path`` removes what a killed writer left (:func:`remove_stale_temps`).
-    An OS error without a file name (a full disk) is raised again naming ``path``.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:  # name the file we were asked to write, not its temporary
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
-            raise OSError(e.errno, e.strerror, str(path)) from e
-        raise
-
-
-def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Remove the temporary siblings of ``path`` (``.NAME.PID.XXXX.tmp``) whose writer process is dead."""
-    path = Path(path)
-    prefix = f".{path.name}."
-    removed: list[Path] = []
-    try:
-        names = [n for n in os.listdir(path.parent) if n.startswith(prefix) and n.endswith(".tmp")]
-    except OSError:
-        return removed
-    for name in names:
-        pid = name[len(prefix) :].split(".", 1)[0]
-        if pid.isdigit() and not pid_alive(pid):
-            (path.parent / name).unlink(missing_ok=True)
-            removed.append(path.parent / name)
-    return removed
-
-
-def ordinary_permissions(directory: str | Path, pattern: str = "*.safetensors") -> None:
-    """Give the files matching ``pattern`` in ``directory`` the permissions an ordinary ``open`` would.
-
-    safetensors writes its files with mode 0600 whatever the umask (it creates them like a temporary file), so a
-    checkpoint saved by ``save_pretrained`` is unreadable by the group that reads the rest of the run directory.
-    """
-    for f in Path(directory).glob(pattern):
-        if f.is_file():
-            os.chmod(f, _umask_mode())
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_file(path) as f:
-        f.write(data)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    """A JSON file; malformed content is a :class:`DataError` naming the file and line."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
-
-
+# -- metadata ---------------------------------------------------------------------------------------------------
 def read_meta(path: str | Path) -> dict[str, Any]:
     """A ``midtrain.json``: a JSON object, else a :class:`RunDirError` naming the file."""
     meta = read_json(path)
@@ -224,8 +151,38 @@ def resolve_key(out: str | Path, stage: str, cfg: Config, inputs: dict[str, str]
         return key  # classify_dir reports the damaged file
     if old.get("run_key") in (None, key) or old.get("stage") != stage or old.get("inputs") != inputs:
         return key
-    changed = _changed_keys(old.get("config", {}), cfg.to_dict(), field_defaults(type(cfg)))
+    stored = in_current_layout(type(cfg), old.get("config", {}))
+    changed = _changed_keys(stored, cfg.to_dict(), field_defaults(type(cfg)))
     return key if changed else str(old["run_key"])
+
+
+def in_current_layout(cls: type[Config], stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config of ``cls`` with every key that moved since (``RENAMED`` of ``cls`` and of its sections) at
+    its new place, so that a run made before a key moved into a section is still this run."""
+    data = copy.deepcopy(stored)
+    hints = typing.get_type_hints(cls)
+
+    def is_section(name: str) -> bool:
+        return isinstance(hints.get(name), type) and issubclass(hints[name], Config)
+
+    # A plain value where a section now stands moves first (``vllm: colocate`` → ``vllm.mode``), so that the
+    # section is a mapping again before other old keys move into it (``vllm_server_url`` → ``vllm.server_url``).
+    moves = sorted(cls.RENAMED.items(), key=lambda kv: not (is_section(kv[0]) and not isinstance(data.get(kv[0]), dict)))
+    for old, new in moves:
+        if old not in data or (old in hints and not (is_section(old) and not isinstance(data[old], dict))):
+            continue  # absent, or still a key of its own
+        *parents, leaf = new.split(".")
+        value, node = data.pop(old), data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node.setdefault(leaf, value)
+    for name in hints:
+        if is_section(name) and isinstance(data.get(name), dict):
+            data[name] = in_current_layout(hints[name], data[name])
+    return data
 
 
 # -- provenance -------------------------------------------------------------------------------------------------
@@ -344,14 +301,20 @@ def open_run(
     """Open (create, resume or cache-hit) the run directory ``out``; see the module docstring.
 
     Use as ``with open_run(...) as run: if run.cached: return ...; ...; run.finish(metrics)``. The directory's
-    lock is held until the block ends; a second writer gets a :class:`RunDirError` naming the holder.
+    lock is held until the block ends; a second writer gets a :class:`RunDirError` naming the holder. A cache hit
+    takes no lock and writes nothing (:func:`finished_meta`).
     ``shared``: cooperating writers (each writing its own part, under its own finer lock) may hold it together.
     """
     out = Path(out)
     inputs = inputs or {}
     hashes = {name: content_hash(p) for name, p in inputs.items()}
+    key = resolve_key(out, stage, cfg, hashes)
+    if (done := finished_meta(out, stage, key)) is not None and not held_exclusively(out):  # reads only, writes nothing
+        log(f"[cache hit] {stage}: {out} already holds this run (same config and inputs); nothing to do")
+        yield Run(out, stage, key, done, cached=True)
+        return
     with PathLock(out, "run directory", shared=shared) as lock:
-        key = resolve_key(out, stage, cfg, hashes)
+        key = resolve_key(out, stage, cfg, hashes)  # again under the lock: the directory may have changed meanwhile
         state, meta = _settle(out, stage, key, cfg, hashes, inputs, overwrite=overwrite, seed=seed, shared=shared)
         if state == "cached":
             log(f"[cache hit] {stage}: {out} already holds this run (same config and inputs); nothing to do")
@@ -383,7 +346,9 @@ def _settle(
     classifies again (and finds the run the other one created).
     """
     for _ in range(2 if shared else 1):
-        state, old = classify_dir(out, stage, key, cfg.to_dict(), hashes, overwrite=overwrite, defaults=field_defaults(type(cfg)))
+        state, old = classify_dir(
+            out, stage, key, cfg.to_dict(), hashes, overwrite=overwrite, defaults=field_defaults(type(cfg)), cls=type(cfg)
+        )
         if state == "cached":
             return state, old
         if state == "resume":
@@ -405,6 +370,25 @@ def _settle(
 RunState = Literal["fresh", "cached", "resume"]
 
 
+def finished_meta(out: Path, stage: str, key: str) -> dict[str, Any] | None:
+    """The midtrain.json of ``out`` when it holds a finished ``stage`` run with key ``key``, else None; reads only.
+
+    Why a cache hit needs no lock: a finished run is never written again. A writer that holds the lock finds the
+    same cache hit, and one with another key and ``--overwrite`` renames the whole directory away in one step, so a
+    reader sees the finished run or none. :func:`open_run` still defers to a writer at work
+    (:func:`midtrain.locks.held_exclusively`, which only reads), so that the writer is named as before. Taking the
+    lock would create ``.NAME.lock`` beside the run, which fails on a read-only mount where a finished run must
+    still be a cache hit.
+    """
+    if not ((out / MARKER).is_file() and (out / META).is_file()):
+        return None
+    try:
+        meta = read_meta(out / META)
+    except MidtrainError:
+        return None  # damaged: the locked path classifies it and names the file
+    return meta if meta.get("run_key") == key and meta.get("stage") == stage else None
+
+
 def classify_dir(
     out: Path,
     stage: str,
@@ -414,6 +398,7 @@ def classify_dir(
     *,
     overwrite: bool = False,
     defaults: dict[str, Any] | None = None,
+    cls: type[Config] | None = None,
 ) -> tuple[RunState, dict[str, Any]]:
     """What opening ``out`` for run ``key`` means, with the stored metadata (empty for a fresh run).
 
@@ -442,7 +427,8 @@ def classify_dir(
     if overwrite:
         _clear_dir(out)
         return "fresh", {}
-    changed = _changed_keys(old.get("config", {}), conf, defaults or {})
+    stored = in_current_layout(cls, old.get("config", {})) if cls is not None else old.get("config", {})
+    changed = _changed_keys(stored, conf, defaults or {})  # moved keys (cls.RENAMED) are not changes
     if old.get("stage") != stage:
         changed = [f"stage ({old.get('stage')} → {stage})"]
     elif old.get("inputs") != hashes:
@@ -544,13 +530,6 @@ def is_complete(path: str | Path) -> bool:
     return (Path(path) / MARKER).is_file()
 
 
-def load_meta(path: str | Path) -> dict[str, Any]:
-    p = Path(path) / META
-    if not p.is_file():
-        raise RunDirError(f"{path} is not a midtrain run directory (no {META})")
-    return read_meta(p)
-
-
 @dataclass
 class Result:
     """What a stage returns: where it wrote, whether it was a cache hit, and its metrics."""
@@ -569,9 +548,5 @@ class Result:
 
     def summary(self) -> str:
         head = f"{self.stage}: {'cache hit, ' if self.cached else ''}{self.out}"
-        scalars = [f"{k}={_fmt(v)}" for k, v in self.metrics.items() if isinstance(v, (int, float, str, bool))]
+        scalars = [f"{k}={fmt_num(v, '.4g')}" for k, v in self.metrics.items() if isinstance(v, (int, float, str, bool))]
         return head + ("\n  " + "  ".join(scalars) if scalars else "")
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -9,7 +9,7 @@ Layout of an output directory with ``N`` shards::
 
 A key (e.g. a document id) goes to shard ``sha256(key)[:8] mod N`` (:func:`shard_of`), stable across machines
 and Python versions. Crash safety: after ``kill -9`` the last JSONL line may be torn; :func:`repair_tail` (from
-:mod:`midtrain.data`) truncates the file to its last complete line before any append, so every written record is
+:mod:`midtrain.data.jsonl`) truncates the file to its last complete line before any append, so every written record is
 either complete or gone, and the resuming writer skips the ids already present. A shard with a ``.done`` marker is never touched
 again; a Parquet file without its ``.done`` is stale and rewritten.
 """
@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from midtrain.data import clean, iter_jsonl_tolerant, iter_records, repair_tail
+from midtrain.data.corpus import iter_records
+from midtrain.data.jsonl import iter_jsonl_tolerant, repair_tail
+from midtrain.data.records import clean
 from midtrain.errors import DataError
+from midtrain.fileio import atomic_file, atomic_write_json, read_json
 from midtrain.locks import PathLock
-from midtrain.runs import atomic_file, atomic_write_json, read_json
 
 
 def stable_int(key: str) -> int:

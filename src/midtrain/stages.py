@@ -1,7 +1,7 @@
 """The stage registry: every verb of ``midtrain`` once, with where it lives and what it writes.
 
 One table serves the command line (:mod:`midtrain.cli`), the experiment runner
-(:mod:`midtrain.experiment.experiment`) and the docs (a test checks that the README lists every verb). Each stage
+(:mod:`midtrain.experiment.graph`) and the docs (a test checks that the README lists every verb). Each stage
 is a function ``fn(cfg) -> Result`` whose first parameter is annotated with its :class:`~midtrain.config.Config`
 class; targets are import paths, so listing the verbs (``midtrain --help``) imports no stage and no torch.
 

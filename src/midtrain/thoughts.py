@@ -53,7 +53,10 @@ REASONS = (
     "thought_too_short",
     "thought_too_long",
     "thought_copies_text",
+    "thought_cut_off",
+    "thought_restates_text",
     "thought_repetitive",
+    "thought_filler",
 )
 FAILED = "backend_error"
 
@@ -265,7 +268,7 @@ def build_segments(chunk: str, cuts: list[int], thoughts: list[str]) -> list[dic
 
 
 def check_record(record: dict[str, Any], *, min_thoughts: int = 1, max_thoughts: int = 16) -> Outcome:
-    """Validate a record produced directly (e.g. by ``midtrain.synth.annotate``) against its own ``chunk``."""
+    """Validate a record produced directly (e.g. by ``midtrain.synth.render.annotate``) against its own ``chunk``."""
     segs = record.get("segments") or []
     try:
         if not isinstance(segs, list) or not all(isinstance(s, dict) and isinstance(s.get("text"), str) for s in segs):

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.augment.augment import AugmentConfig, read_augmented, run
+from midtrain.augment.augment import read_augmented, run
+from midtrain.augment.config import AugmentConfig
+from midtrain.augment.rules import prompt_text
 from midtrain.cli import main
 from midtrain.errors import MidtrainError
-from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, OpenAIBackend, TransformersBackend, extract_between
+from midtrain.llm.backends import OpenAIBackend, TransformersBackend
+from midtrain.llm.config import BackendConfig
+from midtrain.llm.prompts import load_prompt
 from midtrain.llm.serve import HTTPFault, OpenAIServer
 
 
@@ -73,13 +77,13 @@ def test_a_rejection_is_not_a_failure_and_ignored_sampling_is_reported(tmp_path,
     monkeypatch.setattr(base, "log", said.append)
 
     def respond(prompt: str, body: dict) -> str:  # a text-altering answer, the same at any temperature
-        return "<think>t</think>" + (extract_between(prompt, TEXT_BEGIN, TEXT_END) or "").upper()
+        return "<think>t</think>" + (prompt_text(load_prompt("augment"), prompt) or "").upper()
 
     with OpenAIServer(respond) as srv:
         cfg = AugmentConfig.from_dict(
             dict(input=[str(prose_corpus)], out=str(tmp_path / "aug"), tokenizer=str(tokenizer_dir), max_chunk_tokens=64, batch_chunks=8)
         )
-        m = run(cfg, backend=OpenAIBackend("m", base_url=srv.url, max_retries=0)).metrics
+        m = run(cfg, backend=OpenAIBackend(BackendConfig(backend="openai", model="m", base_url=srv.url, max_retries=0))).metrics
     assert m["rejected"] == m["chunks"] > 0 and m["failed"] == 0 and (tmp_path / "aug" / "COMPLETE").is_file()
     assert len(said) == 1 and "came back identical" in said[0]  # the retries at temperature 0.7 sampled nothing new
 
@@ -96,5 +100,7 @@ def test_an_in_process_backend_exception_fails_its_items(tmp_path, prose_corpus,
         dict(input=[str(prose_corpus)], out=str(tmp_path / "aug"), tokenizer=str(tokenizer_dir), max_chunk_tokens=64, batch_chunks=8)
     )
     with pytest.raises(MidtrainError, match=r"chunks failed \(RuntimeError ×\d+\)"):
-        run(cfg, backend=TransformersBackend(object(), load_tokenizer(tokenizer_dir)))
+        run(
+            cfg, backend=TransformersBackend(BackendConfig(backend="transformers"), model=object(), tokenizer=load_tokenizer(tokenizer_dir))
+        )
     assert not (tmp_path / "aug" / "COMPLETE").exists()

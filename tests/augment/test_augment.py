@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from midtrain.augment.augment import AugmentConfig, read_augmented, run
+from midtrain.augment.augment import read_augmented, run
 from midtrain.augment.chunking import shard_chunks
+from midtrain.augment.config import AugmentConfig
+from midtrain.augment.rules import prompt_text
 from midtrain.cli import main as cli_main
 from midtrain.errors import ConfigError, DataError, MidtrainError, RunDirError
-from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between
+from midtrain.llm.prompts import load_prompt
 from midtrain.llm.serve import HTTPFault
 from midtrain.models.tokenizer import load_tokenizer
 from midtrain.shards import ShardLock, read_tolerant, shard_paths
+from midtrain.synth import render
+from midtrain.synth.generate import generate_problems
 from midtrain.thoughts import render_augmented, strip_thoughts
 
 
@@ -65,7 +67,7 @@ def scripted_annotator(seen_temperatures: list, outage: list | None = None):
     outage = [True] if outage is None else outage
 
     def respond(prompt: str, body: dict) -> str:
-        text = extract_between(prompt, TEXT_BEGIN, TEXT_END)
+        text = prompt_text(load_prompt("augment"), prompt)
         assert text is not None
         word = text.split()[0]
         attempts[word] += 1
@@ -198,7 +200,7 @@ def test_synthetic_problems_are_annotated_by_synth(tmp_path, tokenizer_dir, monk
             "status": "accepted",
         }
 
-    monkeypatch.setitem(sys.modules, "midtrain.synth", types.SimpleNamespace(annotate=annotate))
+    monkeypatch.setattr(render, "annotate", annotate)  # the rule annotator hands synthetic problems to the world
     corpus = tmp_path / "synth.jsonl"
     rows = [{"id": f"p{i}", "problem": f"a={i}.b=a+1.?b", "graph": {"nodes": 2}} for i in range(3)]
     rows += [
@@ -212,9 +214,7 @@ def test_synthetic_problems_are_annotated_by_synth(tmp_path, tokenizer_dir, monk
     recs = {r["source_id"]: r for r in all_records(tmp_path / "aug")}
     assert recs["p-crash"]["status"] == "failed" and recs["p-bad"]["status"] == "rejected"
     crashed = annotate
-    monkeypatch.setitem(
-        sys.modules, "midtrain.synth", types.SimpleNamespace(annotate=lambda p: crashed({**p, "id": p["id"].replace("crash", "fixed")}))
-    )
+    monkeypatch.setattr(render, "annotate", lambda p: crashed({**p, "id": p["id"].replace("crash", "fixed")}))
     m = run(cfg_for(tmp_path, corpus, tokenizer_dir, text_field="problem")).metrics  # the re-run retries the crashed one
     assert m["chunks"] == 6 and m["accepted"] == 5 and m["rejected_by_reason"] == {"text_altered": 1} and m["failed"] == 0
     recs = {r["source_id"]: r for r in all_records(tmp_path / "aug")}
@@ -293,10 +293,7 @@ def test_datatrove_local_executor_with_parallel_spawned_workers(tmp_path, prose_
 
 
 def test_real_synth_problems_through_the_programmatic_annotator(tmp_path, tokenizer_dir):
-    synth = pytest.importorskip("midtrain.synth")
-    if not hasattr(synth, "annotate") or not hasattr(synth, "generate_problems"):
-        pytest.skip("midtrain.synth has no annotate/generate_problems yet")
-    problems = synth.generate_problems(6, seed=3, ops="2-4")
+    problems = generate_problems(6, seed=3, ops="2-4")
     corpus = tmp_path / "problems.jsonl"
     corpus.write_text("".join(json.dumps(p) + "\n" for p in problems))
     m = run(cfg_for(tmp_path, corpus, tokenizer_dir, text_field="problem")).metrics

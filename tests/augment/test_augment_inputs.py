@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from midtrain.augment.augment import AugmentConfig, read_augmented, run
+from midtrain.augment.augment import read_augmented, run
+from midtrain.augment.config import AugmentConfig
 from midtrain.errors import RunDirError
 
 

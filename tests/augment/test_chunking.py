@@ -72,7 +72,7 @@ def test_property_lossless_within_budget(tok, text, budget):
 
 def test_shard_i_of_n_reads_about_one_nth_of_the_corpus(tmp_path, tok, make_corpus, monkeypatch):
     from midtrain.augment import chunking
-    from midtrain.augment.augment import AugmentConfig
+    from midtrain.augment.config import AugmentConfig
 
     lines = make_corpus(tmp_path / "all.txt", 48, seed=1).read_text().splitlines(keepends=True)
     (tmp_path / "a.jsonl").write_text("".join(lines[:24]))

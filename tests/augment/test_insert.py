@@ -9,13 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.augment.augment import AugmentConfig, read_augmented, run
+from midtrain.augment.augment import read_augmented, run
 from midtrain.augment.chunking import Chunk
-from midtrain.augment.insert import InsertConfig, cached_tokenizer, check_thought, choose_points, copies_text, plan_chunk, units_of
+from midtrain.augment.config import AugmentConfig, InsertConfig
+from midtrain.augment.insert import cached_tokenizer, check_thought, choose_points, copies_text, plan_chunk, units_of
+from midtrain.augment.rules import RuleAnnotator, prompt_text
 from midtrain.errors import ConfigError, MidtrainError
-from midtrain.llm.backends import INSERT_BEGIN, INSERT_END, ProgrammaticBackend, extract_between
+from midtrain.llm.backends import ProgrammaticBackend
+from midtrain.llm.prompts import load_prompt
 from midtrain.shards import read_tolerant, shard_paths
 from midtrain.thoughts import render_augmented, strip_thoughts
+
+INSERT = load_prompt("insert")
 
 
 def cfg_for(tmp_path: Path, corpus: Path, tokenizer_dir: Path, **kw) -> AugmentConfig:
@@ -125,16 +130,16 @@ def test_programmatic_insert_run_keeps_every_chunk_exactly(tmp_path, prose_corpu
 
 def test_all_points_of_a_batch_go_to_the_backend_together(tmp_path, prose_corpus, tokenizer_dir):
     calls: list[int] = []
-    inner = ProgrammaticBackend()
+    inner = ProgrammaticBackend(RuleAnnotator(INSERT, "insert"))
 
     class Counting(ProgrammaticBackend):
         async def agenerate(self, prompts, **kw):
             calls.append(len(prompts))
-            assert all(extract_between(p, INSERT_BEGIN, INSERT_END) is not None for p in prompts)
+            assert all(prompt_text(INSERT, p) is not None for p in prompts)
             return inner.generate(prompts, **kw)
 
     cfg = cfg_for(tmp_path, prose_corpus, tokenizer_dir, batch_chunks=1000, max_documents=6)
-    res = run(cfg, backend=Counting())
+    res = run(cfg, backend=Counting(inner.respond))
     assert len(calls) == 1 and calls[0] > res.metrics["chunks"]  # one call, several points per chunk
 
 
@@ -142,7 +147,7 @@ def scripted(kind: str):
     """A thought annotator that answers badly in one way (``good`` answers well)."""
 
     def respond(prompt: str) -> str:
-        so_far = extract_between(prompt, INSERT_BEGIN, INSERT_END)
+        so_far = prompt_text(INSERT, prompt)
         assert so_far is not None
         if kind == "garbage":  # echoes the text it was given
             return so_far[-200:]
@@ -189,8 +194,9 @@ def test_a_dropped_thought_leaves_the_others(tmp_path, prose_corpus, tokenizer_d
     """One point out of three answers with a tag: the chunk keeps the two good thoughts (min_thoughts 1)."""
 
     def respond(prompt: str) -> str:
-        so_far = extract_between(prompt, INSERT_BEGIN, INSERT_END) or ""
-        return "bad </think> thought here" if len(so_far) % 3 == 0 else "A fine thought about where this is going."
+        so_far = prompt_text(INSERT, prompt) or ""
+        good = "The market scene suggests a trade town; a merchant may appear soon."  # ("a fine thought" is filler)
+        return "bad </think> thought here" if len(so_far) % 3 == 0 else good
 
     cfg = cfg_for(tmp_path, prose_corpus, tokenizer_dir, retries=0)
     run(cfg, backend=ProgrammaticBackend(respond))
@@ -253,3 +259,32 @@ def test_a_looping_thought_is_rejected_as_repetitive():
     assert not repetitive(fine)
     _, reason, detail = check_thought(loop, "Some chunk text. More text.", "More text.", InsertConfig())
     assert reason == "thought_repetitive" and "loops" in detail
+
+
+def test_thought_checks_are_counted_per_reason_in_records_manifest_and_summary(tmp_path, prose_corpus, tokenizer_dir):
+    asked: Counter = Counter()
+
+    def respond(prompt: str) -> str:
+        so_far = prompt_text(INSERT, prompt) or ""
+        kind = ("filler", "cut", "good")[len(so_far) % 3]
+        asked[kind] += 1
+        if kind == "filler":
+            return "I am ready to continue reading the text and see what comes next in the text."
+        if kind == "cut":
+            return "The market by the river must matter to the town because the traders " * 6  # no sentence end
+        return "The market scene suggests a trade town; a merchant may appear soon."
+
+    cfg = cfg_for(tmp_path, prose_corpus, tokenizer_dir, retries=0, insert={"points": 3, "max_new_tokens": 64})
+    res = run(cfg, backend=ProgrammaticBackend(respond))
+    checks = res.metrics["thought_checks"]
+    assert checks["answers"] == sum(asked.values()) and checks["kept"] == asked["good"]
+    assert checks["rejected_by_reason"] == {"thought_cut_off": asked["cut"], "thought_filler": asked["filler"]}
+    assert checks["rejected_share"]["thought_filler"] == round(asked["filler"] / checks["answers"], 4)
+    recs = list(read_augmented(cfg.out, status=None))
+    assert sum((Counter(r["thought_checks"]) for r in recs), Counter()) == Counter(
+        {"kept": asked["good"], "thought_cut_off": asked["cut"], "thought_filler": asked["filler"]}
+    )
+    assert json.loads((Path(cfg.out) / "manifest.json").read_text())["thought_checks"] == checks
+    summary = res.summary()
+    assert f"thoughts checked {checks['answers']}  kept {asked['good']}" in summary and "thought_filler" in summary
+    assert run(cfg).metrics["thought_checks"] == checks  # a cache hit reports the same counts

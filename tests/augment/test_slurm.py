@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.augment.augment import AugmentConfig, key_config, shard_task
+from midtrain.augment.augment import key_config, shard_task
+from midtrain.augment.config import AugmentConfig
 from midtrain.errors import ConfigError
 
 SLURM = {

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from eval_support import SHARED_BENCH, needs_benchmarks
 
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval import benchmarks as B
 from midtrain.thoughts import opens_thought
+from shared_support import benchmark_root, needs_benchmarks
 
 SIZES = {
     "gsm8k": 1319,
@@ -51,7 +51,7 @@ def test_registry_loads_every_local_file(name: str, no_hub) -> None:
 def test_gpqa_is_read_compressed_and_never_unpacked(no_hub) -> None:
     bench, recs, src = B.load_benchmark("gpqa_diamond", limit=3)
     assert src.endswith(".jsonl.gz") and len(recs) == 3
-    assert not (SHARED_BENCH / "gpqa_diamond" / "test.jsonl").exists()
+    assert not (Path(src).parent / "test.jsonl").exists() and Path(src).parent.parent == benchmark_root()
 
 
 @needs_benchmarks
@@ -74,6 +74,16 @@ def test_data_root_from_config_and_env(tmp_path, monkeypatch, no_hub) -> None:
         B.load_benchmark("gsm8k")  # not in this root, and source=local never goes online
     with pytest.raises(ConfigError, match="data_root"):
         B.data_root(tmp_path / "missing")
+
+
+def test_env_root_may_name_the_shared_directory(tmp_path, monkeypatch, no_hub) -> None:
+    shared = tmp_path / "shared"  # as ../shared: benchmarks/ beside datasets/
+    (shared / "benchmarks" / "amc23").mkdir(parents=True)
+    (shared / "datasets").mkdir()
+    (shared / "benchmarks" / "amc23" / "test.jsonl").write_text(json.dumps({"id": "s", "problem": "1+1?", "answer": "2"}) + "\n")
+    monkeypatch.setenv(B.ENV_DATA_ROOT, str(shared))
+    assert B.data_root() == shared / "benchmarks"
+    assert B.load_benchmark("amc23")[1][0]["id"] == "s"
 
 
 def test_default_root_is_next_to_the_checkout(monkeypatch) -> None:

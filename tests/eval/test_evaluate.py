@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from eval_support import needs_benchmarks
 
 from midtrain.cli import main
 from midtrain.errors import ConfigError
 from midtrain.eval.evaluate import EvalConfig, run
 from midtrain.eval.score import ScoreConfig, score
 from midtrain.eval.summary import macro_averages, summarize_benchmark
+from midtrain.fileio import read_json
 from midtrain.models import generation
-from midtrain.runs import read_json
+from shared_support import needs_benchmarks
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -222,7 +222,11 @@ def test_sampling_several_per_problem_with_custom_data(eval_model: Path, tmp_pat
 
 def test_bad_input_fails_before_the_run_dir_exists(eval_model: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "e"
-    assert main(["eval", str(eval_model), "--benchmarks", "gsm8k", "--prompt-format", "chat", "--out", str(out)]) == 2
+    root = tmp_path / "bench"  # a data root of its own: the chat-template check, not the shared data, is under test
+    (root / "gsm8k").mkdir(parents=True)
+    (root / "gsm8k" / "test.jsonl").write_text(json.dumps({"id": "1", "problem": "1 + 1?", "answer": "2"}) + "\n")
+    argv = ["eval", str(eval_model), "--benchmarks", "gsm8k", "--data-root", str(root), "--prompt-format", "chat", "--out", str(out)]
+    assert main(argv) == 2
     assert "needs a chat template" in capsys.readouterr().err and not out.exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "1", "problem": "p", "answer": "1"}\n{"id": 2,\n')
@@ -363,3 +367,21 @@ def test_plain_instruct_boxed_answer_scores_under_think_auto(eval_model: Path, t
     run(EvalConfig.from_dict(dict(base, out=str(tmp_path / "on"), think="on")))  # the old default
     assert read_json(tmp_path / "on" / "summary.json")["benchmarks"]["add"]["accuracy"] == 0.0
     assert seen[-1].endswith("<think>\n")
+
+
+def test_eval_under_a_pipe_logs_progress_lines(eval_model: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """No terminal (capsys is not a TTY): the bar is hidden, so plain progress lines must reach the log."""
+    monkeypatch.setenv("MIDTRAIN_QUIET", "0")
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"id": f"m{i}", "problem": f"What is {i}+1?", "answer": str(i + 1)}) + "\n" for i in range(3)))
+
+    def evaluate(out: str, every_s: float) -> list[str]:
+        cfg = dict(model=str(eval_model), out=str(tmp_path / out), data=[str(data)], max_new_tokens=4, batch_size=1)
+        run(EvalConfig.from_dict({**cfg, "prompt_format": "fewshot", "n_shots": 0, "progress_every_s": every_s}))
+        return [line for line in capsys.readouterr().err.splitlines() if line.startswith("eval: ")]
+
+    lines = evaluate("every", 0.0)  # a line per batch
+    assert [line.split(" · ")[0] for line in lines] == ["eval: 1/3 (33%)", "eval: 2/3 (67%)", "eval: 3/3 (100%)"]
+    assert "mine" in lines[0] and "tok/s" in lines[0] and "ETA" in lines[0] and "ETA" not in lines[-1]
+    lines = evaluate("hourly", 3600.0)  # the interval is not reached: only the final line
+    assert [line.split(" · ")[0] for line in lines] == ["eval: 3/3 (100%)"]

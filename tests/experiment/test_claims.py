@@ -88,3 +88,10 @@ def test_per_seed_skips_seeds_without_the_stage(tmp_path):
     stages = _seeds(tmp_path, {"x": [dict(verified=0.5)] * 2})
     stages["2"] = {}
     assert [r["verified"] for r in per_seed(stages, "x")] == [0.5, 0.5]
+
+
+def test_verdict_is_no_answer_for_a_quick_run():
+    from midtrain.experiment.claims import verdict
+
+    assert verdict({"holds": True}) == "yes" and verdict({"holds": False}) == "NO"
+    assert verdict({"holds": False}, quick=True) == verdict({"holds": True}, quick=True) == "not judged (quick run)"

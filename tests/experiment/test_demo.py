@@ -111,6 +111,8 @@ def test_demo_quick_writes_artifacts_and_resumes_after_kill(tmp_path):
     assert "claims" in done.stdout and "(d) base" in done.stdout  # the printed summary tables
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["quick"] is True and summary["banner"] == "QUICK RUN — smoke test, not a result"
+    assert done.stdout.startswith(summary["banner"]) and "not judged (quick run)" in done.stdout
     assert summary["seeds"] == [0] and set(summary["eval_problems"]) == {"id", "edge", "hard"}
     assert set(summary["arms"]) == {"sft_think", "a", "b", "c", "d", "o"}
     for arm in summary["arms"].values():
@@ -130,4 +132,40 @@ def test_demo_quick_writes_artifacts_and_resumes_after_kill(tmp_path):
     assert "## claims" in md and "## arms" in md and "## checkpoint diagnostics" in md
     assert (out / "plots" / "demo_arms.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3
+    assert html.count("data:image/png;base64,") >= 3 and "<div class='banner'>QUICK RUN" in html and "> **QUICK RUN" in md
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_quick_results_are_marked_as_not_results(tmp_path, monkeypatch, capsys, quick):
+    """--quick: summary.json, both reports, the claims tables and the printed summary all say it is no result
+    (the stages are replaced by canned outputs: this checks what the demo writes, not what it measures)."""
+    import midtrain.experiment.demo as demo_mod
+    from midtrain.experiment.claims import QUICK_BANNER
+
+    class Ran:
+        data = {"stages": {"0": {}}, "base": None}
+
+    claim = {"id": "thinking_midtraining_vs_rl", "claim": "(d) ≥ 2 × (a)", "paper": "3.2x", "measured": {"ratio": 1.0}, "holds": False}
+    monkeypatch.setattr(demo_mod, "run_experiment", lambda exp: Ran())
+    monkeypatch.setattr(demo_mod, "collect", lambda data: {"arms": {}, "checkpoints": {}, "analysis": {}})
+    monkeypatch.setattr(demo_mod, "claims", lambda res, stages: [claim])
+    monkeypatch.setattr(demo_mod, "arm_table", lambda data: (["arm", "edge"], [["(a)", "0.100"]]))
+    monkeypatch.setattr(demo_mod, "run_dirs", lambda exp: [])
+    monkeypatch.setattr(demo_mod, "eval_problems", lambda stages: {})
+    out = tmp_path / "demo"
+    res = demo_mod.demo(demo_mod.DemoConfig(quick=quick, out=str(out)))
+    summary = json.loads((out / "summary.json").read_text())
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    printed = capsys.readouterr().out
+    if quick:
+        assert summary["quick"] is True and summary["banner"] == QUICK_BANNER
+        assert md.startswith("# midtrain demo") and md.count(QUICK_BANNER) == 2 and md.rstrip().endswith(f"> **{QUICK_BANNER}**")
+        assert f"<title>{QUICK_BANNER} · " in html and html.count(f"<div class='banner'>{QUICK_BANNER}</div>") == 2
+        assert ".banner{position:sticky" in html and "@media print{.banner{position:fixed" in html  # every page
+        assert "not judged (quick run)" in md and "not judged (quick run)" in html and "| NO |" not in md
+        assert printed.startswith(QUICK_BANNER + "\n") and "not judged" in printed and " NO " not in printed
+        assert res.summary().splitlines()[0] == QUICK_BANNER
+    else:
+        assert summary["quick"] is False and summary["banner"] == ""
+        assert QUICK_BANNER not in md + html + printed + res.summary() and "class='banner'" not in html
+        assert "| NO |" in md and " NO " in printed

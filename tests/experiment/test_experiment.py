@@ -11,7 +11,10 @@ import yaml
 from midtrain.cli import main
 from midtrain.errors import ConfigError
 from midtrain.experiment.compute import compute_of
-from midtrain.experiment.experiment import ArmSpec, ExperimentConfig, Step, plan, references, run, substitute
+from midtrain.experiment.experiment import run
+from midtrain.experiment.graph import ExperimentConfig, plan
+from midtrain.experiment.refs import references, substitute
+from midtrain.experiment.spec import ArmSpec, Step
 
 
 def _exp(tmp_path: Path, stages: dict, arms: dict | None = None, **kw) -> ExperimentConfig:
@@ -38,7 +41,7 @@ def test_plan_resolves_outputs_and_dependency_order(tmp_path, nano_model):
     cfg = _exp(
         tmp_path,
         {
-            "ev": {"verb": "eval", "args": {"model": "${base}", "synthetic": "${gen}", "op_scale": "tiny", "seed": "${seed}"}},
+            "ev": {"verb": "eval", "args": {"model": "${base}", "synthetic": "${gen}", "ops": {"scale": "tiny"}, "seed": "${seed}"}},
             "gen": GEN,
             "base": {"path": str(nano_model)},
         },
@@ -120,7 +123,6 @@ def test_run_twice_skips_finished_stages(tmp_path, nano_model, capsys):
 
 
 def test_compute_is_split_into_mid_training_and_rl(tmp_path):
-    cfg = _exp(tmp_path, {"gen": GEN})
     recs = {
         "sft": {"stage": "sft", "verb": "sft", "metrics": {"tokens": 1000, "flops": 6e6}},
         "rlmt": {"stage": "rlmt", "verb": "rl", "metrics": {"tokens_generated": 300, "tokens_trained": 400, "flops": 2e6}},
@@ -134,7 +136,7 @@ def test_compute_is_split_into_mid_training_and_rl(tmp_path):
         task = "answer"
 
     steps = {"rlmt": Step("rlmt", 0, "rl", tmp_path, Suffix(), []), "rl": Step("rl", 0, "rl", tmp_path, Answer(), [])}
-    c = compute_of(cfg, ArmSpec(chain=["sft", "rlmt", "rl"]), recs, steps)
+    c = compute_of(ArmSpec(chain=["sft", "rlmt", "rl"]), recs, steps)
     assert c["mid_flops"] == 8e6 and c["rl_flops"] == 2e6 and c["beta"] == 0.8
     assert c["mid_tokens"] == 1700 and c["rl_tokens"] == 300 and c["tokens"] == 2000
 
@@ -171,7 +173,7 @@ def test_report_opens_with_the_arms_table(tmp_path, nano_model, capsys):
         "gen": GEN,
         "ev": {
             "verb": "eval",
-            "args": {"model": "${base}", "synthetic": "${gen}", "op_scale": "tiny", "max_new_tokens": 8, "seed": "${seed}"},
+            "args": {"model": "${base}", "synthetic": "${gen}", "ops": {"scale": "tiny"}, "max_new_tokens": 8, "seed": "${seed}"},
         },
     }
     res = run(_exp(tmp_path, stages, {"a": {"label": "base only", "eval": "ev"}}, base="base"))

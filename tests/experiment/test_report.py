@@ -10,8 +10,8 @@ import pytest
 
 from midtrain.cli import main
 from midtrain.errors import DataError
-from midtrain.experiment.report import ReportConfig, find_runs, fmt, run
-from midtrain.synth import summary as synth_eval
+from midtrain.experiment.report import ReportConfig, cell, find_runs, run
+from midtrain.synth.summary import scale_ranges, summarize
 
 
 def md_tables(md: str) -> dict[str, list[dict[str, str]]]:
@@ -108,7 +108,7 @@ def runs(tmp_path: Path) -> dict[str, Path]:
                     "tokens": 30,
                 }
             )
-    synth = synth_eval.summarize(rows, probs, ranges=synth_eval.scale_ranges("tiny"))
+    synth = summarize(rows, probs, ranges=scale_ranges("tiny"))
     write(root / "eval-synth" / "summary.json", {"kind": "eval", "synthetic": synth})
     log = root / "rl" / "log.jsonl"
     log.parent.mkdir(parents=True)
@@ -178,39 +178,39 @@ def test_report_tables_match_summaries_and_plots_exist(runs, tmp_path: Path) -> 
     t = md_tables(md)
     bench = runs["bench"]
     main_rows = {r["run"]: r for r in t["mean@k per benchmark"]}
-    assert main_rows["eval-a"]["gsm8k"] == fmt(bench["gsm8k"]["mean_at_k"]) == "0.4123"
-    assert main_rows["eval-a"]["gpqa_diamond"] == fmt(0.25)
-    assert main_rows["eval-a"]["macro avg"] == fmt(0.33117) and main_rows["eval-a"]["domain-weighted avg"] == fmt(0.33117)
-    assert main_rows["eval-b"]["gsm8k"] == fmt(0.61) and main_rows["eval-b"]["gpqa_diamond"] == ""
+    assert main_rows["eval-a"]["gsm8k"] == cell(bench["gsm8k"]["mean_at_k"]) == "0.4123"
+    assert main_rows["eval-a"]["gpqa_diamond"] == cell(0.25)
+    assert main_rows["eval-a"]["macro avg"] == cell(0.33117) and main_rows["eval-a"]["domain-weighted avg"] == cell(0.33117)
+    assert main_rows["eval-b"]["gsm8k"] == cell(0.61) and main_rows["eval-b"]["gpqa_diamond"] == ""
     detail = {r["benchmark"]: r for r in t["eval-a: details"]}
     for b, g in bench.items():
-        assert detail[b]["n"] == str(g["n"]) and detail[b]["mean@k"] == fmt(g["mean_at_k"])
+        assert detail[b]["n"] == str(g["n"]) and detail[b]["mean@k"] == cell(g["mean_at_k"])
         for k, v in g["pass_at_k"].items():
-            assert detail[b][f"pass@{k}"] == fmt(v)
-        assert detail[b]["maj@k"] == fmt(g["maj_at_k"]) and detail[b]["no answer"] == str(g["no_answer"])
-        assert detail[b]["thinking tokens"] == fmt(g["thinking_tokens_mean"])
+            assert detail[b][f"pass@{k}"] == cell(v)
+        assert detail[b]["maj@k"] == cell(g["maj_at_k"]) and detail[b]["no answer"] == str(g["no_answer"])
+        assert detail[b]["thinking tokens"] == cell(g["thinking_tokens_mean"])
 
     synth = runs["synth"]
     rng = {r["range"]: r for r in t["eval-synth: per op range"]}
     assert set(rng) == set(synth["by_range"])
     for name, g in synth["by_range"].items():
-        assert rng[name]["verified pass@1"] == fmt(g["verified_pass_at_k"]["1"])
-        assert rng[name]["verified pass@4"] == fmt(g["verified_pass_at_k"]["4"])
-        assert rng[name]["ProcessAcc"] == fmt(g["process_acc"]) and rng[name]["outcome acc"] == fmt(g["outcome_acc"])
-        assert rng[name]["hacking rate"] == fmt(g["hacking_rate"])
+        assert rng[name]["verified pass@1"] == cell(g["verified_pass_at_k"]["1"])
+        assert rng[name]["verified pass@4"] == cell(g["verified_pass_at_k"]["4"])
+        assert rng[name]["ProcessAcc"] == cell(g["process_acc"]) and rng[name]["outcome acc"] == cell(g["outcome_acc"])
+        assert rng[name]["hacking rate"] == cell(g["hacking_rate"])
 
     train = t["training logs (first and last logged values)"][0]
     assert train["run"] == "rl" and train["logged steps"] == "20" and train["last step"] == "20"
-    assert train["reward_mean first"] == fmt(0.05) and train["reward_mean last"] == fmt(1.0)
-    assert train["think_len last"] == fmt(30) and train["completion_len first"] == fmt(41)
+    assert train["reward_mean first"] == cell(0.05) and train["reward_mean last"] == cell(1.0)
+    assert train["think_len last"] == cell(30) and train["completion_len first"] == cell(41)
 
     w = t["weight change"][0]
-    assert w["fraction changed"] == fmt(0.93125) and w["‖ΔW‖/‖W0‖"] == fmt(0.0123)
+    assert w["fraction changed"] == cell(0.93125) and w["‖ΔW‖/‖W0‖"] == cell(0.0123)
     pmt = {r["module type"]: r for r in t["analysis: per module type"]}
-    assert pmt["attention"]["fraction changed"] == fmt(0.95) and pmt["mlp"]["fraction changed"] == fmt(0.9)
+    assert pmt["attention"]["fraction changed"] == cell(0.95) and pmt["mlp"]["fraction changed"] == cell(0.9)
     cka = t[[k for k in t if k.startswith("analysis: linear CKA per layer")][0]]
-    assert [r["CKA (mean over probes)"] for r in cka] == [fmt(v) for v in (1.0, 0.99912, 0.99871)]
-    assert [r["text"] for r in cka] == [fmt(v) for v in (1.0, 0.9991, 0.9987)]
+    assert [r["CKA (mean over probes)"] for r in cka] == [cell(v) for v in (1.0, 0.99912, 0.99871)]
+    assert [r["text"] for r in cka] == [cell(v) for v in (1.0, 0.9991, 0.9987)]
 
 
 def test_report_is_regenerated_and_refuses_foreign_dirs(runs, tmp_path: Path, capsys) -> None:
@@ -251,8 +251,8 @@ def test_report_on_a_real_eval_run(eval_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     run(ReportConfig.from_dict({"runs": [str(ev)], "out": str(out)}))
     t = md_tables((out / "report.md").read_text())
-    assert t["mean@k per benchmark"][0]["d"] == fmt(summary["benchmarks"]["d"]["mean_at_k"])
-    assert t["ev: details"][0]["pass@2"] == fmt(summary["benchmarks"]["d"]["pass_at_k"]["2"])
+    assert t["mean@k per benchmark"][0]["d"] == cell(summary["benchmarks"]["d"]["mean_at_k"])
+    assert t["ev: details"][0]["pass@2"] == cell(summary["benchmarks"]["d"]["pass_at_k"]["2"])
     assert (out / "plots" / "passk_ev.png").is_file()
 
 
@@ -284,4 +284,17 @@ def test_missing_analysis_png_is_drawn_and_score_summaries_are_read(tmp_path: Pa
     res = run(ReportConfig.from_dict({"runs": [str(root)], "out": str(out)}))
     assert "cka2_cka_per_layer.png" in {Path(p).name for p in res.plots}
     t = md_tables((out / "report.md").read_text())
-    assert t["mean@k per benchmark"][0]["gsm8k"] == fmt(0.3333)
+    assert t["mean@k per benchmark"][0]["gsm8k"] == cell(0.3333)
+
+
+def test_a_banner_marks_the_whole_report(tmp_path: Path) -> None:
+    from midtrain.experiment.report import build
+
+    md, ht, _ = build([], "t <x>", tmp_path / "r", banner="QUICK RUN <not a result>")
+    line = "> **QUICK RUN <not a result>**"
+    assert md.splitlines()[:3] == ["# t <x>", "", line] and md.rstrip().endswith(line)
+    assert "<title>QUICK RUN &lt;not a result&gt; · t &lt;x&gt;</title>" in ht
+    assert ht.count("<div class='banner'>QUICK RUN &lt;not a result&gt;</div>") == 2  # top and foot, escaped
+    assert ht.index("class='banner'") < ht.index("<h1>")
+    plain_md, plain_ht, _ = build([], "t", tmp_path / "s")
+    assert "QUICK" not in plain_md + plain_ht and "<div class='banner'>" not in plain_ht and "<title>t</title>" in plain_ht

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from midtrain.errors import ConfigError, MidtrainError
-from midtrain.experiment.experiment import ExperimentConfig, plan, run
+from midtrain.experiment.experiment import run
+from midtrain.experiment.graph import ExperimentConfig, plan
 from midtrain.experiment.service import Services, ServiceSpec, free_port, healthy
 
 # A tiny OpenAI-compatible server (stdlib): argv = port, state dir, mode. It writes its pid, logs each request with
@@ -223,3 +224,45 @@ def test_a_program_of_this_virtualenv_is_found_without_activating_it(monkeypatch
     assert program_path([name, "-V"]) == [str(Path(sys.executable).parent / name), "-V"]
     assert program_path(["no-such-program-xyz", "a"]) == ["no-such-program-xyz", "a"]  # left to fail with its name
     assert program_path(["/bin/sh", "-c", "true"]) == ["/bin/sh", "-c", "true"]
+
+
+# A server that leaves a child behind: the child ignores SIGTERM, so it outlives the server and dies only by the
+# group's SIGKILL, orphaned by then (its reaper is init, not the runner). argv = port, file for the child's pid.
+ORPHANING_SERVER = r"""
+import subprocess, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+open(sys.argv[2], "w").write(str(child.pid))
+
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_stopped_service_leaves_no_process_in_its_group(tmp_path):
+    (tmp_path / "srv.py").write_text(ORPHANING_SERVER)
+    command = [sys.executable, str(tmp_path / "srv.py"), "${port}", str(tmp_path / "child")]
+    spec = ServiceSpec(command=command, startup_timeout_s=30, stop_grace_s=5)
+    services = Services({"s@shared": (spec, tmp_path / "s.log")}, {"s@shared": {"a"}})
+    pgid = 0
+    try:
+        with services:
+            services.ensure(["s@shared"])
+            pgid = os.getpgid(int((tmp_path / "child").read_text()))
+            assert pgid == json.loads((tmp_path / "s.json").read_text())["pgid"]  # the child is in the service's group
+            services.finished("a")
+        with pytest.raises(ProcessLookupError):  # at once: not even a zombie waiting for init to reap it
+            os.killpg(pgid, 0)
+    finally:
+        if pgid:  # the test failed: leave nothing behind
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -125,10 +125,10 @@ def copy_model(src: Path, dst: Path) -> Path:
 
 def build_assets(root: Path, tok: Path, nano: Path) -> Assets:
     """Everything the cases read; built in a few seconds on top of the session's tokenizer and nano model."""
-    from midtrain.augment.augment import AugmentConfig
     from midtrain.augment.augment import run as augment
+    from midtrain.augment.config import AugmentConfig
     from midtrain.augment.split import SplitConfig, split
-    from midtrain.data import write_jsonl as write_records
+    from midtrain.data.jsonl import write_jsonl as write_records
     from midtrain.synth.generate import generate_problems
 
     rng = random.Random(0)

@@ -27,7 +27,8 @@ from statistics import mean
 import pytest
 from hostile_support import Env, chain_text, check_message, leftovers, run_cli, sub_env, write_jsonl
 
-from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between
+from midtrain.augment.rules import prompt_text
+from midtrain.llm.prompts import load_prompt
 from midtrain.llm.serve import OpenAIServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,7 +121,7 @@ def lm_argv(verb: str) -> Callable[[Env], list[str]]:
     def argv(e: Env) -> list[str]:
         data = e.tmp / "corpus.jsonl"
         path = str(data) if data.exists() else big_corpus(e)
-        return [verb, "--model", str(e.a.nano), "--data", path, "--max-steps", str(STEPS), "--seq-len", "64", "--batch-size", "4"]
+        return [verb, "--model", str(e.a.nano), "--corpus.files", path, "--max-steps", str(STEPS), "--seq-len", "64", "--batch-size", "4"]
 
     return lambda e: [*argv(e), "--log-every-steps", "1", "--precision", "fp32", "--out", str(e.out)]
 
@@ -162,7 +163,7 @@ SLOW_SERVER: dict = {}
 
 def slow_annotator(prompt: str, body: dict) -> str:
     time.sleep(0.05)
-    text = extract_between(prompt, TEXT_BEGIN, TEXT_END) or ""
+    text = prompt_text(load_prompt("augment"), prompt) or ""
     return text.replace(". ", ". <think>a thought</think>", 1)
 
 
@@ -196,7 +197,7 @@ def experiment_file(e: Env) -> str:
     """An experiment of one pretrain stage (the same budget as the pretrain kind)."""
     exp = e.tmp / "exp.yaml"
     if not exp.exists():
-        args = {"model": str(e.a.nano), "data": [big_corpus(e)], "max_steps": STEPS, "seq_len": 64, "batch_size": 4}
+        args = {"model": str(e.a.nano), "corpus": {"files": [big_corpus(e)]}, "max_steps": STEPS, "seq_len": 64, "batch_size": 4}
         args.update(log_every_steps=1, precision="fp32")
         exp.write_text(
             json.dumps({"name": "faults", "out": str(e.out), "report": False, "stages": {"pt": {"verb": "pretrain", "args": args}}})

@@ -178,6 +178,11 @@ JUDGE = [
         lambda e: JDG(e, input=e.jsonl("p.jsonl", [{"completion": ["x"], "reference": "y"}])),
         ["p.jsonl:1", "completion"],
     ),
+    Case(
+        "judge/input-plain-pairs-under-thoughts",  # would score every pair 0 with exit code 0
+        lambda e: JDG(e, input=e.jsonl("p.jsonl", [{"completion": "the cat", "reference": "the cat"}])),
+        ["p.jsonl", "--no-thoughts"],
+    ),
     Case("judge/input-empty", lambda e: JDG(e, input=e.write("p.jsonl", "")), ["p.jsonl"]),
     Case("judge/input-bad-utf8", lambda e: JDG(e, input=e.write("p.jsonl", bad_utf8(pair()))), ["p.jsonl:2"]),
     Case("judge/input-truncated", lambda e: JDG(e, input=e.write("p.jsonl", truncated_jsonl([pair(), pair(), pair()]))), ["p.jsonl:3"]),

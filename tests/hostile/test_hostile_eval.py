@@ -53,7 +53,7 @@ EVAL = [
     Case("eval/limit-negative", lambda e: EV(e, "--limit", "-1"), ["limit"]),
     Case("eval/n-shots-negative", lambda e: EV(e, "--n-shots", "-2"), ["n_shots"]),
     Case("eval/domain-weight-negative", lambda e: EV(e, "domain_weights.custom=-1"), ["domain_weights"]),
-    Case("eval/op-range-reversed", lambda e: EV_synth(e, str(e.a.problems), "op_ranges.id=[9,2]"), ["op_ranges.id"]),
+    Case("eval/op-range-reversed", lambda e: EV_synth(e, str(e.a.problems), "ops.ranges.id=[9,2]"), ["ops.ranges.id"]),
     Case("eval/synth-ranges-unknown", lambda e: EV_synth(e, str(e.a.problems), "--synth-ranges", "galaxy"), ["galaxy"]),
     Case("eval/no-benchmark", lambda e: ["eval", str(e.a.nano), "--out", str(e.out)], ["benchmarks"]),
     Case("eval/benchmark-unknown", lambda e: ["eval", str(e.a.nano), "--out", str(e.out), "--benchmarks", "gsm9k"], ["gsm9k"]),

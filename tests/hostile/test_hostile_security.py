@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from hostile_support import Env, alias_bomb, check_message, leftovers, run_cli, run_sub, tree
 
-from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between
+from midtrain.augment.rules import prompt_text
+from midtrain.llm.prompts import load_prompt
 from midtrain.llm.serve import HTTPFault, OpenAIServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,7 +45,7 @@ def server():
 
 def annotate(prompt: str, body: dict) -> str:
     """A well-behaved annotator: one thought after the first sentence."""
-    text = extract_between(prompt, TEXT_BEGIN, TEXT_END) or ""
+    text = prompt_text(load_prompt("augment"), prompt) or ""
     return text.replace(". ", ". <think>a thought</think>", 1)
 
 

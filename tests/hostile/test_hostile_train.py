@@ -18,7 +18,7 @@ def LM(verb: str, e: Env, *extra: str, model: str | None = None, data: str | Non
         verb,
         "--model",
         model or str(e.a.nano),
-        "--data",
+        "--corpus.files",
         data or str(e.a.corpus),
         "--max-steps",
         "2",
@@ -44,7 +44,7 @@ def PT_yaml(e: Env, text: str) -> list[str]:
     """A config file (the bad part) plus flags for everything else; the file sets max_steps and seq_len."""
     cfg = e.write("pt.yaml", text)
     small = ["--batch-size", "2", "--log-every-steps", "1", "--precision", "fp32"]
-    return ["pretrain", "--config", cfg, "--model", str(e.a.nano), "--data", str(e.a.corpus), *small, "--out", str(e.out)]
+    return ["pretrain", "--config", cfg, "--model", str(e.a.nano), "--corpus.files", str(e.a.corpus), *small, "--out", str(e.out)]
 
 
 def first_line(e: Env) -> dict:
@@ -74,9 +74,12 @@ PRETRAIN = [
     Case("pretrain/keep-checkpoints-negative", lambda e: PT(e, "--keep-checkpoints", "-1"), ["keep_checkpoints"]),
     Case("pretrain/save-every-negative", lambda e: PT(e, "--save-every-steps", "-1"), ["save_every_steps"]),
     Case("pretrain/log-every-zero", lambda e: PT(e, "--log-every-steps", "0"), ["log_every_steps"]),
-    Case("pretrain/diagnose-every-negative", lambda e: PT(e, "--diagnose-every-steps", "-1"), ["diagnose_every_steps"]),
-    Case("pretrain/replay-share-above-one", lambda e: PT(e, "--replay-share", "1.5", "--replay", str(e.a.corpus)), ["replay_share"]),
-    Case("pretrain/completion-only-text-format", lambda e: PT(e, "--completion-only", "--format", "text"), ["completion_only"]),
+    Case("pretrain/save-every-minutes-negative", lambda e: PT(e, "--save-every-minutes", "-1"), ["save_every_minutes"]),
+    Case("pretrain/diagnose-every-negative", lambda e: PT(e, "--diagnose.every-steps", "-1"), ["diagnose.every_steps"]),
+    Case("pretrain/replay-share-above-one", lambda e: PT(e, "--replay-share", "1.5", "--corpus.replay", str(e.a.corpus)), ["replay_share"]),
+    Case("pretrain/completion-only-text-format", lambda e: PT(e, "--completion-only", "--corpus.format", "text"), ["completion_only"]),
+    Case("pretrain/old-flat-key", lambda e: PT(e, "--format", "text"), ["key 'format' is now 'corpus.format'"]),
+    Case("pretrain/trl-name", lambda e: PT(e, "--learning_rate", "1e-3"), ["learning_rate", "optim.lr"]),
     Case("pretrain/wrong-type", lambda e: PT(e, "--seq-len", "long"), ["seq_len"]),
     # data files
     Case("pretrain/data-missing", lambda e: PT(e, data=str(e.path("nope.jsonl"))), ["nope.jsonl"]),
@@ -90,7 +93,9 @@ PRETRAIN = [
     ),
     Case("pretrain/data-not-objects", lambda e: PT(e, data=e.write("arr.jsonl", "[1, 2, 3]\n")), ["arr.jsonl:1"]),
     Case(
-        "pretrain/data-missing-text", lambda e: PT(e, "--format", "text", data=e.jsonl("nt.jsonl", [{"body": "x"}])), ["nt.jsonl:1", "text"]
+        "pretrain/data-missing-text",
+        lambda e: PT(e, "--corpus.format", "text", data=e.jsonl("nt.jsonl", [{"body": "x"}])),
+        ["nt.jsonl:1", "text"],
     ),
     # model directories
     Case("pretrain/model-missing", lambda e: PT(e, model=str(e.path("nomodel"))), ["nomodel"]),
@@ -114,8 +119,20 @@ PRETRAIN = [
 
 
 def PT_yaml_bytes(e: Env) -> list[str]:
-    cfg = e.write("pt.yaml", b"max_steps: 2\nseq_len: 32\ntext_field: caf\xe9\n")
-    return ["pretrain", "--config", cfg, "--model", str(e.a.nano), "--data", str(e.a.corpus), "--batch-size", "2", "--out", str(e.out)]
+    cfg = e.write("pt.yaml", b"max_steps: 2\nseq_len: 32\ncorpus:\n  text_field: caf\xe9\n")
+    return [
+        "pretrain",
+        "--config",
+        cfg,
+        "--model",
+        str(e.a.nano),
+        "--corpus.files",
+        str(e.a.corpus),
+        "--batch-size",
+        "2",
+        "--out",
+        str(e.out),
+    ]
 
 
 # -- sft --------------------------------------------------------------------------------------------------------
@@ -130,13 +147,13 @@ SFT_CASES = [
     Case("sft/beta2-one", lambda e: SFT(e, "--optim.beta2", "1"), ["optim.beta2"]),
     Case("sft/min-lr-ratio-two", lambda e: SFT(e, "--optim.min-lr-ratio", "2"), ["optim.min_lr_ratio"]),
     Case("sft/grad-accum-negative", lambda e: SFT(e, "--optim.grad-accum-steps", "-2"), ["optim.grad_accum_steps"]),
-    Case("sft/completion-only-text-format", lambda e: SFT(e, "--completion-only", "--format", "text"), ["completion_only"]),
+    Case("sft/completion-only-text-format", lambda e: SFT(e, "--completion-only", "--corpus.format", "text"), ["completion_only"]),
     Case("sft/seq-len-above-positions", lambda e: SFT(e, "--seq-len", "96", model=str(e.a.short_model)), ["seq_len"]),
     Case("sft/keep-checkpoints-negative", lambda e: SFT(e, "--keep-checkpoints", "-1"), ["keep_checkpoints"]),
     Case("sft/max-steps-negative", lambda e: SFT(e, "--max-steps", "-3"), ["max_steps"]),
     Case(
         "sft/prompt-completion-missing-field",
-        lambda e: SFT(e, "--format", "prompt_completion", data=e.jsonl("pc.jsonl", [{"prompt": "a"}, {"prompt": "b"}])),
+        lambda e: SFT(e, "--corpus.format", "prompt_completion", data=e.jsonl("pc.jsonl", [{"prompt": "a"}, {"prompt": "b"}])),
         ["pc.jsonl:1", "completion"],
     ),
     Case("sft/data-not-objects", lambda e: SFT(e, data=e.write("arr.jsonl", "17\n")), ["arr.jsonl:1"]),
@@ -148,7 +165,9 @@ SFT_CASES = [
 
 
 def SFT_mixture(e: Env, *extra: str) -> list[str]:
-    cfg = e.write("mix.yaml", f"mixture:\n  a: [{e.a.corpus}]\n  b: [{e.a.corpus}]\nmax_steps: 2\nseq_len: 32\nbatch_size: 2\n")
+    cfg = e.write(
+        "mix.yaml", f"corpus:\n  mixture:\n    a: [{e.a.corpus}]\n    b: [{e.a.corpus}]\nmax_steps: 2\nseq_len: 32\nbatch_size: 2\n"
+    )
     return ["sft", "--config", cfg, "--model", str(e.a.nano), "--out", str(e.out), *extra]
 
 
@@ -160,13 +179,13 @@ def RL(e: Env, *extra: str, model: str | None = None, data: str | None = None) -
         model or str(e.a.nano),
         "--data",
         data or str(e.a.rl_tasks),
-        "--num-generations",
+        "--rollout.num-generations",
         "2",
         "--per-device-batch-size",
         "2",
         "--max-steps",
         "1",
-        "--max-completion-length",
+        "--rollout.max-completion-length",
         "8",
         "--save-every-steps",
         "0",
@@ -200,23 +219,27 @@ RL_CASES = [
     Case("rl/lr-negative-after-flag", lambda e: RL(e, "--optim.lr", "-1e-3"), ["optim.lr"]),
     Case("rl/lr-nan", lambda e: RL(e, "optim.lr=nan"), ["optim.lr"]),
     Case("rl/lr-zero", lambda e: RL(e, "--optim.lr", "0"), ["optim.lr"]),
-    Case("rl/num-generations-one", lambda e: RL(e, "--num-generations", "1"), ["num_generations"]),
-    Case("rl/temperature-zero", lambda e: RL(e, "--temperature", "0"), ["temperature"]),
-    Case("rl/temperature-nan", lambda e: RL(e, "--temperature", "nan"), ["temperature"]),
-    Case("rl/temperature-inf", lambda e: RL(e, "--temperature", "inf"), ["temperature"]),
-    Case("rl/top-p-two", lambda e: RL(e, "--top-p", "2"), ["top_p"]),
-    Case("rl/top-k-negative", lambda e: RL(e, "--top-k", "-1"), ["top_k"]),
-    Case("rl/beta-negative", lambda e: RL(e, "--beta", "-0.5"), ["beta"]),
-    Case("rl/epsilon-high-nan", lambda e: RL(e, "--epsilon-high", "nan"), ["epsilon_high"]),
+    Case("rl/num-generations-one", lambda e: RL(e, "--rollout.num-generations", "1"), ["rollout.num_generations"]),
+    Case("rl/temperature-zero", lambda e: RL(e, "--rollout.temperature", "0"), ["rollout.temperature"]),
+    Case("rl/temperature-nan", lambda e: RL(e, "--rollout.temperature", "nan"), ["rollout.temperature"]),
+    Case("rl/temperature-inf", lambda e: RL(e, "--rollout.temperature", "inf"), ["rollout.temperature"]),
+    Case("rl/top-p-two", lambda e: RL(e, "--rollout.top-p", "2"), ["rollout.top_p"]),
+    Case("rl/top-k-negative", lambda e: RL(e, "--rollout.top-k", "-1"), ["rollout.top_k"]),
+    Case("rl/beta-negative", lambda e: RL(e, "--loss.beta", "-0.5"), ["loss.beta"]),
+    Case("rl/epsilon-high-nan", lambda e: RL(e, "--loss.epsilon-high", "nan"), ["loss.epsilon_high"]),
     Case("rl/max-steps-zero", lambda e: RL(e, "--max-steps", "0"), ["max_steps"]),
     Case("rl/keep-checkpoints-negative", lambda e: RL(e, "--keep-checkpoints", "-1"), ["keep_checkpoints"]),
-    Case("rl/completion-length-above-positions", lambda e: RL(e, "--max-completion-length", "5000"), ["max_completion_length"]),
-    # An unknown {name} in rl's prompt_template is kept literally by design (LaTeX braces such as \\frac{1}{2} are
+    Case(
+        "rl/completion-length-above-positions",
+        lambda e: RL(e, "--rollout.max-completion-length", "5000"),
+        ["rollout.max_completion_length"],
+    ),
+    # An unknown {name} in rl's prompts.template is kept literally by design (LaTeX braces such as \\frac{1}{2} are
     # common in math prompts; tests/train/test_rl.py documents it), so it is not a hostile case.
     Case(
         "rl/judge-threshold-two",
-        lambda e: RL(e, "--task", "suffix", "--judge", "token_f1", "--judge-threshold", "2", data=suffix_tasks(e)),
-        ["judge_threshold"],
+        lambda e: RL(e, "--task", "suffix", "--judge.kind", "token_f1", "--judge.threshold", "2", data=suffix_tasks(e)),
+        ["judge.threshold"],
     ),
     Case(
         "rl/judge-prompt-unknown-placeholder",
@@ -224,9 +247,9 @@ RL_CASES = [
             e,
             "--task",
             "suffix",
-            "--judge",
+            "--judge.kind",
             "llm",
-            "--judge-prompt",
+            "--judge.prompt",
             e.write("j.txt", "{candidate} vs {reference} ({rubric})"),
             data=suffix_tasks(e),
         ),

@@ -1,5 +1,6 @@
 """Backends: the OpenAI-compatible client over real HTTP on 127.0.0.1 (scripted server), the in-process
-transformers backend (also served over HTTP), the programmatic backend, templates and errors."""
+transformers backend (also served over HTTP, and its raw completions for evaluation), the programmatic backend,
+templates and errors. Every backend is built from its config section."""
 
 from __future__ import annotations
 
@@ -12,18 +13,26 @@ import pytest
 
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.llm.backends import (
-    BackendConfig,
-    BackendError,
+    CompletionBackend,
     OpenAIBackend,
     ProgrammaticBackend,
+    TextBackend,
     TransformersBackend,
     VLLMBackend,
-    fill_template,
-    load_prompt,
     make_backend,
 )
+from midtrain.llm.base import BackendError
+from midtrain.llm.config import BackendConfig
+from midtrain.llm.prompts import fill_template, load_prompt
 from midtrain.llm.serve import HTTPFault, OpenAIServer, model_responder
-from midtrain.thoughts import validate_answer
+from midtrain.models.generation import generate
+from midtrain.models.init import load_model
+from midtrain.models.tokenizer import load_tokenizer
+
+
+def openai(model: str = "m", **kw) -> OpenAIBackend:
+    """An OpenAI-compatible client built, as every backend is, from its config section."""
+    return OpenAIBackend(BackendConfig(backend="openai", model=model, **kw))
 
 
 class Script:
@@ -55,7 +64,7 @@ class Script:
 def client(srv: OpenAIServer, **kw) -> OpenAIBackend:
     opts = dict(api="chat", base_url=srv.url, timeout_s=0.4, max_retries=3, backoff_s=0.01, max_backoff_s=0.05, max_concurrency=4)
     opts.update(kw)
-    return OpenAIBackend("scripted", **opts)
+    return openai("scripted", **opts)
 
 
 def test_retries_5xx_429_and_timeouts_then_succeeds():
@@ -109,7 +118,7 @@ def test_n_choices_completions_api_auth_and_servers_ignoring_n(monkeypatch):
 
 
 def test_backoff_schedule():
-    b = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1", backoff_s=1.0, max_backoff_s=10.0)
+    b = openai(base_url="http://127.0.0.1:9/v1", backoff_s=1.0, max_backoff_s=10.0)
     for attempt in range(6):
         d = b.backoff(attempt)
         assert 0.5 * min(10, 2**attempt) <= d <= min(10, 2**attempt)
@@ -119,7 +128,7 @@ def test_backoff_schedule():
 def test_connection_refused_is_retried_then_fails():
     with OpenAIServer(lambda p, b: p) as srv:
         url = srv.url
-    b = OpenAIBackend("m", base_url=url, max_retries=1, backoff_s=0.01, timeout_s=1)
+    b = openai(base_url=url, max_retries=1, backoff_s=0.01, timeout_s=1)
     out = b.generate(["x"], max_new_tokens=1, errors="return")
     assert isinstance(out[0], BackendError) and b.stats["connection_errors"] == 2
 
@@ -137,13 +146,19 @@ def test_sync_generate_inside_a_running_loop_and_async_api():
         assert asyncio.run(main()) == ([["A"]], [["B"], ["C"]])
 
 
-def test_config_errors():
+def test_config_errors(monkeypatch):
+    monkeypatch.delenv("MIDTRAIN_API_BASE", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(ConfigError, match="base_url"):
-        OpenAIBackend("m", base_url="")
+        openai(base_url="")
     with pytest.raises(ConfigError, match="model"):
         BackendConfig(backend="transformers").check()
+    with pytest.raises(ConfigError, match="model"):
+        TransformersBackend(BackendConfig(backend="transformers"))
     with pytest.raises(MidtrainError, match="pip install 'midtrain\\[vllm\\]'"):
-        VLLMBackend("some/model")
+        VLLMBackend(BackendConfig(backend="vllm", model="some/model"))
+    with pytest.raises(ConfigError, match="'programmatic' has no rules for this stage's prompts"):
+        make_backend(BackendConfig(backend="programmatic"))  # only a stage that knows its prompts can answer them
 
 
 def test_templates():
@@ -157,19 +172,25 @@ def test_templates():
         load_prompt("/missing/file.txt")
 
 
-def test_programmatic_backend_answers_the_shipped_prompt():
-    text = "One sentence here. Another one follows. And a third."
-    prompt = fill_template(load_prompt("augment"), text=text)
-    b = ProgrammaticBackend()
-    ((ans,),) = b.generate([prompt], max_new_tokens=0)
-    out = validate_answer(text, ans)
-    assert out.status == "accepted" and out.thoughts >= 1
-    scripted = ProgrammaticBackend(lambda p: "fixed")
-    assert asyncio.run(scripted.agenerate(["a", "b"], max_new_tokens=1, n=2)) == [["fixed"] * 2] * 2
+def test_the_programmatic_backend_answers_with_its_callers_rule():
+    scripted = make_backend(BackendConfig(backend="programmatic"), respond=lambda p: p[::-1])
+    assert isinstance(scripted, ProgrammaticBackend) and isinstance(scripted, TextBackend)
+    assert asyncio.run(scripted.agenerate(["ab", "cd"], max_new_tokens=1, n=2)) == [["ba"] * 2, ["dc"] * 2]
+    assert scripted.stats["requests"] == 4
+
+    def flaky(prompt: str) -> str:
+        if prompt == "bad":
+            raise ValueError("no rule for this prompt")
+        return "fine"
+
+    out = ProgrammaticBackend(flaky).generate(["ok", "bad"], max_new_tokens=1, errors="return")
+    assert out[0] == ["fine"] and isinstance(out[1], BackendError) and out[1].kind == "ValueError"
+    with pytest.raises(BackendError, match="no rule"):
+        ProgrammaticBackend(flaky).generate(["bad"], max_new_tokens=1)
 
 
 def test_transformers_backend_and_serving_it_over_http(nano_model):
-    b = TransformersBackend(str(nano_model), batch_size=4)
+    b = TransformersBackend(BackendConfig(backend="transformers", model=str(nano_model), batch_size=4))
     prompts = ["a=1.b=a+2.", "c=3."]
     direct = b.generate(prompts, max_new_tokens=6)
     assert len(direct) == 2 and all(len(x) == 1 and isinstance(x[0], str) for x in direct)
@@ -177,5 +198,20 @@ def test_transformers_backend_and_serving_it_over_http(nano_model):
     assert asyncio.run(b.agenerate(prompts, max_new_tokens=6)) == direct  # greedy: deterministic
     assert [len(x) for x in b.generate(prompts, max_new_tokens=4, temperature=1.0, n=3)] == [3, 3]
     with OpenAIServer(model_responder(b)) as srv:  # the tiny model behind real HTTP
-        http = OpenAIBackend("nano", base_url=srv.url, api="completions", timeout_s=30)
+        http = openai("nano", base_url=srv.url, api="completions", timeout_s=30)
         assert http.generate(prompts, max_new_tokens=6) == direct
+
+
+def test_raw_completions_for_evaluation_match_batched_generation(nano_model):
+    """``complete`` (what ``midtrain eval`` calls) is the shared generation path: same texts, token counts and
+    finished flags as :func:`midtrain.models.generation.generate`, stop strings kept, no second <bos>."""
+    tok = load_tokenizer(nano_model)
+    b = TransformersBackend(BackendConfig(backend="transformers", model=str(nano_model), batch_size=8, chat_template=False), tokenizer=tok)
+    assert isinstance(b, CompletionBackend) and b.tokenizer is tok
+    prompts = ["a=1.b=a+2.", "c=3.d=c"]
+    got = b.complete(prompts, max_new_tokens=8, temperature=1.0, seed=7, stop=["."])
+    want = [g[0] for g in generate(load_model(nano_model), tok, prompts, max_new_tokens=8, temperature=1.0, seed=7, stop=["."])]
+    assert [(g.text, g.tokens, g.finished) for g in got] == [(g.text, g.tokens, g.finished) for g in want]
+    assert all(g.tokens <= 8 for g in got) and b.stats["completion_tokens"] == sum(g.tokens for g in got)
+    with_bos = b.complete([tok.bos_token + p for p in prompts], max_new_tokens=8, temperature=1.0, seed=7, stop=["."])
+    assert [g.text for g in with_bos] == [g.text for g in got]  # a prompt that brings its <bos> gets no second one

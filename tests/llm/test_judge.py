@@ -11,23 +11,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from midtrain.cli import main as cli_main
-from midtrain.llm.backends import OpenAIBackend, ProgrammaticBackend, fill_template, load_prompt
+from midtrain.errors import ConfigError, DataError
+from midtrain.llm.backends import OpenAIBackend, ProgrammaticBackend, make_backend
+from midtrain.llm.config import BackendConfig
 from midtrain.llm.judge import (
     ExactJudge,
+    JudgeReward,
+    JudgeSpec,
     LLMJudge,
     NumberJudge,
     TokenF1Judge,
     VerdictCache,
+    build_judge,
     continuation,
-    escape,
-    judge_reward,
+    count_thoughtless,
     parse_number,
     parse_verdict,
     render_judge_prompt,
-    token_f1,
-    unescape,
+    rule_verdict,
 )
+from midtrain.llm.prompts import escape, fill_template, load_prompt, unescape
 from midtrain.llm.serve import OpenAIServer
+from midtrain.metrics import token_f1
 
 TEMPLATE = load_prompt("judge")
 
@@ -142,11 +147,13 @@ def test_llm_judge_over_http_async_with_bounded_concurrency_and_errors():
         return scripted_judge(prompt)
 
     with OpenAIServer(respond) as srv:
-        backend = OpenAIBackend("judge", base_url=srv.url, max_concurrency=3, max_retries=1, backoff_s=0.01, timeout_s=5)
+        backend = OpenAIBackend(
+            BackendConfig(backend="openai", model="judge", base_url=srv.url, max_concurrency=3, max_retries=1, backoff_s=0.01, timeout_s=5)
+        )
         judge = LLMJudge(backend, TEMPLATE)
         refs = [f"sentence number {i}." for i in range(12)]
         cands = [r if i % 2 == 0 else "something else" for i, r in enumerate(refs)]
-        reward = judge_reward(judge)
+        reward = JudgeReward(judge)
 
         async def trl_style():  # TRL awaits async reward functions inside its own loop
             out = await reward.acall([f"<think>hm</think> {c}" for c in cands] + ["<think>x</think><fail>"], refs + ["r"])
@@ -161,7 +168,7 @@ def test_llm_judge_over_http_async_with_bounded_concurrency_and_errors():
 
 
 def test_reward_scores_only_the_text_after_the_last_think():
-    reward = judge_reward(ExactJudge())
+    reward = JudgeReward(ExactJudge())
     ref = "the end."
     completions = [
         "<think>plan</think>The end.",
@@ -196,12 +203,20 @@ def test_rule_judges():
 
 
 def test_programmatic_llm_judge_uses_token_f1_on_the_shipped_prompt():
-    judge = LLMJudge(ProgrammaticBackend(), TEMPLATE)
+    judge = LLMJudge(ProgrammaticBackend(rule_verdict), TEMPLATE)
     v = judge.judge(["the cat sat on the mat <b>", "unrelated words"], ["the cat sat on the mat <b>", "the cat sat"])
     assert [x.label for x in v] == ["YES", "NO"]
+    built = build_judge(JudgeSpec(kind="llm", backend=BackendConfig(backend="programmatic")))  # the judge's own rule
+    assert [x.label for x in built.judge(["a b c", "x"], ["a b c", "y"])] == ["YES", "NO"]
+    assert rule_verdict("no tags in this prompt") == ""  # not a judge prompt: no verdict, never a guess
+    assert rule_verdict(render_judge_prompt(TEMPLATE, "x &lt; y", "x &lt; y")) == "VERDICT: YES"  # unescaped once
+    # the transport layer knows no judge prompt: without the judge's rule, a programmatic backend has nothing to say
+    with pytest.raises(ConfigError, match="programmatic"):
+        make_backend(BackendConfig(backend="programmatic"))
 
 
-def test_judge_cli(tmp_path, capsys):
+def test_judge_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MIDTRAIN_QUIET", "0")  # the warning about pairs without thoughts is part of the contract
     pairs = tmp_path / "pairs.jsonl"
     rows = [
         {"completion": "<think>t</think>7 apples", "reference": "7"},
@@ -210,8 +225,32 @@ def test_judge_cli(tmp_path, capsys):
     ]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert cli_main(["judge", str(pairs), "--out", str(tmp_path / "v"), "--judge", "number", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert out["metrics"]["pairs"] == 3 and out["metrics"]["mean_score"] == pytest.approx(1 / 3)
+    assert out["metrics"]["no_thought"] == 1  # counted and reported, not silently scored 0
+    assert "1 of 3 candidates have no closed <think> thought" in captured.err
     verdicts = [json.loads(line) for line in (tmp_path / "v" / "verdicts.jsonl").read_text().splitlines()]
     assert [v["score"] for v in verdicts] == [1.0, 0.0, 0.0] and verdicts[1]["reason"] == "no closed <think> block"
     assert cli_main(["judge", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "w")]) == 2
+
+
+def test_count_thoughtless():
+    assert count_thoughtless(["<think>a</think>b", "plain", "<think>cut off"], "p.jsonl", "completion") == 2
+    assert count_thoughtless(["a</think>b"], "p.jsonl", "completion") == 0  # the prompt opened the thought
+    assert count_thoughtless([], "p.jsonl", "completion") == 0
+    with pytest.raises(DataError, match=r"p\.jsonl: none of the 2 'completion' values has a <think>"):
+        count_thoughtless(["7 apples", "8"], "p.jsonl", "completion")
+
+
+def test_judge_cli_plain_pairs_fail_under_thoughts_and_pass_without(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"completion": c, "reference": r}) + "\n" for c, r in [("7", "7"), ("9", "8")]))
+    out = tmp_path / "v"
+    assert cli_main(["judge", str(pairs), "--out", str(out), "--judge", "number"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(pairs) in err and "--no-thoughts" in err and "score 0" in err
+    assert not out.exists()  # nothing left behind
+    assert cli_main(["judge", str(pairs), "--out", str(out), "--judge", "number", "--no-thoughts", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert metrics["mean_score"] == pytest.approx(0.5) and "no_thought" not in metrics

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from midtrain.cli import main
-from midtrain.llm.backends import BackendConfig, BackendError, OpenAIBackend, TransformersBackend, VLLMBackend, make_backend
-from midtrain.llm.base import failure_message
+from midtrain.llm.backends import OpenAIBackend, ProgrammaticBackend, TransformersBackend, VLLMBackend, make_backend
+from midtrain.llm.base import BackendError, failure_message
+from midtrain.llm.config import BackendConfig
 from midtrain.llm.judge import DEFAULT_VERDICT_TOKENS, JudgeConfig, LLMJudge
 from midtrain.llm.serve import HTTPFault, OpenAIServer
 
@@ -26,7 +27,7 @@ def dead_url() -> str:
 def quick(url: str, **kw) -> OpenAIBackend:
     opts = dict(base_url=url, max_retries=0, backoff_s=0.01, timeout_s=5, max_concurrency=4)
     opts.update(kw)
-    return OpenAIBackend("m", **opts)
+    return OpenAIBackend(BackendConfig(backend="openai", model="m", **opts))
 
 
 def test_connection_refused_is_a_kind():
@@ -162,7 +163,7 @@ def test_in_process_backends_fail_per_item(monkeypatch, tokenizer_dir):
         raise RuntimeError("CUDA out of memory")
 
     monkeypatch.setattr(generation, "generate", boom)
-    tb = TransformersBackend(object(), load_tokenizer(tokenizer_dir))
+    tb = TransformersBackend(BackendConfig(backend="transformers"), model=object(), tokenizer=load_tokenizer(tokenizer_dir))
     out = tb.generate(["a", "b"], max_new_tokens=1, errors="return")
     assert [e.kind for e in out] == ["RuntimeError", "RuntimeError"] and "out of memory" in str(out[0])
 
@@ -174,6 +175,30 @@ def test_in_process_backends_fail_per_item(monkeypatch, tokenizer_dir):
     assert len(out) == 3 and all(isinstance(e, BackendError) and e.kind == "RuntimeError" for e in out)
 
 
+def test_vllm_completions_keep_the_stop_string_and_report_tokens():
+    """The vLLM backend's ``complete`` (eval on a GPU) with a stand-in engine: sampling fields, and each output as a
+    Generation (text, generated tokens, finished = stopped rather than cut at the budget)."""
+    seen: dict = {}
+
+    def engine_generate(prompts, params, use_tqdm):
+        seen.update(prompts=prompts, params=params)
+        out = types.SimpleNamespace
+        return [
+            out(outputs=[out(text="x=1.", token_ids=[5, 6, 7], finish_reason="stop")]),
+            out(outputs=[out(text="y=2", token_ids=[8, 9], finish_reason="length")]),
+        ]
+
+    vb = VLLMBackend.__new__(VLLMBackend)
+    vb._vllm = types.SimpleNamespace(SamplingParams=lambda **k: k)
+    vb.llm = types.SimpleNamespace(generate=engine_generate)
+    vb.name, vb.chat, vb.seed, vb.stats = "vllm:x", True, 0, Counter()
+    gens = vb.complete(["a", "b"], max_new_tokens=2, temperature=0.6, top_p=0.9, stop=["."], seed=11)
+    assert [(g.text, g.tokens, g.finished) for g in gens] == [("x=1.", 3, True), ("y=2", 2, False)]
+    assert seen["prompts"] == ["a", "b"]  # raw prompts: no chat template, whatever cfg.chat_template says
+    assert seen["params"] == dict(n=1, temperature=0.6, max_tokens=2, seed=11, top_p=0.9, stop=["."], include_stop_str_in_output=True)
+    assert vb.stats["completion_tokens"] == 5 and vb.stats["requests"] == 2
+
+
 def test_failure_message():
     msg = failure_message("augment", 12, 40, "chunks", Counter({"connection refused": 12}))
     assert msg.startswith("augment: 12 of 40 chunks failed (connection refused ×12); re-run")
@@ -181,8 +206,6 @@ def test_failure_message():
 
 # -- thinking judges --------------------------------------------------------------------------------------------
 def test_thinking_judge_verdicts_are_read_after_the_thoughts():
-    from midtrain.llm.backends import ProgrammaticBackend
-
     answers = {
         "a": "<think>VERDICT: NO would be wrong, they match.</think>\nVERDICT: YES",
         "b": "<think>Let me compare them carefully, the first word",  # cut off by the budget
@@ -235,3 +258,12 @@ def test_judge_rerun_asks_only_the_failed_pairs(tmp_path, capsys):
         assert srv.stats["requests"] - first == 1  # the three good verdicts came from the run's cache
     verdicts = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
     assert [v["label"] for v in verdicts] == ["YES"] * 4 and (out / "COMPLETE").is_file()
+
+
+def test_serve_refuses_abbreviated_flags(capsys):
+    from midtrain.llm import serve
+
+    with pytest.raises(SystemExit) as e:
+        serve.main(["--mod", "x"])
+    assert e.value.code == 2
+    assert "--model" in capsys.readouterr().err  # the real flag is still required: --mod was not taken for it

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from midtrain.cli import main
-from midtrain.data import iter_jsonl
-from midtrain.experiment.experiment import ExperimentConfig, run
+from midtrain.data.jsonl import iter_jsonl
+from midtrain.experiment.experiment import run
+from midtrain.experiment.graph import ExperimentConfig
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import pytest
 
 from midtrain.cli import main
 from midtrain.config import redact_secrets, redact_text, redact_url, to_yaml
-from midtrain.llm.backends import BackendConfig, OpenAIBackend
+from midtrain.llm.backends import OpenAIBackend
+from midtrain.llm.config import BackendConfig
 from midtrain.llm.judge import JudgeConfig
 from midtrain.llm.serve import HTTPFault, OpenAIServer
 from midtrain.runs import run_key
@@ -94,7 +95,9 @@ def test_error_body_echoing_the_key_is_masked_in_verdicts(pairs, tmp_path, monke
 
 
 def test_backend_errors_mask_the_key_and_the_url_password():
-    backend = OpenAIBackend("m", base_url=f"http://u:{PASSWORD}@127.0.0.1:9/v1", api_key=KEY, max_retries=0, timeout_s=2)
+    backend = OpenAIBackend(
+        BackendConfig(backend="openai", model="m", base_url=f"http://u:{PASSWORD}@127.0.0.1:9/v1", max_retries=0, timeout_s=2), api_key=KEY
+    )
     (err,) = backend.generate(["hi"], max_new_tokens=1, errors="return")
     assert PASSWORD not in str(err) and KEY not in str(err)
     assert backend.redact(f"got {KEY} and {PASSWORD} from http://u:{PASSWORD}@h/") == "got *** and *** from http://u:***@h/"

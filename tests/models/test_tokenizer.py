@@ -1,13 +1,16 @@
-"""BOS in the tokenizer: plain transformers sees the model midtrain trained; midtrain's own paths get one BOS."""
+"""``midtrain tokenizer train`` and loading (midtrain.models.tokenizer): the trained tokenizer round-trips offline, bad
+corpora are one-line errors, and BOS: plain transformers sees the model midtrain trained; midtrain's own paths get one
+BOS."""
 
 import json
 
 import torch
 
+from midtrain.cli import main
 from midtrain.experiment.demo import BASE_DIR
 from midtrain.models.generation import generate
 from midtrain.models.init import load_model
-from midtrain.models.tokenizer import PLAIN_CHAT_TEMPLATE, is_plain_chat_template, load_tokenizer
+from midtrain.models.tokenizer import PLAIN_CHAT_TEMPLATE, TAGS, is_plain_chat_template, load_tokenizer
 
 TEXT = "<question>a=3.b=a+4</question>"
 
@@ -40,9 +43,11 @@ def test_training_documents_carry_one_bos(tmp_path, tokenizer_dir):
     tok = load_tokenizer(tokenizer_dir)
     f = tmp_path / "d.jsonl"
     f.write_text(json.dumps({"prompt": TEXT, "completion": "<answer>7</answer>"}) + "\n")
+    from midtrain.train.corpus import CorpusConfig
     from midtrain.train.tokenize import TokenizeConfig, open_store, run
 
-    run(TokenizeConfig(model=str(tokenizer_dir), data=[str(f)], format="prompt_completion", out=str(tmp_path / "t")))
+    corpus = CorpusConfig(files=[str(f)], format="prompt_completion")
+    run(TokenizeConfig(model=str(tokenizer_dir), corpus=corpus, out=str(tmp_path / "t")))
     store = open_store(tmp_path / "t", tok)
     ((shard, start, n, _),) = store.documents("default").tolist()
     ids = store.shards[shard][start : start + n].tolist()
@@ -102,3 +107,43 @@ def test_leading_bos_follows_the_tokenizers_own_encoding(tokenizer_dir):
     legacy.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)  # before the BOS post-processor
     assert legacy(TEXT)["input_ids"][0] != legacy.bos_token_id
     assert leading_bos(legacy) == [legacy.bos_token_id]  # trained with a hand-prepended BOS: keeps it
+
+
+# -- `midtrain tokenizer train`: the trained tokenizer round-trips offline; bad corpora are one-line errors --------
+def test_tokenizer_reloads_offline_and_round_trips(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    text = "<question>a=12.b=a+345</question><think>b=12+345=357.</think><answer>357</answer><think>x</think>"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    assert tok.decode(ids, skip_special_tokens=True) == text  # tags survive: verifiers need them
+    for tag in TAGS:
+        assert len(tok(tag, add_special_tokens=False)["input_ids"]) == 1
+    for digits in ("357", "12", "9081"):
+        pieces = [tok.decode([i]) for i in tok(digits, add_special_tokens=False)["input_ids"]]
+        assert pieces == list(digits)
+    assert tok.bos_token == "<bos>" and tok.eos_token == "<eos>" and tok.pad_token == "<pad>"
+
+
+def _one_line_error(capsys, argv, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    for n in needles:
+        assert n in err
+
+
+def test_tokenizer_train_bad_inputs(capsys, tmp_path):
+    out = tmp_path / "o"
+    _one_line_error(capsys, ["tokenizer", "train", "--corpus", str(tmp_path / "nope.jsonl"), "--out", str(out)], "nope.jsonl")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    _one_line_error(capsys, ["tokenizer", "train", "--corpus", str(empty), "--out", str(out)], "empty corpus")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "ok"}\n{"text": "\xff\xfe bad"}\n')
+    _one_line_error(capsys, ["tokenizer", "train", "--corpus", str(bad), "--out", str(out)], "bad.jsonl:2", "UTF-8")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "ok"}\n{"text": \n')
+    _one_line_error(capsys, ["tokenizer", "train", "--corpus", str(broken), "--out", str(out)], "broken.jsonl:2", "malformed JSON")
+    assert not out.exists()

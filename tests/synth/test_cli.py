@@ -7,7 +7,7 @@ import json
 import pytest
 
 from midtrain.cli import main
-from midtrain.data import iter_jsonl
+from midtrain.data.jsonl import iter_jsonl
 
 from .conftest import wrong_answer, wrong_value
 

@@ -1,5 +1,5 @@
-from midtrain.synth import generate_problems
 from midtrain.synth.diagnose import label_compact, skill_accuracy, trace_and_direct_accuracy
+from midtrain.synth.generate import generate_problems
 
 
 def test_labels_of_a_forward_compact_trace():
@@ -35,7 +35,7 @@ def test_diagnostics_run_on_a_tiny_model(nano_model):
 
 # -- midtrain synth diagnose ------------------------------------------------------------------------------------
 def _write_problems(path, **kw):
-    from midtrain.data import write_jsonl
+    from midtrain.data.jsonl import write_jsonl
 
     recs = generate_problems(**{"n": 16, "ops": "2-8", "render": "compact", "modulus": 10, "order": "dependency", "seed": 3, **kw})
     write_jsonl(path, recs)
@@ -89,13 +89,16 @@ def test_synth_diagnose_config_checks():
 
     base = {"model": "m", "problems": ["p.jsonl"], "out": "o"}
     assert SynthDiagnoseConfig.from_dict(base).ranges() == {"id": [2, 5], "edge": [6, 8], "hard": [9, 12]}
-    assert SynthDiagnoseConfig.from_dict({**base, "op_ranges": {"x": [3, 4]}}).ranges() == {"x": [3, 4]}
+    assert SynthDiagnoseConfig.from_dict({**base, "ops": {"ranges": {"x": [3, 4]}}}).ranges() == {"x": [3, 4]}
+    paper = {"id": [2, 10], "edge": [11, 14], "hard": [15, 20]}
+    assert SynthDiagnoseConfig.from_dict({**base, "ops": {"scale": "paper"}}).ranges() == paper
     for bad, key in [
         ({"model": ""}, "model"),
         ({"out": ""}, "out"),
         ({"problems": []}, "problems"),
         ({"n_per_range": 0}, "n_per_range"),
-        ({"op_ranges": {"x": [5, 2]}}, "op_ranges.x"),
+        ({"ops": {"ranges": {"x": [5, 2]}}}, "ops.ranges.x"),
+        ({"op_ranges": {"x": [3, 4]}}, "op_ranges' is now 'ops.ranges"),  # the flat key of before
     ]:
         with pytest.raises(ConfigError, match=f"key '{key}'"):
             SynthDiagnoseConfig.from_dict({**base, **bad})
@@ -112,3 +115,34 @@ def test_synth_diagnose_rejects_natural_problems(nano_model, tmp_path, quiet):
     with pytest.raises(DataError, match=r"natural\.jsonl:1: .*compact"):
         diagnose(cfg)
     assert not (tmp_path / "diag").exists()
+
+
+def test_the_diagnose_section_of_training_stages(tmp_path):
+    """The training-time knobs are a section owned here: checked with their section's name, the flat keys of before
+    refused naming the new key, and off (no probe, nothing read) unless every_steps and data are both set."""
+    import pytest
+
+    from midtrain.config import load_config
+    from midtrain.data.jsonl import write_jsonl
+    from midtrain.errors import ConfigError
+    from midtrain.synth.diagnose import DIAGNOSE_RENAMED, DiagnosticsConfig, training_callbacks
+    from midtrain.train.pretrain import PretrainConfig
+    from midtrain.train.sft import SFTConfig
+
+    base = ["model=m", "corpus.files=[a.jsonl]", "out=o"]
+    for cls in (PretrainConfig, SFTConfig):
+        assert cls.RENAMED.items() >= DIAGNOSE_RENAMED.items()
+        cfg = load_config(cls, None, [*base, "diagnose.every_steps=5", "diagnose.data=p.jsonl"])
+        assert cfg.diagnose == DiagnosticsConfig(data="p.jsonl", every_steps=5, n=64)
+        with pytest.raises(ConfigError, match="^key 'diagnose.data': every_steps > 0 needs"):
+            load_config(cls, None, [*base, "diagnose.every_steps=5"])
+        for old, new in DIAGNOSE_RENAMED.items():
+            with pytest.raises(ConfigError, match=f"^key '{old}' is now '{new}'$"):
+                load_config(cls, None, [*base, f"{old}=1"])
+    with pytest.raises(ConfigError, match="key 'diagnose.data'"):  # built in Python: the stage's check names the section
+        PretrainConfig(model="m", out="o", tokens="t", diagnose=DiagnosticsConfig(every_steps=5)).validate()
+    assert training_callbacks(DiagnosticsConfig(data=str(tmp_path / "missing.jsonl"))) == []  # off: the file is not read
+    problems = generate_problems(n=6, ops="2-3", render="compact", modulus=10, order="dependency", seed=1)
+    write_jsonl(tmp_path / "p.jsonl", problems)
+    (probe,) = training_callbacks(DiagnosticsConfig(data=str(tmp_path / "p.jsonl"), every_steps=7, n=2))
+    assert (probe.every_steps, probe.log_name) == (7, "diagnostics.jsonl")

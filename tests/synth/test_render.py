@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from midtrain.errors import ConfigError
-from midtrain.synth import annotate, raw_document, render_augmented, verify
 from midtrain.synth.generate import SynthConfig, generate_problems
-from midtrain.synth.render import BUILTIN_CONTEXTS, load_context, load_contexts, split_steps
+from midtrain.synth.render import BUILTIN_CONTEXTS, annotate, load_context, load_contexts, raw_document, split_steps
+from midtrain.synth.verify import verify
+from midtrain.thoughts import render_augmented
 
 from .conftest import CONTEXTS, one, problems
 
@@ -171,7 +172,7 @@ def test_tags_and_digits_tokenize_as_required(tmp_path, capsys, quiet):
     lengths = [len(tok(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in short]
     assert max(lengths) < 100
     from midtrain.cli import main
-    from midtrain.data import write_jsonl
+    from midtrain.data.jsonl import write_jsonl
 
     write_jsonl(tmp_path / "short.jsonl", short)
     assert main(["synth", "stats", str(tmp_path / "short.jsonl"), "--tokenizer", str(tmp_path / "tok"), "--json"]) == 0

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from midtrain.cli import main
-from midtrain.data import iter_jsonl, write_jsonl
+from midtrain.data.jsonl import iter_jsonl, write_jsonl
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval.score import ScoreConfig, score
 from midtrain.synth.select import SelectConfig, keep, select

@@ -10,9 +10,10 @@ import pytest
 
 from midtrain.cli import main
 from midtrain.eval.evaluate import EvalConfig, run
-from midtrain.runs import read_json
-from midtrain.synth import summary as synth_eval
-from midtrain.synth.verify import Verification
+from midtrain.fileio import read_json
+from midtrain.synth.generate import SynthConfig, generate_problems
+from midtrain.synth.summary import PAPER_RANGES, flatten, group_metrics, load_problems, scale_ranges, summarize
+from midtrain.synth.verify import Verification, summarize_completions
 
 
 def row(pid: str, j: int, verified: bool, outcome: bool, pacc: float, answer="1", tokens=5) -> dict:
@@ -34,7 +35,7 @@ def test_group_metrics_hand_rows() -> None:
         row("b", 0, False, False, 0.0, answer=None),
         row("b", 1, False, True, 0.25),
     ]  # one hack
-    g = synth_eval.group_metrics(rows)
+    g = group_metrics(rows)
     assert g["n"] == 2 and g["samples"] == 4 and g["k"] == 2
     assert g["verified_pass_at_k"] == {"1": 0.25, "2": 0.5}
     assert g["outcome_pass_at_k"] == {"1": 0.75, "2": 1.0}
@@ -50,31 +51,56 @@ def test_summarize_groups_by_range_op_context_mode() -> None:
         {"id": "c", "op": 40, "context": "zoo", "mode": "forward"},
     ]
     rows = [row("a", 0, True, True, 1.0), row("b", 0, False, True, 0.5), row("c", 0, False, False, 0.0)]
-    s = synth_eval.summarize(rows, probs, ranges=synth_eval.PAPER_RANGES)
+    s = summarize(rows, probs, ranges=PAPER_RANGES)
     assert list(s["by_range"]) == ["id", "edge", "other"]
     assert s["by_range"]["id"]["verified_pass_at_k"]["1"] == 1.0 and s["by_range"]["edge"]["hacking_rate"] == 1.0
     assert list(s["by_op"]) == ["3", "12", "40"] and set(s["by_context"]) == {"zoo", "movies"}
     assert s["by_mode"]["reverse"]["n"] == 1 and "edge|movies|reverse" in s["by_range_context_mode"]
-    assert s["overall"]["samples"] == 3 and s["ranges"] == synth_eval.PAPER_RANGES and s["unanswered"] == 0
-    s = synth_eval.summarize(rows[:2], probs)  # no ranges: no range groups
+    assert s["overall"]["samples"] == 3 and s["ranges"] == PAPER_RANGES and s["unanswered"] == 0
+    s = summarize(rows[:2], probs)  # no ranges: no range groups
     assert s["unanswered"] == 1 and "by_range" not in s and "ranges" not in s and set(s["by_op"]) == {"3", "12"}
-    flat = synth_eval.flatten(s)
+    flat = flatten(s)
     assert flat["verified_acc"] == s["overall"]["verified_acc"] and "overall" not in flat and flat["unanswered"] == 1
 
 
 def test_scale_ranges_and_bad_problem_files(tmp_path: Path) -> None:
-    assert synth_eval.scale_ranges("paper") == synth_eval.PAPER_RANGES
+    assert scale_ranges("paper") == PAPER_RANGES
     f = tmp_path / "p.jsonl"
     f.write_text('{"id": "a", "op": 2, "prompt": "x"}\n{"id": "b", "op": "two", "prompt": "y"}\n')
     with pytest.raises(Exception, match=r"p\.jsonl:2: 'op' must be an integer"):
-        synth_eval.load_problems(f)
+        load_problems(f)
     f.write_text('{"id": "a", "op": 2, "prompt": "x"}\n{"id": "b", "op": 3}\n')
     with pytest.raises(Exception, match=r"p\.jsonl:2: record has no 'prompt'"):
-        synth_eval.load_problems(f)
+        load_problems(f)
     f.write_text('{"id": "a", "op": 2, "prompt": "x"}\n')
-    assert len(synth_eval.load_problems(f, ranges={"id": [2, 5]})) == 1
+    assert len(load_problems(f, ranges={"id": [2, 5]})) == 1
     with pytest.raises(Exception, match="inside the selected op ranges"):
-        synth_eval.load_problems(f, ranges={"edge": [6, 8]})
+        load_problems(f, ranges={"edge": [6, 8]})
+
+
+def test_one_op_range_section_for_eval_score_and_diagnose() -> None:
+    """The ``ops`` section is declared once (here) and used by the three verbs that group by op range; each keeps its
+    own default scale, and the flat keys of before name the new ones."""
+    from midtrain.config import load_config
+    from midtrain.errors import ConfigError
+    from midtrain.eval.score import ScoreConfig
+    from midtrain.synth.diagnose import SynthDiagnoseConfig
+    from midtrain.synth.summary import OPS_RENAMED, OpRangeConfig
+
+    assert OpRangeConfig().resolve() == PAPER_RANGES and OpRangeConfig(scale="tiny").resolve() == scale_ranges("tiny")
+    assert OpRangeConfig(scale="tiny", ranges={"x": [3, 4]}).resolve() == {"x": [3, 4]}  # custom ranges replace the scale
+    base = {EvalConfig: ["model=m", "out=o", "synthetic=p.jsonl"], ScoreConfig: ["completions=c", "synthetic=p.jsonl"]}
+    base[SynthDiagnoseConfig] = ["model=m", "out=o", "problems=[p.jsonl]"]
+    defaults = {EvalConfig: "paper", ScoreConfig: "paper", SynthDiagnoseConfig: "tiny"}
+    for cls, args in base.items():
+        assert cls.RENAMED.items() >= OPS_RENAMED.items()
+        assert load_config(cls, None, args).ops == OpRangeConfig(scale=defaults[cls])  # type: ignore[attr-defined]
+        cfg = load_config(cls, None, [*args, "ops.scale=tiny", "ops.ranges={edge: [6, 8]}"])
+        assert cfg.ops.resolve() == {"edge": [6, 8]}  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match=r"^key 'ops\.ranges\.x': expected \[lo, hi\] with lo <= hi"):
+            load_config(cls, None, [*args, "ops.ranges={x: [5, 2]}"])
+        with pytest.raises(ConfigError, match=r"^key 'op_scale' is now 'ops\.scale'$"):
+            load_config(cls, None, [*args, "op_scale=tiny"])
 
 
 def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, monkeypatch) -> None:
@@ -123,7 +149,7 @@ def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, mo
                 model=str(eval_model),
                 out=str(out),
                 synthetic=str(probs),
-                op_scale="tiny",
+                ops={"scale": "tiny"},
                 n_samples=2,
                 temperature=1.0,
                 max_new_tokens=6,
@@ -142,21 +168,13 @@ def test_eval_plumbing_with_a_stub_verifier(eval_model: Path, tmp_path: Path, mo
     assert {r["reason"] for r in rows} == {"", "wrong value"} and all(r["benchmark"] == "synthetic" for r in rows)
 
 
-# -- with the real midtrain.synth ------------------------------------------------------------------------------
-def _synth():
-    synth = pytest.importorskip("midtrain.synth")
-    if not hasattr(synth, "verify") or not hasattr(synth, "generate_problems"):
-        pytest.skip("midtrain.synth.verify / generate_problems not available yet")
-    return synth
-
-
+# -- with real problems -------------------------------------------------------------------------------------
 SPEC = {"preset": "tiny-all", "n": 12, "render": "compact", "modulus": 10, "order": "dependency", "seed": 3, "mode": "mixed"}
 
 
 def test_score_synthetic_gold_hacked_and_agrees_with_synth_verify(tmp_path: Path, capsys) -> None:
     """``eval score --synthetic`` and ``synth verify`` print one schema, with the same numbers on the same samples."""
-    synth = _synth()
-    recs = synth.generate_problems(synth.SynthConfig(**SPEC))
+    recs = generate_problems(SynthConfig(**SPEC))
     probs = tmp_path / "p.jsonl"
     probs.write_text("".join(json.dumps(r) + "\n" for r in recs))
     comps = tmp_path / "c.jsonl"
@@ -165,7 +183,7 @@ def test_score_synthetic_gold_hacked_and_agrees_with_synth_verify(tmp_path: Path
         lines.append({"id": r["id"], "completion": r["completion"]})  # the gold trace: verified
         lines.append({"id": r["id"], "completion": f"</think><answer>{r['answer']}</answer>"})  # right answer, no trace
     comps.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    assert main(["eval", "score", "--synthetic", str(probs), "--completions", str(comps), "--op-scale", "tiny", "--json"]) == 0
+    assert main(["eval", "score", "--synthetic", str(probs), "--completions", str(comps), "--ops.scale", "tiny", "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["n"] == len(recs) and s["samples"] == 2 * len(recs)
     assert s["verified_pass_at_k"] == {"1": 0.5, "2": 1.0} and s["outcome_acc"] == 1.0 and s["hacking_rate"] == 0.5
@@ -176,12 +194,11 @@ def test_score_synthetic_gold_hacked_and_agrees_with_synth_verify(tmp_path: Path
     assert {"by_op", "by_context", "by_mode", "verified_pass_at_k", "reward", "mismatches", "reasons"} <= set(v)
     assert {k: s[k] for k in v} == v  # every key synth verify prints, with the same value
     assert set(s) - set(v) == {"benchmark", "missing", "ranges", "by_range", "by_range_context_mode"}
-    theirs = synth.summarize(recs, {r["id"]: [r["completion"], f"</think><answer>{r['answer']}</answer>"] for r in recs}, ks=[1, 2])
+    theirs = summarize_completions(recs, {r["id"]: [r["completion"], f"</think><answer>{r['answer']}</answer>"] for r in recs}, ks=[1, 2])
     assert theirs == v
 
 
 def test_eval_generates_synthetic_problems_from_a_spec(eval_model: Path, tmp_path: Path) -> None:
-    _synth()
     out = tmp_path / "e"
     spec = {**SPEC, "n": 4, "preset": "tiny-id"}
     run(
@@ -190,7 +207,7 @@ def test_eval_generates_synthetic_problems_from_a_spec(eval_model: Path, tmp_pat
                 model=str(eval_model),
                 out=str(out),
                 synth_generate=[spec, {**spec, "preset": "tiny-edge"}],
-                op_scale="tiny",
+                ops={"scale": "tiny"},
                 max_new_tokens=8,
                 progress=False,
             )

@@ -14,16 +14,12 @@ from hypothesis import strategies as st
 from midtrain.metrics import pass_at_k
 from midtrain.synth.verify import (
     MAX_CHARS,
-    ParseError,
     Verification,
-    evaluate,
     reward,
     reward_of,
-    summarize,
-    tokenize,
+    summarize_completions,
     verify,
 )
-from midtrain.synth.world import Lin
 
 from .conftest import (
     CONTEXTS,
@@ -40,68 +36,6 @@ from .conftest import (
 
 RENDERS = ["natural", "compact"]
 MODES = ["forward", "reverse"]
-
-
-# -- the safe evaluator -----------------------------------------------------------------------------------------
-def sym(name):
-    if name == "b":
-        return Lin(1, 0)
-    raise ParseError(name)
-
-
-@pytest.mark.parametrize(
-    "text, value",
-    [
-        ("3", Lin(0, 3)),
-        ("2 + 3 * 4", Lin(0, 14)),
-        ("(2 + 3) * 4", Lin(0, 20)),
-        ("7 - 2 - 1", Lin(0, 4)),
-        ("-3 + 1", Lin(0, -2)),
-        ("3b+6", Lin(3, 6)),
-        ("3 * (b + 2)", Lin(3, 6)),
-        ("-b + 3", Lin(-1, 3)),
-        ("2(b-1)", Lin(2, -2)),
-        ("b", Lin(1, 0)),
-        ("((((1))))", Lin(0, 1)),
-        ("4b - (b + 2)", Lin(3, -2)),
-    ],
-)
-def test_evaluator(text, value):
-    assert evaluate(text, sym) == value
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "1 +",
-        "(1",
-        "1)",
-        "b * b",
-        "c + 1",
-        "__import__('os')",
-        "1 / 2",
-        "2 ** 3",
-        "1e5",
-        "1.5",
-        "9" * 41,
-        "(" * 40 + "1" + ")" * 40,
-        "-" * 40 + "1",
-        "1" + " + 1" * 200,
-        "lambda: 0",
-        "\x00",
-        "٣",
-    ],
-)
-def test_evaluator_refuses(text):
-    with pytest.raises(ParseError):
-        evaluate(text, sym)
-
-
-def test_evaluator_modulus_and_tokens():
-    assert evaluate("3 * 7 + 5", modulus=10) == Lin(0, 6)
-    assert evaluate("3b + 17", sym, modulus=10) == Lin(3, 7)
-    assert tokenize("3ψ+(2)") == [("num", "3"), ("name", "ψ"), ("op", "+"), ("op", "("), ("num", "2"), ("op", ")")]
 
 
 # -- gold traces ------------------------------------------------------------------------------------------------
@@ -269,7 +203,7 @@ def test_summary_pass_at_k_and_breakdowns():
     recs = list(problems(ops="3-5", n=6, seed=4, mode="mixed", contexts=("zoo", "movies")))
     correct_counts = [0, 1, 2, 3, 5, 1]
     completions = {r["id"]: [r["completion"]] * c + [wrong_answer(r)] * (5 - c) for r, c in zip(recs, correct_counts)}
-    s = summarize(recs, completions, ks=(1, 2, 5, 8))
+    s = summarize_completions(recs, completions, ks=(1, 2, 5, 8))
     assert s["samples"] == 30 and s["n"] == 6 and s["k"] == 5 and s["unanswered"] == 0
     for k in (1, 2, 5):
         want = sum(brute_pass_at_k(5, c, k) for c in correct_counts) / 6
@@ -283,6 +217,6 @@ def test_summary_pass_at_k_and_breakdowns():
     assert sum(g["samples"] for g in s["by_mode"].values()) == 30
     assert {"n", "samples", "verified_acc", "process_acc", "outcome_acc", "verified_pass_at_k"} <= set(s["by_op"]["3"])
     with pytest.raises(KeyError, match="nope"):
-        summarize(recs, {"nope": ["x"]})
-    partial = summarize(recs, {recs[0]["id"]: [recs[0]["completion"]]})
+        summarize_completions(recs, {"nope": ["x"]})
+    partial = summarize_completions(recs, {recs[0]["id"]: [recs[0]["completion"]]})
     assert partial["unanswered"] == 5 and partial["verified_acc"] == 1.0

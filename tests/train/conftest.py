@@ -24,13 +24,13 @@ def one_thread():
 def kill_rl_at(monkeypatch):
     """``kill_rl_at(step)``: the next ``midtrain rl`` run raises KeyboardInterrupt right after logging ``step`` (a
     simulated kill); ``kill_rl_at(None)`` restores the normal callback for the resumed run."""
-    from midtrain.train import rl_trainer
+    from midtrain.train import rl_log
 
-    original = rl_trainer.RLLogCallback.on_step_end
+    original = rl_log.RLLogCallback.on_step_end
 
     def arm(step: int | None) -> None:
         if step is None:
-            monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", original)
+            monkeypatch.setattr(rl_log.RLLogCallback, "on_step_end", original)
             return
 
         def crash(self, args, state, control, **kw):
@@ -38,7 +38,7 @@ def kill_rl_at(monkeypatch):
             if state.global_step == step:
                 raise KeyboardInterrupt("simulated kill")
 
-        monkeypatch.setattr(rl_trainer.RLLogCallback, "on_step_end", crash)
+        monkeypatch.setattr(rl_log.RLLogCallback, "on_step_end", crash)
 
     return arm
 
@@ -69,10 +69,11 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
     """
     import torch
 
-    from midtrain.data import write_jsonl
+    from midtrain.data.jsonl import write_jsonl
     from midtrain.models.init import ModelInitConfig, init_model
     from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
-    from midtrain.synth import SynthConfig, generate_problems
+    from midtrain.synth.generate import SynthConfig, generate_problems
+    from midtrain.train.corpus import CorpusConfig
     from midtrain.train.lm import OptimConfig
     from midtrain.train.pretrain import PretrainConfig
     from midtrain.train.pretrain import run as pretrain
@@ -110,8 +111,7 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
         pretrain(
             PretrainConfig(
                 model=str(root / "init"),
-                data=[str(root / "docs.jsonl")],
-                format="prompt_completion",
+                corpus=CorpusConfig(files=[str(root / "docs.jsonl")], format="prompt_completion"),
                 seq_len=40,
                 batch_size=16,
                 max_steps=200,
@@ -125,3 +125,45 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
     finally:
         torch.set_num_threads(threads)
     return {"base": root / "base", "problems": root / "problems.jsonl"}
+
+
+@pytest.fixture
+def make_rl_trainer(nano_model, tmp_path):
+    """``make_rl_trainer(reward="math", extras=None, **cfg)`` → ``(trainer, tokenizer)``: a real MidtrainGRPOTrainer on
+    the nano model (8 completions per micro-batch, G = 4, fp32, no checkpoints), in train mode; ``cfg`` holds
+    RLConfig keys and sections, ``extras`` fields of RLExtras besides the counters and the reward."""
+    from datasets import Dataset
+
+    from midtrain.models.init import load_model
+    from midtrain.models.tokenizer import load_tokenizer
+    from midtrain.train.rewards import build_reward
+    from midtrain.train.rl_config import RL_OPTIM, RLConfig, RolloutConfig
+    from midtrain.train.rl_log import Counters
+    from midtrain.train.rl_trainer import MidtrainGRPOTrainer, RLExtras, build_grpo_config
+
+    def make(reward: str = "math", extras: dict | None = None, **cfg_kw):
+        base = dict(
+            model=str(nano_model),
+            data=["unused.jsonl"],
+            out=str(tmp_path / "x"),
+            max_steps=1,
+            per_device_batch_size=8,
+            rollout=RolloutConfig(num_generations=4, max_completion_length=6),
+            optim=RL_OPTIM.replace(lr=1e-4),
+            save_every_steps=0,
+            precision="fp32",
+        )
+        cfg = RLConfig(**{**base, **cfg_kw})
+        tok = load_tokenizer(nano_model)
+        tok.padding_side = "left"
+        trainer = MidtrainGRPOTrainer(
+            RLExtras(counters=Counters(), reward=build_reward(reward), **(extras or {})),
+            model=load_model(nano_model),
+            args=build_grpo_config(cfg, str(tmp_path / "ck")),
+            train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8),
+            processing_class=tok,
+        )
+        trainer.model.train()
+        return trainer, tok
+
+    return make

@@ -1,7 +1,9 @@
-"""The shared training engine: resume point, log truncation, MFU and windowed rates, the optimizer section."""
+"""The shared training engine: resume point (complete checkpoints, torn markers), log cut-back on resume, a full
+disk while saving, a non-zero rank's view of the run, the optimizer section."""
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,24 +14,12 @@ from midtrain.cli import main
 from midtrain.config import load_config
 from midtrain.errors import ConfigError, RunDirError
 from midtrain.runs import META, Run
-from midtrain.train import engine, lm
-from midtrain.train.engine import (
-    CKPT_DIR,
-    LOG,
-    MFUMeter,
-    OptimConfig,
-    Periodic,
-    PeriodicCallback,
-    mfu,
-    optimizer_kwargs,
-    read_log,
-    resume_point,
-    start,
-    table_peak,
-    truncate_log,
-)
+from midtrain.train import engine
+from midtrain.train.corpus import CorpusConfig
+from midtrain.train.engine import CKPT_DIR, OptimConfig, optimizer_kwargs, resume_point, start
 from midtrain.train.pretrain import PretrainConfig
-from midtrain.train.rl import RL_OPTIM, RLConfig
+from midtrain.train.rl_config import RL_OPTIM, RLConfig
+from midtrain.train.steplog import LOG, StepLogCallback, read_log
 
 MARK = "done.json"
 
@@ -81,16 +71,68 @@ def test_resume_point_refuses_another_architecture(tmp_path):
     assert resume_point(root, MARK, SimpleNamespace(model_type="llama", hidden_size=64)) == root / "checkpoint-3"
 
 
-# -- logs --------------------------------------------------------------------------------------------------------
-def test_truncate_log_drops_steps_after_the_checkpoint_and_a_torn_line(tmp_path):
-    path = tmp_path / LOG
-    _write_log(path, [1, 2, 3, 4, 5], torn=True)
-    assert [r["step"] for r in read_log(path)] == [1, 2, 3, 4, 5]
-    assert [r["step"] for r in truncate_log(path, 3, write=False)] == [1, 2, 3]
-    assert len(path.read_text().splitlines()) == 6  # write=False leaves the file alone
-    kept = truncate_log(path, 3)
-    assert [r["step"] for r in kept] == [1, 2, 3] == [json.loads(line)["step"] for line in path.read_text().splitlines()]
-    assert truncate_log(tmp_path / "missing.jsonl", 3) == [] and not (tmp_path / "missing.jsonl").exists()
+def test_a_torn_json_marker_is_no_complete_checkpoint(tmp_path):
+    """transformers writes trainer_state.json in place: a kill or a full disk mid-write leaves it torn."""
+    root = tmp_path / CKPT_DIR
+    _ckpt(root, 2)
+    (_ckpt(root, 4, complete=False) / MARK).write_text('{"global_step": 4, "log_hist')
+    assert resume_point(root, MARK) == root / "checkpoint-2" and not (root / "checkpoint-4").exists()
+
+
+# -- a full disk while training ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "error, full",
+    [
+        (RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 4480 vs 4368"), True),
+        (RuntimeError("PytorchStreamWriter failed writing file data/3: file write failed"), True),
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (OSError(errno.EACCES, "Permission denied"), False),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x8)"), False),
+    ],
+)
+def test_disk_full_recognises_short_writes_of_every_writer(error, full):
+    assert engine.disk_full(error) is full
+
+
+class _Trainer:
+    """The surface of a Trainer that ``engine.train`` uses; ``train`` saves checkpoint-``step`` and fails."""
+
+    def __init__(self, root: Path, step: int, fail: BaseException, logger=None) -> None:
+        self.args, self.state = SimpleNamespace(output_dir=str(root)), SimpleNamespace(global_step=step)
+        self.callback_handler = SimpleNamespace(callbacks=[logger] if logger else [])
+        self.fail = fail
+
+    def train(self, resume_from_checkpoint=None):
+        ckpt = _ckpt(Path(self.args.output_dir), self.state.global_step, complete=False)
+        (ckpt / "optimizer.pt").write_bytes(b"half")
+        raise self.fail
+
+
+def test_a_full_disk_while_saving_removes_the_checkpoint_and_names_it(tmp_path):
+    root = tmp_path / CKPT_DIR
+    _ckpt(root, 2)
+    with pytest.raises(OSError) as e:
+        engine.train(_Trainer(root, 4, RuntimeError("PytorchStreamWriter failed writing file data/0: unexpected pos 64 vs 32")), None)
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(root / "checkpoint-4")
+    assert "the disk is full" in e.value.strerror and "unexpected pos 64 vs 32" in e.value.strerror
+    assert sorted(p.name for p in root.iterdir()) == ["checkpoint-2"]  # the next run resumes from it
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # any other error passes through untouched
+        engine.train(_Trainer(root, 6, RuntimeError("shapes cannot be multiplied")), None)
+    assert (root / "checkpoint-6").is_dir()
+
+
+class _Marked(StepLogCallback):
+    def __init__(self, marked: Path) -> None:  # no run: only what engine.train reads
+        self.marked, self.history = marked, []
+
+
+def test_a_full_disk_after_a_marked_save_keeps_that_checkpoint(tmp_path):
+    root = tmp_path / CKPT_DIR
+    logger = _Marked(root / "checkpoint-4")  # the step log marked checkpoint-4 complete before the disk filled up
+    with pytest.raises(OSError) as e:
+        engine.train(_Trainer(root, 4, OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tb" / "events")), logger), None)
+    assert e.value.filename == str(tmp_path / "tb" / "events") and (root / "checkpoint-4").is_dir()
 
 
 def _run(tmp_path: Path, resumed: bool) -> Run:
@@ -119,98 +161,10 @@ def test_start_from_step_0_drops_what_an_earlier_attempt_logged(tmp_path):
 
 def test_a_non_zero_rank_follows_the_run_without_writing(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
-    cfg = PretrainConfig(model="m", data=["d"], out=str(tmp_path / "r"))
+    cfg = PretrainConfig(model="m", corpus=CorpusConfig(files=["d"]), out=str(tmp_path / "r"))
     with engine.open_training_run(tmp_path / "r", "pretrain", cfg, {}, overwrite=False, seed=0) as run:
         assert not run.cached and not run.resumed
     assert not (tmp_path / "r" / META).exists()
-
-
-# -- MFU and rates -----------------------------------------------------------------------------------------------
-def test_mfu_never_exceeds_one():
-    assert mfu(1e30, 989.4e12) == 1.0  # an absurd achieved rate
-    assert mfu(494.7e12, 989.4e12) == pytest.approx(0.5)
-    assert mfu(0.0, 1e12) == 0.0 and mfu(1e12, 0.0) == 1.0
-
-
-def test_mfu_meter_raises_its_peak_when_beaten(tmp_path):
-    meter = MFUMeter(flops_per_token=1e6, peak_flops_s=1e12)
-    assert meter(5e5) == pytest.approx(0.5)
-    assert meter(4e6) == 1.0  # 4e12 FLOP/s: above the peak used
-    assert meter.peak == 4e12 and meter(2e6) == pytest.approx(0.5)
-
-
-@pytest.mark.parametrize(
-    "name, precision, peak",
-    [
-        ("NVIDIA H200", "bf16", 989.4e12),
-        ("NVIDIA H200", "fp32", 494.7e12),
-        ("NVIDIA H100 80GB HBM3", "bf16", 989.4e12),
-        ("NVIDIA H100 PCIe", "bf16", 756.5e12),
-        ("NVIDIA A100-SXM4-80GB", "bf16", 312e12),
-        ("NVIDIA A100 80GB PCIe", "fp32", 156e12),
-        ("NVIDIA L4", "bf16", 121e12),
-        ("NVIDIA L40S", "bf16", None),  # not the L4
-        ("NVIDIA A10G", "bf16", None),  # not the A10
-        ("NVIDIA GeForce RTX 4090", "bf16", 165.2e12),
-        ("Some Future Accelerator", "bf16", None),
-    ],
-)
-def test_device_peak_table(name, precision, peak):
-    assert table_peak(name, precision) == peak
-
-
-def test_measured_peak_is_positive():
-    assert engine.measure_peak("fp32", "cpu", size=64, iters=2) > 0
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def perf_counter(self) -> float:
-        return self.t
-
-
-def _step(cb, state, control, clock, seconds: float) -> None:
-    clock.t += seconds
-    state.global_step += 1
-    cb.on_step_end(None, state, control)
-
-
-def test_tok_s_is_the_rate_of_the_logging_window(tmp_path, monkeypatch):
-    clock = _Clock()
-    monkeypatch.setattr(engine, "time", clock)
-    monkeypatch.setattr(lm, "peak_flops", lambda precision: 1e5)  # FLOP/s
-    run = _run(tmp_path, resumed=False)
-    cb = lm.LMLogCallback(run, max_steps=9, tokens_per_step=1000, flops_per_token=100.0, precision="fp32")
-    state, control = SimpleNamespace(global_step=0, is_world_process_zero=True), SimpleNamespace(should_log=False)
-    cb.on_train_begin(None, state, control)
-    for seconds in (10.0, 1.0, 1.0, 1.0):  # a slow first step (warm-up), then 1 s per step
-        _step(cb, state, control, clock, seconds)
-    cb.on_log(None, state, control, logs={"loss": 2.0, "learning_rate": 1e-3})
-    for _ in range(4):  # then 4 s per step
-        _step(cb, state, control, clock, 4.0)
-    cb.on_log(None, state, control, logs={"loss": 1.5, "learning_rate": 1e-3})
-    assert not control.should_log
-    _step(cb, state, control, clock, 4.0)
-    assert control.should_log  # the last step is always logged
-    cb.on_log(None, state, control, logs={"loss": 1.0, "learning_rate": 1e-3})
-    log = read_log(run.path / LOG)
-    assert [r["step"] for r in log] == [4, 8, 9]
-    assert [r["tok_s"] for r in log] == [round(4000 / 13, 1), 250.0, 250.0]  # not cumulative (8000 / 29 at step 8)
-    assert [r["mfu"] for r in log] == [round(4000 / 13 * 100 / 1e5, 4), 0.25, 0.25]
-    assert cb.tokens_per_second() == pytest.approx(8 * 1000 / 23)  # steps 2..9, the first step left out
-    assert cb.history[-1]["loss"] == 1.0
-
-
-def test_periodic_callback_writes_on_rank_0_every_n_steps(tmp_path):
-    calls = []
-    probe = Periodic(3, "probe.jsonl", lambda model, tok, step: calls.append(step) or {"acc": step / 10})
-    cb = PeriodicCallback(probe, tmp_path)
-    for step in range(1, 8):
-        cb.on_step_end(None, SimpleNamespace(global_step=step, is_world_process_zero=True), None, model="m", processing_class="t")
-    cb.on_step_end(None, SimpleNamespace(global_step=9, is_world_process_zero=False), None)
-    assert calls == [3, 6] and read_log(tmp_path / "probe.jsonl") == [{"step": 3, "acc": 0.3}, {"step": 6, "acc": 0.6}]
 
 
 # -- the optimizer section ---------------------------------------------------------------------------------------
@@ -233,9 +187,10 @@ def test_periodic_callback_writes_on_rank_0_every_n_steps(tmp_path):
 def test_optim_ranges_name_the_key(key, value, rule):
     with pytest.raises(ConfigError, match=rf"key '(optim\.)?{key}': must be {rule}"):  # NaN/inf: the generic rule, no section
         OptimConfig.from_dict({key: value})
-    for cls in (RLConfig, PretrainConfig):  # the nested section is checked inside every stage config
+    inputs = {RLConfig: {"data": ["d"]}, PretrainConfig: {"corpus": {"files": ["d"]}}}
+    for cls, data in inputs.items():  # the nested section is checked inside every stage config
         with pytest.raises(ConfigError, match=rf"key 'optim.{key}'"):
-            cls.from_dict({"model": "m", "data": ["d"], "out": "o", "optim": {key: value}})
+            cls.from_dict({"model": "m", **data, "out": "o", "optim": {key: value}})
     with pytest.raises(ConfigError, match=rf"key 'optim.{key}'"):  # also a section built in Python
         RLConfig(model="m", data=["d"], out="o", optim=OptimConfig(**{key: value})).check()
 

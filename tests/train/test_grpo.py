@@ -10,7 +10,9 @@ from midtrain.train.grpo import (
     dr_grpo_loss,
     first_error_advantages,
     group_advantages,
+    gspo_loss,
     informative_rows,
+    rloo_advantages,
     rl_flops,
     token_logprobs,
     zero_variance_fraction,
@@ -173,3 +175,30 @@ def test_per_token_advantages_in_the_loss_equal_a_sum_of_masked_losses():
     assert dr_grpo_loss(lp, old, per_token, mask, max_completion_len=4).item() == pytest.approx(
         dr_grpo_loss(lp, old, adv, mask * keep, max_completion_len=4).item()
     )
+
+
+def test_rloo_advantages_by_hand():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # G=4
+    # the first completion's baseline is the mean of the other three: (0 + 0 + 1) / 3
+    expected = torch.tensor([1 - 1 / 3, 0 - 2 / 3, 0 - 2 / 3, 1 - 1 / 3, 0, 0, 0, 0])
+    assert torch.allclose(rloo_advantages(rewards, 4), expected)
+    assert torch.allclose(rloo_advantages(rewards, 4), group_advantages(rewards, 4) * 4 / 3)  # G/(G−1) × Dr. GRPO's
+    with pytest.raises(ValueError):
+        rloo_advantages(rewards, 1)
+
+
+def test_gspo_loss_hand_computed():
+    logp = torch.log(torch.tensor([[0.5, 0.5, 0.9], [0.2, 0.9, 0.5]]))
+    old = torch.log(torch.tensor([[0.25, 0.5, 0.1], [0.4, 0.9, 0.5]]))
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    adv = torch.tensor([1.0, -2.0])
+    s0 = math.exp((math.log(2.0) + 0.0) / 2)  # the masked third token does not count
+    s1 = math.exp((math.log(0.5) + 0.0 + 0.0) / 3)
+    # row 0 (A=+1): min(s0, clip(s0, 0.8, 1.2)) = 1.2; row 1 (A=−2): min(−2·s1, −2·clip(s1)) = −2·0.8
+    expected = -(min(s0, 1.2) * 1.0 + min(-2 * s1, -2 * max(s1, 0.8))) / 2
+    assert gspo_loss(logp, old, adv, mask, 0.2, 0.2).item() == pytest.approx(expected, rel=1e-6)
+    # on-policy the ratio is 1 and the gradient is −A_i/(N·|o_i|) per valid token (length-normalised)
+    lp = logp.clone().requires_grad_(True)
+    gspo_loss(lp, lp.detach(), adv, mask).backward()
+    lengths = mask.sum(1, keepdim=True)
+    assert torch.allclose(lp.grad, -(adv[:, None] * mask) / (2 * lengths))

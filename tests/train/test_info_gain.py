@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from midtrain.errors import ConfigError
 from midtrain.train import info_gain as ig
-from midtrain.train import rl, rl_trainer
-from midtrain.train.rl import RL_OPTIM, RLConfig, run
+from midtrain.train import rl_trainer
+from midtrain.train.rl import run
+from midtrain.train.rl_config import RL_OPTIM, LossConfig, RLConfig, RolloutConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and deterministic
 
@@ -66,9 +67,9 @@ def test_thought_ids_left_pad_and_nothink_prompt():
 
 def test_batched_scoring_equals_one_sequence_at_a_time(nano_model):
     """Left padding with position ids and logits_to_keep gives each row the log-probs it has alone."""
-    from midtrain.train.rl import load_policy
+    from midtrain.models.init import load_model
 
-    model = load_policy(nano_model).eval()
+    model = load_model(nano_model).eval()
     contexts, refs = [[0, 11, 12, 13, 14], [0, 15]], [[20, 21], [22, 23, 24]]
     batched = ig.score_references(model, contexts, refs, pad_id=2)
     for i, (c, r) in enumerate(zip(contexts, refs)):
@@ -84,10 +85,10 @@ def test_config_errors_name_the_key():
         RLConfig.from_dict({**ok, "reward": "info_gain"})
     with pytest.raises(ConfigError, match="key 'reward': task 'answer' cannot use reward 'exact_match'"):
         RLConfig.from_dict({**ok, "reward": "exact_match"})
-    with pytest.raises(ConfigError, match="key 'vllm'"):
-        RLConfig.from_dict({**ok, "task": "suffix", "reward": "info_gain", "vllm": "colocate"})
-    with pytest.raises(ConfigError, match="ema_decay"):
-        RLConfig.from_dict({**ok, "task": "suffix", "reward": "info_gain", "ema_decay": 1.5})
+    with pytest.raises(ConfigError, match=r"key 'vllm\.mode'"):
+        RLConfig.from_dict({**ok, "task": "suffix", "reward": "info_gain", "vllm": {"mode": "colocate"}})
+    with pytest.raises(ConfigError, match=r"loss\.ema_decay"):
+        RLConfig.from_dict({**ok, "task": "suffix", "reward": "info_gain", "loss": {"ema_decay": 1.5}})
     assert RLConfig.from_dict({**ok, "task": "suffix", "reward": "exact_match"}).resolved_reward() == "exact_match"
 
 
@@ -124,11 +125,10 @@ def _cfg(model, data, out, **kw) -> RLConfig:
         out=str(out),
         task="suffix",
         reward="info_gain",
-        ema_decay=0.5,
+        loss=LossConfig(ema_decay=0.5),
         max_steps=2,
         per_device_batch_size=8,
-        num_generations=4,
-        max_completion_length=10,
+        rollout=RolloutConfig(num_generations=4, max_completion_length=10),
         optim=RL_OPTIM.replace(lr=1e-3),
         save_every_steps=1,
         keep_checkpoints=0,
@@ -143,23 +143,22 @@ def test_info_gain_run_trains_only_the_thought_and_moves_the_ema(nano_model, tmp
 
     close = AutoTokenizer.from_pretrained(str(nano_model)).convert_tokens_to_ids("</think>")
     seen: dict[str, list] = {"masks": [], "ids": []}
-    original_loss = rl_trainer.make_trainer_class()  # the class under test; record what its loss sees
 
-    class Spy(original_loss):  # type: ignore[misc, valid-type]
+    class Spy(rl_trainer.MidtrainGRPOTrainer):  # the class under test; record what its loss sees
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             seen["masks"].append(inputs["completion_mask"].clone())
             seen["ids"].append(inputs["completion_ids"].clone())
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
-    monkeypatch.setattr("midtrain.train.rl.make_trainer_class", lambda: Spy)
-    build = rl.build_grpo_config
+    monkeypatch.setattr(rl_trainer, "MidtrainGRPOTrainer", Spy)
+    build = rl_trainer.build_grpo_config
 
     def biased(cfg, output_dir):  # the random nano model rarely closes a thought in 10 tokens: make </think> likely
         args = build(cfg, output_dir)
         args.generation_kwargs = {"sequence_bias": {(close,): 4.0}}
         return args
 
-    monkeypatch.setattr(rl, "build_grpo_config", biased)
+    monkeypatch.setattr(rl_trainer, "build_grpo_config", biased)
     out = tmp_path / "r"
     res = run(_cfg(nano_model, _tasks(tmp_path / "t.jsonl"), out))
     assert res.metrics["steps"] == 2 and res.metrics["reward"] == "info_gain" and res.metrics["reward_errors"] == 0

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from midtrain.errors import ConfigError, DataError
+from midtrain.synth.diagnose import DiagnosticsConfig
+from midtrain.train.corpus import CorpusConfig
 from midtrain.train.lm import OptimConfig
 from midtrain.train.pretrain import PretrainConfig, run
 
@@ -17,7 +19,7 @@ from midtrain.train.pretrain import PretrainConfig, run
 def _cfg(nano_model, corpus, out, **kw):
     base = dict(
         model=str(nano_model),
-        data=[str(corpus)],
+        corpus=CorpusConfig(files=[str(corpus)]),
         out=str(out),
         seq_len=64,
         batch_size=8,
@@ -101,6 +103,25 @@ def test_resume_follows_the_uninterrupted_curve(nano_model, corpus, tmp_path, mo
     assert not res.cached
 
 
+def test_default_config_killed_after_the_first_interval_resumes_from_a_checkpoint(nano_model, corpus, tmp_path, monkeypatch):
+    """The default save policy (500 steps or 30 minutes) on a run whose steps take 16 minutes of a fake clock: a
+    save every second step, so a crash in step 5 loses step 5 only and the re-run resumes from checkpoint-4."""
+    from midtrain.train import checkpointing
+
+    ticks = iter(range(0, 10**6, 16 * 60))  # each reading of the clock is 16 minutes later
+    monkeypatch.setattr(checkpointing, "now", lambda: float(next(ticks)))
+    cfg = _cfg(nano_model, corpus, tmp_path / "r", max_steps=8, log_every_steps=1)
+    assert (cfg.save_every_steps, cfg.save_every_minutes) == (500, 30.0)  # nothing about saving is set here
+    recording_steps(monkeypatch, crash_at=5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg)
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]  # keep 2
+    resumed = recording_steps(monkeypatch)
+    res = run(cfg)
+    assert len(resumed) == 4  # steps 5-8: only what came after the newest checkpoint
+    assert [r["step"] for r in _log(tmp_path / "r")] == list(range(1, 9)) and res.metrics["steps"] == 8
+
+
 def test_max_tokens_counts_rows_times_seq_len(nano_model, corpus, tmp_path):
     from midtrain.train.lm import planned_steps
 
@@ -119,14 +140,14 @@ def test_training_from_a_token_store_and_completion_only(nano_model, tmp_path):
 
     recs = [{"prompt": f"a={i % 5}.?a<think>", "completion": f"a={i % 5}.</think><answer>{i % 5}</answer>"} for i in range(64)]
     (tmp_path / "pc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    tokenize(TokenizeConfig(model=str(nano_model), data=[str(tmp_path / "pc.jsonl")], out=str(tmp_path / "tok")))
+    tokenize(TokenizeConfig(model=str(nano_model), corpus=CorpusConfig(files=[str(tmp_path / "pc.jsonl")]), out=str(tmp_path / "tok")))
     base = dict(model=str(nano_model), tokens=str(tmp_path / "tok"), out=str(tmp_path / "r"), seq_len=64, batch_size=4, max_steps=2)
     full = run(PretrainConfig(**base)).metrics
     masked = run(PretrainConfig(**{**base, "out": str(tmp_path / "m"), "completion_only": True})).metrics
     assert masked["rows"] == full["rows"] and 0 < masked["target_tokens"] < full["target_tokens"]
     assert not (tmp_path / "r" / "tokens").exists()  # the given store is used, nothing tokenized again
     with pytest.raises(ConfigError, match="key 'tokens'"):
-        PretrainConfig(**{**base, "data": [str(tmp_path / "pc.jsonl")]}).validate()
+        PretrainConfig(**{**base, "corpus": CorpusConfig(files=[str(tmp_path / "pc.jsonl")])}).validate()
     with pytest.raises(ConfigError, match="weights.nope"):
         run(PretrainConfig(**{**base, "out": str(tmp_path / "w"), "weights": {"nope": 1.0}}))
 
@@ -171,7 +192,7 @@ def test_two_gloo_processes_match_one(nano_model, corpus, tmp_path):
     common = [
         "--model",
         str(nano_model),
-        "--data",
+        "--corpus.files",
         str(corpus),
         "--seq-len",
         "64",
@@ -225,8 +246,8 @@ def test_two_gloo_processes_match_one(nano_model, corpus, tmp_path):
 
 
 def test_diagnostics_during_pretraining(nano_model, tmp_path):
-    from midtrain.data import write_jsonl
-    from midtrain.synth import generate_problems
+    from midtrain.data.jsonl import write_jsonl
+    from midtrain.synth.generate import generate_problems
 
     probs = generate_problems(n=40, ops="2-3", render="compact", modulus=10, order="dependency", seed=3)
     write_jsonl(tmp_path / "p.jsonl", probs)
@@ -236,9 +257,7 @@ def test_diagnostics_during_pretraining(nano_model, tmp_path):
             tmp_path / "p.jsonl",
             tmp_path / "r",
             max_steps=6,
-            diagnose_data=str(tmp_path / "p.jsonl"),
-            diagnose_every_steps=3,
-            diagnose_n=4,
+            diagnose=DiagnosticsConfig(data=str(tmp_path / "p.jsonl"), every_steps=3, n=4),
         )
     )
     rows = [json.loads(l) for l in (tmp_path / "r" / "diagnostics.jsonl").read_text().splitlines()]
@@ -276,7 +295,7 @@ def test_two_gloo_ranks_see_disjoint_rows_covering_all(nano_model, corpus, tmp_p
     script = tmp_path / "record.py"
     script.write_text(RANK_RECORDER)
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
-    args = ["--model", str(nano_model), "--data", str(corpus), "--seq-len", "64", "--batch-size", "4", "--max-steps", "3"]
+    args = ["--model", str(nano_model), "--corpus.files", str(corpus), "--seq-len", "64", "--batch-size", "4", "--max-steps", "3"]
     args += ["--precision", "fp32", "--out", str(tmp_path / "r")]
     launch = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
     proc = subprocess.run(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.data import iter_jsonl
+from midtrain.data.jsonl import iter_jsonl
+from midtrain.train.corpus import CorpusConfig
 from midtrain.train.pretrain import PretrainConfig, run
 
 
@@ -42,7 +43,9 @@ def test_glob_parquet_shards_and_save_to_disk_all_train_on_the_same_rows(nano_mo
     forms = write_forms(corpus, tmp_path / "in")
     metrics = {}
     for name, spec in forms.items():
-        cfg = PretrainConfig(model=str(nano_model), data=[spec], out=str(tmp_path / name), seq_len=64, batch_size=8, max_steps=3)
+        cfg = PretrainConfig(
+            model=str(nano_model), corpus=CorpusConfig(files=[spec]), out=str(tmp_path / name), seq_len=64, batch_size=8, max_steps=3
+        )
         metrics[name] = run(cfg).metrics
         assert (tmp_path / name / "model.safetensors").is_file()
     plain = metrics.pop("plain")

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from midtrain.errors import ConfigError
+from midtrain.synth.generate import SynthConfig, generate_problems
 from midtrain.thoughts import opens_thought
 from midtrain.train.rewards import (
     REWARD_COLUMNS,
@@ -54,10 +55,7 @@ def test_choice_reward_letters_and_indices():
 
 
 def test_synthetic_rewards_use_the_record_column():
-    synth = pytest.importorskip("midtrain.synth")
-    (problem,) = synth.generate_problems(
-        synth.SynthConfig(ops="2", n=1, render="compact", modulus=10, order="dependency", distractors=False, seed=3)
-    )
+    (problem,) = generate_problems(SynthConfig(ops="2", n=1, render="compact", modulus=10, order="dependency", distractors=False, seed=3))
     record = json.dumps(problem)
     gold = problem["completion"]
     wrong_answer = gold.rsplit("<answer>", 1)[0] + "<answer>" + str((int(problem["answer"]) + 1) % 10) + "</answer>"

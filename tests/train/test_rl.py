@@ -1,4 +1,6 @@
-"""``midtrain rl``: TRL computes our Dr. GRPO, end-to-end learning on a synthetic task, resume, bad input."""
+"""``midtrain rl`` (midtrain.train.rl): end-to-end learning on a synthetic task, artifacts, resume, bad input, ranks.
+
+TRL's update against ours is tests/train/test_rl_trainer.py; the config's rules tests/train/test_rl_config.py."""
 
 from __future__ import annotations
 
@@ -10,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from midtrain.config import load_config
 from midtrain.errors import ConfigError, DataError, MidtrainError
-from midtrain.train import rl, rl_trainer
-from midtrain.train.grpo import dr_grpo_loss, group_advantages, token_logprobs
-from midtrain.train.rl import RL_OPTIM, RLConfig, run
+from midtrain.train.rl import run
+from midtrain.train.rl_config import RL_OPTIM, PromptsConfig, RLConfig, RLJudgeConfig, RolloutConfig, VLLMConfig
+from midtrain.train.rl_log import COUNTERS
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and deterministic
 
@@ -40,8 +41,7 @@ def _cfg(model, data, out, **kw) -> RLConfig:
         out=str(out),
         max_steps=2,
         per_device_batch_size=8,
-        num_generations=4,
-        max_completion_length=12,
+        rollout=RolloutConfig(num_generations=4, max_completion_length=12),
         optim=RL_OPTIM.replace(lr=1e-4),
         save_every_steps=0,
         precision="fp32",
@@ -59,134 +59,15 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
 
 
-# -- TRL computes exactly our Dr. GRPO ---------------------------------------------------------------------------
-def _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, answers, reward_name="math", columns=None, credit="sequence", **cfg_kw):
-    """A real trainer whose generation returns ``texts`` for ``prompts``; returns (trainer, scored batch).
-
-    ``columns``: extra dataset columns per row (e.g. the synthetic ``record``)."""
-    from datasets import Dataset
-
-    from midtrain.models.tokenizer import load_tokenizer
-    from midtrain.train.rewards import build_reward, for_trl
-
-    cfg = _cfg(nano_model, rl_tasks, tmp_path / "x", max_completion_length=6, **cfg_kw)
-    tok = load_tokenizer(nano_model)
-    tok.padding_side = "left"
-    reward = build_reward(reward_name)
-    trainer = rl_trainer.make_trainer_class()(
-        model=rl.load_policy(nano_model),
-        reward_funcs=for_trl(reward),
-        args=rl.build_grpo_config(cfg, str(tmp_path / "ck")),
-        train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8),
-        processing_class=tok,
-    )
-    trainer.counters, trainer.reward, trainer.credit = rl_trainer.Counters(), reward, credit
-    prompt_ids = [tok(p)["input_ids"] for p in prompts]
-    completion_ids = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
-    trainer._generate = lambda batch: (prompt_ids, completion_ids, None, texts, None, {}, None, [])
-    trainer.model.train()
-    rows = [{"prompt": p, "answer": a, **(columns[i] if columns else {})} for i, (p, a) in enumerate(zip(prompts, answers))]
-    out = trainer._generate_and_score_completions(rows)
-    trainer.current_gradient_accumulation_steps = 1
-    return trainer, out
-
-
-def test_trl_advantages_and_loss_equal_ours(nano_model, rl_tasks, tmp_path):
-    """With our config, GRPOTrainer's advantages are group_advantages(·, "none") and its loss is dr_grpo_loss."""
-    G = 4
-    prompts = ["a=1.b=a+2.?b"] * G + ["a=2.b=a+2.?b"] * G
-    texts = ["3", "4", "3", "x3", "4", "4", "5", "4"]  # group 1 rewards [1,0,1,0], group 2 [1,1,0,1]
-    trainer, out = _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, ["3"] * 4 + ["4"] * 4, temperature=0.7)
-    rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
-    assert torch.allclose(out["advantages"], group_advantages(rewards, G, "none"))
-    assert torch.allclose(out["advantages"], torch.tensor([0.5, -0.5, 0.5, -0.5, 0.25, 0.25, -0.75, 0.25]))
-
-    loss_trl = trainer._compute_loss(trainer.model, out)
-    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
-    attn = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
-    T = out["completion_ids"].size(1)
-    with torch.no_grad():
-        logits = trainer.model(input_ids=ids, attention_mask=attn).logits[:, -T - 1 : -1]
-    logp = token_logprobs(logits, out["completion_ids"], temperature=0.7)
-    ours = dr_grpo_loss(logp, logp, out["advantages"], out["completion_mask"], 0.2, 0.2, max_completion_len=6)
-    assert loss_trl.item() == pytest.approx(ours.item(), rel=1e-4, abs=1e-7)
-    assert abs(ours.item()) > 1e-4  # a non-trivial batch
-
-
-def test_zero_advantage_rows_are_skipped_without_changing_loss_or_gradient(nano_model, rl_tasks, tmp_path):
-    """A zero-variance group (Â = 0) is left out of the forward pass; loss and gradient equal the full batch's."""
-    prompts = ["a=1.b=a+2.?b"] * 4 + ["a=2.b=a+2.?b"] * 4
-    texts = ["3", "3", "3", "3", "4", "4", "x5", "4"]  # group 1 all right (Â = 0), group 2 [1,1,0,1]
-    trainer, out = _scored_batch(nano_model, rl_tasks, tmp_path, prompts, texts, ["3"] * 4 + ["4"] * 4)
-    assert (out["advantages"][:4] == 0).all() and (out["advantages"][4:] != 0).all()
-
-    def loss_and_grad(skip: bool):
-        trainer.skip_zero_advantage = skip
-        trainer.model.zero_grad()
-        before = trainer.counters.tokens_trained
-        loss = trainer.compute_loss(trainer.model, dict(out))
-        loss.backward()
-        grads = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
-        return loss.item(), grads, trainer.counters.tokens_trained - before
-
-    loss_all, g_all, tok_all = loss_and_grad(False)
-    loss_skip, g_skip, tok_skip = loss_and_grad(True)
-    assert abs(loss_all) > 1e-6 and loss_skip == pytest.approx(loss_all, rel=1e-5, abs=1e-8)
-    assert len(g_all) == len(g_skip) and all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(g_all, g_skip))
-    assert tok_skip < tok_all  # the zero-variance group was not forwarded
-
-
-def test_first_error_credit_gives_each_token_its_advantage(nano_model, rl_tasks, tmp_path):
-    """credit=first_error: the scored batch carries [N, T] advantages, cut at the verifier's first wrong step."""
-    from midtrain.synth.generate import SynthConfig, generate_problems
-
-    rec = generate_problems(SynthConfig(ops="3", n=1, seed=5, render="compact", modulus=10, order="dependency", distractors=False))[0]
-    good = rec["solution"] + f"</think><answer>{rec['answer']}</answer>"
-    steps = rec["solution"].split(".")
-    bad = ".".join([steps[0], steps[1] + "1", *steps[2:]]) + "</think><answer>9</answer>"  # step 2's value is wrong
-    lucky = ".".join([steps[0], steps[1] + "1", *steps[2:]]) + f"</think><answer>{rec['answer']}</answer>"
-    texts, prompt = [good, bad, lucky, bad], rec["problem"] + rec["question"] + "<think>"
-    columns = [{"record": json.dumps(rec)}] * 4
-    trainer, out = _scored_batch(
-        nano_model, rl_tasks, tmp_path, [prompt] * 4, texts, [rec["answer"]] * 4, "synthetic_process", columns, "first_error"
-    )
-    adv, ids = out["advantages"], out["completion_ids"]
-    assert adv.shape == ids.shape
-    seq = [row[row != 0][0] for row in adv]  # each row's Â_i: the value of its credited tokens
-    assert seq[0] > 0 and seq[1] < 0 and seq[3] < 0  # verified > lucky (wrong step, right answer) > wrong answer
-    e = rl_trainer.token_at(ids[1].tolist(), bad, len(steps[0]) + 1, trainer._tokenizer)  # the second clause's token
-    assert 0 < e < ids.size(1)
-    assert (adv[0] == adv[0, 0]).all()  # verified: the same advantage on every token
-    assert (adv[1, :e] == 0).all() and (adv[1, e:] == seq[1]).all()  # failed: blamed from its mistake on
-    if seq[2] > 0:  # lucky, above the group mean: credited only before its mistake
-        assert (adv[2, :e] == seq[2]).all() and (adv[2, e:] == 0).all()
-    else:
-        assert (adv[2, :e] == 0).all() and (adv[2, e:] == seq[2]).all()
-    loss = trainer.compute_loss(trainer.model, dict(out))
-    assert torch.isfinite(loss) and abs(loss.item()) > 1e-6
-
-
-def test_token_at_maps_characters_to_tokens(nano_model):
-    from midtrain.models.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(nano_model)
-    text = "a=1.b=a+2=3.</think><answer>3</answer>"
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    for offset in (0, 4, 12, len(text) - 1):
-        k = rl_trainer.token_at(ids, text, offset, tok)
-        assert len(tok.decode(ids[:k])) <= offset < len(tok.decode(ids[: k + 1]))
-    assert rl_trainer.token_at(ids, text, len(text), tok) == len(ids)
-
-
 # -- end to end --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):
     """Stated margin: sampled outcome reward +0.15 or more after 10 Dr. GRPO steps (measured +0.30)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from midtrain import synth
-    from midtrain.data import read_all
+    from midtrain.data.corpus import read_all
     from midtrain.models.generation import generate
+    from midtrain.synth.verify import reward
 
     problems = read_all(synthetic_base["problems"])
 
@@ -194,7 +75,7 @@ def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):
         model = AutoModelForCausalLM.from_pretrained(str(model_dir))
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         gens = generate(model, tok, [p["prompt"] for p in problems], max_new_tokens=32, temperature=1.0, n=16, seed=123)
-        scores = [synth.reward(p, g.text, "outcome") for p, gs in zip(problems, gens) for g in gs]
+        scores = [reward(p, g.text, "outcome") for p, gs in zip(problems, gens) for g in gs]
         return sum(scores) / len(scores)
 
     out = tmp_path / "rl"
@@ -205,8 +86,7 @@ def test_rl_raises_reward_on_synthetic_task(synthetic_base, tmp_path):
         out=str(out),
         max_steps=10,
         per_device_batch_size=32,
-        num_generations=8,
-        max_completion_length=32,
+        rollout=RolloutConfig(num_generations=8, max_completion_length=32),
         optim=RL_OPTIM.replace(lr=1e-4),
         save_every_steps=5,
         precision="fp32",
@@ -262,9 +142,9 @@ def test_rl_run_artifacts_and_json_cli(nano_model, rl_tasks, tmp_path, capsys):
             "2",
             "--per-device-batch-size",
             "8",
-            "--num-generations",
+            "--rollout.num-generations",
             "4",
-            "--max-completion-length",
+            "--rollout.max-completion-length",
             "8",
             "--save-every-steps",
             "0",
@@ -298,7 +178,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(nano_model, rl_tasks, tmp_p
         run(cfg)
     meta = json.loads((out / "midtrain.json").read_text())
     assert meta["status"] == "failed" and not (out / "COMPLETE").exists()
-    assert (out / "checkpoints" / "checkpoint-2" / rl.COUNTERS).is_file()
+    assert (out / "checkpoints" / "checkpoint-2" / COUNTERS).is_file()
     assert [r["step"] for r in _log(out)] == [1, 2]  # step 3 never reached its log line
 
     kill_rl_at(None)
@@ -390,79 +270,14 @@ def test_checkpoint_of_another_architecture_is_refused(nano_model, rl_tasks, tmp
         run(_cfg(tmp_path / "nowhere", rl_tasks, out))
 
 
-def test_config_rules():
-    ok = dict(model="m", data=["d.jsonl"], out="o")
-    with pytest.raises(ConfigError, match="num_generations"):
-        RLConfig.from_dict({**ok, "per_device_batch_size": 6, "num_generations": 4})
-    with pytest.raises(ConfigError, match="task 'suffix' cannot use reward 'math'"):
-        RLConfig.from_dict({**ok, "task": "suffix", "reward": "math"})
-    with pytest.raises(ConfigError, match="prompt_template"):
-        RLConfig.from_dict({**ok, "prompt_template": "no placeholder"})
-    with pytest.raises(ConfigError, match="one of 'off', 'colocate', 'server'"):
-        RLConfig.from_dict({**ok, "vllm": "yes"})
-    with pytest.raises(ConfigError, match="key 'credit': first_error needs .* got 'math'"):
-        RLConfig.from_dict({**ok, "credit": "first_error"})
-    assert RLConfig.from_dict({**ok, "credit": "first_error", "reward": "synthetic_strict"}).credit == "first_error"
-    cfg = RLConfig.from_dict({**ok, "task": "suffix"})
-    assert cfg.resolved_reward() == "judge" and cfg.resolved_answer_field() == "reference"
-    args = rl.build_grpo_config(RLConfig.from_dict({**ok, "precision": "fp32"}), "/tmp/x")
-    assert (args.loss_type, args.scale_rewards, args.beta, args.use_vllm) == ("dr_grpo", "none", 0.0, False)
-    assert args.max_completion_length == 256 and args.epsilon == args.epsilon_high == 0.2 and not args.bf16
-
-
 def test_vllm_modes_need_vllm(nano_model, rl_tasks, tmp_path):
     import importlib.util
 
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")
     with pytest.raises(ConfigError, match="needs vLLM"):
-        run(_cfg(nano_model, rl_tasks, tmp_path / "o", vllm="server"))
+        run(_cfg(nano_model, rl_tasks, tmp_path / "o", vllm=VLLMConfig(mode="server")))
     assert not (tmp_path / "o").exists()
-
-
-def test_prompt_template_and_bos(nano_model, tmp_path):
-    from midtrain.models.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(nano_model)
-    data = _write(
-        tmp_path / "g.jsonl", [{"problem": "What is 2+2?", "answer": 4, "level": 1}, {"problem": "1+1?", "answer": "2", "level": 2}]
-    )
-    cfg = RLConfig.from_dict(
-        dict(
-            model=str(nano_model),
-            data=[str(data)],
-            out="o",
-            prompt_field="problem",
-            prompt_template="thinking",
-            per_device_batch_size=8,
-            num_generations=4,
-        )
-    )
-    rows, stats = rl.load_tasks(cfg, tok, 1024)
-    assert rows[0]["prompt"].startswith("Solve the problem.") and rows[0]["prompt"].endswith("What is 2+2?\n\n<think>")
-    ids = tok(rows[0]["prompt"])["input_ids"]  # as TRL tokenizes prompts: the tokenizer's post-processor adds the BOS
-    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
-    assert rows[0]["answer"] == "4" and stats["prompts"] == 2
-    cfg2 = cfg.replace(prompt_template="[L{level}] {prompt} {missing} \\frac{1}{2}", add_bos=False)
-    rows2, _ = rl.load_tasks(cfg2, tok, 1024)
-    assert rows2[1]["prompt"] == "[L2] 1+1? {missing} \\frac{1}{2}"  # LaTeX braces and unknown names are left alone
-    mc = _write(tmp_path / "mc.jsonl", [{"prompt": "Q?", "choices": ["yes", "no"], "answer": "A"}] * 2)
-    rows4, _ = rl.load_tasks(
-        cfg.replace(data=[str(mc)], prompt_field="prompt", reward="choice", prompt_template="{prompt}\n{choices}"), tok, 1024
-    )
-    assert rows4[0]["prompt"].endswith("Q?\nA. yes\nB. no") and rows4[0]["choices"] == ["yes", "no"]
-    short = len(tok(rows[1]["prompt"])["input_ids"])
-    rows3, stats3 = rl.load_tasks(cfg.replace(max_prompt_tokens=short, per_device_batch_size=4), tok, 1024)
-    assert stats3["prompts_dropped_too_long"] == 1 and rows3 == [rows[1]]
-
-
-def test_shipped_rl_configs_validate():
-    root = Path(__file__).resolve().parents[2] / "configs" / "rl"
-    paths = sorted(root.glob("*.yaml"))
-    assert paths, "configs/rl/*.yaml missing"
-    for path in paths:
-        assert path.read_text().splitlines()[0] == "# midtrain: rl", path
-        assert load_config(RLConfig, path).to_dict()
 
 
 @pytest.mark.slow
@@ -505,9 +320,9 @@ def test_two_gloo_processes(nano_model, rl_tasks, tmp_path):
             "2",
             "--per-device-batch-size",
             "4",
-            "--num-generations",
+            "--rollout.num-generations",
             "4",
-            "--max-completion-length",
+            "--rollout.max-completion-length",
             "8",
             "--save-every-steps",
             "1",
@@ -524,7 +339,7 @@ def test_two_gloo_processes(nano_model, rl_tasks, tmp_path):
     assert [r["step"] for r in _log(out)] == [1, 2]  # one writer
     meta = json.loads((out / "midtrain.json").read_text())
     assert meta["status"] == "complete" and meta["metrics"]["steps"] == 2
-    assert (out / "checkpoints" / "checkpoint-2" / rl.COUNTERS).is_file() and (out / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "checkpoint-2" / COUNTERS).is_file() and (out / "model.safetensors").is_file()
     assert proc.stdout.count("rl: ") == 1  # only rank 0 reports
 
 
@@ -545,7 +360,7 @@ def test_every_task_kind_runs_through_trl(kind, nano_model, tmp_path):
     """Plumbing: each reward gets its columns from the dataset through TRL and the run completes."""
     if kind == "suffix":
         records = [{"prompt": f"The cat sat on the mat {i}.", "reference": "Then it slept."} for i in range(4)]
-        cfg = _cfg(nano_model, _write(tmp_path / "s.jsonl", records), tmp_path / "o", task="suffix", judge="token_f1")
+        cfg = _cfg(nano_model, _write(tmp_path / "s.jsonl", records), tmp_path / "o", task="suffix", judge=RLJudgeConfig(kind="token_f1"))
     elif kind == "exact_match":
         records = [{"prompt": f"The cat sat on the mat {i}.<think>", "reference": "Then it slept."} for i in range(4)]
         cfg = _cfg(nano_model, _write(tmp_path / "s.jsonl", records), tmp_path / "o", task="suffix", reward="exact_match")
@@ -556,12 +371,12 @@ def test_every_task_kind_runs_through_trl(kind, nano_model, tmp_path):
             _write(tmp_path / "c.jsonl", records),
             tmp_path / "o",
             reward="choice",
-            prompt_field="question",
-            prompt_template="{prompt} Options: {choices}\n<think>",
+            prompts=PromptsConfig(field="question", template="{prompt} Options: {choices}\n<think>"),
         )
     else:
-        synth = pytest.importorskip("midtrain.synth")
-        records = synth.generate_problems(synth.SynthConfig(ops="2", n=4, render="compact", modulus=10, order="dependency", seed=0))
+        from midtrain.synth.generate import SynthConfig, generate_problems
+
+        records = generate_problems(SynthConfig(ops="2", n=4, render="compact", modulus=10, order="dependency", seed=0))
         cfg = _cfg(nano_model, _write(tmp_path / "p.jsonl", records), tmp_path / "o", reward="synthetic_process")
     res = run(cfg)
     assert res.metrics["steps"] == 2 and res.metrics["reward_errors"] == 0

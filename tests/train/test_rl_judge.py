@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 
 import midtrain.llm.judge as judge_mod
-from midtrain.llm.backends import BackendConfig, OpenAIBackend
+from midtrain.llm.backends import OpenAIBackend
+from midtrain.llm.config import BackendConfig
 from midtrain.llm.judge import VERDICT_CACHE, LLMJudge
 from midtrain.llm.serve import HTTPFault, OpenAIServer
 from midtrain.train.rewards import RewardAborted, build_reward
-from midtrain.train.rl import RL_OPTIM, RLConfig, run
+from midtrain.train.rl import run
+from midtrain.train.rl_config import RL_OPTIM, RLConfig, RLJudgeConfig, RolloutConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and deterministic
 
@@ -26,7 +28,7 @@ def dead_url() -> str:
 
 
 def llm_judge(url: str) -> LLMJudge:
-    return LLMJudge(OpenAIBackend("j", base_url=url, api="chat", max_retries=0, timeout_s=5))
+    return LLMJudge(OpenAIBackend(BackendConfig(backend="openai", model="j", base_url=url, api="chat", max_retries=0, timeout_s=5)))
 
 
 def fails_on_bad(prompt: str, body: dict) -> str:
@@ -65,12 +67,10 @@ def rl_cfg(model: Path, tmp_path: Path, url: str, **kw) -> RLConfig:
         data=[str(data)],
         out=str(tmp_path / "o"),
         task="suffix",
-        judge="llm",
-        judge_backend=BackendConfig(backend="openai", base_url=url, api="chat", max_retries=0, timeout_s=5),
+        judge=RLJudgeConfig(kind="llm", backend=BackendConfig(backend="openai", base_url=url, api="chat", max_retries=0, timeout_s=5)),
         max_steps=2,
         per_device_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
+        rollout=RolloutConfig(num_generations=4, max_completion_length=8),
         optim=RL_OPTIM.replace(lr=1e-4),
         save_every_steps=0,
         precision="fp32",
@@ -98,7 +98,8 @@ def test_rl_logs_judge_failures_and_caches_verdicts(nano_model, tmp_path, judge_
         return "<think>they differ</think>VERDICT: NO"
 
     with OpenAIServer(flaky) as srv:
-        res = run(rl_cfg(nano_model, tmp_path, srv.url, judge_max_new_tokens=64))
+        cfg = rl_cfg(nano_model, tmp_path, srv.url)
+        res = run(cfg.replace(**{"judge.max_new_tokens": 64}))
         failed = srv.stats["http_500"]
     log = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
     assert failed > 0 and sum(r["reward_errors"] for r in log) == failed == res.metrics["reward_errors"]

@@ -5,36 +5,15 @@ from __future__ import annotations
 import pytest
 
 from midtrain.models import sampler
-from midtrain.train import rl, rl_trainer
-from midtrain.train.info_gain import stop_at_close
-from midtrain.train.rl import RL_OPTIM, RLConfig
+from midtrain.train.rl_config import RolloutConfig
+from midtrain.train.rl_trainer import add_stop_ids
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _trainer(nano_model, rl_tasks, tmp_path, **kw):
-    from datasets import Dataset
-
-    from midtrain.models.tokenizer import load_tokenizer
-    from midtrain.train.rewards import build_reward, for_trl
-
-    base = dict(max_steps=1, per_device_batch_size=8, num_generations=4, max_completion_length=10, precision="fp32", save_every_steps=0)
-    cfg = RLConfig(model=str(nano_model), data=[str(rl_tasks)], out=str(tmp_path / "x"), optim=RL_OPTIM, **{**base, **kw})
-    tok = load_tokenizer(nano_model)
-    trainer = rl_trainer.make_trainer_class()(
-        model=rl.load_policy(nano_model),
-        reward_funcs=for_trl(build_reward("math")),
-        args=rl.build_grpo_config(cfg, str(tmp_path / "ck")),
-        train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8),
-        processing_class=tok,
-    )
-    trainer.model.train()
-    return trainer, tok
-
-
-def test_rollouts_come_from_the_sampler_and_equal_trl_generate(nano_model, rl_tasks, tmp_path, monkeypatch):
+def test_rollouts_come_from_the_sampler_and_equal_trl_generate(make_rl_trainer, monkeypatch):
     # top_k = 1: sampling is deterministic on both paths, so the completions must be identical
-    trainer, tok = _trainer(nano_model, rl_tasks, tmp_path, top_k=1, temperature=0.7)
+    trainer, tok = make_rl_trainer(rollout=RolloutConfig(num_generations=4, max_completion_length=10, top_k=1, temperature=0.7))
     prompts = ["a=1.b=a+2.?b<think>", "x", "a=3.b=a+a.c=b+1.?c<think>", "b=2.?b"]
     prompt_ids = [tok(tok.bos_token + p, add_special_tokens=False)["input_ids"] for p in prompts]
     calls = []
@@ -51,7 +30,7 @@ def test_rollouts_come_from_the_sampler_and_equal_trl_generate(nano_model, rl_ta
     # info_gain's extra stop id (</think>) ends completions on both paths
     monkeypatch.delenv("MIDTRAIN_SAMPLER")
     close = next(t for c in ours for t in c[1:3])  # an id the rollouts emit early
-    stop_at_close(trainer, close)
+    add_stop_ids(trainer, (close,))
     ours, _ = trainer._generate_single_turn(prompt_ids, None, {}, 4)
     assert calls[-1]["eos_token_ids"] == trainer.eos_token_ids and len(calls) == 2
     monkeypatch.setenv("MIDTRAIN_SAMPLER", "hf")
@@ -59,9 +38,8 @@ def test_rollouts_come_from_the_sampler_and_equal_trl_generate(nano_model, rl_ta
     assert any(c[-1] == close for c in ours)
 
 
-def test_bf16_generation_falls_back_to_trl(nano_model, rl_tasks, tmp_path, monkeypatch):
-    trainer, tok = _trainer(nano_model, rl_tasks, tmp_path)
-    trainer.use_bf16_generation = True
+def test_bf16_generation_falls_back_to_trl(make_rl_trainer, monkeypatch):
+    trainer, tok = make_rl_trainer(extras={"bf16_generation": True})
     monkeypatch.setattr(sampler, "sample", lambda *a, **k: pytest.fail("the sampler must not run"))
     out, _ = trainer._generate_single_turn([tok("a=1.?a")["input_ids"]], None, {}, 4)
     assert len(out) == 1

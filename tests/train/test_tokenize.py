@@ -6,12 +6,14 @@ import pytest
 from test_data import reference_pack  # tests/train is on sys.path (rootdir-relative, no __init__)
 
 from midtrain.errors import ConfigError, DataError, RunDirError
+from midtrain.train.corpus import CorpusConfig
 from midtrain.train.data import PackedDataset, pack_plan
 from midtrain.train.tokenize import TokenizeConfig, open_store, run, token_dtype
 
 
-def tokenize(tokenizer_dir, out, data, **kw):
-    return run(TokenizeConfig(model=str(tokenizer_dir), data=[str(d) for d in data], out=str(out), **kw))
+def tokenize(tokenizer_dir, out, data, fmt="auto", **kw):
+    corpus = CorpusConfig(files=[str(d) for d in data], format=fmt)
+    return run(TokenizeConfig(model=str(tokenizer_dir), corpus=corpus, out=str(out), **kw))
 
 
 def write(path, records):
@@ -72,8 +74,8 @@ def test_augmented_records_render_with_or_without_thoughts(tokenizer_dir, tmp_pa
     tok = load_tokenizer(tokenizer_dir)
     rec = {"id": "x", "segments": [{"text": "a=1.", "thought": "so a is 1"}, {"text": "b=2.", "thought": ""}], "status": "accepted"}
     p = write(tmp_path / "aug.jsonl", [rec, {**rec, "id": "y", "status": "rejected"}])
-    tokenize(tokenizer_dir, tmp_path / "think", [p], format="augmented")
-    tokenize(tokenizer_dir, tmp_path / "raw", [p], format="augmented_raw")
+    tokenize(tokenizer_dir, tmp_path / "think", [p], fmt="augmented")
+    tokenize(tokenizer_dir, tmp_path / "raw", [p], fmt="augmented_raw")
     ((think, _),) = doc_tokens(open_store(tmp_path / "think"))
     ((raw, _),) = doc_tokens(open_store(tmp_path / "raw"))
     assert tok.decode(think[1:-1]) == "a=1.<think>so a is 1</think>b=2."
@@ -126,12 +128,13 @@ def test_parallel_shards_equal_one_process_and_rerun_is_a_cache_hit(tokenizer_di
 
 def test_mixture_and_replay_domains(tokenizer_dir, corpus, tmp_path):
     a = write(tmp_path / "a.jsonl", [{"text": "a=1."}] * 4)
-    cfg = TokenizeConfig(model=str(tokenizer_dir), mixture={"zz": [str(a)], "aa": [str(corpus)]}, replay=[str(a)], out=str(tmp_path / "t"))
+    mix = CorpusConfig(mixture={"zz": [str(a)], "aa": [str(corpus)]}, replay=[str(a)])
+    cfg = TokenizeConfig(model=str(tokenizer_dir), corpus=mix, out=str(tmp_path / "t"))
     run(cfg)
     store = open_store(tmp_path / "t")
     assert store.names == ["aa", "zz", "replay"] and len(store.documents("zz")) == 4 and len(store.documents("aa")) == 600
-    with pytest.raises(ConfigError, match="mixture.replay"):
-        TokenizeConfig(model="m", mixture={"replay": ["x"]}, replay=["y"], out="o").validate()
+    with pytest.raises(ConfigError, match="corpus.mixture.replay"):
+        TokenizeConfig(model="m", corpus=CorpusConfig(mixture={"replay": ["x"]}, replay=["y"]), out="o").validate()
 
 
 def test_corrupt_or_foreign_token_dirs_are_refused(tokenizer_dir, nano_model, corpus, tmp_path):

@@ -7,8 +7,8 @@ time, both models reading the same token ids (A's tokenizer); pooling is the mea
 sequence, or per token (the non-pad tokens, at most ``max_tokens_per_sequence`` per sequence, the same seeded
 positions for both models). ``--estimator minibatch`` uses the unbiased minibatch estimator of Nguyen et al.
 (2021) (mean HSIC₁ over shuffled minibatches) for large n. Probe files are JSONL/Parquet/text read with
-:func:`midtrain.data.iter_records` (first non-empty field of ``text_fields``); ``synthetic:N`` takes N problems
-from ``midtrain.synth.generate_problems(n, seed=...)``, each as its full document (prompt + gold trace).
+:func:`midtrain.data.corpus.iter_records` (first non-empty field of ``text_fields``); ``synthetic:N`` takes N problems
+from ``midtrain.synth.generate.generate_problems(n, seed=...)``, each as its full document (prompt + gold trace).
 
 
 The module holds the estimators: :func:`linear_cka` (full, on column-centred features, in float64 through
@@ -23,7 +23,6 @@ unbiased HSIC of Song et al. 2012 on linear kernels, averaged by :class:`Minibat
 from __future__ import annotations
 
 import gc
-import importlib
 import math
 import time
 from collections.abc import Callable
@@ -37,12 +36,14 @@ from midtrain.analysis.plots import (
     CKA_PLOT,
     plot_cka,
 )
-from midtrain.analysis.results import AnalysisResult, fmt_num
+from midtrain.analysis.results import AnalysisResult
 from midtrain.config import MAX_SEED, Config, param
-from midtrain.console import log, progress
-from midtrain.data import iter_records, where
+from midtrain.console import fmt_num, log, progress
+from midtrain.data.corpus import iter_records
+from midtrain.data.records import where
 from midtrain.errors import ConfigError, DataError, MidtrainError
-from midtrain.runs import atomic_write_json, open_run, read_json
+from midtrain.fileio import atomic_write_json, read_json
+from midtrain.runs import open_run
 
 SYNTHETIC = "synthetic:"
 
@@ -156,20 +157,15 @@ def _record_text(rec: dict[str, Any], fields: list[str], where: str) -> str:
 
 
 def synthetic_texts(n: int, seed: int, fields: list[str]) -> list[str]:
-    """N problems from ``midtrain.synth.generate_problems(n, seed=seed)``: each the full rendered document (prompt
-    + gold completion) when the record has both, else its first ``fields`` text; a clear error without the module."""
-    try:
-        synth = importlib.import_module("midtrain.synth")
-    except ImportError as e:
-        raise MidtrainError(f"probe 'synthetic:{n}' needs the midtrain.synth module, which cannot be imported ({e})") from None
-    gen: Callable[..., Any] | None = getattr(synth, "generate_problems", None)
-    if gen is None:
-        raise MidtrainError(f"probe 'synthetic:{n}' needs midtrain.synth.generate_problems(n, seed=...), which midtrain.synth lacks")
+    """N problems from :func:`midtrain.synth.generate.generate_problems` ``(n, seed=seed)``: each the full rendered
+    document (prompt + gold completion) when the record has both, else its first ``fields`` text."""
+    from midtrain.synth.generate import generate_problems
+
     texts = []
-    for i, rec in enumerate(gen(n, seed=seed)[:n]):
-        full = rec.get("prompt"), rec.get("completion")
-        ok = all(isinstance(t, str) for t in full)
-        texts.append(full[0] + full[1] if ok else _record_text(dict(rec), fields, f"synthetic problem {i}"))
+    for i, rec in enumerate(generate_problems(n, seed=seed)[:n]):
+        prompt, completion = rec.get("prompt"), rec.get("completion")
+        ok = isinstance(prompt, str) and isinstance(completion, str)
+        texts.append(f"{prompt}{completion}" if ok else _record_text(dict(rec), fields, f"synthetic problem {i}"))
     return texts
 
 
@@ -311,12 +307,9 @@ class CkaResult(AnalysisResult):
 
 
 def _num_layers(path: str) -> int:
-    from transformers import AutoConfig
+    from midtrain.models.init import load_model_config
 
-    try:
-        conf = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise MidtrainError(f"cannot load a model config from '{path}': {str(e).splitlines()[0]}") from None
+    conf = load_model_config(path)
     conf = getattr(conf, "text_config", None) or conf
     return int(conf.num_hidden_layers)
 

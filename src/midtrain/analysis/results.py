@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +13,6 @@ def strip_per_tensor(obj: Any) -> Any:
     if isinstance(obj, list):
         return [strip_per_tensor(v) for v in obj]
     return obj
-
-
-def fmt_num(v: float | None, spec: str = ".4f") -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
 @dataclass

@@ -52,11 +52,12 @@ from midtrain.analysis.plots import (
     plot_weight_heatmap,
     plot_weight_timeline,
 )
-from midtrain.analysis.results import AnalysisResult, fmt_num
+from midtrain.analysis.results import AnalysisResult
 from midtrain.config import Config, param
-from midtrain.console import log, progress, torch_threads
+from midtrain.console import fmt_num, log, progress, torch_threads
 from midtrain.errors import ConfigError
-from midtrain.runs import atomic_write_json, open_run, read_json
+from midtrain.fileio import atomic_write_json, read_json
+from midtrain.runs import open_run
 
 WEIGHTS_JSON = "weights.json"
 

@@ -1,7 +1,8 @@
 """Accounting of ``midtrain augment``: counts by status, reason and failure kind, the manifest, and failed shards.
 
 A :class:`Tally` counts the records of a shard (status, ``status:reason``, thoughts, corpus tokens, a few examples
-per reason, failed chunks by error kind and the hints of their errors); shard markers hold it, and
+per reason, failed chunks by error kind and the hints of their errors, and in insert mode the outcome of every
+thought checked: kept or its rejection reason); shard markers hold it, and
 :func:`merge_manifest` sums the markers of all finished shards. A shard that ended with failed chunks has no marker
 but ``shard-i-of-N.failed.json`` (:func:`failed_summary_path`, the same counts plus ``total`` and
 ``not_attempted``); :func:`stop_on_failures` turns those of an invocation into one error line naming the counts by
@@ -19,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from midtrain.console import log
-from midtrain.data import write_jsonl
+from midtrain.data.jsonl import write_jsonl
 from midtrain.errors import MidtrainError
+from midtrain.fileio import read_json
 from midtrain.llm.base import failure_message
-from midtrain.runs import read_json
 from midtrain.shards import read_done, shard_paths
 from midtrain.thoughts import REASONS
 
@@ -40,6 +41,7 @@ class Tally:
     examples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     failures: Counter = field(default_factory=Counter)  # failed chunks by error kind (connection refused, HTTP 500, …)
     hints: dict[str, None] = field(default_factory=dict)  # what to fix, from the failures (ordered, unique)
+    thought_checks: Counter = field(default_factory=Counter)  # insert mode: answers checked, "kept" or by reason
 
     def add(self, rec: dict[str, Any]) -> None:
         self.status[rec["status"]] += 1
@@ -48,6 +50,7 @@ class Tally:
             if rec.get("hint"):
                 self.hints.setdefault(rec["hint"])
         self.tokens += int(rec.get("tokens") or 0)
+        self.thought_checks.update(rec.get("thought_checks") or ())
         if rec["status"] == "accepted":
             self.thoughts += sum(1 for s in rec["segments"] if s.get("thought"))
         else:
@@ -64,6 +67,7 @@ class Tally:
         self.tokens += d.get("tokens", 0)
         self.failures.update(d.get("failures", {}))
         self.hints.update(dict.fromkeys(d.get("hints", [])))
+        self.thought_checks.update(d.get("thought_checks", {}))
         for reason, ex in d.get("examples", {}).items():
             mine = self.examples.setdefault(reason, [])
             mine += ex[: EXAMPLES_PER_REASON - len(mine)]
@@ -77,6 +81,7 @@ class Tally:
             "examples": self.examples,
             "failures": dict(self.failures),
             "hints": list(self.hints),
+            "thought_checks": dict(self.thought_checks),
         }
 
     @property
@@ -126,8 +131,26 @@ def merge_manifest(out: str | Path, num_shards: int) -> dict[str, Any]:
         "failed_by_reason": failed,
         "thoughts_per_accepted_chunk": round(tally.thoughts / acc, 3) if acc else 0.0,
         "chunk_tokens": tally.tokens,
+        "thought_checks": thought_check_summary(tally.thought_checks),
         "files": files,
         "examples": tally.examples,
+    }
+
+
+def thought_check_summary(outcomes: Counter) -> dict[str, Any]:
+    """Insert mode: how many thought answers were checked and kept, and the rejections by reason (report order)
+    with their share of the answers; empty in rewrite mode."""
+    answers = sum(outcomes.values())
+    if not answers:
+        return {}
+    rejected = {r: outcomes[r] for r in REASONS if outcomes.get(r)}
+    rejected.update({r: k for r, k in sorted(outcomes.items()) if r != "kept" and r not in rejected})
+    return {
+        "answers": answers,
+        "kept": outcomes["kept"],
+        "kept_rate": round(outcomes["kept"] / answers, 4),
+        "rejected_by_reason": rejected,
+        "rejected_share": {r: round(k / answers, 4) for r, k in rejected.items()},
     }
 
 
@@ -153,4 +176,12 @@ def stop_on_failures(out: str | Path, num_shards: int, shards: Iterable[int], ru
     raise MidtrainError(failure_message("augment", failed, manifest["chunks"] + total, "chunks", kinds, tally.hints))
 
 
-__all__ = ["EXAMPLES_PER_REASON", "Tally", "drop_failed", "failed_summary_path", "merge_manifest", "stop_on_failures"]
+__all__ = [
+    "EXAMPLES_PER_REASON",
+    "Tally",
+    "drop_failed",
+    "failed_summary_path",
+    "merge_manifest",
+    "stop_on_failures",
+    "thought_check_summary",
+]

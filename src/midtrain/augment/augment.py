@@ -2,7 +2,7 @@
 
 Algorithm, per shard ``i`` of ``N``:
 
-1. Read shard i's slice of the corpus (files, globs, shard dirs, datasets dirs: :func:`midtrain.data.iter_corpus`
+1. Read shard i's slice of the corpus (files, globs, shard dirs, datasets dirs: :func:`midtrain.data.corpus.iter_corpus`
    with ``shard=(i, N)``, whole documents, ≈ 1/N of the bytes; with ``--max-documents`` the first documents
    overall, assigned by ``sha256(id) mod N``), and cut each document into chunks
    of ≤ ``max_chunk_tokens`` tokens of the *target* model's tokenizer at paragraph or sentence boundaries
@@ -11,8 +11,8 @@ Algorithm, per shard ``i`` of ``N``:
    ``batch_chunks`` with the prompt template (shipped ``prompts/augment.txt``, placeholder ``{text}``), several
    batches in flight for HTTP backends. With ``mode: insert`` the annotator is asked only for the thought at each
    of a few chosen sentence boundaries, and the record is assembled from the original text
-   (:mod:`midtrain.augment.insert`). Synthetic problems (records with ``graph``) under the programmatic
-   backend are annotated by ``midtrain.synth.annotate`` instead.
+   (:mod:`midtrain.augment.insert`). The programmatic backend answers by rule (:mod:`midtrain.augment.rules`);
+   under it, synthetic problems (records with ``graph``) are annotated whole by the synthetic world instead.
 3. Every answer is validated (:func:`midtrain.thoughts.validate_answer`): with thoughts removed the text must
    equal the chunk up to NFKC + whitespace normalisation at most; the segments are cut from the *original*, so
    an accepted record reconstructs its chunk exactly. Rejected answers are re-asked ``retries`` times at
@@ -44,31 +44,24 @@ import asyncio
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from midtrain.augment.accounting import Tally, drop_failed, failed_summary_path, merge_manifest, stop_on_failures
 from midtrain.augment.chunking import Chunk, chunk_record, require_usable_document, shard_chunks, token_counter
-from midtrain.augment.insert import InsertConfig, insert_batch
+from midtrain.augment.config import AugmentConfig
+from midtrain.augment.insert import insert_batch
+from midtrain.augment.rules import RuleAnnotator, annotate_problem
 from midtrain.augment.slurm import SlurmConfig
-from midtrain.config import Config, param
 from midtrain.console import log, progress
-from midtrain.data import append_jsonl, input_files
-from midtrain.errors import ConfigError, MidtrainError
-from midtrain.llm.backends import (
-    BackendConfig,
-    BackendError,
-    OpenAIBackend,
-    ProgrammaticBackend,
-    TextBackend,
-    fill_template,
-    load_prompt,
-    make_backend,
-)
-from midtrain.llm.base import warn_sampling_ignored
-from midtrain.llm.prompts import check_template
-from midtrain.runs import Result, atomic_write_json, open_run
+from midtrain.data.inputs import input_files
+from midtrain.data.jsonl import append_jsonl
+from midtrain.errors import MidtrainError
+from midtrain.fileio import atomic_write_json
+from midtrain.llm.backends import OpenAIBackend, TextBackend, make_backend
+from midtrain.llm.base import BackendError, warn_sampling_ignored
+from midtrain.llm.prompts import check_template, fill_template, load_prompt
+from midtrain.runs import Result, open_run
 from midtrain.shards import (
     ShardLock,
     has_records,
@@ -87,85 +80,6 @@ from midtrain.thoughts import (
     strip_thoughts,
     validate_answer,
 )
-
-
-@dataclass
-class AugmentConfig(Config):
-    input: list[str] = param(
-        [], "Corpus: .jsonl(.gz)/.parquet/.txt files, globs, directories of shards, datasets dirs or hub ids.", positional=True
-    )
-    out: str = param("", "Output directory (shards/, manifest.json, midtrain.json).", path="dir")
-    tokenizer: str = param("", "The target model's tokenizer directory (chunk budgets are counted with it).", path="dir")
-    text_field: str = param("text", "Field holding the document text.")
-    id_field: str = param("id", "Field holding the document id (default: <file stem>:<line>).")
-    domain_field: str = param("domain", "Field holding the domain label.")
-    default_domain: str = param("general", "Domain of documents without one.")
-    max_documents: int | None = param(None, "Read only the first N documents of the corpus (all inputs together).", ge=1)
-    max_chunk_tokens: int = param(1024, "Chunk budget L in target-tokenizer tokens (DESIGN: 2048, 1024 for small models).", ge=8)
-    annotator: BackendConfig = param(BackendConfig(), "The annotator model's backend.")
-    mode: Literal["rewrite", "insert"] = param(
-        "rewrite",
-        "rewrite: the annotator re-emits the chunk with thoughts inside (text checked); insert: it writes only the "
-        "thoughts at chosen sentence boundaries, the text is kept by construction (midtrain.augment.insert).",
-    )
-    insert: InsertConfig = param(InsertConfig(), "Insert mode: insertion points, thought checks, prompt.")
-    prompt: str = param("augment", "Annotator prompt: a shipped name or a .txt template with a {text} placeholder.")
-    max_new_tokens: int = param(0, "Annotator token budget per chunk; 0: 2 × max_chunk_tokens + 256.", ge=0)
-    temperature: float = param(0.0, "Annotator sampling temperature of the first attempt.", ge=0)
-    retries: int = param(1, "Re-ask the annotator this many times when its answer is rejected.", ge=0)
-    retry_temperature: float = param(0.7, "Sampling temperature of the retries.", ge=0)
-    normalization: Literal["exact", "whitespace", "nfkc"] = param(
-        "nfkc", "Text preservation check: exact; whitespace (runs collapsed, ends trimmed); nfkc (NFKC + whitespace)."
-    )
-    min_thoughts: int = param(1, "Reject answers with fewer thoughts.", ge=0)
-    max_thoughts: int = param(16, "Reject answers with more thoughts.", ge=0)
-    batch_chunks: int = param(64, "Chunks per annotator call and per fsynced append.", ge=1)
-    batches_in_flight: int = param(0, "Concurrent batches; 0: 1 for in-process backends, enough to fill max_concurrency for openai.", ge=0)
-    format: Literal["jsonl", "parquet"] = param("jsonl", "Shard file format (Parquet is written when a shard completes).")
-    num_shards: int = param(1, "Number of output shards (shard i reads part i of the corpus).", ge=1)
-    shard_index: int | None = param(None, "Process only this shard (manual splitting across machines); default all.", ge=0)
-    executor: Literal["inline", "datatrove_local", "datatrove_slurm", "datatrove_ray"] = param(
-        "inline", "inline: this process; datatrove_*: one datatrove task per shard (pip install 'midtrain[distributed]')."
-    )
-    num_workers: int = param(1, "Shards run in parallel by datatrove_local / datatrove_ray.", ge=1)
-    executor_options: dict[str, Any] = param({}, "Extra keyword arguments of the datatrove executor (beyond the slurm section).")
-    slurm: SlurmConfig = param(SlurmConfig(), "Slurm options of executor datatrove_slurm (one job array task per shard).")
-    keep_answers: bool = param(True, "Store the raw annotator answer on rejected records (for the rejection report).")
-    overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
-
-    def check(self) -> None:
-        if not self.input:
-            raise ConfigError("key 'input': give at least one corpus file")
-        if not self.out:
-            raise ConfigError("key 'out': give an output directory")
-        if not self.tokenizer:
-            raise ConfigError("key 'tokenizer': give the target model's tokenizer directory")
-        if self.max_chunk_tokens < 8:
-            raise ConfigError("key 'max_chunk_tokens': must be at least 8")
-        if self.num_shards < 1:
-            raise ConfigError("key 'num_shards': must be >= 1")
-        if self.shard_index is not None and not 0 <= self.shard_index < self.num_shards:
-            raise ConfigError(f"key 'shard_index': must be in [0, {self.num_shards})")
-        if self.executor == "datatrove_slurm" and not self.slurm.partition:
-            raise ConfigError("key 'slurm.partition': executor datatrove_slurm needs a Slurm partition")
-        if self.shard_index is not None and self.executor != "inline":
-            raise ConfigError("key 'shard_index': datatrove assigns shards itself; use executor=inline for manual splits")
-        if self.retries < 0 or self.batch_chunks < 1 or self.batches_in_flight < 0:
-            raise ConfigError("key 'retries'/'batch_chunks'/'batches_in_flight': out of range")
-        if not 0 <= self.min_thoughts <= self.max_thoughts:
-            raise ConfigError("key 'min_thoughts': must be between 0 and max_thoughts")
-        if self.mode == "insert" and self.insert.points < self.min_thoughts:
-            raise ConfigError("key 'insert.points': fewer insertion points than min_thoughts; every chunk would be rejected")
-
-    @property
-    def template_source(self) -> tuple[str, str]:
-        """``(prompt name or path, its config key)`` of the mode's annotator template."""
-        return (self.insert.prompt, "insert.prompt") if self.mode == "insert" else (self.prompt, "prompt")
-
-    @property
-    def new_tokens(self) -> int:
-        return self.max_new_tokens or 2 * self.max_chunk_tokens + 256
-
 
 # Fields that say *how* to run, not *what*: reset in the run key so that a resumed run may change them.
 _HOW: dict[str, Any] = {
@@ -201,9 +115,21 @@ def operational(cfg: AugmentConfig) -> dict[str, Any]:
 
 
 # -- annotation -------------------------------------------------------------------------------------------------
-def _synthetic(c: Chunk, backend: ProgrammaticBackend, cfg: AugmentConfig) -> dict[str, Any]:
+def annotator_backend(cfg: AugmentConfig, template: str) -> TextBackend:
+    """The annotator ``cfg.annotator`` describes; a programmatic one answers ``template`` by rule
+    (:class:`midtrain.augment.rules.RuleAnnotator`)."""
+    return make_backend(cfg.annotator, respond=RuleAnnotator(template, cfg.mode))
+
+
+def uses_rules(cfg: AugmentConfig) -> bool:
+    """Whether the annotator is the rule-based one, which annotates synthetic problems whole (by their gold trace)
+    instead of being prompted with their text."""
+    return cfg.annotator.backend == "programmatic"
+
+
+def _synthetic(c: Chunk, cfg: AugmentConfig) -> dict[str, Any]:
     try:
-        made = backend.annotate_record(c.problem or {})
+        made = annotate_problem(c.problem or {})
     except Exception as e:  # noqa: BLE001 - one bad problem must not stop the run
         return chunk_record(c, "synth", "failed", 1, reason=FAILED, detail=f"{type(e).__name__}: {e}", error=type(e).__name__)
     out = check_record(made, min_thoughts=cfg.min_thoughts, max_thoughts=cfg.max_thoughts)
@@ -230,24 +156,20 @@ async def annotate_batch(chunks: list[Chunk], backend: TextBackend, template: st
     done: dict[str, dict[str, Any]] = {}
     pending = []
     for c in chunks:
-        if c.problem is not None and isinstance(backend, ProgrammaticBackend):
-            done[c.id] = _synthetic(c, backend, cfg)
+        if c.problem is not None:  # only the rule annotator's chunks carry their problem (shard_chunks)
+            done[c.id] = _synthetic(c, cfg)
         else:
             pending.append(c)
     if cfg.mode == "insert":  # thoughts only, at chosen points; the text is never re-emitted
         done.update((r["id"], r) for r in await insert_batch(pending, backend, template, cfg))
         return [done[c.id] for c in chunks]
-    direct = backend if isinstance(backend, ProgrammaticBackend) and backend.respond is None else None
     previous: dict[str, str] = {}  # chunk id → its last rejected answer
     for attempt in range(cfg.retries + 1):
         if not pending:
             break
         temperature = cfg.temperature if attempt == 0 else cfg.retry_temperature
-        if direct is not None:  # the rule-based annotator needs no prompt
-            answers: list[Any] = [[direct.annotate_text(c.text)] for c in pending]
-        else:
-            prompts = [fill_template(template, text=c.text) for c in pending]
-            answers = await backend.agenerate(prompts, max_new_tokens=cfg.new_tokens, temperature=temperature, errors="return")
+        prompts = [fill_template(template, text=c.text) for c in pending]
+        answers = await backend.agenerate(prompts, max_new_tokens=cfg.new_tokens, temperature=temperature, errors="return")
         retry = []
         _check_resampling(backend, pending, answers, previous, temperature)
         for c, ans in zip(pending, answers):
@@ -335,11 +257,10 @@ def process_shard(
         for rec in existing:
             tally.add(rec)
         seen = {rec["id"] for rec in existing}
-        synthetic = isinstance(backend, ProgrammaticBackend) or (backend is None and cfg.annotator.backend == "programmatic")
-        chunks = [c for c in shard_chunks(cfg, tokenizer, index, synthetic=synthetic) if c.id not in seen]
+        chunks = [c for c in shard_chunks(cfg, tokenizer, index, synthetic=uses_rules(cfg)) if c.id not in seen]
         total = len(chunks) + len(seen)
         if chunks:
-            backend = backend if backend is not None else make_backend(cfg.annotator)
+            backend = backend if backend is not None else annotator_backend(cfg, template)
             _run_shard(cfg, index, chunks, total, backend, template, tally, paths.jsonl, token_counter(tokenizer))
         info = {
             "shard": index,
@@ -422,13 +343,19 @@ class AugmentResult(Result):
         ]
         for reason, k in {**m["rejected_by_reason"], **{f"failed:{r}": k for r, k in m["failed_by_reason"].items()}}.items():
             lines.append(f"  {reason:<20} {k}")
+        checks = m.get("thought_checks") or {}
+        if checks:  # insert mode: what happened to every thought the annotator wrote
+            lines.append(f"  thoughts checked {checks['answers']}  kept {checks['kept']} ({checks['kept_rate']:.1%})")
+            for reason, k in checks["rejected_by_reason"].items():
+                lines.append(f"    {reason:<22} {k} ({checks['rejected_share'][reason]:.1%})")
         return "\n".join(lines)
 
 
 def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentResult:
     """Augment the corpus into sharded, resumable output (see the module docstring).
 
-    ``backend`` overrides ``cfg.annotator`` with a ready backend (an already loaded model, a scripted one).
+    ``backend`` overrides ``cfg.annotator`` with a ready backend (an already loaded model, a scripted one); records
+    with a ``graph`` are annotated whole by the synthetic world when ``cfg.annotator.backend`` is programmatic.
     """
     from midtrain.models.tokenizer import load_tokenizer
 
@@ -458,7 +385,7 @@ def run(cfg: AugmentConfig, *, backend: TextBackend | None = None) -> AugmentRes
             todo = [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards)
             for i in todo:
                 if read_done(shard_paths(cfg.out, i, cfg.num_shards)) is None and backend is None:
-                    backend = make_backend(cfg.annotator)
+                    backend = annotator_backend(cfg, template)
                 process_shard(cfg, i, backend=backend, tokenizer=tokenizer, template=template)
         else:
             from midtrain.augment.datatrove import run_datatrove  # datatrove is optional and costs 0.1 s to import
@@ -498,8 +425,9 @@ def read_augmented(path: str | Path, *, status: str | None = "accepted") -> Iter
 
 
 __all__ = [
-    "AugmentConfig",
     "AugmentResult",
+    "annotator_backend",
+    "uses_rules",
     "Chunk",
     "run",
     "process_shard",

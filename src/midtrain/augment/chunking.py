@@ -14,7 +14,7 @@ Guarantees: ``"".join(chunks) == text`` except that whitespace-only chunks are d
 ``max_tokens`` tokens (without special tokens). Chunk ids are ``<source_id>#<index>``.
 
 The chunks of output shard ``i`` of ``N`` (:func:`shard_chunks`) come from reader part ``i`` of ``N`` of the
-whole corpus (:func:`midtrain.data.iter_corpus` with ``shard=(i, N)``), so each shard reads ≈ 1/N of it; with
+whole corpus (:func:`midtrain.data.corpus.iter_corpus` with ``shard=(i, N)``), so each shard reads ≈ 1/N of it; with
 ``max_documents`` the first documents are read from the start and assigned by ``sha256(id) mod N``.
 """
 
@@ -24,14 +24,13 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from midtrain.data import iter_corpus, where
+from midtrain.augment.config import AugmentConfig
+from midtrain.data.corpus import iter_corpus
+from midtrain.data.records import where
 from midtrain.errors import DataError
 from midtrain.shards import shard_of
-
-if TYPE_CHECKING:  # types only: augment.py imports this module
-    from midtrain.augment.augment import AugmentConfig
 
 PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 SENTENCE = re.compile(r"[.!?…]+[\"'”’»)\]]*\s+")
@@ -233,7 +232,7 @@ def chunk_record(c: Chunk, annotator: str, status: str, attempts: int, **extra: 
 
 def iter_documents(cfg: AugmentConfig, *, shard: tuple[int, int] | None = None) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """``(document id, file, record)`` over all inputs, at most ``max_documents``; ``shard=(i, n)``: only the
-    documents of reader part ``i`` of ``n`` (:func:`midtrain.data.iter_corpus`, ≈ 1/n of the corpus bytes)."""
+    documents of reader part ``i`` of ``n`` (:func:`midtrain.data.corpus.iter_corpus`, ≈ 1/n of the corpus bytes)."""
     n = 0
     for rec in iter_corpus(cfg.input, text_field=cfg.text_field, shard=shard):
         if cfg.max_documents is not None and n >= cfg.max_documents:

@@ -18,7 +18,11 @@ text rejects the chunk (``text_altered``); small annotators paraphrase, so they 
    and ``max_words`` words (``thought_too_short`` / ``thought_too_long``) and not copy the text
    (``thought_copies_text``: the thought is a stretch of the chunk, or it contains the sentence that follows), nor
    loop (``thought_repetitive``: under half of its word 3-grams distinct, the failure mode of small annotators).
-   A rejected thought is asked again ``retries`` times at ``retry_temperature``; after that it is dropped.
+   Three quality measures (:mod:`midtrain.augment.quality`) reject, each above its threshold: a thought cut off at
+   the token budget (``thought_cut_off``), one that restates the text just read (``thought_restates_text``) and
+   low-information filler (``thought_filler``). A rejected thought is asked again ``retries`` times at
+   ``retry_temperature``; after that it is dropped. The outcome of every answer checked (``kept`` or its reason)
+   is listed in the record's ``thought_checks``; the manifest counts them per reason.
 5. **Record.** The segments are cut from the original chunk at the points that kept a thought
    (:func:`midtrain.thoughts.build_segments`), so ``Σ segment.text == chunk`` always. The chunk is ``accepted``
    when the number of kept thoughts lies in ``[min_thoughts, max_thoughts]``; otherwise ``rejected`` with the most
@@ -35,37 +39,18 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from midtrain.augment.chunking import Chunk, chunk_record, sentences
-from midtrain.config import MAX_SEED, Config, param
-from midtrain.errors import ConfigError
-from midtrain.llm.backends import BackendError, TextBackend, fill_template
+from midtrain.augment.config import AugmentConfig, InsertConfig
+from midtrain.augment.quality import count_tokens, informative_ratio, is_cut_off, restatement_overlap
+from midtrain.llm.backends import TextBackend
+from midtrain.llm.base import BackendError
+from midtrain.llm.prompts import fill_template
 from midtrain.thoughts import FAILED, THINK_CLOSE, THINK_OPEN, build_segments, has_tags, normalize
-
-if TYPE_CHECKING:  # types only: augment.py imports this module
-    from midtrain.augment.augment import AugmentConfig
 
 COPY_MIN_CHARS = 16  # shorter overlaps ("the river") are ordinary word reuse, not copying
 _WS = re.compile(r"\s+")
-
-
-@dataclass
-class InsertConfig(Config):
-    """The knobs of insert mode (``augment --mode insert``)."""
-
-    points: int = param(4, "Insertion points per chunk (fewer when the chunk has fewer unit boundaries).", ge=1)
-    min_spacing: int = param(1, "Minimum distance between two insertion points, in units (sentences or token pieces).", ge=1)
-    max_unit_tokens: int = param(64, "A sentence longer than this many tokens is cut into pieces of this size.", ge=1)
-    min_words: int = param(3, "Reject thoughts with fewer words.", ge=1)
-    max_words: int = param(200, "Reject thoughts with more words.", ge=1)
-    max_new_tokens: int = param(160, "Annotator token budget of one thought.", ge=1)
-    prompt: str = param("insert", "Thought prompt: a shipped name or a .txt template with a {text} placeholder (the text so far).")
-    seed: int = param(0, "Seed of the insertion points (with the chunk id: deterministic per chunk).", ge=0, le=MAX_SEED)
-
-    def check(self) -> None:
-        if self.min_words > self.max_words:
-            raise ConfigError("key 'min_words': must be at most max_words")
 
 
 # -- units and points -------------------------------------------------------------------------------------------
@@ -174,8 +159,14 @@ def copies_text(thought: str, chunk: str, following: str) -> bool:
     return len(nxt) >= COPY_MIN_CHARS and nxt in t
 
 
-def check_thought(answer: str, chunk: str, following: str, cfg: InsertConfig) -> tuple[str, str | None, str]:
-    """``(thought, reason, detail)``: the cleaned thought, and None or the rejection reason (see module docstring)."""
+def check_thought(
+    answer: str, chunk: str, following: str, cfg: InsertConfig, *, preceding: str = "", tokenizer: Any = None
+) -> tuple[str, str | None, str]:
+    """``(thought, reason, detail)``: the cleaned thought, and None or the rejection reason (see module docstring).
+
+    ``preceding`` is the text read before the thought (the restatement check compares with its end); ``tokenizer``
+    counts the thought's tokens for the cut-off check (estimated from its length without one).
+    """
     t = answer.strip()
     if t.startswith(THINK_OPEN) and t.endswith(THINK_CLOSE) and t.count(THINK_OPEN) == 1 and t.count(THINK_CLOSE) == 1:
         t = t[len(THINK_OPEN) : -len(THINK_CLOSE)].strip()  # the annotator wrapped its thought: unwrap it
@@ -190,8 +181,17 @@ def check_thought(answer: str, chunk: str, following: str, cfg: InsertConfig) ->
         return t, "thought_too_long", f"{words} words > {cfg.max_words}"
     if copies_text(t, chunk, following):
         return t, "thought_copies_text", f"the thought repeats the text: {t[:80]!r}"
+    tokens = count_tokens(t, tokenizer)
+    if is_cut_off(t, tokens, cfg.max_new_tokens, cfg.cut_off_fraction):
+        return t, "thought_cut_off", f"no sentence end after {tokens} of {cfg.max_new_tokens} tokens: {t[-80:]!r}"
+    overlap = restatement_overlap(t, preceding, cfg.restate_window_words)
+    if overlap > cfg.max_restate_overlap:
+        return t, "thought_restates_text", f"{overlap:.0%} of its word pairs are in the text just read: {t[:80]!r}"
     if repetitive(t):
         return t, "thought_repetitive", f"the thought loops: {t[:80]!r}"
+    info = informative_ratio(t)
+    if info < cfg.min_informative_ratio:
+        return t, "thought_filler", f"informative words {info:.0%} < {cfg.min_informative_ratio:.0%}: {t[:80]!r}"
     return t, None, ""
 
 
@@ -212,6 +212,7 @@ class _Chunk:
     plan: Plan
     thoughts: dict[int, str] = field(default_factory=dict)
     dropped: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # point → (reason, detail, answer)
+    checks: list[str] = field(default_factory=list)  # outcome of every answer checked: "kept" or its reason
     error: BackendError | None = None  # the request failed for good (kind and hint go into the record)
     attempts: int = 0
 
@@ -224,7 +225,7 @@ def _finish(st: _Chunk, annotator: str, cfg: AugmentConfig) -> dict[str, Any]:
     keep = sorted(st.thoughts)
     if cfg.min_thoughts <= len(keep) <= cfg.max_thoughts:
         segments = build_segments(c.text, [st.plan.cuts[j] for j in keep], [st.thoughts[j] for j in keep])
-        return chunk_record(c, annotator, "accepted", st.attempts, segments=segments)
+        return chunk_record(c, annotator, "accepted", st.attempts, segments=segments, thought_checks=st.checks)
     by_reason = Counter(r for r, _, _ in st.dropped.values())
     if len(keep) > cfg.max_thoughts:
         reason, detail = "too_many_thoughts", f"{len(keep)} > {cfg.max_thoughts}"
@@ -236,7 +237,7 @@ def _finish(st: _Chunk, annotator: str, cfg: AugmentConfig) -> dict[str, Any]:
     else:
         reason, detail = "too_few_thoughts", f"{len(keep)} insertion points < {cfg.min_thoughts}"
     extra = {"answer": next(iter(st.dropped.values()))[2]} if cfg.keep_answers and st.dropped else {}
-    return chunk_record(c, annotator, "rejected", st.attempts, reason=reason, detail=detail, **extra)
+    return chunk_record(c, annotator, "rejected", st.attempts, reason=reason, detail=detail, thought_checks=st.checks, **extra)
 
 
 async def insert_batch(
@@ -267,7 +268,11 @@ async def insert_batch(
             if isinstance(ans, BackendError):
                 st.error = ans
                 continue
-            thought, reason, detail = check_thought(ans[0], st.plan.chunk.text, st.plan.following[j], ins)
+            chunk_text = st.plan.chunk.text
+            thought, reason, detail = check_thought(
+                ans[0], chunk_text, st.plan.following[j], ins, preceding=chunk_text[: st.plan.cuts[j]], tokenizer=tokenizer
+            )
+            st.checks.append(reason or "kept")
             if reason is None:
                 st.thoughts[j] = thought
                 st.dropped.pop(j, None)

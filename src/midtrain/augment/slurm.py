@@ -7,11 +7,20 @@ With ``executor: datatrove_slurm`` the shards run as one Slurm job array (one ar
 filesystem), ``env_command`` (run before each task, e.g. activating the venv) and ``sbatch_args`` (any further
 ``#SBATCH --key=value`` lines; an empty value writes the flag alone). The section lives apart from :mod:`midtrain.augment.datatrove` so that reading
 an augment config never imports datatrove.
+
+Every value that reaches the generated sbatch script is checked here, before anything is submitted: no value may
+hold a control character (a newline would start a line of shell of its own), single words stay single words, and
+the logging directory, which ``#SBATCH --output`` names, has no whitespace, quote, ``#`` or backslash, because sbatch
+parses ``#SBATCH`` lines itself, not through a shell, and would cut it there. What lands on a shell line of the
+script (paths, ``venv_path``, ``srun_args``) is shell-quoted by :class:`midtrain.augment.datatrove.QuotedSlurmExecutor`;
+``env_command`` is a shell command by design and is written as given, on one line.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +31,7 @@ SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d+(:\d{1,2}){0,2}")
 SLURM_WORD = re.compile(r"[\w.,@+%-]+")  # a value that goes into an #SBATCH line: no spaces, no newlines
 MAX_BARE_MINUTES = 1440  # a longer duration is written D-HH:MM:SS; a bigger bare number is a misread H:MM:SS
 SBATCH_KEY = re.compile(r"[a-z][a-z0-9-]*")
+SBATCH_PATH_UNSAFE = re.compile(r"[\s\"'#\\]")  # what sbatch's own #SBATCH parser splits, groups, escapes or drops
 # sbatch options that have their own key here (or that datatrove writes itself): refused in sbatch_args.
 OWN_OPTIONS = {
     "partition": "partition",
@@ -60,8 +70,8 @@ class SlurmConfig(Config):
             value = getattr(self, key)
             if value and not SLURM_WORD.fullmatch(value):
                 raise ConfigError(f"key '{key}': one word without spaces or newlines, got {value!r}")
-        if "\0" in self.env_command:
-            raise ConfigError("key 'env_command': contains a NUL byte")
+        check_script_value("env_command", self.env_command)
+        check_sbatch_path("logging_dir", self.logging_dir)
         for k, v in self.sbatch_args.items():
             if not SBATCH_KEY.fullmatch(str(k)):
                 raise ConfigError(f"key 'sbatch_args': option names are sbatch's long options (e.g. account), got {k!r}")
@@ -87,4 +97,51 @@ class SlurmConfig(Config):
         return kw
 
 
-__all__ = ["SlurmConfig"]
+def _strings(key: str, value: Any) -> Iterator[tuple[str, str, str]]:
+    """``(dotted key, string, what)`` of every string in ``value``: itself (``what`` empty), or the values and the
+    names (``what`` "the name …") of nested mappings and lists."""
+    if isinstance(value, str):
+        yield key, value, ""
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str):
+                yield key, k, f"the name {k!r} "
+            yield from _strings(f"{key}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _strings(f"{key}[{i}]", v)
+
+
+def check_script_value(key: str, value: Any) -> None:
+    """ConfigError naming the key when a string in ``value`` (nested names and values included) holds a control
+    character: in a generated script a newline or carriage return would end the line it sits on."""
+    for where, text, what in _strings(key, value):
+        bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            raise ConfigError(
+                f"key '{where}': {what}contains the control character {bad!r}; values written into the sbatch script are one line"
+            )
+
+
+def check_sbatch_path(key: str, path: str) -> None:
+    """ConfigError naming the key unless ``path`` can stand in an ``#SBATCH`` line as one argument (see module doc)."""
+    check_script_value(key, path)
+    if SBATCH_PATH_UNSAFE.search(path):
+        raise ConfigError(
+            f"key '{key}': {path!r} holds whitespace, a quote, '#' or a backslash, which sbatch's #SBATCH lines cannot carry; "
+            "use a path without them"
+        )
+
+
+def check_executor_values(executor: str, out: str, options: dict[str, Any], slurm: SlurmConfig) -> None:
+    """The other values of an augment config that datatrove writes into a generated script: ``executor_options``
+    (keys and values), and with Slurm the default logging directory ``OUT/datatrove`` and ``slurm_logs_folder``."""
+    check_script_value("executor_options", options)
+    if executor == "datatrove_slurm":
+        if not slurm.logging_dir:
+            check_sbatch_path("out", out)
+        if "slurm_logs_folder" in options:
+            check_sbatch_path("executor_options.slurm_logs_folder", str(options["slurm_logs_folder"]))
+
+
+__all__ = ["SlurmConfig", "check_executor_values", "check_sbatch_path", "check_script_value"]

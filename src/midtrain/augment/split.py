@@ -17,7 +17,7 @@ from typing import Any
 
 from midtrain.config import Config, param
 from midtrain.console import log
-from midtrain.data import write_jsonl
+from midtrain.data.jsonl import write_jsonl
 from midtrain.errors import ConfigError, DataError
 from midtrain.runs import META, Result, is_complete, open_run
 from midtrain.shards import read_records, unit_interval

@@ -25,7 +25,7 @@ from midtrain.augment.chunking import sentences, token_counter
 from midtrain.augment.split import accepted_records
 from midtrain.config import Config, param
 from midtrain.console import log
-from midtrain.data import write_jsonl
+from midtrain.data.jsonl import write_jsonl
 from midtrain.errors import ConfigError, DataError
 from midtrain.llm.prompts import check_template, fill_template, load_prompt
 from midtrain.runs import Result, open_run

@@ -6,8 +6,9 @@ GPQA-Diamond (science) and MMLU-STEM (general), multiple choice scored by option
 and never written out in plain text), one JSON object per line with ``id``, ``problem``, ``answer`` (+ ``choices``
 for multiple choice). Any other JSONL with those fields is a custom benchmark (:func:`load_file`).
 
-Data root, in order: the ``data_root`` argument, ``$MIDTRAIN_DATA_ROOT``, ``shared/benchmarks`` next to the repo
-checkout, ``../shared/benchmarks`` from the current directory. ``source="hub"`` (or ``"auto"`` when the local file
+Data root, in order: the ``data_root`` argument, ``$MIDTRAIN_DATA_ROOT`` (the shared data directory holding
+``benchmarks/``, or the benchmark directory itself), ``shared/benchmarks`` next to the repo checkout,
+``../shared/benchmarks`` from the current directory. ``source="hub"`` (or ``"auto"`` when the local file
 is missing) loads the same test split through ``datasets.load_dataset`` and maps it to the local record format;
 this needs a network connection and is never used by default.
 
@@ -32,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from midtrain.data import iter_records, require
+from midtrain.data.corpus import iter_records
+from midtrain.data.records import require
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval.scoring import Kind
 from midtrain.thoughts import THINK_OPEN, opens_thought
@@ -105,10 +107,13 @@ def default_data_roots() -> list[Path]:
     """Candidate data roots, best first (see the module docstring)."""
     out = []
     if os.environ.get(ENV_DATA_ROOT):
-        out.append(Path(os.environ[ENV_DATA_ROOT]))
+        # The variable names the shared data directory (``benchmarks/`` and ``datasets/`` beside each other, as
+        # ``../shared``), or the benchmark directory itself: the first that exists is used.
+        env = Path(os.environ[ENV_DATA_ROOT]).expanduser()
+        out += [env / "benchmarks", env]
     repo = Path(__file__).resolve().parents[3]  # src/midtrain/eval/benchmarks.py → the checkout
     out += [repo.parent / "shared" / "benchmarks", Path.cwd().parent / "shared" / "benchmarks"]
-    return out
+    return list(dict.fromkeys(out))  # run from the checkout, the last two are one directory
 
 
 def data_root(explicit: str | Path | None = None) -> Path:

@@ -14,8 +14,8 @@ unless ``domain_weights`` says otherwise.
 
 Synthetic world (``synthetic=problems.jsonl``, or ``synth_generate`` = SynthConfig mappings generated in-process
 and saved as ``problems.jsonl``): the prompt is each record's ``prompt`` (ending in ``<think>``), generation
-stops at ``</answer>``, and ``midtrain.synth.verify`` checks the trace. Per op range (``op_scale`` paper: ID 2–10,
-edge 11–14, hard 15–20; tiny: 2–5, 6–8, 9–12; or ``op_ranges``), op, context and mode, the summary of
+stops at ``</answer>``, and ``midtrain.synth.verify`` checks the trace. Per op range (``ops.scale`` paper: ID 2–10,
+edge 11–14, hard 15–20; tiny: 2–5, 6–8, 9–12; or ``ops.ranges``), op, context and mode, the summary of
 :mod:`midtrain.synth.summary` (the schema ``midtrain synth verify`` prints too): process-verified pass@1 and pass@k,
 ProcessAcc, outcome accuracy, the hacking rate (right answer, wrong trace), mean rewards.
 
@@ -24,13 +24,15 @@ Outputs in ``out``: ``samples.jsonl`` (one line per completion) and ``summary.js
 ``(benchmark, id, sample)`` triples in ``samples.jsonl`` (a torn last line is dropped) and generates only the
 rest. Sampling under a resume is not bit-identical to an uninterrupted run (batches differ).
 
-Generation: batched ``transformers`` generation with a KV cache (:func:`midtrain.models.generation.generate`), or vLLM
-when installed (``backend=vllm``; ``auto`` uses vLLM when it is importable and a GPU is present).
+Generation goes through the backends of :mod:`midtrain.llm.backends` (``complete``: raw prompts, stop strings, token
+counts): batched ``transformers`` generation with a KV cache (:func:`midtrain.models.generation.generate`), or vLLM
+when installed (``backend=vllm``; ``auto`` uses vLLM when it is importable and a GPU is present). The model is loaded
+by :func:`midtrain.models.init.load_model`, which refuses missing or mis-shaped weights.
 
     midtrain eval runs/sft --benchmarks gsm8k math500 --n-samples 16 --temperature 0.6 --out runs/eval-sft
     midtrain eval runs/rl --synthetic data/synth-test.jsonl --n-samples 8 --temperature 1.0 --out runs/eval-synth
     midtrain eval runs/rl synth_generate='[{preset: tiny-edge, n: 64, render: compact, modulus: 10}]' \
-        --op-scale tiny --out runs/eval-synth-edge
+        --ops.scale tiny --out runs/eval-synth-edge
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, progress
-from midtrain.data import append_jsonl, iter_jsonl_tolerant, repair_tail, write_jsonl
+from midtrain.data.jsonl import append_jsonl, iter_jsonl_tolerant, repair_tail, write_jsonl
 from midtrain.errors import ConfigError
 from midtrain.eval.benchmarks import (
     PromptFormat,
@@ -60,18 +62,21 @@ from midtrain.eval.benchmarks import (
 )
 from midtrain.eval.scoring import Kind, exit_with_parent, score_batch
 from midtrain.eval.summary import macro_averages, summarize_benchmark
+from midtrain.fileio import atomic_write_json
+from midtrain.llm.backends import CompletionBackend, TransformersBackend, VLLMBackend
+from midtrain.llm.config import BackendConfig, BackendKind
 from midtrain.models import generation
-from midtrain.runs import Result, atomic_write_json, open_run
-from midtrain.synth import summary as synth_eval
+from midtrain.outputs import SAMPLES, SUMMARY
+from midtrain.runs import Result, open_run
+from midtrain.synth.summary import OPS_RENAMED, VERIFIABLE, OpRangeConfig, load_problems, problems_from_specs, summarize, synth_config
 from midtrain.synth.verify import sample_row
 from midtrain.thoughts import THINK_OPEN, opens_thought, thinking_part
-
-SAMPLES = "samples.jsonl"
-SUMMARY = "summary.json"
 
 
 @dataclass
 class EvalConfig(Config):
+    RENAMED: ClassVar[dict[str, str]] = OPS_RENAMED
+
     model: str = param("", "Model checkpoint directory (or a hub id when online).", positional=True)
     out: str = param("", "Output run directory (samples.jsonl, summary.json).", path="dir")
     benchmarks: list[str] = param(
@@ -85,10 +90,7 @@ class EvalConfig(Config):
         [],
         "Generate the synthetic problems instead: one midtrain.synth SynthConfig mapping per set, e.g. synth_generate='[{preset: tiny-edge, n: 50, render: compact, modulus: 10}]'.",
     )
-    op_scale: Literal["paper", "tiny"] = param(
-        "paper", "Named synthetic op ranges: paper (id 2-10, edge 11-14, hard 15-20) or tiny (id 2-5, edge 6-8, hard 9-12)."
-    )
-    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces op_scale when given.", ge=0)
+    ops: OpRangeConfig = param(OpRangeConfig(), "The op ranges synthetic results are grouped by.")
     synth_ranges: list[str] = param([], "Evaluate only synthetic problems whose op falls in these named ranges (empty: all).")
     tokenizer: str = param("", "Tokenizer directory (default: the model's).", path="dir")
     data_root: str = param(
@@ -123,6 +125,11 @@ class EvalConfig(Config):
     seed: int = param(0, "Sampling seed.", ge=0, le=MAX_SEED)
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
     progress: bool = param(True, "Show a progress bar.")
+    progress_every_s: float = param(
+        30.0,
+        "Without a terminal (a pipe, a log file): log a progress line at most every this many seconds, and at the end.",
+        ge=0,
+    )
 
     def check(self) -> None:
         if not self.model:
@@ -134,7 +141,7 @@ class EvalConfig(Config):
         if self.synthetic and self.synth_generate:
             raise ConfigError("keys 'synthetic' and 'synth_generate': give one of them, not both")
         for i, spec in enumerate(self.synth_generate):
-            synth_eval.synth_config(spec, f"synth_generate[{i}]")
+            synth_config(spec, f"synth_generate[{i}]")
         if self.n_samples < 1:
             raise ConfigError("key 'n_samples': must be at least 1")
         if self.n_samples > 1 and self.temperature == 0:
@@ -143,73 +150,25 @@ class EvalConfig(Config):
             raise ConfigError("key 'temperature'/'top_p': need temperature >= 0 and 0 < top_p <= 1")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.limit < 0 or self.n_shots < 0 or self.score_workers < -1:
             raise ConfigError("key 'max_new_tokens'/'batch_size'/'limit'/'n_shots'/'score_workers': out of range")
-        for name, r in self.op_ranges.items():
-            if len(r) != 2 or r[0] > r[1]:
-                raise ConfigError(f"key 'op_ranges.{name}': expected [lo, hi] with lo <= hi, got {r}")
+        self.ops.validate("ops.")  # also when the section was built in Python rather than parsed
         for name in self.synth_ranges:
             if name not in self.ranges():
                 raise ConfigError(f"key 'synth_ranges': unknown range '{name}' (ranges: {', '.join(self.ranges())})")
 
     def ranges(self) -> dict[str, list[int]]:
-        return dict(self.op_ranges) or synth_eval.scale_ranges(self.op_scale)
+        return self.ops.resolve()
 
 
 # -- generation backends ----------------------------------------------------------------------------------------
-class _HF:
-    def __init__(self, cfg: EvalConfig, tokenizer: Any):
-        from midtrain.models.init import load_model
-
-        self.model = load_model(cfg.model, dtype=cfg.dtype)
-        self.tokenizer = tokenizer
-        self.chunk = cfg.batch_size
-
-    def generate(
-        self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float, stop: Sequence[str], seed: int | None
-    ) -> list[generation.Generation]:
-        bos = self.tokenizer.bos_token or ""
-        add_bos = not (bos and prompts and prompts[0].startswith(bos))
-        out = generation.generate(
-            self.model,
-            self.tokenizer,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            n=1,
-            batch_size=len(prompts),
-            seed=seed,
-            stop=stop,
-            add_bos=add_bos,
-        )
-        return [g[0] for g in out]
-
-
-class _VLLM:  # exercised only where vLLM is installed (not in this repository's CPU tests)
-    def __init__(self, cfg: EvalConfig, tokenizer: Any):
-        from vllm import LLM
-
-        self.llm = LLM(model=cfg.model, tokenizer=cfg.tokenizer or cfg.model, seed=cfg.seed, dtype="auto")
-        self.chunk = 1024  # vLLM batches continuously; chunks only bound the work lost to a kill
-
-    def generate(
-        self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float, stop: Sequence[str], seed: int | None
-    ) -> list[generation.Generation]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(
-            n=1,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_new_tokens,
-            seed=seed,
-            stop=list(stop) or None,
-            include_stop_str_in_output=True,
-        )
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [
-            generation.Generation(text=o.outputs[0].text, tokens=len(o.outputs[0].token_ids), finished=o.outputs[0].finish_reason == "stop")
-            for o in outs
-        ]
+def load_backend(cfg: EvalConfig, name: str, tokenizer: Any) -> tuple[CompletionBackend, int]:
+    """The generation backend ``name`` of ``cfg`` (:mod:`midtrain.llm.backends`, the model loaded) and how many
+    completions to ask it for at a time."""
+    kind: BackendKind = "vllm" if name == "vllm" else "transformers"
+    spec = BackendConfig(backend=kind, model=cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size, seed=cfg.seed, chat_template=False)
+    if name == "vllm":  # exercised only where vLLM is installed (not in this repository's CPU tests)
+        # vLLM batches continuously, so a chunk only bounds the work a kill loses; the checkpoint's own dtype
+        return VLLMBackend(spec, tokenizer=cfg.tokenizer or cfg.model, dtype="auto"), 1024
+    return TransformersBackend(spec, tokenizer=tokenizer), cfg.batch_size
 
 
 def _cuda() -> bool:
@@ -228,7 +187,7 @@ def pick_backend(choice: str) -> str:
     return "transformers"
 
 
-def thinking_tokens(tokenizer: Any, texts: Sequence[str | None]) -> list[int | None]:
+def thinking_token_counts(tokenizer: Any, texts: Sequence[str | None]) -> list[int | None]:
     """Token counts of thinking spans (None where there was no thinking), one tokenizer call per batch."""
     idx = [i for i, t in enumerate(texts) if t is not None]
     out: list[int | None] = [None] * len(texts)
@@ -266,9 +225,9 @@ def _load_tasks(cfg: EvalConfig) -> list[Task]:
     if cfg.synthetic or cfg.synth_generate:
         keep = {r: cfg.ranges()[r] for r in cfg.synth_ranges}
         if cfg.synthetic:
-            recs, src = synth_eval.load_problems(cfg.synthetic, ranges=keep, limit=cfg.limit, required=synth_eval.VERIFIABLE), cfg.synthetic
+            recs, src = load_problems(cfg.synthetic, ranges=keep, limit=cfg.limit, required=VERIFIABLE), cfg.synthetic
         else:
-            recs, src = synth_eval.generate(cfg.synth_generate, ranges=keep, limit=cfg.limit), "generated"
+            recs, src = problems_from_specs(cfg.synth_generate, ranges=keep, limit=cfg.limit), "generated"
         tasks.append(Task("synthetic", "synthetic", "synthetic", recs, src, "synthetic world", stop=["</answer>"]))
     names = [t.name for t in tasks]
     dup = {n for n in names if names.count(n) > 1}
@@ -299,7 +258,7 @@ def rows_for(
     if scores is None:
         scores = score_batch(task.kind, _payload(task, gens, items))
     spans = [thinking_part(g.text, opened=task.opened[i]) for (i, _), g in zip(items, gens)]
-    think = thinking_tokens(tokenizer, spans) if tokenizer is not None else [None] * len(spans)
+    think = thinking_token_counts(tokenizer, spans) if tokenizer is not None else [None] * len(spans)
     for (i, j), g, t, (correct, answer, key) in zip(items, gens, think, scores):
         rec = task.records[i]
         rows.append(
@@ -377,7 +336,7 @@ def build_summary(
         ids = {r["id"] for r in t.records}
         trows = [r for r in by_task[t.name] if r["id"] in ids]
         if t.kind == "synthetic":
-            summary["synthetic"] = synth_eval.summarize(trows, t.records, ks=ks, ranges=op_ranges)
+            summary["synthetic"] = summarize(trows, t.records, ks=ks, ranges=op_ranges)
         else:
             summary["benchmarks"][t.name] = {
                 "title": t.title or t.name,
@@ -464,7 +423,7 @@ def _generate_missing(
     workers = cfg.score_workers if cfg.score_workers >= 0 else int(backend_name == "vllm" or _cuda())
     scorer = _Scorer(workers)  # started before the model loads: the worker imports while we load
     t_load = time.perf_counter()
-    backend = (_VLLM if backend_name == "vllm" else _HF)(cfg, tokenizer)
+    backend, per_call = load_backend(cfg, backend_name, tokenizer)
     stats["model_load_seconds"] = round(time.perf_counter() - t_load, 3)
     t0, n_gen, n_tok, t_gen = time.time(), 0, 0, 0.0
     pending: list[tuple[Task, list[generation.Generation], list[tuple[int, int]], Any]] = []
@@ -477,14 +436,14 @@ def _generate_missing(
             on_append()
 
     try:
-        with progress() if cfg.progress else _NoBar() as bar:
+        with progress(log_every_s=cfg.progress_every_s) if cfg.progress else _NoBar() as bar:
             bar_task = bar.add_task("eval", total=total, info="")
             for t in tasks:
                 items = sorted(todo[t.name], key=lambda ij: -len(t.prompts[ij[0]]))  # less padding per batch
-                for start in range(0, len(items), backend.chunk):
-                    chunk = items[start : start + backend.chunk]
+                for start in range(0, len(items), per_call):
+                    chunk = items[start : start + per_call]
                     t1 = time.perf_counter()
-                    gens = backend.generate(
+                    gens = backend.complete(
                         [t.prompts[i] for i, _ in chunk],
                         max_new_tokens=cfg.max_new_tokens,
                         temperature=cfg.temperature,
@@ -574,6 +533,4 @@ __all__ = [
     "summarize_benchmark",
     "macro_averages",
     "build_summary",
-    "SAMPLES",
-    "SUMMARY",
 ]

@@ -26,10 +26,11 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from midtrain.config import Config, param
-from midtrain.data import iter_jsonl, where
+from midtrain.data.jsonl import iter_jsonl
+from midtrain.data.records import where
 from midtrain.errors import ConfigError, DataError
 from midtrain.eval.benchmarks import (
     Source,
@@ -37,15 +38,19 @@ from midtrain.eval.benchmarks import (
     load_benchmark,
     load_file,
 )
-from midtrain.eval.evaluate import SAMPLES, SUMMARY, Task, rows_for, thinking_tokens
+from midtrain.eval.evaluate import Task, rows_for, thinking_token_counts
 from midtrain.eval.summary import summarize_benchmark
+from midtrain.fileio import atomic_write_json
 from midtrain.models import generation
-from midtrain.runs import atomic_write_json, open_run
-from midtrain.synth import summary as synth_eval
+from midtrain.outputs import SAMPLES, SUMMARY
+from midtrain.runs import open_run
+from midtrain.synth.summary import OPS_RENAMED, VERIFIABLE, OpRangeConfig, flatten, load_problems, summarize
 
 
 @dataclass
 class ScoreConfig(Config):
+    RENAMED: ClassVar[dict[str, str]] = OPS_RENAMED
+
     completions: str = param(
         "", "JSONL of {id, completion} lines (several per id allowed; optional 'sample'), or lm-eval --log_samples output.", path="file"
     )
@@ -65,8 +70,7 @@ class ScoreConfig(Config):
         False, "Completions start inside an open '<think>' (the prompt opened it): text before '</think>' is never scored."
     )
     tokenizer: str = param("", "Tokenizer directory to count response/thinking tokens (optional).", path="dir")
-    op_scale: Literal["paper", "tiny"] = param("paper", "Named synthetic op ranges: paper (2-10, 11-14, 15-20) or tiny (2-5, 6-8, 9-12).")
-    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]}; replaces op_scale when given.", ge=0)
+    ops: OpRangeConfig = param(OpRangeConfig(), "The op ranges synthetic results are grouped by.")
     out: str = param("", "Optional output directory for samples.jsonl + summary.json.", path="dir")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
 
@@ -75,9 +79,7 @@ class ScoreConfig(Config):
             raise ConfigError("key 'completions': give the completions JSONL")
         if sum(map(bool, (self.benchmark, self.data, self.synthetic))) != 1:
             raise ConfigError("key 'benchmark': give exactly one of benchmark, data or synthetic")
-        for name, r in self.op_ranges.items():
-            if len(r) != 2 or r[0] > r[1]:
-                raise ConfigError(f"key 'op_ranges.{name}': expected [lo, hi] with lo <= hi, got {r}")
+        self.ops.validate("ops.")  # also when the section was built in Python rather than parsed
 
 
 @dataclass
@@ -197,7 +199,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
 
         tokenizer = load_tokenizer(cfg.tokenizer)
     if cfg.synthetic:
-        records = synth_eval.load_problems(cfg.synthetic, required=synth_eval.VERIFIABLE)
+        records = load_problems(cfg.synthetic, required=VERIFIABLE)
         name, kind, domain, src = "synthetic", "synthetic", "synthetic", cfg.synthetic
     elif cfg.benchmark:
         bench, records, src = load_benchmark(cfg.benchmark, root=cfg.data_root or None, source=cfg.source)
@@ -213,12 +215,11 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     task = Task(name, kind, domain, records, src, opened=[cfg.thinking] * len(records))  # type: ignore[arg-type]
     index = {r["id"]: i for i, r in enumerate(records)}
     items = [(index[c["id"]], c["sample"]) for c in comps]
-    tok_counts = thinking_tokens(tokenizer, [c["completion"] for c in comps]) if tokenizer else [None] * len(comps)
+    tok_counts = thinking_token_counts(tokenizer, [c["completion"] for c in comps]) if tokenizer else [None] * len(comps)
     gens = [generation.Generation(c["completion"], t, True) for c, t in zip(comps, tok_counts)]  # type: ignore[arg-type]
     rows = rows_for(task, gens, items, tokenizer)
     if kind == "synthetic":
-        ranges = dict(cfg.op_ranges) or synth_eval.scale_ranges(cfg.op_scale)
-        summary = {"benchmark": name, **synth_eval.flatten(synth_eval.summarize(rows, records, ranges=ranges))}
+        summary = {"benchmark": name, **flatten(summarize(rows, records, ranges=cfg.ops.resolve()))}
     else:
         summary = {"benchmark": name, "domain": domain, **summarize_benchmark(rows)}
     scored = {r["id"] for r in comps}
@@ -229,7 +230,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         inputs = {"completions": cfg.completions} | ({f"data:{name}": src} if Path(src).is_file() else {})
         with open_run(cfg.out, "eval_score", cfg, inputs, overwrite=cfg.overwrite) as run_:
             if not run_.cached:
-                from midtrain.data import write_jsonl
+                from midtrain.data.jsonl import write_jsonl
 
                 write_jsonl(run_.path / SAMPLES, rows)
                 atomic_write_json(run_.path / SUMMARY, summary)

@@ -12,6 +12,9 @@ verified accuracy p_s over N_s completions. For arms X and Y,
 Both terms are kept because the seeds share one evaluation set: seed variation alone would not see the problem
 sample, and the binomial term alone would not see training noise. A claim of a gain holds when delta clears both
 an absolute margin and 3 standard errors; evaluation is never tuned to make it pass.
+
+A ``--quick`` run (seconds-sized budgets, for CI) computes every claim the same way, but its numbers mean nothing:
+its tables show :func:`verdict` "not judged" instead of yes/NO, and its reports carry :data:`QUICK_BANNER`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import Any
 
-from midtrain.runs import read_json
+from midtrain.console import fmt_num
+from midtrain.fileio import read_json
 
 GAIN_MIN = 0.05  # absolute gain a "RL adds" claim needs (issue: ≥ 0.05 and ≥ 3 s.e.)
 GAIN_SE = 3.0
+QUICK_BANNER = "QUICK RUN — smoke test, not a result"
 
 
 def eval_ranges(out: str | Path) -> dict[str, dict[str, Any]]:
@@ -165,13 +170,23 @@ def better_claim(stages_by_seed: dict[str, dict[str, Any]], x: str, y: str, *, c
     }
 
 
+def verdict(claim: dict[str, Any], *, quick: bool = False) -> str:
+    """The "holds" cell of a claims table: ``yes`` / ``NO``, or ``not judged (quick run)`` for a ``--quick`` run,
+    whose budgets are too small for either answer to mean anything."""
+    if quick:
+        return "not judged (quick run)"
+    return "yes" if claim["holds"] else "NO"
+
+
 def _fmt_diff(d: dict[str, Any], xname: str, yname: str) -> str:
-    return f"{xname} {d['x']:.3f} vs {yname} {d['y']:.3f}: {d['delta']:+.3f} ± {d['se']:.3f} (s.e., {d['seeds']} seeds)"
+    x, y, delta, se = (fmt_num(float(d[k]), spec) for k, spec in (("x", ".3f"), ("y", ".3f"), ("delta", "+.3f"), ("se", ".3f")))
+    return f"{xname} {x} vs {yname} {y}: {delta} ± {se} (s.e., {d['seeds']} seeds)"
 
 
 __all__ = [
     "GAIN_MIN",
     "GAIN_SE",
+    "QUICK_BANNER",
     "better_claim",
     "diff",
     "eval_range",
@@ -181,4 +196,5 @@ __all__ = [
     "per_seed",
     "ratio_claim",
     "rl_adds_claim",
+    "verdict",
 ]

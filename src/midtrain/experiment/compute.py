@@ -9,15 +9,13 @@ arm's chain, the quantity the compute-split experiment fixes. :func:`arm_results
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from midtrain.experiment.spec import ArmSpec, Step
 from midtrain.stages import stage, verbs
 
-if TYPE_CHECKING:  # types only: experiment.py imports this module at run time
-    from midtrain.experiment.experiment import ArmSpec, ExperimentConfig, Step
 
-
-def task_kind(cfg: ExperimentConfig, step_rec: dict[str, Any], steps: dict[str, Step]) -> str:
+def task_kind(step_rec: dict[str, Any], steps: dict[str, Step]) -> str:
     """'mid' for pretraining/SFT and RL mid-training (suffix tasks), 'rl' for RL post-training, '' otherwise."""
     verb = step_rec["verb"]
     kind = stage(verb).compute if verb in verbs() else ""
@@ -29,7 +27,7 @@ def task_kind(cfg: ExperimentConfig, step_rec: dict[str, Any], steps: dict[str, 
     return ""
 
 
-def compute_of(cfg: ExperimentConfig, arm: ArmSpec, recs: dict[str, dict[str, Any]], steps: dict[str, Step]) -> dict[str, Any]:
+def compute_of(arm: ArmSpec, recs: dict[str, dict[str, Any]], steps: dict[str, Step]) -> dict[str, Any]:
     """Tokens and FLOPs of one arm's chain, split into mid-training and RL, and β = mid / (mid + rl)."""
     out: dict[str, Any] = {"mid_flops": 0.0, "rl_flops": 0.0, "mid_tokens": 0, "rl_tokens": 0, "stages": {}}
     for name in arm.chain:
@@ -37,7 +35,7 @@ def compute_of(cfg: ExperimentConfig, arm: ArmSpec, recs: dict[str, dict[str, An
         if rec is None:
             continue
         m = rec["metrics"]
-        kind = task_kind(cfg, rec, steps) or "mid"
+        kind = task_kind(rec, steps) or "mid"
         tokens = int(m.get("tokens") or 0) + int(m.get("tokens_generated") or 0) + int(m.get("tokens_trained") or 0)
         flops = float(m.get("flops") or 0.0)
         out[f"{kind}_flops"] += flops
@@ -51,20 +49,18 @@ def compute_of(cfg: ExperimentConfig, arm: ArmSpec, recs: dict[str, dict[str, An
 
 
 def arm_results(
-    cfg: ExperimentConfig, recs_by_seed: dict[Any, dict[str, dict[str, Any]]], steps_by_seed: dict[Any, dict[str, Step]]
+    arms: dict[str, ArmSpec], recs_by_seed: dict[Any, dict[str, dict[str, Any]]], steps_by_seed: dict[Any, dict[str, Step]]
 ) -> dict[str, Any]:
-    """Per seed and arm: compute and the final eval's metrics (verified pass@1 by op range)."""
-    arms = cfg.only or list(cfg.arms)
+    """Per seed and arm (of ``arms``, in order): compute and the final eval's metrics (verified pass@1 by op range)."""
     out: dict[str, Any] = {}
     for seed, recs in recs_by_seed.items():
         per: dict[str, Any] = {}
-        for a in arms:
-            spec = cfg.arms[a]
+        for a, spec in arms.items():
             ev = recs.get(spec.eval, {}).get("metrics", {}) if spec.eval else {}
             ranges = {k.split(".")[1]: v for k, v in ev.items() if k.startswith("synthetic.") and k.endswith(".pass_at_1")}
             per[a] = {
                 "label": spec.label or a,
-                "compute": compute_of(cfg, spec, recs, steps_by_seed[seed]),
+                "compute": compute_of(spec, recs, steps_by_seed[seed]),
                 "verified_acc": ranges,
                 "eval": ev,
             }

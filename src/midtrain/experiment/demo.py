@@ -27,7 +27,10 @@ such with its measured values; evaluation is never tuned to make it pass.
 Output (``--out DIR``): ``summary.json`` (per arm and range: verified accuracy per seed and mean ± std, compute,
 claims with measured values, diagnostics per checkpoint), ``report.md`` + ``plots/`` and ``report.html`` (plots
 embedded), and the stage run directories under ``DIR/runs``. Killing the demo and re-running it resumes.
-``--quick`` shrinks every budget (seconds, for CI): its numbers mean nothing.
+``--quick`` shrinks every budget (seconds, for CI): its numbers mean nothing, so it says so everywhere a result
+would show: ``"quick": true`` and ``"banner"`` in ``summary.json``, the banner atop (and at the foot of) both
+reports and on every screen and printed page of the HTML, "not judged (quick run)" instead of yes/NO in the claims
+tables, and the banner in the printed summary.
 """
 
 from __future__ import annotations
@@ -40,15 +43,16 @@ from statistics import mean, pstdev, stdev
 from typing import Any
 
 from midtrain.config import MAX_SEED, Config, param, read_yaml
-from midtrain.console import log, print_table
+from midtrain.console import fmt_num, log, print_table
 from midtrain.errors import ConfigError
-from midtrain.experiment.claims import better_claim, eval_ranges, hacking_claim, ratio_claim, rl_adds_claim
-from midtrain.experiment.experiment import ExperimentConfig, arm_table, run_dirs
+from midtrain.experiment.claims import QUICK_BANNER, better_claim, eval_ranges, hacking_claim, ratio_claim, rl_adds_claim, verdict
+from midtrain.experiment.experiment import arm_table, run_dirs
 from midtrain.experiment.experiment import run as run_experiment
+from midtrain.experiment.graph import ExperimentConfig
 from midtrain.experiment.report import Section, Table, build
+from midtrain.fileio import atomic_write_json, atomic_write_text, read_json
 from midtrain.locks import PathLock
 from midtrain.plots import RANGE_COLORS, pyplot, save_png
-from midtrain.runs import atomic_write_json, atomic_write_text, read_json
 
 REPO = Path(__file__).resolve().parents[3]
 BASE_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo-base"  # the shipped base checkpoint
@@ -206,10 +210,10 @@ def eval_problems(stages_by_seed: dict[str, dict[str, Any]], stage: str = CLAIM_
 
 
 def _fmt_measured(m: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) and not math.isinf(v) else f"{k} {v}" for k, v in m.items())
+    return ", ".join(f"{k} {fmt_num(v, '.3f')}" for k, v in m.items())
 
 
-def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]]):
+def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]], quick: bool = False):
     def make(plots: Path) -> list[Any]:
         secs = [
             Section(
@@ -218,7 +222,7 @@ def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]]):
                     Table(
                         "claims (means over seeds)",
                         ["claim", "paper", "measured", "holds"],
-                        [[c["claim"], c["paper"], _fmt_measured(c["measured"]), "yes" if c["holds"] else "NO"] for c in res["claims"]],
+                        [[c["claim"], c["paper"], _fmt_measured(c["measured"]), verdict(c, quick=quick)] for c in res["claims"]],
                     )
                 ],
             ),
@@ -312,6 +316,7 @@ def _demo(cfg: DemoConfig) -> DemoResult:
         "seeds": seeds,
         "eval_problems": eval_problems(data["stages"]),
         "quick": cfg.quick,
+        "banner": QUICK_BANNER if cfg.quick else "",
         "from_scratch": cfg.from_scratch,
         "arms": res["arms"],
         "claims": res["claims"],
@@ -321,14 +326,17 @@ def _demo(cfg: DemoConfig) -> DemoResult:
         "seconds": round(time.time() - t0, 1),
         "experiment": str(exp_file),
     }
-    md, ht, plots = build(run_dirs(exp), "midtrain demo: thinking mid-training in a synthetic world", out, extra=_sections(res, table))
+    title = "midtrain demo: thinking mid-training in a synthetic world"
+    md, ht, plots = build(run_dirs(exp), title, out, extra=_sections(res, table, cfg.quick), banner=summary["banner"])
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", ht)
     atomic_write_json(out / "summary.json", summary)
+    if cfg.quick:
+        print(QUICK_BANNER)  # above the claims table: its "holds" column is no verdict
     print_table(
         "claims (DESIGN §1.1-1.2)",
         ["claim", "measured", "holds"],
-        [[c["claim"], _fmt_measured(c["measured"]), "yes" if c["holds"] else "NO"] for c in res["claims"]],
+        [[c["claim"], _fmt_measured(c["measured"]), verdict(c, quick=cfg.quick)] for c in res["claims"]],
     )
     return DemoResult(str(out), summary)
 
@@ -342,7 +350,8 @@ class DemoResult:
         return {"out": self.out, "summary": self.data}
 
     def summary(self) -> str:
-        return f"demo: {self.data['seconds']:.0f} s → {self.out}/report.html, {self.out}/report.md, {self.out}/summary.json"
+        line = f"demo: {self.data['seconds']:.0f} s → {self.out}/report.html, {self.out}/report.md, {self.out}/summary.json"
+        return f"{self.data['banner']}\n{line}" if self.data.get("banner") else line
 
 
 __all__ = ["CLAIM_STAGES", "DemoConfig", "demo", "collect", "claims", "eval_problems", "load_experiment", "plot_arms"]

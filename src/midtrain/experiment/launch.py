@@ -11,25 +11,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from midtrain.console import log
 from midtrain.errors import MidtrainError
-from midtrain.runs import read_json
-
-if TYPE_CHECKING:  # types only: experiment.py imports this module at run time
-    from midtrain.experiment.experiment import ExperimentConfig, Step
+from midtrain.experiment.spec import Step
+from midtrain.fileio import read_json
 
 
-def launch_stage(cfg: ExperimentConfig, step: Step, launch: list[str]) -> dict[str, Any]:
-    """Run one stage under a launcher (accelerate, torchrun, srun …) in a subprocess; its run dir's metrics."""
+def launch_stage(out_dir: Path, step: Step, launch: list[str]) -> dict[str, Any]:
+    """Run one stage under a launcher (accelerate, torchrun, srun …) in a subprocess, its config written under the
+    experiment's ``out_dir``; its run dir's metrics."""
     import subprocess
 
     from midtrain.config import to_yaml
-    from midtrain.runs import atomic_write_text
+    from midtrain.fileio import atomic_write_text
 
     assert step.config is not None  # run_step handles `path` stages (no config) without launching
-    conf = cfg.out_dir / ".journal" / f"{step.key}.yaml"
+    conf = out_dir / ".journal" / f"{step.key}.yaml"
     conf.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(conf, to_yaml(step.config, redact=False))  # the launched stage needs the real URL
     argv = [*launch, "-m", "midtrain", *step.verb.split(), "--config", str(conf)]

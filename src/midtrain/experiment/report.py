@@ -37,11 +37,12 @@ from typing import Any
 
 from midtrain.analysis.plots import plot_cka, plot_weight_heatmap
 from midtrain.config import Config, param
-from midtrain.console import log
-from midtrain.data import iter_jsonl_tolerant
+from midtrain.console import fmt_num, log
+from midtrain.data.jsonl import iter_jsonl_tolerant
 from midtrain.errors import ConfigError, DataError
+from midtrain.fileio import atomic_write_text
 from midtrain.plots import as_number, plot_acc_vs_op, plot_pass_at_k, plot_training
-from midtrain.runs import META, atomic_write_text, open_run
+from midtrain.runs import META, open_run
 
 ARTIFACTS = ("summary.json", "log.jsonl", "weights.json", "cka.json")
 PNG_EMBEDS = ("weights_heatmap.png", "weights_timeline.png", "cka_per_layer.png")
@@ -84,6 +85,11 @@ class ReportResult:
 
 
 # -- discovery --------------------------------------------------------------------------------------------------
+def reportable(dirs: Sequence[Path]) -> list[Path]:
+    """The directories among ``dirs`` that hold a report artifact (a data or judge stage's run holds none)."""
+    return [d for d in dirs if any((d / a).is_file() for a in ARTIFACTS)]
+
+
 def find_runs(paths: Sequence[str | Path], max_depth: int = 3) -> list[Path]:
     """Directories holding at least one report artifact, in argument order then path order."""
     found: list[Path] = []
@@ -135,17 +141,10 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 # -- formatting -------------------------------------------------------------------------------------------------
 
 
-def fmt(v: Any, digits: int = 4) -> str:
-    """A table cell: floats rounded to ``digits`` decimals, ints as is, missing as an empty cell."""
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.{digits}f}" if not (math.isnan(v) or math.isinf(v)) else ""
-    return str(v)
+def cell(v: Any) -> str:
+    """A table cell: a value by :func:`midtrain.console.fmt_num` (floats to 4 decimals, ints as is); no value (None,
+    NaN, ±inf: a metric a run did not produce) is an empty cell, so tables of several runs line up."""
+    return fmt_num(None if isinstance(v, float) and not math.isfinite(v) else v, missing="")
 
 
 @dataclass
@@ -155,14 +154,14 @@ class Table:
     rows: list[list[Any]]
 
     def markdown(self) -> str:
-        esc = lambda s: fmt(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        esc = lambda s: cell(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
         lines = [f"**{self.title}**", "", "| " + " | ".join(map(esc, self.header)) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
         lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.rows]
         return "\n".join(lines) + "\n"
 
     def html(self) -> str:
-        head = "".join(f"<th>{html.escape(fmt(h))}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(c))}</td>" for c in row) + "</tr>" for row in self.rows)
+        head = "".join(f"<th>{html.escape(cell(h))}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in row) + "</tr>" for row in self.rows)
         return f"<p><b>{html.escape(self.title)}</b></p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -371,7 +370,7 @@ def analysis_sections(
             ]
             sec.blocks.append(
                 Table(
-                    f"{label}: linear CKA per layer (min {fmt(as_number(c.get('min_cka')))})",
+                    f"{label}: linear CKA per layer (min {cell(as_number(c.get('min_cka')))})",
                     ["layer", "CKA (mean over probes)"] + names,
                     rows,
                 )
@@ -408,15 +407,26 @@ CSS = (
     "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;"
     "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
     "img{max-width:100%;border:1px solid #eee;margin:.5em 0}figcaption{font-size:12px;color:#555}"
+    # the banner stays in view while scrolling and repeats on every printed page
+    ".banner{position:sticky;top:0;z-index:1;background:#b00020;color:#fff;font-weight:bold;padding:.5em 1em}"
+    "@media print{.banner{position:fixed;left:0;right:0}body{padding-top:3em}}"
 )
 
 
-def render(title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: list[Section], out: Path) -> tuple[str, str]:
+def render(
+    title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: list[Section], out: Path, banner: str = ""
+) -> tuple[str, str]:
+    """Markdown and HTML of the report; a ``banner`` (a quick run's warning) heads both, is repeated at their end,
+    prefixes the HTML title and stays in view on every screen and printed page of the HTML."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     run_table = Table("runs", ["run", "stage", "status", "path"], [[l, m.get("stage"), m.get("status"), str(p)] for l, p, m in runs])
-    md = [f"# {title}", "", f"Generated {stamp}.", ""]
+    md_banner = [f"> **{banner}**", ""] if banner else []
+    ht_banner = [f"<div class='banner'>{html.escape(banner)}</div>"] if banner else []
+    head = html.escape(f"{banner} · {title}" if banner else title)
+    md = [f"# {title}", "", *md_banner, f"Generated {stamp}.", ""]
     ht = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{head}</title><style>{CSS}</style></head><body>",
+        *ht_banner,
         f"<h1>{html.escape(title)}</h1><p>Generated {stamp}.</p>",
     ]
     sections = [*sections, Section("runs", [run_table])]  # the inventory last: results first
@@ -437,23 +447,29 @@ def render(title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: l
             else:
                 md += [b[1], ""]
                 ht.append(f"<p>{html.escape(b[1])}</p>")
-    ht.append("</body></html>")
+    md += md_banner
+    ht += [*ht_banner, "</body></html>"]
     return "\n".join(md) + "\n", "\n".join(ht) + "\n"
 
 
-def build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None = None) -> tuple[str, str, list[str]]:
+def build(
+    runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None = None, *, banner: str = ""
+) -> tuple[str, str, list[str]]:
     """Markdown, HTML and plot paths of a report on ``runs``, plots written under ``out/plots``.
 
     ``extra(plots_dir)`` (Python API: experiments, the demo) returns sections shown first, e.g. a comparison of
-    arms; their plots must be written into ``plots_dir``.
+    arms; their plots must be written into ``plots_dir``. ``banner`` marks the whole report (:func:`render`), e.g.
+    a ``--quick`` demo's "not a result".
     """
     import matplotlib
 
     with matplotlib.rc_context({"text.parse_math": False}):  # run names and titles are text: '$x$' is not math
-        return _build(runs, title, out, extra)
+        return _build(runs, title, out, extra, banner)
 
 
-def _build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None) -> tuple[str, str, list[str]]:
+def _build(
+    runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None, banner: str
+) -> tuple[str, str, list[str]]:
     plots_dir = out / "plots"
     if plots_dir.exists():
         shutil.rmtree(plots_dir)
@@ -493,7 +509,7 @@ def _build(runs: list[Path], title: str, out: Path, extra: Callable[[Path], list
         + training_sections(logs, plots_dir)
         + analysis_sections(weights, ckas, plots_dir)
     )
-    md, ht = render(title, metas, sections, out)
+    md, ht = render(title, metas, sections, out, banner)
     return md, ht, sorted(str(p) for p in plots_dir.glob("*.png"))
 
 
@@ -528,7 +544,8 @@ __all__ = [
     "run",
     "build",
     "find_runs",
-    "fmt",
+    "reportable",
+    "cell",
     "Table",
     "Section",
     "read_log",

@@ -1,58 +1,53 @@
-"""Text-generation backends shared by the annotator (``midtrain augment``) and the judge (``midtrain.llm.judge``).
+"""Text-generation backends shared by the annotator (``midtrain augment``), the judge (``midtrain.llm.judge``) and
+evaluation (``midtrain eval``).
 
 One small protocol, :class:`TextBackend`: ``generate(prompts, *, max_new_tokens, temperature, n)`` returns ``n``
 completions per prompt in prompt order, and ``agenerate`` is the same as a coroutine. With ``errors="return"`` a
-prompt that failed for good yields a :class:`BackendError` (with a ``kind`` to count it by, see
+prompt that failed for good yields a :class:`~midtrain.llm.base.BackendError` (with a ``kind`` to count it by, see
 :mod:`midtrain.llm.base`) in its slot instead of raising, so that one bad request never stops a run of thousands;
 every backend fails that way, an exception of an in-process batch being a failed item for each of its prompts.
-Implementations:
+The in-process backends also implement :class:`CompletionBackend`: ``complete`` continues raw prompts (no chat
+template) with stop strings, nucleus sampling and an explicit seed, and returns each completion with its token count
+and whether it finished, which is what evaluation needs. Every backend takes its config section,
+:class:`~midtrain.llm.config.BackendConfig`. Implementations:
 
-- :class:`TransformersBackend`: any local Hugging Face causal LM, batched with KV cache through
-  :func:`midtrain.models.generation.generate`; the tokenizer's chat template is applied when it has one.
-  ``agenerate`` runs the batch in a worker thread, one batch at a time.
-- :class:`OpenAIBackend` (:mod:`midtrain.llm.openai`): any OpenAI-compatible HTTP server, chat or completions
-  endpoint or ``auto`` (the first request decides), bounded concurrency, backoff retries, fail-fast on 401/403/3xx.
-  Base URL from the config, else ``$MIDTRAIN_API_BASE`` / ``$OPENAI_BASE_URL``; the key from the environment
-  variable named by ``api_key_env`` (never from a config file); ``seed`` and ``extra_body`` are sent.
+- :class:`TransformersBackend`: any local Hugging Face causal LM (loaded by :func:`midtrain.models.init.load_model`,
+  which refuses missing weights), batched with KV cache through :func:`midtrain.models.generation.generate`; the
+  tokenizer's chat template is applied by ``generate`` when it has one. ``agenerate`` runs the batch in a worker
+  thread, one batch at a time.
+- :class:`~midtrain.llm.openai.OpenAIBackend` (:mod:`midtrain.llm.openai`): any OpenAI-compatible HTTP server, chat
+  or completions endpoint or ``auto`` (the first request decides), bounded concurrency, backoff retries, fail-fast
+  on 401/403/3xx.
 - :class:`VLLMBackend`: vLLM offline (``vllm.LLM``), imported only when constructed; a clear error otherwise.
-- :class:`ProgrammaticBackend`: no model. It answers the shipped annotator prompt with a rule-based annotation
-  (thoughts at evenly spaced sentence ends), the shipped insert-mode prompt with one deterministic thought about
-  the text so far (:func:`programmatic_thought`), the shipped judge prompt with a token-F1 verdict (F1 ≥ 0.5), or anything with a
-  user-supplied ``respond(prompt) -> str``; synthetic problems are annotated by ``midtrain.synth.annotate``.
+- :class:`ProgrammaticBackend`: no model. It answers every prompt with the ``respond(prompt) -> str`` its caller
+  supplies: the caller wrote the prompt and knows how to read it (the augment stage's rule annotator in
+  :mod:`midtrain.augment.rules`, the judge's rule verdict :func:`midtrain.llm.judge.rule_verdict`, a test's script).
+  This module knows no stage's prompt.
 
-:func:`make_backend` builds one from a :class:`BackendConfig`. Prompt templates ship as package data
-(``midtrain/prompts/*.txt``), loaded, checked and filled by :mod:`midtrain.llm.prompts` (re-exported here);
-:func:`escape` keeps a value placed inside a tag of a prompt from closing it. The rule-based judge answer
-(:func:`programmatic_verdict`, token F1 from :mod:`midtrain.metrics`) lives here, below :mod:`midtrain.llm.judge`,
-which builds on this module (never the other way round).
+:func:`make_backend` builds one from a :class:`~midtrain.llm.config.BackendConfig`; ``respond`` goes to the
+programmatic backend.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from midtrain.config import MAX_SEED, Config, check_http_url, param
+from midtrain.config import MAX_SEED
 from midtrain.errors import ConfigError, MidtrainError
-from midtrain.llm.base import BackendError, Errors, as_backend_error, fail_all, run_sync
+from midtrain.llm.base import Errors, as_backend_error, fail_all
+from midtrain.llm.config import BackendConfig
 from midtrain.llm.openai import OpenAIBackend
-from midtrain.llm.prompts import escape, fill_template, load_prompt, require_placeholders, unescape
-from midtrain.metrics import token_f1
-from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
+from midtrain.models.generation import Generation
 
-TEXT_BEGIN = "=== BEGIN TEXT ==="
-TEXT_END = "=== END TEXT ==="
-INSERT_BEGIN = "=== BEGIN TEXT SO FAR ==="  # the insert-mode thought prompt (prompts/insert.txt)
-INSERT_END = "=== END TEXT SO FAR ==="
+Respond = Callable[[str], str]
 
 
-# -- protocol ---------------------------------------------------------------------------------------------------
+# -- protocols --------------------------------------------------------------------------------------------------
 @runtime_checkable
 class TextBackend(Protocol):
     name: str
@@ -79,86 +74,50 @@ class TextBackend(Protocol):
     ) -> list[list[str]]: ...
 
 
-@dataclass
-class BackendConfig(Config):
-    backend: Literal["transformers", "openai", "vllm", "programmatic"] = param(
-        "programmatic",
-        "transformers: local HF model in-process; openai: OpenAI-compatible HTTP server; vllm: "
-        "vLLM offline; programmatic: rule-based, no model (tests, synthetic problems).",
-    )
-    model: str = param("", "Checkpoint dir or hub id (transformers, vllm); the served model name (openai).")
-    base_url: str = param("", "Server URL such as http://127.0.0.1:8000/v1 (openai); empty: $MIDTRAIN_API_BASE or $OPENAI_BASE_URL.")
-    api_key_env: str = param("OPENAI_API_KEY", "Name of the environment variable holding the API key (openai).")
-    api: Literal["auto", "chat", "completions"] = param(
-        "auto",
-        "Endpoint (openai): chat = /chat/completions (the prompt as a user message, the server applies the chat template); "
-        "completions = /completions (raw prompt); auto = the first request decides once: chat if /chat/completions "
-        "answers, completions if it fails (a model without a chat template) and /completions answers.",
-    )
-    extra_body: dict[str, Any] = param(
-        {},
-        'Fields merged into every request body (openai), e.g. {"chat_template_kwargs": {"enable_thinking": false}} to turn off a judge\'s thinking.',
-    )
-    max_concurrency: int = param(16, "Maximum HTTP requests in flight (openai).", ge=1)
-    timeout_s: float = param(120.0, "Timeout of one HTTP request (openai).", gt=0)
-    max_retries: int = param(5, "Retries of one request on 429/5xx/timeouts/connection errors (openai).", ge=0)
-    backoff_s: float = param(1.0, "Base of the exponential backoff between retries (openai).", ge=0)
-    max_backoff_s: float = param(60.0, "Cap of one backoff sleep (openai).", ge=0)
-    batch_size: int = param(16, "Prompts per generate call (transformers).", ge=1)
-    dtype: Literal["float32", "bfloat16"] = param("float32", "Weights dtype (transformers, vllm); never fp16 on CPU.")
-    chat_template: bool = param(True, "Apply the tokenizer's chat template when it has one (transformers, vllm).")
-    trust_remote_code: bool = param(False, "Allow custom model code from the checkpoint (transformers, vllm).")
-    num_threads: int = param(
-        0,
-        "torch CPU threads of this process (transformers); 0: torch's default. 1 avoids OpenMP spin-wait slowdowns on a shared machine.",
-        ge=0,
-    )
-    seed: int = param(
-        0,
-        "Sampling seed (transformers, vllm; openai: sent as 'seed', shifted per re-ask of a prompt at temperature > 0 so a retry samples anew).",
-        ge=0,
-        le=MAX_SEED,
-    )
+@runtime_checkable
+class CompletionBackend(Protocol):
+    """A backend that continues raw prompts and reports token counts (the in-process ones)."""
 
-    def check(self) -> None:
-        if self.backend in ("transformers", "vllm") and not self.model:
-            raise ConfigError(f"key 'model': backend '{self.backend}' needs a model checkpoint")
-        if self.base_url:
-            check_http_url(self.base_url, "base_url")
-        if self.api_key_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env):  # never echo it: it may be the key
-            raise ConfigError("key 'api_key_env': expected the name of an environment variable (e.g. OPENAI_API_KEY), not a key")
+    name: str
+
+    def complete(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[Generation]: ...
 
 
 # -- in-process transformers ------------------------------------------------------------------------------------
 class TransformersBackend:
-    """A local HF causal LM; batches through :func:`midtrain.models.generation.generate` (KV cache)."""
+    """A local HF causal LM; batches through :func:`midtrain.models.generation.generate` (KV cache).
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any = None,
-        *,
-        batch_size: int = 16,
-        dtype: str = "float32",
-        chat_template: bool = True,
-        trust_remote_code: bool = False,
-        seed: int = 0,
-        num_threads: int = 0,
-    ) -> None:
+    ``cfg.model`` is loaded unless ``model`` is given (an in-memory model, e.g. the policy being trained);
+    ``tokenizer`` defaults to the checkpoint's.
+    """
+
+    def __init__(self, cfg: BackendConfig, *, model: Any = None, tokenizer: Any = None) -> None:
         from midtrain.models.init import load_model
         from midtrain.models.tokenizer import load_tokenizer
 
-        if isinstance(model, (str, Path)):
-            self.name = f"transformers:{Path(model).name or model}"
-            tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model, trust_remote_code=trust_remote_code)
-            model = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
+        if model is None:
+            if not cfg.model:
+                raise ConfigError("key 'model': backend 'transformers' needs a model checkpoint")
+            self.name = f"transformers:{Path(cfg.model).name or cfg.model}"
+            if tokenizer is None:
+                tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+            model = load_model(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
         else:
             self.name = f"transformers:{type(model).__name__}"
         if tokenizer is None:
             raise ConfigError("TransformersBackend: give a tokenizer with an in-memory model")
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.seed, self.num_threads = batch_size, seed, num_threads
-        self.use_template = bool(chat_template and getattr(tokenizer, "chat_template", None))
+        self.batch_size, self.seed, self.num_threads = cfg.batch_size, cfg.seed, cfg.num_threads
+        self.use_template = bool(cfg.chat_template and getattr(tokenizer, "chat_template", None))
         self.stats: Counter = Counter()
         self._lock = threading.Lock()
 
@@ -167,33 +126,62 @@ class TransformersBackend:
             return prompt
         return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
 
-    def generate(
-        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
-    ) -> list[list[str]]:
+    def _run(self, prompts: Sequence[str], *, n: int, seed: int | None, add_bos: bool, **kw: Any) -> list[list[Generation]]:
         from midtrain.models.generation import generate
 
-        with self._lock:
+        with self._lock:  # one batch at a time: agenerate calls from several tasks share one model
             self.stats["calls"] += 1
             if self.num_threads > 0:  # OpenMP thread counts are per calling thread (agenerate runs in a worker)
                 import torch
 
                 torch.set_num_threads(self.num_threads)
-            try:
-                gens = generate(
-                    self.model,
-                    self.tokenizer,
-                    [self.format(p) for p in prompts],
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                    n=n,
-                    batch_size=self.batch_size,
-                    seed=self.seed + self.stats["calls"],
-                    add_bos=not self.use_template,
-                )
-            except Exception as e:  # noqa: BLE001 - one failed batch must not stop a run
-                return fail_all(len(prompts), as_backend_error(e, self.name), errors)
+            gens = generate(
+                self.model,
+                self.tokenizer,
+                list(prompts),
+                n=n,
+                batch_size=self.batch_size,
+                seed=self.seed + self.stats["calls"] if seed is None else seed,  # a re-ask at temperature > 0 samples anew
+                add_bos=add_bos,
+                **kw,
+            )
         self.stats["requests"] += len(prompts) * n
         self.stats["completion_tokens"] += sum(g.tokens for row in gens for g in row)
+        return gens
+
+    def complete(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """One completion of each raw prompt (no chat template); errors raise."""
+        bos = self.tokenizer.bos_token or ""
+        add_bos = not (bos and prompts and prompts[0].startswith(bos))  # a prompt built with its <bos> gets no second one
+        gens = self._run(
+            prompts, n=1, seed=seed, add_bos=add_bos, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop
+        )
+        return [row[0] for row in gens]
+
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
+    ) -> list[list[str]]:
+        try:
+            # a chat template writes its own <bos> (or none): only plain prompts get the tokenizer's
+            gens = self._run(
+                [self.format(p) for p in prompts],
+                n=n,
+                seed=None,
+                add_bos=not self.use_template,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+            )
+        except Exception as e:  # noqa: BLE001 - one failed batch must not stop a run
+            return fail_all(len(prompts), as_backend_error(e, self.name), errors)
         return [[g.text for g in row] for row in gens]
 
     async def agenerate(self, prompts: Sequence[str], **kw: Any) -> list[list[str]]:
@@ -202,18 +190,12 @@ class TransformersBackend:
 
 # -- vLLM offline -----------------------------------------------------------------------------------------------
 class VLLMBackend:
-    """vLLM's offline engine (GPU machines). Imported only here: a clear error if vLLM is missing."""
+    """vLLM's offline engine (GPU machines). Imported only here: a clear error if vLLM is missing.
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        dtype: str = "bfloat16",
-        chat_template: bool = True,
-        trust_remote_code: bool = False,
-        seed: int = 0,
-        **engine_kwargs: Any,
-    ) -> None:
+    ``engine_kwargs`` go to ``vllm.LLM`` over the config's (``tokenizer=``, ``dtype="auto"``, ``gpu_memory_utilization=``).
+    """
+
+    def __init__(self, cfg: BackendConfig, **engine_kwargs: Any) -> None:
         try:
             import vllm
         except ImportError:
@@ -222,16 +204,42 @@ class VLLMBackend:
                 "or use backend 'openai' against a running `vllm serve`"
             ) from None
         self._vllm = vllm
-        self.llm = vllm.LLM(model=model, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code, **engine_kwargs)
-        self.name, self.chat, self.seed = f"vllm:{Path(model).name or model}", chat_template, seed
+        opts = {"dtype": cfg.dtype, "seed": cfg.seed, "trust_remote_code": cfg.trust_remote_code, **engine_kwargs}
+        self.llm = vllm.LLM(model=cfg.model, **opts)
+        self.name, self.chat, self.seed = f"vllm:{Path(cfg.model).name or cfg.model}", cfg.chat_template, cfg.seed
         self.stats: Counter = Counter()
+
+    def _params(self, n: int, temperature: float, max_new_tokens: int, seed: int | None, **kw: Any) -> Any:
+        self.stats["calls"] += 1  # a seed per call: the same prompt re-asked at temperature > 0 samples anew
+        seed = (self.seed + self.stats["calls"]) % (MAX_SEED + 1) if seed is None else seed
+        return self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, seed=seed, **kw)
+
+    def complete(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """One completion of each raw prompt (no chat template); errors raise. The stop string stays in the text,
+        as the transformers backend keeps it."""
+        sp = self._params(1, temperature, max_new_tokens, seed, top_p=top_p, stop=list(stop) or None, include_stop_str_in_output=True)
+        outs = self.llm.generate(list(prompts), sp, use_tqdm=False)
+        self.stats["requests"] += len(prompts)
+        gens = [
+            Generation(text=o.outputs[0].text, tokens=len(o.outputs[0].token_ids), finished=o.outputs[0].finish_reason == "stop")
+            for o in outs
+        ]
+        self.stats["completion_tokens"] += sum(g.tokens for g in gens)
+        return gens
 
     def generate(
         self, prompts: Sequence[str], *, max_new_tokens: int, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
     ) -> list[list[str]]:
-        self.stats["calls"] += 1  # a seed per call: the same prompt re-asked at temperature > 0 samples anew
-        seed = (self.seed + self.stats["calls"]) % (MAX_SEED + 1)
-        sp = self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens, seed=seed)
+        sp = self._params(n, temperature, max_new_tokens, None)
         try:
             if self.chat:
                 outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], sp, use_tqdm=False)
@@ -248,78 +256,12 @@ class VLLMBackend:
 
 
 # -- programmatic (no model) ------------------------------------------------------------------------------------
-def extract_between(prompt: str, begin: str, end: str) -> str | None:
-    """Text between the first ``begin`` line and the last ``end`` line of a prompt, or None."""
-    i, j = prompt.find(begin + "\n"), prompt.rfind("\n" + end)
-    if i < 0 or j < i + len(begin):
-        return None
-    return prompt[i + len(begin) + 1 : j]
-
-
-def programmatic_annotation(text: str, max_thoughts: int = 4) -> str:
-    """Rule-based annotation: up to ``max_thoughts`` thoughts at evenly spaced sentence ends."""
-    from midtrain.augment.chunking import sentences
-
-    sents = sentences(text)
-    k = max(1, min(max_thoughts, len(sents)))
-    after = sorted({max(1, round((j + 1) * len(sents) / k)) for j in range(k)})  # sentence counts before a thought
-    out, done = [], 0
-    for m in after:
-        out.append("".join(sents[done:m]))
-        words = "".join(sents[:m]).split()[-6:]
-        out.append(f'{THINK_OPEN}So far: "{" ".join(words)}". The text should go on from this point.{THINK_CLOSE}')
-        done = m
-    out.append("".join(sents[done:]))
-    return "".join(out)
-
-
-def programmatic_thought(text_so_far: str) -> str:
-    """Rule-based answer to the insert-mode prompt: one thought naming the last words read (deterministic)."""
-    words = " ".join(text_so_far.split()[-6:])
-    return f'Having read up to "{words}", I expect the next sentences to build on this point.'
-
-
-def programmatic_verdict(prompt: str) -> str | None:
-    """The verdict line of the shipped judge prompt answered by rule: YES iff token F1 of candidate and reference
-    (unescaped from their tags) is at least 0.5; None when the prompt has no ``<candidate>``/``<reference>`` pair."""
-    m_c = re.search(r"<candidate>\n?(.*?)\n?</candidate>", prompt, re.S)
-    m_r = re.search(r"<reference>\n?(.*?)\n?</reference>", prompt, re.S)
-    if not (m_c and m_r):
-        return None
-    return "VERDICT: YES" if token_f1(unescape(m_c.group(1)), unescape(m_r.group(1))) >= 0.5 else "VERDICT: NO"
-
-
 class ProgrammaticBackend:
-    """No model: a scripted ``respond(prompt)``, or rule-based answers to the shipped annotator/judge prompts."""
+    """No model: every prompt is answered by the caller's ``respond(prompt)``, which may raise to fail that prompt."""
 
-    def __init__(self, respond: Callable[[str], str] | None = None, *, max_thoughts: int = 4) -> None:
-        self.respond, self.max_thoughts = respond, max_thoughts
-        self.name = "programmatic"
+    def __init__(self, respond: Respond, *, name: str = "programmatic") -> None:
+        self.respond, self.name = respond, name
         self.stats: Counter = Counter()
-
-    def answer(self, prompt: str) -> str:
-        if self.respond is not None:
-            return self.respond(prompt)
-        so_far = extract_between(prompt, INSERT_BEGIN, INSERT_END)
-        if so_far is not None:
-            return programmatic_thought(so_far)
-        text = extract_between(prompt, TEXT_BEGIN, TEXT_END)
-        if text is not None:
-            return programmatic_annotation(text, self.max_thoughts)
-        verdict = programmatic_verdict(prompt)
-        return verdict if verdict is not None else ""
-
-    def annotate_text(self, text: str) -> str:
-        return programmatic_annotation(text, self.max_thoughts)
-
-    @staticmethod
-    def annotate_record(problem: dict[str, Any]) -> dict[str, Any]:
-        """A synthetic problem (with ``graph``) → its augmented record, by ``midtrain.synth.annotate``."""
-        try:
-            from midtrain.synth import annotate
-        except ImportError as e:
-            raise MidtrainError(f"synthetic problems need midtrain.synth.annotate, which is not available ({e})") from None
-        return annotate(problem)
 
     def generate(
         self, prompts: Sequence[str], *, max_new_tokens: int = 0, temperature: float = 0.0, n: int = 1, errors: Errors = "raise"
@@ -328,7 +270,7 @@ class ProgrammaticBackend:
         for p in prompts:
             self.stats["requests"] += n
             try:
-                out.append([self.answer(p) for _ in range(n)])
+                out.append([self.respond(p) for _ in range(n)])
             except Exception as e:  # noqa: BLE001 - a scripted failure is a failed prompt
                 err = as_backend_error(e, self.name)
                 if errors == "raise":
@@ -340,60 +282,27 @@ class ProgrammaticBackend:
         return self.generate(prompts, **kw)
 
 
-def make_backend(cfg: BackendConfig, *, respond: Callable[[str], str] | None = None) -> TextBackend:
-    """The backend a config describes (models are loaded here)."""
+def make_backend(cfg: BackendConfig, *, respond: Respond | None = None) -> TextBackend:
+    """The backend a config describes (models are loaded here); ``respond`` answers the prompts of a programmatic one."""
     if cfg.backend == "transformers":
-        return TransformersBackend(
-            cfg.model,
-            batch_size=cfg.batch_size,
-            dtype=cfg.dtype,
-            chat_template=cfg.chat_template,
-            trust_remote_code=cfg.trust_remote_code,
-            seed=cfg.seed,
-            num_threads=cfg.num_threads,
-        )
+        return TransformersBackend(cfg)
     if cfg.backend == "openai":
-        return OpenAIBackend(
-            cfg.model,
-            base_url=cfg.base_url,
-            api_key_env=cfg.api_key_env,
-            api=cfg.api,
-            max_concurrency=cfg.max_concurrency,
-            timeout_s=cfg.timeout_s,
-            max_retries=cfg.max_retries,
-            backoff_s=cfg.backoff_s,
-            max_backoff_s=cfg.max_backoff_s,
-            seed=cfg.seed,
-            extra_body=cfg.extra_body,
-        )
+        return OpenAIBackend(cfg)
     if cfg.backend == "vllm":
-        return VLLMBackend(
-            cfg.model, dtype=cfg.dtype, chat_template=cfg.chat_template, trust_remote_code=cfg.trust_remote_code, seed=cfg.seed
-        )
+        return VLLMBackend(cfg)
+    if respond is None:
+        raise ConfigError("key 'backend': 'programmatic' has no rules for this stage's prompts; choose transformers, openai or vllm")
     return ProgrammaticBackend(respond)
 
 
 __all__ = [
     "BackendConfig",
-    "BackendError",
+    "CompletionBackend",
     "TextBackend",
     "TransformersBackend",
     "OpenAIBackend",
     "VLLMBackend",
     "ProgrammaticBackend",
+    "Respond",
     "make_backend",
-    "load_prompt",
-    "fill_template",
-    "run_sync",
-    "TEXT_BEGIN",
-    "TEXT_END",
-    "INSERT_BEGIN",
-    "INSERT_END",
-    "programmatic_thought",
-    "programmatic_annotation",
-    "programmatic_verdict",
-    "extract_between",
-    "require_placeholders",
-    "escape",
-    "unescape",
 ]

@@ -19,7 +19,7 @@ Every judge maps ``(candidates, references)`` to one :class:`Verdict` per pair (
   Concurrency is bounded by the backend (``max_concurrency`` HTTP requests in flight), so ``ajudge`` can serve
   TRL's async reward functions directly.
 - Rule judges for tests and verifiable answers: :class:`ExactJudge`, :class:`NumberJudge`, :class:`TokenF1Judge`.
-- :func:`judge_reward` turns a judge into the plain reward callable ``(completions, references) -> rewards``:
+- :class:`JudgeReward` turns a judge into the plain reward callable ``(completions, references) -> rewards``:
   only the text after the last ``</think>`` is judged; a completion without a closed think block, or with an
   empty continuation, scores 0 with that reason (without asking the judge).
 
@@ -44,15 +44,18 @@ from typing import Literal, Protocol, runtime_checkable
 
 from midtrain.config import Config, param, redact_text
 from midtrain.console import log
-from midtrain.data import append_jsonl, read_all, where, write_jsonl
+from midtrain.data.corpus import read_all
+from midtrain.data.jsonl import append_jsonl, write_jsonl
+from midtrain.data.records import where
 from midtrain.errors import ConfigError, DataError, MidtrainError
-from midtrain.llm.backends import BackendConfig, BackendError, TextBackend, make_backend, run_sync
-from midtrain.llm.base import failure_message
+from midtrain.llm.backends import TextBackend, make_backend
+from midtrain.llm.base import BackendError, failure_message, run_sync
+from midtrain.llm.config import BackendConfig
 from midtrain.llm.prompts import JUDGE_PLACEHOLDERS, check_template, escape, fill_template, load_prompt, unescape
 from midtrain.metrics import token_f1
 from midtrain.runs import Result, Run, open_run
 from midtrain.shards import read_tolerant
-from midtrain.thoughts import after_thinking
+from midtrain.thoughts import after_thinking, has_tags
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,19 @@ def render_judge_prompt(template: str, candidate: str, reference: str) -> str:
 _VERDICT = re.compile(r"verdict\s*[:=]?\s*\**\s*(yes|no)\b", re.I)
 _LEADING = re.compile(r"^\W*(yes|no)\b", re.I)
 _WORD = re.compile(r"\b(yes|no)\b", re.I)
+_CANDIDATE = re.compile(r"<candidate>\n?(.*?)\n?</candidate>", re.S)
+_REFERENCE = re.compile(r"<reference>\n?(.*?)\n?</reference>", re.S)
+
+
+def rule_verdict(prompt: str) -> str:
+    """The programmatic backend's answer to a judge prompt (``backend: programmatic``, tests): the verdict line
+    ``VERDICT: YES`` iff the token F1 of the candidate and the reference, unescaped from their tags, is at least 0.5;
+    no verdict (an unparseable answer) when the prompt has no ``<candidate>``/``<reference>`` pair."""
+    m_c = _CANDIDATE.search(prompt)
+    m_r = _REFERENCE.search(prompt)
+    if not (m_c and m_r):
+        return ""
+    return "VERDICT: YES" if token_f1(unescape(m_c.group(1)), unescape(m_r.group(1))) >= 0.5 else "VERDICT: NO"
 
 
 def parse_verdict(answer: str) -> str | None:
@@ -324,6 +340,20 @@ def continuation(completion: str) -> str | None:
     return None if rest is None else rest.strip()
 
 
+def count_thoughtless(candidates: Sequence[str], source: str, field: str) -> int:
+    """How many candidates have no closed thought (they score 0 unjudged under ``thoughts=True``).
+
+    Raises :class:`DataError` when no candidate has a think tag at all: those are plain pairs, and judging them as
+    completions would score every pair 0 with exit code 0.
+    """
+    if candidates and not any(has_tags(c) for c in candidates):
+        raise DataError(
+            f"{source}: none of the {len(candidates)} '{field}' values has a <think>…</think> thought, so with "
+            "--thoughts (the default) every pair would score 0; pass --no-thoughts to judge the whole text"
+        )
+    return sum(continuation(c) is None for c in candidates)
+
+
 async def ajudge_completions(judge: Judge, completions: Sequence[str], references: Sequence[str]) -> list[Verdict]:
     """Verdicts on the continuations of ``<think>…</think>`` completions; see the module docstring."""
     _check_lengths(completions, references)
@@ -360,7 +390,8 @@ def judge_completions(judge: Judge, completions: Sequence[str], references: Sequ
 
 
 class JudgeReward:
-    """``(completions, references) -> rewards``; ``last_verdicts`` keeps the reasons of the latest call."""
+    """The plain reward callable of a judge, ``(completions, references) -> rewards`` (``await reward.acall(...)``
+    for async callers); ``last_verdicts`` keeps the reasons of the latest call."""
 
     def __init__(self, judge: Judge) -> None:
         self.judge = judge
@@ -376,13 +407,25 @@ class JudgeReward:
         return [v.score for v in self.last_verdicts]
 
 
-def judge_reward(judge: Judge) -> JudgeReward:
-    """The plain reward callable of a judge (``await reward.acall(...)`` for async callers)."""
-    return JudgeReward(judge)
-
-
 # -- stage ------------------------------------------------------------------------------------------------------
 JudgeKind = Literal["llm", "exact", "number", "token_f1"]
+
+
+@dataclass
+class JudgeSpec(Config):
+    """One judge: which, and how an LLM judge is asked (:func:`build_judge`). A stage that judges embeds it as a
+    section (``midtrain rl``'s ``judge``); ``midtrain judge`` spells the same keys flat (:meth:`JudgeConfig.spec`)."""
+
+    kind: JudgeKind = param("llm", "Which judge: llm (the backend's model) or a rule judge (token_f1, exact, number).")
+    threshold: float = param(0.5, "F1 threshold of kind=token_f1.", ge=0, le=1)
+    backend: BackendConfig = param(BackendConfig(), "The judge model's backend (kind=llm): midtrain.llm.config.BackendConfig.")
+    prompt: str = param("judge", "Judge prompt (kind=llm): a shipped name or a .txt template with {candidate} and {reference}.")
+    max_new_tokens: int = param(
+        DEFAULT_VERDICT_TOKENS,
+        "Token budget of one verdict (kind=llm), thoughts included: a thinking judge (Qwen3) needs some hundred tokens "
+        "before its verdict line; one that does not think stops early, so a large budget costs nothing.",
+        ge=1,
+    )
 
 
 @dataclass
@@ -416,18 +459,26 @@ class JudgeConfig(Config):
         if self.judge == "llm":  # a missing template file or a wrong placeholder fails now, not after the run dir exists
             check_template(load_prompt(self.prompt), "prompt", required=JUDGE_PLACEHOLDERS)
 
+    def spec(self) -> JudgeSpec:
+        """The judge these flat keys describe."""
+        return JudgeSpec(
+            kind=self.judge, threshold=self.threshold, backend=self.backend, prompt=self.prompt, max_new_tokens=self.max_new_tokens
+        )
 
-def build_judge(cfg: JudgeConfig, cache: str | Path | None = None) -> Judge:
-    """The judge of ``cfg``; an LLM judge caches verdicts in ``cache`` (default ``cfg.cache``, else in memory)."""
-    if cfg.judge == "exact":
+
+def build_judge(spec: JudgeSpec, cache: str | Path | None = None) -> Judge:
+    """The judge of ``spec``; an LLM judge caches verdicts in the JSONL file ``cache`` (None: in memory only)."""
+    if spec.kind == "exact":
         return ExactJudge()
-    if cfg.judge == "number":
+    if spec.kind == "number":
         return NumberJudge()
-    if cfg.judge == "token_f1":
-        return TokenF1Judge(cfg.threshold)
-    template = load_prompt(cfg.prompt)
+    if spec.kind == "token_f1":
+        return TokenF1Judge(spec.threshold)
+    template = load_prompt(spec.prompt)
     check_template(template, "prompt", required=JUDGE_PLACEHOLDERS)
-    return LLMJudge(make_backend(cfg.backend), template, VerdictCache(cfg.cache or cache or None), max_new_tokens=cfg.max_new_tokens)
+    return LLMJudge(
+        make_backend(spec.backend, respond=rule_verdict), template, VerdictCache(cache or None), max_new_tokens=spec.max_new_tokens
+    )
 
 
 def run(cfg: JudgeConfig):
@@ -437,10 +488,16 @@ def run(cfg: JudgeConfig):
         for f in (cfg.candidate_field, cfg.reference_field):
             if not isinstance(rec[f], str):
                 raise DataError(f"{where(rec, cfg.input)}: '{f}' is not a string")
+    thoughtless = count_thoughtless([r[cfg.candidate_field] for r in pairs], cfg.input, cfg.candidate_field) if cfg.thoughts else 0
+    if thoughtless:
+        log(
+            f"judge: warning: {thoughtless} of {len(pairs)} candidates have no closed <think> thought and score 0 "
+            "unjudged (pass --no-thoughts if they are plain answers)"
+        )
     with open_run(cfg.out, "judge", cfg, {"input": cfg.input}, overwrite=cfg.overwrite) as run_:
         if run_.cached:
             return Result.of(run_)
-        judge = build_judge(cfg, run_.path / VERDICT_CACHE)
+        judge = build_judge(cfg.spec(), cfg.cache or run_.path / VERDICT_CACHE)
         verdicts: list[Verdict] = []
 
         async def all_batches() -> None:
@@ -463,6 +520,7 @@ def run(cfg: JudgeConfig):
             "mean_score": sum(scores) / len(scores),
             "judge": judge.name,
             "labels": dict(reasons),
+            **({"no_thought": thoughtless} if cfg.thoughts else {}),
             **{k: v for k, v in getattr(judge, "stats", {}).items()},
         }
         run_.finish(metrics)
@@ -481,9 +539,6 @@ def _stop_on_failures(run_: Run, judge: Judge, verdicts: list[Verdict]) -> None:
     raise MidtrainError(failure_message("judge", sum(failed.values()), len(verdicts), "pairs", failed, hints))
 
 
-# ``escape``/``unescape`` (midtrain.llm.backends) and ``token_f1`` (midtrain.metrics) are defined below this module,
-# so that the programmatic backend can answer the judge prompt without importing the judge; they stay part of the
-# judge's API.
 __all__ = [
     "Verdict",
     "Judge",
@@ -492,19 +547,18 @@ __all__ = [
     "VERDICT_CACHE",
     "NOT_JUDGED",
     "DEFAULT_VERDICT_TOKENS",
+    "JudgeSpec",
     "ExactJudge",
     "NumberJudge",
     "TokenF1Judge",
     "JudgeReward",
-    "judge_reward",
     "judge_completions",
     "ajudge_completions",
     "continuation",
-    "escape",
-    "unescape",
+    "count_thoughtless",
     "render_judge_prompt",
+    "rule_verdict",
     "parse_verdict",
-    "token_f1",
     "parse_number",
     "JudgeConfig",
     "run",

@@ -43,6 +43,7 @@ from midtrain.config import MAX_SEED, redact_text
 from midtrain.console import log
 from midtrain.errors import ConfigError
 from midtrain.llm.base import BackendError, Errors, run_sync, warn_sampling_ignored
+from midtrain.llm.config import BackendConfig
 
 RETRY_STATUS = {408, 409, 429}
 AUTH_STATUS = {401, 403}
@@ -71,37 +72,26 @@ def transport_kind(e: BaseException) -> str:
 class OpenAIBackend:
     """Client of an OpenAI-compatible server with bounded concurrency, timeouts and backoff retries."""
 
-    def __init__(
-        self,
-        model: str = "",
-        *,
-        base_url: str = "",
-        api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        api: str = "auto",
-        max_concurrency: int = 16,
-        timeout_s: float = 120.0,
-        max_retries: int = 5,
-        backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
-        seed: int | None = None,
-        extra_body: dict[str, Any] | None = None,
-    ) -> None:
-        url = base_url or os.environ.get("MIDTRAIN_API_BASE") or os.environ.get("OPENAI_BASE_URL") or ""
+    def __init__(self, cfg: BackendConfig, *, api_key: str | None = None) -> None:
+        """A client of the server ``cfg`` names; ``api_key`` overrides the environment variable ``cfg.api_key_env``
+        (tests; a config file never holds a key)."""
+        url = cfg.base_url or os.environ.get("MIDTRAIN_API_BASE") or os.environ.get("OPENAI_BASE_URL") or ""
         if not url:
             raise ConfigError("key 'base_url': no server URL (set it, or $MIDTRAIN_API_BASE / $OPENAI_BASE_URL)")
-        if api not in ("auto", "chat", "completions"):
-            raise ConfigError(f"key 'api': expected auto, chat or completions, got {api!r}")
+        if cfg.api not in ("auto", "chat", "completions"):
+            raise ConfigError(f"key 'api': expected auto, chat or completions, got {cfg.api!r}")
+        model, api = cfg.model, cfg.api
         self.base_url = url.rstrip("/")
-        self.api_key_env = api_key_env
-        self.api_key = api_key if api_key is not None else os.environ.get(api_key_env, "")
+        self.api_key_env = cfg.api_key_env
+        self.api_key = api_key if api_key is not None else os.environ.get(cfg.api_key_env, "")
         self._url_password = password_of(self.base_url)
         self.model, self.api = model, api
         self.resolved_api: str | None = None if api == "auto" else api
         self.name = f"openai:{model or 'default'}"
-        self.max_concurrency, self.timeout_s, self.max_retries = max_concurrency, timeout_s, max_retries
-        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
-        self.seed, self.extra_body = seed, dict(extra_body or {})
+        self.max_concurrency, self.timeout_s, self.max_retries = cfg.max_concurrency, cfg.timeout_s, cfg.max_retries
+        self.backoff_s, self.max_backoff_s = cfg.backoff_s, cfg.max_backoff_s
+        self.seed: int | None = cfg.seed
+        self.extra_body = dict(cfg.extra_body or {})
         self.stats: Counter = Counter()
         self.fatal: BackendError | None = None  # set by a 401/403/3xx: every later request fails at once
         self.sampling_warned = False

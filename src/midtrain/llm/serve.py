@@ -188,14 +188,20 @@ def model_responder(backend: Any) -> Responder:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m midtrain.llm.serve", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m midtrain.llm.serve", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--model", required=True, help="Local checkpoint directory.")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--host", default="127.0.0.1")
     args = ap.parse_args(argv)
     from midtrain.llm.backends import TransformersBackend
+    from midtrain.llm.config import BackendConfig
 
-    srv = OpenAIServer(model_responder(TransformersBackend(args.model)), host=args.host, port=args.port, model=args.model)
+    srv = OpenAIServer(
+        model_responder(TransformersBackend(BackendConfig(backend="transformers", model=args.model))),
+        host=args.host,
+        port=args.port,
+        model=args.model,
+    )
     print(f"serving {args.model} at {srv.url} (Ctrl-C to stop)", flush=True)
     try:
         srv._srv.serve_forever()

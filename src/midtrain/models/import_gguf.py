@@ -25,8 +25,9 @@ from typing import Any, Literal
 from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.errors import ConfigError, MidtrainError
+from midtrain.fileio import ordinary_permissions
 from midtrain.models.init import quiet_transformers
-from midtrain.runs import Result, open_run, ordinary_permissions
+from midtrain.runs import Result, open_run
 
 GGUF_MAGIC = b"GGUF"
 SMOLLM2 = "smollm2"

@@ -3,15 +3,15 @@
 Algorithm: the Hugging Face model class of ``arch`` built from a preset (hidden size, layers, heads, KV heads,
 MLP width), randomly initialised under a seed, with the embedding size set by the tokenizer's vocabulary; saved
 as safetensors with its tokenizer, so ``AutoModelForCausalLM.from_pretrained(DIR)`` loads it offline.
-:func:`load_model` loads any local checkpoint directory or hub id; ``trust_remote_code`` stays off unless the
-caller turns it on.
+:func:`load_model` loads any local checkpoint directory or hub id, the one loader of every stage, and refuses what
+would load wrong (missing or mis-shaped weights, pickles, another kind of model); ``trust_remote_code`` stays off
+unless the caller turns it on.
 
 Launch: ``midtrain model init --preset micro --tokenizer runs/tok --out runs/init``.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +19,10 @@ from typing import Any, Literal
 from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log, seed_everything
 from midtrain.errors import ConfigError, MidtrainError
+from midtrain.fileio import ordinary_permissions
+from midtrain.models.paths import require_model_path
 from midtrain.models.tokenizer import load_tokenizer
-from midtrain.runs import Result, open_run, ordinary_permissions
+from midtrain.runs import Result, open_run
 
 
 @dataclass(frozen=True)
@@ -132,47 +134,109 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_model(path: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False, expect_arch: str | None = None):
-    """Load a causal LM from a local checkpoint dir or hub id (offline use needs a local dir).
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")  # architectures that generate text
 
-    A damaged or hostile checkpoint is a one-line :class:`MidtrainError` naming it: a truncated or malformed
-    safetensors file, or a pickled ``pytorch_model.bin`` that ``torch.load(weights_only=True)`` refuses (it holds
-    more than tensors; nothing in it is executed).
+
+def load_model_config(path: str | Path, *, trust_remote_code: bool = False) -> Any:
+    """The transformers config of a checkpoint (local directory or Hub id), or a one-line :class:`MidtrainError`.
+
+    A local-looking path that does not exist fails here at once, never after Hub retries
+    (:func:`midtrain.models.paths.require_model_path`).
+    """
+    from transformers import AutoConfig
+
+    require_model_path(path)
+    try:
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as e:
+        raise MidtrainError(f"cannot load a model from '{path}': {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
+
+
+def check_causal_lm(conf: Any, path: str | Path) -> None:
+    """A :class:`MidtrainError` unless ``conf`` describes a causal language model (one that generates text)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if "AutoModelForCausalLM" in (getattr(conf, "auto_map", None) or {}):  # custom code (trust_remote_code) says so itself
+        return
+    archs = list(getattr(conf, "architectures", None) or [])
+    causal = conf.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not getattr(conf, "is_encoder_decoder", False)
+    if not causal or (archs and not any(a.endswith(CAUSAL_SUFFIXES) for a in archs)):
+        kind = archs[0] if archs else conf.model_type
+        raise MidtrainError(f"model '{path}' is a {kind} ({conf.model_type}) checkpoint, not a causal language model")
+
+
+def check_model_dir(path: str | Path) -> Any:
+    """The config of a local causal-LM checkpoint directory (a stage that trains it accepts no Hub id), or a
+    one-line :class:`MidtrainError` saying what is wrong; reads no weights, so stages call it before their run."""
+    if not (Path(path) / "config.json").is_file():
+        raise MidtrainError(f"model '{path}': not a checkpoint directory (no config.json)")
+    conf = load_model_config(path)
+    check_causal_lm(conf, path)
+    return conf
+
+
+def load_model(path: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False, expect_arch: str | None = None) -> Any:
+    """Load a causal LM from a local checkpoint dir or Hub id (offline use needs a local dir): the one loader of
+    every stage that reads a model (training, RL, eval, diagnostics, backends, analysis).
+
+    Refused, each with a one-line :class:`MidtrainError` naming the checkpoint: a local-looking path that does not
+    exist; a config of another architecture than ``expect_arch`` or of a model that does not generate text; a
+    truncated or malformed safetensors file; a pickled ``pytorch_model.bin`` that ``torch.load(weights_only=True)``
+    refuses (it holds more than tensors; nothing in it is executed); and weights that are missing or mis-shaped for
+    the config. transformers would initialise those at random with only a warning, and a "trained" model that is
+    partly noise is the worst kind of silent error.
     """
     import pickle
     import warnings
 
     import torch
-    from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     quiet_transformers()
-    try:
-        conf = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise MidtrainError(f"cannot load a model from '{path}': {str(e).splitlines()[0]}") from None
+    conf = load_model_config(path, trust_remote_code=trust_remote_code)
     if expect_arch and conf.model_type != expect_arch:
         raise MidtrainError(f"'{path}' is a {conf.model_type} checkpoint, expected {expect_arch}")
+    check_causal_lm(conf, path)
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of a .bin before refusing it
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, output_loading_info=True
+            )
     except pickle.UnpicklingError:
         raise MidtrainError(
             f"'{path}': refused to load the pickled weights: they hold more than tensors (torch weights_only); "
             "convert trusted weights to safetensors"
         ) from None
-    except (OSError, ValueError, RuntimeError, SafetensorError) as e:
-        raise MidtrainError(f"cannot load model weights from '{path}': {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
+    except Exception as e:  # a damaged or hostile checkpoint: safetensors, shape and OS errors alike name the path
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise MidtrainError(f"model '{path}': weights do not load as a {conf.model_type} model ({first})") from None
+    refuse_missing_weights(conf, info, path)
     return model
 
 
-def copy_tokenizer(src: str | Path, dst: str | Path) -> None:
-    """Copy tokenizer files from one checkpoint dir to another."""
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-        f = Path(src) / name
-        if f.is_file():
-            shutil.copy2(f, Path(dst) / name)
+def refuse_missing_weights(conf: Any, info: dict[str, Any], path: str | Path) -> None:
+    """A :class:`MidtrainError` when ``from_pretrained``'s loading info lists missing or mis-shaped tensors (a
+    tied ``lm_head`` is not missing: it is the embedding)."""
+    tied = bool(getattr(conf, "tie_word_embeddings", False) or getattr(conf.get_text_config(), "tie_word_embeddings", False))
+    missing = [k for k in info.get("missing_keys", []) if not (tied and k.startswith("lm_head"))]
+    bad = missing + [str(k) for k in info.get("mismatched_keys", [])]
+    if bad:
+        raise MidtrainError(
+            f"model '{path}': the weights do not match its {conf.model_type} config ({len(bad)} missing or mis-shaped "
+            f"tensors, e.g. {bad[0]}); is it a checkpoint of another architecture?"
+        )
 
 
-__all__ = ["PRESETS", "Preset", "ModelInitConfig", "init_model", "load_model", "model_config", "copy_tokenizer", "quiet_transformers"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "ModelInitConfig",
+    "check_causal_lm",
+    "check_model_dir",
+    "init_model",
+    "load_model",
+    "load_model_config",
+    "model_config",
+    "quiet_transformers",
+]

@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log
-from midtrain.errors import ConfigError, MidtrainError
+from midtrain.errors import ConfigError, DataError, MidtrainError
+from midtrain.models.paths import require_model_path
 from midtrain.runs import Result, open_run
 from midtrain.thoughts import THINK_OPEN
 
@@ -128,10 +129,12 @@ def wrap_tokenizer(tok, model_max_length: int = 2048):
 
 def train_tokenizer(cfg: TokenizerConfig) -> Result:
     """Train and save a tokenizer (see module docstring)."""
-    from midtrain.train.data import read_pairs
+    from midtrain.data.pairs import read_pairs  # the corpus readers load only when a tokenizer is trained
 
     # any training records: a text field, prompt + completion, or augmented chunks; fails before the out dir exists
     texts = [p + b for p, b in read_pairs(cfg.corpus, text_field=cfg.text_field, what="corpus")]
+    if not any(t.strip() for t in texts):  # BPE would learn no merge: only the 256 byte symbols and the tags
+        raise DataError(f"empty corpus: {', '.join(cfg.corpus)} holds only whitespace, no text to train a tokenizer on")
     with open_run(cfg.out, "tokenizer", cfg, {f"corpus[{i}]": p for i, p in enumerate(cfg.corpus)}, overwrite=cfg.overwrite) as run:
         if run.cached:
             return Result.of(run)
@@ -156,8 +159,11 @@ def train_tokenizer(cfg: TokenizerConfig) -> Result:
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
+    """The tokenizer of a checkpoint or tokenizer directory (or Hub id), with a pad token; a local-looking path that
+    does not exist is a one-line error at once (:func:`midtrain.models.paths.require_model_path`)."""
     from transformers import AutoTokenizer
 
+    require_model_path(path, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

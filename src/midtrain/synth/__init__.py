@@ -1,56 +1,14 @@
 """The controlled synthetic reasoning world (DESIGN §1.3): dependency-graph problems, traces and verification.
 
-- ``world``: graphs, the op count, the generator (``SynthConfig``, ``generate_problems``).
-- ``render``: contexts, natural and compact renderings, gold traces, raw documents, the programmatic annotator.
-- ``verify``: the safe parser and evaluator, process verification, rewards, summaries (one implementation for
-  evaluation and RL).
+- ``world``: graphs, values linear in the reverse-mode unknown, the op count.
+- ``render``: contexts, natural and compact renderings, gold traces, raw documents, the rule-based annotation.
+- ``expr``: the safe evaluator of trace expressions; ``verify``: process verification and rewards (one
+  implementation for evaluation and RL), and the verb ``midtrain synth verify``.
 - ``mix``: op presets and mixtures, context mixtures, replay mixes.
-- verbs, one file each: ``generate`` (``midtrain synth generate``), ``verify``, ``stats``, ``diagnose``;
-  ``summary`` aggregates verified samples for evaluation.
+- verbs, one file each: ``generate`` (``midtrain synth generate``, ``SynthConfig``, ``generate_problems``),
+  ``verify``, ``stats``, ``diagnose``, ``select``; ``summary`` aggregates verified samples for evaluation,
+  ``credit`` locates a trace's first wrong step for RL credit assignment.
+
+Import from the defining module (``from midtrain.synth.generate import generate_problems``): this package file
+re-exports nothing, so that importing one piece never loads the others.
 """
-
-from midtrain.synth.generate import SynthConfig, generate_problems
-from midtrain.synth.mix import (
-    PRESETS,
-    OpDistribution,
-    difficulty_mix,
-    mix_records,
-    parse_ops,
-    replay_mix,
-)
-from midtrain.synth.render import Context, annotate, load_context, raw_document
-from midtrain.synth.stats import StatsConfig
-from midtrain.synth.verify import (
-    Verification,
-    VerifyConfig,
-    reward,
-    reward_of,
-    summarize,
-    verify,
-)
-from midtrain.synth.world import op_count
-from midtrain.thoughts import render_augmented
-
-__all__ = [
-    "SynthConfig",
-    "VerifyConfig",
-    "StatsConfig",
-    "generate_problems",
-    "op_count",
-    "verify",
-    "reward",
-    "reward_of",
-    "summarize",
-    "Verification",
-    "annotate",
-    "raw_document",
-    "render_augmented",
-    "Context",
-    "load_context",
-    "PRESETS",
-    "OpDistribution",
-    "parse_ops",
-    "difficulty_mix",
-    "replay_mix",
-    "mix_records",
-]

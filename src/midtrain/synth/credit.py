@@ -1,6 +1,6 @@
 """Process credit: where in a completion the first wrong step of its trace begins.
 
-Used by ``midtrain rl --credit first_error`` (:func:`midtrain.train.grpo.first_error_advantages`) to give a failed
+Used by ``midtrain rl --loss.credit first_error`` (:func:`midtrain.train.grpo.first_error_advantages`) to give a failed
 completion's negative advantage only to the tokens from its first error on, and a rewarded but flawed one's positive
 advantage only to the tokens before it. The trace is parsed as :mod:`midtrain.synth.verify` does, and the steps
 are walked in the order they were written:

@@ -14,13 +14,13 @@ near 1.0 (DESIGN §4). This module measures the sub-skills separately, cheaply e
   ``<think></think><answer>``; only the answer is compared), per op.
 
 The verb ``midtrain synth diagnose`` (:func:`diagnose`) runs both on a checkpoint for each named op range
-(``--op-scale`` tiny: id 2-5, edge 6-8, hard 9-12; paper: 2-10, 11-14, 15-20; or ``op_ranges``), on the first
+(``--ops.scale`` tiny: id 2-5, edge 6-8, hard 9-12; paper: 2-10, 11-14, 15-20; or ``ops.ranges``), on the first
 ``n_per_range`` compact problems of the files, and writes ``diagnose.json`` into the cached run directory ``out``::
 
     midtrain synth diagnose runs/sft --problems id.jsonl edge.jsonl --n-per-range 64 --out runs/diagnose-sft
 
-During ``pretrain``/``sft`` (``diagnose_every_steps``) the same two measurements run as a training callback
-(:func:`training_callbacks`) into the run's ``diagnostics.jsonl``.
+During ``pretrain``/``sft`` (their ``diagnose`` section, :class:`DiagnosticsConfig`) the same two measurements run
+as a training probe (:func:`training_callbacks`) into the run's ``diagnostics.jsonl``.
 """
 
 from __future__ import annotations
@@ -29,14 +29,17 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from midtrain.config import Config, param
 from midtrain.console import log, torch_threads
-from midtrain.data import read_all, where
+from midtrain.data.corpus import read_all
+from midtrain.data.records import where
 from midtrain.errors import ConfigError, DataError
-from midtrain.runs import Result, atomic_write_json, open_run
-from midtrain.synth import summary as synth_eval
+from midtrain.fileio import atomic_write_json
+from midtrain.probes import Periodic
+from midtrain.runs import Result, open_run
+from midtrain.synth.summary import OPS_RENAMED, OpRangeConfig
 
 SKILLS = ("plan", "fact", "copy", "arith", "solve", "answer", "format")
 
@@ -147,23 +150,37 @@ def trace_and_direct_accuracy(
 
 
 DIAGNOSE_FIELDS = ("prompt", "completion", "op", "graph", "render", "answer")
-DIAGNOSTICS_LOG = "diagnostics.jsonl"  # of a training run with diagnose_every_steps
+DIAGNOSTICS_LOG = "diagnostics.jsonl"  # of a training run with diagnose.every_steps
 
 
-def training_callbacks(data: str, every_steps: int, n: int) -> list[Any]:
-    """``diagnose_every_steps`` of ``pretrain``/``sft`` as training-engine callbacks (empty when off).
+@dataclass
+class DiagnosticsConfig(Config):
+    """Skill diagnostics during ``pretrain``/``sft``: the ``diagnose`` section of a causal-LM stage."""
+
+    data: str = param("", "Synthetic compact problems (JSONL) for skill diagnostics during training.", path="file")
+    every_steps: int = param(0, "Run skill diagnostics every N steps into diagnostics.jsonl (0: off).", ge=0)
+    n: int = param(64, "Problems used per diagnostic.", ge=1)
+
+    def check(self) -> None:
+        if self.every_steps and not self.data:
+            raise ConfigError("key 'data': every_steps > 0 needs a file of compact synthetic problems")
+
+
+# The flat keys of the section before it was one (``RENAMED`` of the stages that have it).
+DIAGNOSE_RENAMED = {"diagnose_data": "diagnose.data", "diagnose_every_steps": "diagnose.every_steps", "diagnose_n": "diagnose.n"}
+
+
+def training_callbacks(cfg: DiagnosticsConfig) -> list[Periodic]:
+    """The ``diagnose`` section of ``pretrain``/``sft`` as training probes (empty when off).
 
     Every ``every_steps`` optimizer steps, on rank 0: per-skill teacher-forced accuracy and greedy trace/direct
     accuracy on the first ``n`` compact problems of ``data``, one record per line in ``diagnostics.jsonl``
     (``{"step", "skills", "trace_acc", "direct_acc", "by_op"}``). The problems are read now, so that a bad file
     fails before the run directory exists.
     """
-    if not (every_steps and data):
+    if not (cfg.every_steps and cfg.data):
         return []
-    # imported here: the engine imports transformers and torch, which `midtrain synth diagnose --help` need not
-    from midtrain.train.engine import Periodic
-
-    problems = read_all(data, required=["prompt", "completion", "op", "graph"])[:n]
+    problems = read_all(cfg.data, required=["prompt", "completion", "op", "graph"])[: cfg.n]
 
     def diagnostics(model: Any, tokenizer: Any, step: int) -> dict[str, Any]:
         was_training = model.training
@@ -176,7 +193,7 @@ def training_callbacks(data: str, every_steps: int, n: int) -> list[Any]:
         )
         return {"skills": skills, **acc}
 
-    return [Periodic(every_steps, DIAGNOSTICS_LOG, diagnostics)]
+    return [Periodic(cfg.every_steps, DIAGNOSTICS_LOG, diagnostics)]
 
 
 DIAGNOSE_JSON = "diagnose.json"
@@ -184,6 +201,8 @@ DIAGNOSE_JSON = "diagnose.json"
 
 @dataclass
 class SynthDiagnoseConfig(Config):
+    RENAMED: ClassVar[dict[str, str]] = OPS_RENAMED
+
     model: str = param("", "Model checkpoint directory to diagnose.", positional=True)
     problems: list[str] = param(
         [],
@@ -191,10 +210,7 @@ class SynthDiagnoseConfig(Config):
         "--render compact); records need prompt, completion, op, graph, render, answer.",
         path="file",
     )
-    op_scale: Literal["paper", "tiny"] = param(
-        "tiny", "Named op ranges: paper (id 2-10, edge 11-14, hard 15-20) or tiny (id 2-5, edge 6-8, hard 9-12)."
-    )
-    op_ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replaces op_scale when given.", ge=0)
+    ops: OpRangeConfig = param(OpRangeConfig(scale="tiny"), "The op ranges diagnosed, each on its own.")
     n_per_range: int = param(64, "Diagnose the first N problems of each range, in file order.", ge=1)
     batch_size: int = param(32, "Sequences per forward pass / generation batch.", ge=1)
     threads: int = param(0, "torch intra-op threads (0 = torch's default).", ge=0)
@@ -208,12 +224,10 @@ class SynthDiagnoseConfig(Config):
             raise ConfigError("key 'out': give an output run directory (--out runs/diagnose)")
         if not self.problems:
             raise ConfigError("key 'problems': give compact synthetic problem JSONL files (--problems id.jsonl)")
-        for name, r in self.op_ranges.items():
-            if len(r) != 2 or r[0] > r[1]:
-                raise ConfigError(f"key 'op_ranges.{name}': expected [lo, hi] with lo <= hi, got {r}")
+        self.ops.validate("ops.")  # also when the section was built in Python rather than parsed
 
     def ranges(self) -> dict[str, list[int]]:
-        return dict(self.op_ranges) or synth_eval.scale_ranges(self.op_scale)
+        return self.ops.resolve()
 
 
 def select_for_diagnosis(cfg: SynthDiagnoseConfig) -> dict[str, list[dict[str, Any]]]:

@@ -5,7 +5,8 @@ the requested contexts and modes (forward or reverse), renders each (natural or 
 keeps ``n`` distinct problems; the file is written atomically (a reader sees the old file or the new one; a killed
 writer's temporary is removed by the next write) under a lock on the file (``.NAME.lock`` beside it), so a second
 ``synth generate`` to the same ``--out`` started meanwhile fails naming the first one's pid. The same config and
-seed give the same file.
+seed give the same file: a rerun finds its records there and writes nothing, while an existing file holding anything
+else is refused unless ``--overwrite``, as a run directory holding another run is.
 
 Launch::
 
@@ -15,6 +16,8 @@ Launch::
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import random
 import time
@@ -25,8 +28,8 @@ from typing import Any, Literal
 
 from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log
-from midtrain.data import write_jsonl
-from midtrain.errors import ConfigError, MidtrainError
+from midtrain.data.jsonl import write_jsonl
+from midtrain.errors import ConfigError, MidtrainError, RunDirError
 from midtrain.locks import PathLock
 from midtrain.synth import mix, render
 from midtrain.synth.stats import hist_line, histogram
@@ -67,7 +70,12 @@ def generate(cfg: SynthConfig) -> GenerateResult:
         t0 = time.perf_counter()
         recs = generate_problems(cfg)
         seconds = time.perf_counter() - t0
-        write_jsonl(cfg.out, recs)
+        if not Path(cfg.out).exists():
+            write_jsonl(cfg.out, recs)
+        elif not holds(Path(cfg.out), recs):  # like a run directory holding another run: never replaced silently
+            if not cfg.overwrite:
+                raise RunDirError(f"{cfg.out} exists and holds other records than this config generates; use --overwrite to replace it")
+            write_jsonl(cfg.out, recs)
     res = GenerateResult(
         cfg.out,
         len(recs),
@@ -80,7 +88,18 @@ def generate(cfg: SynthConfig) -> GenerateResult:
     return res
 
 
-__all__ = ["SynthConfig", "GenerateResult", "generate_problems", "generate"]
+def holds(path: Path, recs: list[dict[str, Any]]) -> bool:
+    """Whether ``path`` already holds exactly ``recs`` as JSONL: the file an earlier run of the same config wrote
+    (left as it is, so a rerun writes nothing). Anything unreadable or different does not."""
+    try:
+        raw = path.read_bytes()
+        lines = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()] == json.loads(json.dumps(recs))
+    except (OSError, EOFError, ValueError):  # (BadGzipFile, UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return False
+
+
+__all__ = ["SynthConfig", "GenerateResult", "generate_problems", "generate", "holds"]
 
 
 @dataclass
@@ -129,6 +148,7 @@ class SynthConfig(Config):
     )
     max_tries: int = param(200, "Draws per problem before the request is declared impossible (duplicates and dead ends are redrawn).", ge=1)
     out: str = param("", "Output JSONL file (synth generate).", path="file")
+    overwrite: bool = param(False, "Replace an existing output file holding other records (a rerun of the same config leaves it as it is).")
 
     def check(self) -> None:
 

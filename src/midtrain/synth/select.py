@@ -27,9 +27,10 @@ from typing import Any
 
 from midtrain.config import Config, param
 from midtrain.console import log
-from midtrain.data import clean, iter_jsonl, where, write_jsonl
+from midtrain.data.jsonl import iter_jsonl, write_jsonl
+from midtrain.data.records import clean, where
 from midtrain.errors import ConfigError, DataError
-from midtrain.eval.evaluate import SAMPLES
+from midtrain.outputs import SAMPLES
 from midtrain.runs import META, Result, is_complete, open_run, read_meta
 from midtrain.synth.stats import histogram
 from midtrain.synth.summary import load_problems

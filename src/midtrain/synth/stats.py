@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from midtrain.config import Config, param
-from midtrain.data import read_all
+from midtrain.data.corpus import read_all
 from midtrain.errors import ConfigError
 
 

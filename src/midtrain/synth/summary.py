@@ -18,8 +18,8 @@ RL rewards, so evaluation and reward cannot drift), into one plain-JSON **sample
   (None when the rows carry no token counts).
 
 :func:`summarize` groups the rows: ``overall``, ``unanswered`` (problems without a completion), and ``by_op``,
-``by_context``, ``by_mode``; with named op ranges (``id`` 2–10, ``edge`` 11–14, ``hard`` 15–20 by default in
-evaluation) also ``ranges``, ``by_range`` and ``by_range_context_mode``. ``midtrain eval`` stores it as the
+``by_context``, ``by_mode``; with named op ranges (:class:`OpRangeConfig`, the ``ops`` section of the verbs that
+group by them: ``id`` 2–10, ``edge`` 11–14, ``hard`` 15–20 by default in evaluation) also ``ranges``, ``by_range`` and ``by_range_context_mode``. ``midtrain eval`` stores it as the
 ``synthetic`` part of ``summary.json``; the two verbs that print one summary show :func:`flatten` of it (the
 ``overall`` keys at the top level).
 """
@@ -28,10 +28,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from midtrain.data import iter_records, require
+from midtrain.config import Config, param
+from midtrain.data.corpus import iter_records
+from midtrain.data.records import require
 from midtrain.errors import ConfigError, DataError, MidtrainError
 from midtrain.metrics import ks_for, mean_pass_at_k
 from midtrain.synth.generate import SynthConfig, generate_problems
@@ -78,8 +81,31 @@ def scale_ranges(scale: str) -> dict[str, list[int]]:
     return {name: list(r) for name, r in zip(("id", "edge", "hard"), SCALES[scale])}
 
 
+@dataclass
+class OpRangeConfig(Config):
+    """The named op ranges results are grouped by: the ``ops`` section of ``eval``, ``eval score`` and ``synth diagnose``."""
+
+    scale: Literal["paper", "tiny"] = param(
+        "paper", "Named op ranges: paper (id 2-10, edge 11-14, hard 15-20) or tiny (id 2-5, edge 6-8, hard 9-12)."
+    )
+    ranges: dict[str, list[int]] = param({}, "Custom named op ranges {name: [lo, hi]} (inclusive); replace the scale when given.", ge=0)
+
+    def check(self) -> None:
+        for name, r in self.ranges.items():
+            if len(r) != 2 or r[0] > r[1]:
+                raise ConfigError(f"key 'ranges.{name}': expected [lo, hi] with lo <= hi, got {r}")
+
+    def resolve(self) -> dict[str, list[int]]:
+        """Range name → ``[lo, hi]``: the custom ranges, else the scale's."""
+        return {k: list(v) for k, v in self.ranges.items()} or scale_ranges(self.scale)
+
+
+# The flat keys of the section before it was one (``RENAMED`` of the stages that have it).
+OPS_RENAMED = {"op_scale": "ops.scale", "op_ranges": "ops.ranges"}
+
+
 def synth_config(spec: dict[str, Any], key: str) -> Any:
-    """A validated ``midtrain.synth.SynthConfig`` from a mapping (errors name ``key``)."""
+    """A validated ``midtrain.synth.generate.SynthConfig`` from a mapping (errors name ``key``)."""
     if not isinstance(spec, dict):
         raise ConfigError(f"key '{key}': expected a mapping of SynthConfig fields, got {spec!r}")
     try:
@@ -88,8 +114,10 @@ def synth_config(spec: dict[str, Any], key: str) -> Any:
         raise ConfigError(str(e) if key in str(e) else f"{key}: {e}") from None
 
 
-def generate(specs: Sequence[dict[str, Any]], *, ranges: dict[str, list[int]] | None = None, limit: int = 0) -> list[dict[str, Any]]:
-    """Problems from ``midtrain.synth.generate_problems``, one call per spec, de-duplicated by id, in order."""
+def problems_from_specs(
+    specs: Sequence[dict[str, Any]], *, ranges: dict[str, list[int]] | None = None, limit: int = 0
+) -> list[dict[str, Any]]:
+    """Problems from ``midtrain.synth.generate.generate_problems``, one call per spec, de-duplicated by id, in order."""
 
     out: dict[str, dict[str, Any]] = {}
     for i, spec in enumerate(specs):
@@ -194,4 +222,16 @@ def flatten(summary: dict[str, Any]) -> dict[str, Any]:
     return {**summary["overall"], **{k: v for k, v in summary.items() if k != "overall"}}
 
 
-__all__ = ["load_problems", "generate", "scale_ranges", "synth_config", "group_metrics", "summarize", "flatten", "range_of", "REWARD_KINDS"]
+__all__ = [
+    "load_problems",
+    "problems_from_specs",
+    "scale_ranges",
+    "OpRangeConfig",
+    "OPS_RENAMED",
+    "synth_config",
+    "group_metrics",
+    "summarize",
+    "flatten",
+    "range_of",
+    "REWARD_KINDS",
+]

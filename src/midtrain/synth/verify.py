@@ -1,4 +1,4 @@
-"""Process verification of synthetic-world completions: parser, safe evaluator, rewards, summaries.
+"""Process verification of synthetic-world completions: trace parser, verifier, rewards, summaries.
 
 One implementation serves evaluation, the RL rewards and the verb ``midtrain synth verify`` (:func:`run`, DESIGN §1.3),
 which checks completions (``{"id", "completion"}`` lines, several per id) against a problem file, or the problems'
@@ -15,10 +15,10 @@ counts, per op, context and mode) (``midtrain synth verify --problems p.jsonl --
    ``NAME = e1 = … = ek`` is a step for NAME whose **parents** are the names in e1 and whose **value** is ek;
    ``Define <quantity> as <L>`` alone and ``…; L is unknown`` only bind; in ``We know …, so <equation>; u = v``
    and ``<equation>:u=v`` only the final ``u = v`` is a step. Anything else (prose, ``Answer:``) is ignored.
-3. **Evaluate** values with a small recursive-descent parser over integers, names, ``+ - *``, parentheses and
-   implicit products (``3b``), into linear forms a*u + b of the reverse-mode unknown u; any other name, a
-   product of two non-constant forms, too deep nesting, too long an expression or too large a number is an
-   error. Values are compared modulo the problem's modulus when it has one. Nothing is ever ``eval``'d.
+3. **Evaluate** values with the safe evaluator of :mod:`midtrain.synth.expr` (integers, names, ``+ - *``,
+   parentheses, implicit products such as ``3b``) into linear forms a*u + b of the reverse-mode unknown u; a name
+   other than the unknown, a product of two non-constant forms or an expression over its limits is an error.
+   Values are compared modulo the problem's modulus when it has one. Nothing is ever ``eval``'d.
 4. **Score** against the gold graph: a step is correct if its quantity is a necessary node, its parents equal
    the gold parents and its value the gold value (a linear form in reverse mode; the unknown's own step is its
    solved value). ProcessAcc = correct steps / |V|; VerifiedCorrect = ProcessAcc == 1 and a right answer
@@ -30,38 +30,34 @@ counts, per op, context and mode) (``midtrain synth verify --problems p.jsonl --
    and :mod:`midtrain.synth.summary` aggregates such rows (pass@k on VerifiedCorrect, ``midtrain.metrics``).
 
 Hostile input is bounded: at most ``MAX_CHARS`` characters (else reason "too long"), ``MAX_CLAUSES`` clauses,
-``MAX_EXPR_CHARS`` per expression, ``MAX_DEPTH`` nesting and ``MAX_DIGITS`` per number; every regex is
+``MAX_PARTS`` equals signs per clause, and the expression limits of :mod:`midtrain.synth.expr`; every regex is
 anchored and linear, so any string is answered in time linear in its (capped) length, never by an exception.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import chain
 from typing import Any, Literal
 
 from midtrain.config import Config, param
-from midtrain.data import iter_jsonl, where
+from midtrain.data.jsonl import iter_jsonl
+from midtrain.data.records import where
 from midtrain.errors import ConfigError, DataError
-from midtrain.synth.summary import flatten
+from midtrain.synth.expr import ParseError, evaluate, tokenize
+from midtrain.synth.summary import flatten, summarize
 from midtrain.synth.summary import load_problems as load_problem_records
-from midtrain.synth.summary import summarize as summarize_rows
 from midtrain.synth.world import Lin, Node, forms
 from midtrain.thoughts import THINK_CLOSE, THINK_OPEN, after_thinking, thinking_part
 
 MAX_CHARS = 65_536
 MAX_CLAUSES = 4_096
-MAX_EXPR_CHARS = 512
-MAX_DEPTH = 32
-MAX_DIGITS = 40
-MAX_PARTS = 16
-_BIG = 10**120
+MAX_PARTS = 16  # '=' signs read per clause: "x = 1 = 1 = …" costs no more than a real step
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128)
 MISMATCH_KINDS = ("value", "dependency", "missing", "extra", "answer")
 
-_TOKEN = re.compile(r"\s*(?:([0-9]+)|([^\W\d_]+)|([-+*()]))")
 _NAME = re.compile(r"[^\W\d_]{1,8}")
 _DEFINE = re.compile(r"Define\s+(.{1,400}?)\s+as\s+([^\W\d_]{1,8})\s*;\s*(.*)", re.S)
 _DEFINE_ONLY = re.compile(r"Define\s+(.{1,400}?)\s+as\s+([^\W\d_]{1,8})\s*", re.S)
@@ -73,123 +69,10 @@ _DOT = re.compile(r"\.")
 _INT = re.compile(r"[-+]?[0-9]{1,40}")
 
 
-class ParseError(ValueError):
-    """An expression the safe evaluator refuses."""
-
-
-# -- the safe evaluator -----------------------------------------------------------------------------------------
-def tokenize(text: str) -> list[tuple[str, str]]:
-    """``[(kind, text)]`` with kind in num | name | op; raises ParseError on anything else."""
-    text = text.strip()
-    if not text:
-        raise ParseError("empty expression")
-    if len(text) > MAX_EXPR_CHARS:
-        raise ParseError("expression too long")
-    out, pos = [], 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise ParseError(f"unexpected character {text[pos]!r}")
-        pos = m.end()
-        num, name, op = m.groups()
-        if num is not None:
-            if len(num) > MAX_DIGITS:
-                raise ParseError("number too long")
-            out.append(("num", num))
-        elif name is not None:
-            out.append(("name", name))
-        else:
-            out.append(("op", op))
-    return out
-
-
-def _mul(x: Lin, y: Lin) -> Lin:
-    if x.a and y.a:
-        raise ParseError("not linear in the unknown")
-    v = Lin(x.a * y.b + y.a * x.b, x.b * y.b)
-    if abs(v.a) > _BIG or abs(v.b) > _BIG:
-        raise ParseError("number too large")
-    return v
-
-
-class _Parser:
-    """expr := term (('+'|'-') term)*; term := factor (('*' factor) | implicit factor)*;
-    factor := ('-'|'+') factor | number | name | '(' expr ')'."""
-
-    def __init__(self, tokens: list[tuple[str, str]], resolve: Callable[[str], Lin]):
-        self.toks, self.i, self.resolve = tokens, 0, resolve
-
-    def peek(self) -> tuple[str, str] | None:
-        return self.toks[self.i] if self.i < len(self.toks) else None
-
-    def take(self) -> tuple[str, str]:
-        tok = self.peek()
-        if tok is None:
-            raise ParseError("unexpected end of expression")
-        self.i += 1
-        return tok
-
-    def parse(self) -> Lin:
-        v = self.expr(0)
-        tok = self.peek()
-        if tok is not None:
-            raise ParseError(f"unexpected {tok[1]!r}")
-        return v
-
-    def expr(self, depth: int) -> Lin:
-        v = self.term(depth)
-        while self.peek() in (("op", "+"), ("op", "-")):
-            op = self.take()[1]
-            w = self.term(depth)
-            v = v + w if op == "+" else v - w
-        return v
-
-    def term(self, depth: int) -> Lin:
-        v = self.factor(depth)
-        while True:
-            tok = self.peek()
-            if tok == ("op", "*"):
-                self.take()
-                v = _mul(v, self.factor(depth))
-            elif tok is not None and (tok[0] == "name" or tok == ("op", "(")):
-                v = _mul(v, self.factor(depth))  # implicit product: 3b, 2(b+1)
-            else:
-                return v
-
-    def factor(self, depth: int) -> Lin:
-        if depth > MAX_DEPTH:
-            raise ParseError("nested too deeply")
-        kind, text = self.take()
-        if kind == "num":
-            return Lin(0, int(text))
-        if kind == "name":
-            return self.resolve(text)
-        if text in "+-":
-            v = self.factor(depth + 1)
-            return Lin(-v.a, -v.b) if text == "-" else v
-        if text == "(":
-            v = self.expr(depth + 1)
-            if self.take() != ("op", ")"):
-                raise ParseError("unbalanced parenthesis")
-            return v
-        raise ParseError(f"unexpected {text!r}")
-
-
-def evaluate(text: str, resolve: Callable[[str], Lin] | None = None, modulus: int | None = None) -> Lin:
-    """The value of an arithmetic expression; names go through ``resolve`` (default: any name is an error)."""
-
-    def no_names(name: str) -> Lin:
-        raise ParseError(f"unknown name {name!r}")
-
-    plain = text.strip()
-    if plain.isascii() and plain.isdigit() and len(plain) <= MAX_DIGITS:  # fast path: most values are numbers
-        return Lin(0, int(plain)).mod(modulus)
-    v = _Parser(tokenize(text), resolve or no_names).parse()
-    return v.mod(modulus)
-
-
 # -- the gold side ----------------------------------------------------------------------------------------------
 def _key(name: str, render: str) -> str:
+    # Compact letters are the names themselves; a natural quantity name is compared as words, case and spacing
+    # aside, because a model restating "the number of Lions" as "the number of lions" names the same quantity.
     return name if render == "compact" else " ".join(name.lower().split())
 
 
@@ -215,7 +98,7 @@ def gold_of(problem: dict[str, Any]) -> Gold:
     keys = [name[i] for i in g.get("trace") or [n.id for n in nodes if n.necessary]]
     parents = {name[n.id]: tuple(sorted(name[p] for p in n.parents)) for n in nodes if n.necessary}
     values = {name[n.id]: fs[n.id] for n in nodes if n.necessary}
-    if unknown is not None:
+    if unknown is not None:  # the unknown's own step states its solved value, a number, not the form 1*u + 0
         values[name[unknown]] = Lin(0, nodes[unknown].value)
     return Gold(render, g.get("modulus"), keys, parents, values, None if unknown is None else name[unknown], int(problem["answer"]))
 
@@ -281,9 +164,12 @@ def parse_steps(trace: str, gold: Gold) -> tuple[list[Step], int]:
     n_clauses = 0
     for start, clause in _clauses(trace, gold.render):
         n_clauses += 1
-        if compact:
+        if compact:  # "<equation>:u=v": the solved form after the last colon is the step
             clause = clause.rsplit(":", 1)[-1]
         else:
+            # Natural traces name a quantity once ("Define the number of lions as L") and then use the letter; the
+            # binding lets a step be keyed by the quantity, so that a model free to pick its letters is never
+            # scored by them.
             m = _DEFINE.match(clause)
             if m:
                 bind[m.group(2)] = _key(m.group(1), "natural")
@@ -295,7 +181,7 @@ def parse_steps(trace: str, gold: Gold) -> tuple[list[Step], int]:
                 continue
             elif (m := _WE_KNOW.match(clause)) is not None:
                 clause = m.group(1).rsplit(";", 1)[-1]
-            elif _ANSWER_LINE.match(clause):
+            elif _ANSWER_LINE.match(clause):  # "Answer: 7" restates the answer; it is not a step
                 continue
         step = _parse_clause(clause, gold, bind)
         if step is not None:
@@ -314,11 +200,15 @@ def _parse_clause(clause: str, gold: Gold, bind: dict[str, str]) -> Step | None:
     def key_of(name: str) -> str | None:
         return name if compact else bind.get(name)
 
+    # The value (last expression) may name only the unknown: "c = a + b = 7" must show the number, so a step that
+    # never computes ("c = a + b") has no value rather than borrowing the gold one through its names.
     def resolve(name: str) -> Lin:
         if gold.unknown is not None and key_of(name) == gold.unknown:
             return Lin(1, 0)
         raise ParseError(f"{name!r} is not the unknown")
 
+    # The parents are the names of the first expression; a letter that was never bound keeps its own "?x" key,
+    # so it can never equal a gold parent by accident.
     try:
         names = [t for kind, t in tokenize(parts[1]) if kind == "name"]
         parents: tuple[str, ...] | None = tuple(sorted(key_of(n) or f"?{n}" for n in names))
@@ -357,6 +247,8 @@ def verify(problem: dict[str, Any], completion: str) -> Verification:
     """Process-verify one completion against its problem record (see the module docstring)."""
     gold = gold_of(problem)
     n_gold = len(gold.keys)
+    # Checked before any parsing: RL feeds whatever the policy sampled, and a reward function must answer every
+    # input with a score, never raise. The length cap keeps one pathological sample from costing more than a batch.
     if not isinstance(completion, str):
         return _failed(n_gold, "not text")
     if len(completion) > MAX_CHARS:
@@ -366,11 +258,26 @@ def verify(problem: dict[str, Any], completion: str) -> Verification:
     trace, answer_text = split_completion(completion)
     answer = parse_answer(answer_text, gold.modulus)
     steps, _ = parse_steps(trace, gold)
+    # The gold answer is reduced like the model's: with a modulus, 13 and 3 are the same answer mod 10.
     gold_answer = gold.answer % gold.modulus if gold.modulus else gold.answer
     outcome = answer is not None and answer == gold_answer
+    correct, mm = score_steps(steps, gold)
+    mm["answer"] = int(not outcome)
+    # Extra steps do not block VerifiedCorrect: a model may restate a distractor and still have reasoned right;
+    # they cost only the process reward (capped there, see reward_of).
+    verified = outcome and correct == n_gold
+    reason = "" if verified else failure_reason(steps, answer_text, answer, mm)
+    shown = None if answer_text is None else answer_text.strip()[:64]  # the stored answer is bounded like the input
+    return Verification(verified, outcome, correct / n_gold if n_gold else 0.0, shown, correct, n_gold, mm, reason)
+
+
+def score_steps(steps: list[Step], gold: Gold) -> tuple[int, dict[str, int]]:
+    """(correct steps, mismatch counts without ``answer``) of parsed steps against the gold nodes."""
     mm = dict.fromkeys(MISMATCH_KINDS, 0)
     first: dict[str, Step] = {}
     for st in steps:
+        # Only a quantity's first step counts: a trace that writes "c = 5" then "c = 7" must not pick the right one
+        # after the fact, so a repeat is an extra step and the first value stands.
         if st.key not in gold.values or st.key in first:
             mm["extra"] += 1
         else:
@@ -381,37 +288,36 @@ def verify(problem: dict[str, Any], completion: str) -> Verification:
         if got is None:
             mm["missing"] += 1
             continue
+        # Value and dependency are judged apart: a right number reached from the wrong quantities (a lucky or
+        # copied value) is a dependency mismatch, and the right quantities with an arithmetic slip a value one.
         ok_value = got.value is not None and got.value == gold.values[key].mod(gold.modulus)
         ok_parents = got.parents == gold.parents[key]
         mm["value"] += not ok_value
         mm["dependency"] += not ok_parents
         correct += ok_value and ok_parents
-    mm["answer"] = int(not outcome)
-    verified = outcome and correct == n_gold
-    if verified:
-        reason = ""
-    elif not steps:
-        reason = "unparseable"
-    elif answer_text is None:
-        reason = "no answer"
-    elif answer is None:
-        reason = "bad answer"
-    else:
-        reason = next(
-            (
-                why
-                for kind, why in (
-                    ("answer", "wrong answer"),
-                    ("value", "wrong value"),
-                    ("dependency", "wrong dependency"),
-                    ("missing", "missing step"),
-                )
-                if mm[kind]
-            ),
-            "unverified",
-        )
-    shown = None if answer_text is None else answer_text.strip()[:64]
-    return Verification(verified, outcome, correct / n_gold if n_gold else 0.0, shown, correct, n_gold, mm, reason)
+    return correct, mm
+
+
+def failure_reason(steps: list[Step], answer_text: str | None, answer: int | None, mm: dict[str, int]) -> str:
+    """The one reason an unverified completion is counted under, the most basic failure first."""
+    # Format failures first: they say the model did not follow the output format at all, which the per-step
+    # counts cannot show (a trace without steps has every node "missing").
+    if not steps:
+        return "unparseable"
+    if answer_text is None:
+        return "no answer"
+    if answer is None:
+        return "bad answer"
+    # Then the first kind of mismatch in the order a reader checks a solution: the answer, then the steps.
+    for kind, why in (
+        ("answer", "wrong answer"),
+        ("value", "wrong value"),
+        ("dependency", "wrong dependency"),
+        ("missing", "missing step"),
+    ):
+        if mm[kind]:
+            return why
+    return "unverified"
 
 
 def reward_of(v: Verification, kind: Literal["outcome", "process", "strict"] = "process") -> float:
@@ -422,11 +328,16 @@ def reward_of(v: Verification, kind: Literal["outcome", "process", "strict"] = "
         return float(v.verified)
     if kind != "process":
         raise ValueError(f"unknown reward kind {kind!r} (outcome, process or strict)")
+    # A wrong answer earns nothing, however good the trace looks: otherwise the policy could farm process credit by
+    # copying the problem's facts as steps and never finishing the computation.
     if not v.outcome_correct or v.gold_nodes == 0:
         return 0.0
     m = v.mismatches
+    # Extra steps are capped at |V| so that a long restatement of distractors cannot push the penalty of an otherwise
+    # right trace below that of a trace with every step wrong.
     penalty = m["value"] + m["dependency"] + m["missing"] + min(m["extra"], v.gold_nodes) + m["answer"]
     process = max(0.0, 1.0 - penalty / v.gold_nodes)
+    # Mostly process: among right answers, the reward ranks traces by how many steps are right (DESIGN §1.3).
     return 0.2 * float(v.outcome_correct) + 0.8 * process
 
 
@@ -472,7 +383,9 @@ def plain(x: Any) -> Any:
     return str(x)
 
 
-def summarize(problems: list[dict[str, Any]], completions: dict[str, list[str]], ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+def summarize_completions(
+    problems: list[dict[str, Any]], completions: dict[str, list[str]], ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, Any]:
     """The ``synth verify --json`` summary of several completions per problem: :func:`midtrain.synth.summary.flatten`
     of :func:`midtrain.synth.summary.summarize` (overall keys at the top, then ``by_op``/``by_context``/``by_mode``).
 
@@ -485,7 +398,7 @@ def summarize(problems: list[dict[str, Any]], completions: dict[str, list[str]],
     if stray:
         raise KeyError(f"completions for unknown problem id '{stray[0]}'")
     rows = [sample_row(by_id[pid], j, c) for pid, outs in completions.items() for j, c in enumerate(outs)]
-    return flatten(summarize_rows(rows, problems, ks=ks))
+    return flatten(summarize(rows, problems, ks=ks))
 
 
 PROBLEM_FIELDS = ("id", "op", "context", "mode", "render", "answer", "graph", "prompt", "completion")
@@ -572,19 +485,16 @@ def run(cfg: VerifyConfig) -> VerifyResult:
         completions = load_completions(cfg.completions, {p["id"] for p in problems})
     else:
         completions = {p["id"]: [p["completion"]] for p in problems}
-    return VerifyResult(summarize(problems, completions, ks=cfg.ks))
+    return VerifyResult(summarize_completions(problems, completions, ks=cfg.ks))
 
 
 __all__ = [
     "MAX_CHARS",
     "MISMATCH_KINDS",
     "DEFAULT_KS",
-    "ParseError",
     "Verification",
     "Gold",
     "Step",
-    "tokenize",
-    "evaluate",
     "gold_of",
     "split_completion",
     "parse_answer",
@@ -593,7 +503,9 @@ __all__ = [
     "reward",
     "reward_of",
     "sample_row",
-    "summarize",
+    "score_steps",
+    "failure_reason",
+    "summarize_completions",
     "VerifyConfig",
     "VerifyResult",
     "run",

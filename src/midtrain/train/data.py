@@ -1,6 +1,7 @@
 """Training data for causal-LM stages: records → token documents on disk → mixture → packed rows, built on the fly.
 
-1. **Records → documents.** Each record becomes one document ``<bos> prompt body <eos>`` (:func:`record_to_pair`; no
+1. **Records → documents.** Each record becomes one document ``<bos> prompt body <eos>``
+   (:func:`midtrain.data.pairs.record_to_pair`; no
    ``<bos>`` for tokenizers that never add theirs, see :func:`midtrain.models.tokenizer.leading_bos`;
    ``midtrain tokenize`` writes them to a token store, :mod:`midtrain.train.tokenize`):
    - ``text``: a ``text`` field (pretraining corpora);
@@ -26,68 +27,10 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-
-from midtrain.data import iter_records, where
-from midtrain.errors import DataError
-from midtrain.thoughts import render_augmented
-
-Format = Literal["auto", "text", "prompt_completion", "augmented", "augmented_raw"]
-NO_PROMPT_FORMATS = ("text", "augmented", "augmented_raw")  # formats whose records have no prompt
-
-
-def record_to_pair(rec: dict[str, Any], fmt: Format, path: str | Path, text_field: str = "text") -> tuple[str, str]:
-    """(unmasked prefix, text) of one record: the prefix is the prompt when there is one, else empty."""
-    kind = fmt
-    if kind == "auto":
-        if isinstance(rec.get("segments"), list):
-            kind = "augmented"
-        elif "prompt" in rec and "completion" in rec:
-            kind = "prompt_completion"
-        elif text_field in rec:
-            kind = "text"
-        else:
-            fields = ", ".join(k for k in rec if not k.startswith("_"))
-            raise DataError(
-                f"{where(rec, path)}: record has no '{text_field}', 'prompt'+'completion' or 'segments' field (fields: {fields})"
-            )
-    if kind == "text":
-        if not isinstance(rec.get(text_field), str):
-            raise DataError(f"{where(rec, path)}: record has no string '{text_field}' field")
-        return "", rec[text_field]
-    if kind == "prompt_completion":
-        for f in ("prompt", "completion"):
-            if not isinstance(rec.get(f), str):
-                raise DataError(f"{where(rec, path)}: record has no string '{f}' field")
-        return rec["prompt"], rec["completion"]
-    if not isinstance(rec.get("segments"), list):
-        raise DataError(f"{where(rec, path)}: record has no 'segments' list (augmented format)")
-    if rec.get("status", "accepted") != "accepted":
-        return "", ""
-    if kind == "augmented":
-        return "", render_augmented(rec)
-    return "", "".join(seg.get("text", "") for seg in rec["segments"])
-
-
-def read_pairs(
-    paths: Iterable[str | Path], *, fmt: Format = "auto", text_field: str = "text", what: str = "dataset"
-) -> list[tuple[str, str]]:
-    """(prompt, body) of every usable record in ``paths`` (see :func:`record_to_pair`); none at all is an error."""
-    paths = list(paths)
-    pairs = []
-    for path in paths:
-        for rec in iter_records(path, text_field=text_field):
-            prompt, body = record_to_pair(rec, fmt, path, text_field)
-            if prompt or body:
-                pairs.append((prompt, body))
-    if not pairs:
-        raise DataError(f"empty {what}: no usable records in {', '.join(map(str, paths))}")
-    return pairs
 
 
 def mix_documents(lengths: list[np.ndarray], weights: list[float], budget_tokens: int | None, seed: int) -> tuple[np.ndarray, list[int]]:

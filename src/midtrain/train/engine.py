@@ -2,68 +2,53 @@
 
 The trainers themselves (``transformers.Trainer``, TRL's ``GRPOTrainer``) run the loop: forward, backward,
 accumulation, clipping, AdamW, schedule, checkpoint save and restore, DDP/FSDP/DeepSpeed through accelerate.
-This module is the part both stages need around them, once (in the spirit of OLMo-core's Trainer / TrainModule /
-Callback split, but small):
+This module is the part every stage needs around them, once (in the spirit of OLMo-core's Trainer / TrainModule /
+Callback split, but small). Its concerns:
 
 1. **Optimizer config** (:class:`OptimConfig`): one AdamW + schedule section ``optim`` for every stage, validated,
    mapped to the trainers' arguments by :func:`trainer_kwargs`.
-2. **Run directory**: rank 0 opens it (:func:`midtrain.runs.open_run`: fresh, cache hit, resume or refusal) and
+2. **Precision** (:func:`resolve_precision`): ``auto`` = bf16 autocast on a CUDA GPU that has it, fp32 elsewhere.
+3. **Run directory**: rank 0 opens it (:func:`midtrain.runs.open_run`: fresh, cache hit, resume or refusal) and
    holds its lock for the whole run, so a second training process on the same ``--out`` fails at once; every other
-   rank follows it read-only and takes no lock (:func:`open_training_run`).
-3. **Resume**: the newest *complete* ``checkpoints/checkpoint-N`` (a checkpoint is complete once a stage-chosen
-   marker file exists in it; incomplete ones, e.g. killed mid-save, are removed; a checkpoint of another
-   architecture is a :class:`RunDirError` naming ``--overwrite``), and every JSONL log of the run cut back to that
-   step so that no step is logged twice (:func:`start`).
-4. **Precision** (:func:`resolve_precision`): ``auto`` = bf16 autocast on a CUDA GPU that has it, fp32 elsewhere.
-5. **Step logging** (:class:`StepLogCallback`): ``log.jsonl`` on rank 0, the last step always logged, one progress
-   line per logged step, rates over the last logging window; it also marks checkpoints (``run.keep()`` once
-   resumable state exists). Stages subclass it for what a record holds. Periodic probes (e.g. the synthetic
-   world's skill diagnostics) come in as :class:`Periodic` callbacks with their own JSONL log. The record is the
-   one source of the trackers' scalars too: it replaces the trainer's ``logs`` in place (:func:`publish`) before
-   the trackers' callbacks see them (``report_to``, :mod:`midtrain.train.trackers`).
-6. **MFU**: achieved FLOP/s ÷ the device's dense peak for its precision, from a table of known accelerators or,
-   failing that, a large-matmul measurement; capped at 100% by construction (:func:`mfu`, :class:`MFUMeter`).
-7. **Final save** (:func:`save_final`): model + tokenizer at the run root, so the run directory is itself a
+   rank follows it read-only and takes no lock (:func:`open_training_run`; ranks: :mod:`midtrain.train.ranks`).
+4. **Resume**: the newest *complete* ``checkpoints/checkpoint-N`` (a checkpoint is complete once a stage-chosen
+   marker file exists in it and, when it is JSON, parses; incomplete ones, e.g. killed mid-save, are removed; a
+   checkpoint of another architecture is a :class:`RunDirError` naming ``--overwrite``), and every JSONL log of the
+   run cut back to that step so that no step is logged twice (:func:`start`).
+5. **A full disk while training** (:func:`train`): the checkpoint being saved is removed and the error is one line
+   naming it, so that nothing half-written is left that the next run could take for a checkpoint (torch's writer
+   reports a short write as ``RuntimeError: … unexpected pos``, without the errno).
+6. **Final save** (:func:`save_final`): model + tokenizer at the run root, so the run directory is itself a
    Hugging Face checkpoint; safetensors files get ordinary permissions (safetensors itself writes them 0600).
-8. **The loss of the run** (:func:`train`, :func:`run_mean_loss`): transformers' ``training_loss`` averages only
-   the steps of the current process, so a resumed run's is replaced by the mean over the whole ``log.jsonl``.
+7. **The loss of the run** (:func:`train`): transformers' ``training_loss`` averages only the steps of the current
+   process, so a resumed run's is replaced by the mean over the whole ``log.jsonl``
+   (:func:`midtrain.train.steplog.run_mean_loss`).
+
+In their own modules: the step log and its callbacks (:mod:`midtrain.train.steplog`), MFU and peak FLOP/s
+(:mod:`midtrain.train.mfu`), when to save (:mod:`midtrain.train.checkpointing`).
 """
 
 from __future__ import annotations
 
-import functools
+import errno
 import json
 import math
-import os
-import re
 import shutil
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-from transformers import TrainerCallback
+from typing import Any, Literal
 
 from midtrain.config import Config, param
 from midtrain.console import log
 from midtrain.errors import ConfigError, RunDirError
-from midtrain.runs import (
-    MARKER,
-    META,
-    Run,
-    atomic_write_text,
-    content_hash,
-    open_run,
-    ordinary_permissions,
-    read_json,
-    read_meta,
-    resolve_key,
-)
+from midtrain.fileio import ordinary_permissions, read_json
+from midtrain.runs import MARKER, META, Run, content_hash, open_run, read_meta, resolve_key
+from midtrain.train.ranks import is_main
+from midtrain.train.steplog import LOG, StepLogCallback, run_mean_loss, truncate_log
 
 Precision = Literal["auto", "fp32", "bf16"]
-LOG = "log.jsonl"
 CKPT_DIR = "checkpoints"
 
 
@@ -172,16 +157,7 @@ def resolve_precision(precision: Precision) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
-# -- processes and the run directory ----------------------------------------------------------------------------
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main() -> bool:
-    """Rank 0 (or no launcher): the one process that owns the run directory's files."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
+# -- the run directory -----------------------------------------------------------------------------------------
 @contextmanager
 def follow_run(out: str | Path, stage: str, cfg: Config, inputs: dict[str, Any]) -> Iterator[Run]:
     """A non-zero rank's view of the run that rank 0 opens: cached if finished, resumed if started; never writes
@@ -211,8 +187,23 @@ def checkpoint_step(path: Path) -> int | None:
 ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
 
 
+def marker_intact(path: Path) -> bool:
+    """Whether completion marker ``path`` exists and, if it is JSON, parses: transformers writes its marker
+    (``trainer_state.json``) in place, so a kill or a full disk mid-write leaves a torn one behind."""
+    if not path.is_file():
+        return False
+    if path.suffix != ".json":
+        return True
+    try:
+        json.loads(path.read_bytes())
+    except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return True
+
+
 def resume_point(ckpt_dir: Path, marker: str, model_conf: Any = None, *, remove_incomplete: bool = True) -> Path | None:
-    """The newest complete checkpoint under ``ckpt_dir`` (holding ``marker``); newer incomplete ones are removed.
+    """The newest complete checkpoint under ``ckpt_dir`` (holding an intact ``marker``); newer incomplete ones are
+    removed.
 
     A checkpoint whose ``config.json`` disagrees with ``model_conf`` on the architecture is a RunDirError: the
     trainer would fail later with a shape error, or worse, load it.
@@ -222,7 +213,7 @@ def resume_point(ckpt_dir: Path, marker: str, model_conf: Any = None, *, remove_
     steps = {p: n for p in ckpt_dir.iterdir() if p.is_dir() and (n := checkpoint_step(p)) is not None}
     ckpts = sorted(steps, key=steps.__getitem__)
     for p in reversed(ckpts):
-        if (p / marker).is_file():
+        if marker_intact(p / marker):
             conf = read_json(p / "config.json") if (p / "config.json").is_file() else {}
             conf = conf if isinstance(conf, dict) else {}
             for key in ARCH_KEYS:
@@ -234,34 +225,6 @@ def resume_point(ckpt_dir: Path, marker: str, model_conf: Any = None, *, remove_
             shutil.rmtree(p, ignore_errors=True)
             log(f"[resume] removed incomplete checkpoint {p}")
     return None
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSONL log; a torn last line (killed mid-write) is skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def truncate_log(path: Path, step: int, *, write: bool = True) -> list[dict[str, Any]]:
-    """The records of steps ≤ ``step`` (the checkpoint we resume from); ``write`` cuts the file back to them."""
-    keep = [r for r in read_log(path) if r.get("step", 0) <= step]
-    if write and path.is_file():
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
-    return keep
-
-
-def append_log(path: Path, rec: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(rec) + "\n")
 
 
 def start(run: Run, marker: str, model_conf: Any, logs: Iterable[str] = (LOG,)) -> tuple[Path | None, list[dict[str, Any]]]:
@@ -282,220 +245,6 @@ def start(run: Run, marker: str, model_conf: Any, logs: Iterable[str] = (LOG,)) 
     return ckpt, kept.get(LOG, [])
 
 
-# -- MFU --------------------------------------------------------------------------------------------------------
-# Dense (no structured sparsity) tensor-core peaks in FLOP/s from the vendors' datasheets: (name pattern, bf16,
-# tf32). NVIDIA prints the sparse figure with an asterisk; dense is half of it. First match wins, so the more
-# specific names come first. fp32 training is compared with the TF32 peak, the fastest fp32-input math of the chip.
-DEVICE_PEAKS: tuple[tuple[str, float, float], ...] = (
-    (r"H200 NVL", 835.5e12, 417.5e12),  # H200 NVL: BF16 1,671 / TF32 835 TFLOPS with sparsity
-    (r"H100 NVL", 835.5e12, 417.5e12),  # H100 NVL: BF16 1,671 / TF32 835 with sparsity
-    (r"H100 PCIe", 756.5e12, 378.0e12),  # H100 PCIe: BF16 1,513 / TF32 756 with sparsity
-    (r"H200", 989.4e12, 494.7e12),  # H200 SXM (also GH200): BF16 1,979 / TF32 989 with sparsity
-    (r"H100", 989.4e12, 494.7e12),  # H100 SXM ("H100 80GB HBM3"): BF16 1,979 / TF32 989 with sparsity
-    (r"A100", 312e12, 156e12),  # A100 SXM and PCIe: BF16 312 / TF32 156 dense
-    (r"\bL4\b", 121e12, 60e12),  # L4: BF16 242 / TF32 120 with sparsity (\b: not L40)
-    (r"\bA10\b", 125e12, 62.5e12),  # A10: BF16 125 / TF32 62.5 dense (A10G differs; it is measured)
-    (r"RTX 4090", 165.2e12, 82.6e12),  # Ada whitepaper: BF16 with FP32 accumulate 165.2 / TF32 82.6 dense
-)
-
-
-def table_peak(device_name: str, precision: str) -> float | None:
-    """The dense peak FLOP/s of a known accelerator (by ``torch.cuda.get_device_name()``), or None."""
-    for pattern, bf16, tf32 in DEVICE_PEAKS:
-        if re.search(pattern, device_name):
-            return bf16 if precision == "bf16" else tf32
-    return None
-
-
-def measure_peak(precision: str, device: str, *, size: int | None = None, iters: int = 5) -> float:
-    """Best-of-``iters`` FLOP/s of one large square matmul (GPU 8192², CPU 2048²) after a warm-up.
-
-    Large, because small matmuls leave a GPU mostly idle and a measured "peak" far below the chip's (an H200 once
-    showed 100.5% MFU against a 1024² measurement).
-    """
-    import torch
-
-    n = size or (8192 if device == "cuda" else 2048)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a = torch.randn(n, n, dtype=dtype, device=device)  # [n, n]
-    b = torch.randn(n, n, dtype=dtype, device=device)  # [n, n]
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    best = math.inf
-    for i in range(iters + 1):
-        sync()
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        if i:  # the first is the warm-up
-            best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-@functools.cache
-def peak_flops(precision: str) -> float:
-    """This device's dense peak FLOP/s for ``precision``: the table for known GPUs, else measured once."""
-    import torch
-
-    if torch.cuda.is_available():
-        known = table_peak(torch.cuda.get_device_name(), precision)
-        return known if known is not None else measure_peak(precision, "cuda")
-    return measure_peak(precision, "cpu")
-
-
-def rate(count: float, seconds: float) -> float:
-    """``count`` per second (0 for an empty window)."""
-    return count / seconds if seconds > 0 else 0.0
-
-
-def mfu(achieved_flops_s: float, peak_flops_s: float) -> float:
-    """Model FLOPs utilisation in [0, 1]: achieved ÷ max(peak, achieved), so a peak that is too low (measured, or
-    an unknown chip) caps the readout at 100% instead of printing more."""
-    if achieved_flops_s <= 0:
-        return 0.0
-    return achieved_flops_s / max(peak_flops_s, achieved_flops_s)
-
-
-class MFUMeter:
-    """MFU of a run's token rate; when the achieved rate beats the peak it says so once and uses it as the peak."""
-
-    def __init__(self, flops_per_token: float, peak_flops_s: float) -> None:
-        self.flops_per_token, self.peak = flops_per_token, peak_flops_s
-
-    def __call__(self, tokens_per_second: float) -> float:
-        achieved = tokens_per_second * self.flops_per_token
-        if achieved > self.peak:
-            if is_main():
-                log(
-                    f"MFU: achieved {achieved / 1e12:.3g} TFLOP/s exceeds the peak used ({self.peak / 1e12:.3g}); "
-                    "MFU is now relative to the achieved rate"
-                )
-            self.peak = achieved
-        return mfu(achieved, self.peak)
-
-
-# -- callbacks --------------------------------------------------------------------------------------------------
-def _sync_device() -> None:
-    """Wait for queued GPU work, so that a timestamp means the work before it is done."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-@dataclass(frozen=True)
-class Window:
-    """The steps and seconds since the previous logged step (or since training began in this process)."""
-
-    steps: int
-    seconds: float
-
-
-class StepLogCallback(TrainerCallback):
-    """``log.jsonl`` and one progress line per logged step; the last step is always logged; marks checkpoints.
-
-    Subclasses define :meth:`record` (the JSON record of a logged step, or None to skip it) and :meth:`line` (its
-    progress line), and may extend :meth:`mark_checkpoint`. Rates use the logging window, not the whole run.
-    ``history`` holds every record of the run (rank 0 writes them; every rank keeps them). ``REPLACES``: the
-    trainer's log keys that the record renames (dropped from ``logs`` by :func:`publish`).
-    """
-
-    REPLACES: ClassVar[tuple[str, ...]] = ("learning_rate",)  # → lr
-
-    def __init__(self, run: Run, max_steps: int, history: list[dict[str, Any]] | None = None) -> None:
-        self.run, self.path, self.max_steps = run, run.path / LOG, max_steps
-        self.history: list[dict[str, Any]] = list(history or [])
-        self.t_begin, self.step0 = time.perf_counter(), 0  # when and at which step this process began training
-        self.mark = (0, self.t_begin)  # (step, time) that the current window starts from
-        self.first: tuple[int, float] | None = None  # (step, time) at the end of this process's first step
-        self.last_logged: tuple[int, float] | None = None
-
-    def on_train_begin(self, args, state, control, **kw):
-        self.t_begin, self.step0 = time.perf_counter(), state.global_step
-        self.mark = (self.step0, self.t_begin)
-
-    def on_step_end(self, args, state, control, **kw):
-        if self.first is None:
-            _sync_device()
-            self.first = (state.global_step, time.perf_counter())
-        if state.global_step >= self.max_steps:
-            control.should_log = True  # the last step is always logged, even when max_steps < log_every_steps
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if not logs or "loss" not in logs or "train_runtime" in logs:
-            return
-        now = time.perf_counter()  # after the trainer synchronised to read the loss
-        window = Window(state.global_step - self.mark[0], now - self.mark[1])
-        self.mark = self.last_logged = (state.global_step, now)
-        rec = self.record(state, logs, window)
-        if rec is None:
-            return
-        publish(logs, rec, self.REPLACES)
-        self.history.append(rec)
-        if state.is_world_process_zero:
-            append_log(self.path, rec)
-            log(self.line(rec, window))
-
-    def on_save(self, args, state, control, **kw):
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir() and state.is_world_process_zero:
-            ordinary_permissions(ckpt)
-            self.mark_checkpoint(ckpt, state)
-            self.run.keep()  # the directory now holds resumable state: keep it even if the run fails later
-
-    def mark_checkpoint(self, ckpt: Path, state: Any) -> None:
-        """Write what makes ``ckpt`` complete for this stage (transformers' own trainer_state.json by default)."""
-
-    def record(self, state: Any, logs: dict[str, Any], window: Window) -> dict[str, Any] | None:
-        raise NotImplementedError
-
-    def line(self, rec: dict[str, Any], window: Window) -> str:
-        raise NotImplementedError
-
-    def seconds_per_step(self, window: Window) -> float:
-        return window.seconds / max(window.steps, 1)
-
-    def steps_per_second(self) -> float:
-        """Whole-run average of this process excluding its first step (lazy initialisation, allocator and kernel
-        warm-up make it unrepresentative); a run of one step has nothing else, so it is that step's rate."""
-        if self.last_logged is None:
-            return 0.0
-        if self.first is not None and self.last_logged[0] > self.first[0]:
-            return rate(self.last_logged[0] - self.first[0], self.last_logged[1] - self.first[1])
-        return rate(self.last_logged[0] - self.step0, self.last_logged[1] - self.t_begin)
-
-
-def publish(logs: dict[str, Any], rec: dict[str, Any], replaces: Iterable[str] = ()) -> None:
-    """Put the numbers of a ``log.jsonl`` record into the trainer's ``logs`` dict, in place, under their log.jsonl
-    names (``step`` is the x-axis, not a value). Every callback's ``on_log`` receives this same dict, so the
-    tracker callbacks that run after ours log exactly what log.jsonl holds; the trainer's keys in ``replaces``
-    (which the record renames, e.g. ``learning_rate`` → ``lr``) are dropped so that each quantity has one series."""
-    for key in replaces:
-        logs.pop(key, None)
-    logs.update({k: v for k, v in rec.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)})
-
-
-@dataclass(frozen=True)
-class Periodic:
-    """A probe run every ``every_steps`` optimizer steps on rank 0: ``fn(model, tokenizer, step)`` → a record
-    appended, after its step, to the run's JSONL ``log_name`` (cut back on resume like ``log.jsonl``)."""
-
-    every_steps: int
-    log_name: str
-    fn: Callable[[Any, Any, int], dict[str, Any]]
-
-
-class PeriodicCallback(TrainerCallback):
-    """The trainer callback of a :class:`Periodic` probe."""
-
-    def __init__(self, probe: Periodic, run_path: Path) -> None:
-        self.probe, self.path = probe, run_path / probe.log_name
-
-    def on_step_end(self, args, state, control, model=None, processing_class=None, **kw):
-        if state.global_step % self.probe.every_steps or not state.is_world_process_zero:
-            return
-        append_log(self.path, {"step": state.global_step, **self.probe.fn(model, processing_class, state.global_step)})
-
-
 # -- the end ----------------------------------------------------------------------------------------------------
 def save_final(trainer: Any, tokenizer: Any, path: Path) -> None:
     """Model + tokenizer at the run root. Every rank calls it: under FSDP/DeepSpeed gathering the full state dict
@@ -507,70 +256,60 @@ def save_final(trainer: Any, tokenizer: Any, path: Path) -> None:
         tokenizer.save_pretrained(str(path))
 
 
-def run_mean_loss(history: Iterable[dict[str, Any]], resumed_at: int = 0) -> float | None:
-    """Mean training loss over the logged steps of the whole run: each record's ``loss`` (the mean of its logging
-    window) weighted by the steps it covers; a window never reaches back past ``resumed_at`` (the checkpoint a
-    resumed process started from: the steps logged after it before a kill were cut from the log)."""
-    total = steps = 0.0
-    prev = 0
-    for rec in history:
-        step, loss = rec.get("step"), rec.get("loss")
-        if not isinstance(step, int) or not isinstance(loss, (int, float)):
-            continue
-        if prev < resumed_at < step:
-            prev = resumed_at
-        if step > prev:
-            total, steps = total + (step - prev) * loss, steps + step - prev
-        prev = max(prev, step)
-    return total / steps if steps else None
+# Torch's checkpoint writer reports a short write (a full disk, a quota) as a RuntimeError whose errno is lost;
+# safetensors as a SafetensorError; these phrases are how the three libraries say it.
+SHORT_WRITE = (
+    "unexpected pos",
+    "PytorchStreamWriter failed writing",
+    "file write failed",
+    "No space left on device",
+    "Disk quota exceeded",
+)
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` says that a file could not be written for lack of space."""
+    if isinstance(e, OSError):
+        return e.errno in DISK_FULL
+    return any(phrase in str(e) for phrase in SHORT_WRITE)
+
+
+def disk_full_error(e: BaseException, saving: Path, complete: Path | None) -> OSError:
+    """The one-line error of a full disk during training (the CLI prints ``PATH: message``, exit 2).
+
+    ``saving`` is the checkpoint directory of the current step. Unless it is ``complete`` (marked by the step log),
+    the failure hit its save: it is removed, because it holds no usable state, it takes the space the next run
+    needs, and a torn marker in it could pass for a complete checkpoint.
+    """
+    detail = (e.strerror if isinstance(e, OSError) else None) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
+    if saving.is_dir() and saving != complete:
+        if is_main():  # the other ranks' parts of a sharded checkpoint live in the same directory
+            shutil.rmtree(saving, ignore_errors=True)
+        why = "saving this checkpoint failed, the disk is full"
+        return OSError(errno.ENOSPC, f"{why} ({detail}); it was removed, the next run resumes from the last complete one", str(saving))
+    where = e.filename if isinstance(e, OSError) and e.filename else saving.parent
+    return OSError(errno.ENOSPC, f"writing failed while training, the disk is full ({detail})", str(where))
 
 
 def train(trainer: Any, resume: Path | None) -> Any:
     """``trainer.train``, resuming from ``resume`` when given.
 
     The returned ``TrainOutput``'s ``training_loss`` is the whole run's (:func:`run_mean_loss` over the
-    :class:`StepLogCallback`'s history, i.e. ``log.jsonl``): transformers' covers only this process's steps.
+    :class:`StepLogCallback`'s history, i.e. ``log.jsonl``): transformers' covers only this process's steps. A full
+    disk is one line naming the path, and leaves no half-written checkpoint (:func:`disk_full_error`).
     """
     import warnings
 
-    with warnings.catch_warnings():  # TRL 1.16 still calls the renamed `is_gradient_checkpointing`
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        out = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     loggers = [c for c in trainer.callback_handler.callbacks if isinstance(c, StepLogCallback)]
+    try:
+        with warnings.catch_warnings():  # TRL 1.16 still calls the renamed `is_gradient_checkpointing`
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            out = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        saving = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+        raise disk_full_error(e, saving, loggers[0].marked if loggers else None) from None
     loss = run_mean_loss(loggers[0].history, (checkpoint_step(resume) or 0) if resume is not None else 0) if loggers else None
     return out._replace(training_loss=loss) if loss is not None and hasattr(out, "_replace") else out
-
-
-__all__ = [
-    "CKPT_DIR",
-    "DEVICE_PEAKS",
-    "LOG",
-    "MFUMeter",
-    "OptimConfig",
-    "Periodic",
-    "PeriodicCallback",
-    "Precision",
-    "StepLogCallback",
-    "Window",
-    "checkpoint_step",
-    "follow_run",
-    "is_main",
-    "measure_peak",
-    "mfu",
-    "open_training_run",
-    "optimizer_kwargs",
-    "peak_flops",
-    "publish",
-    "rate",
-    "read_log",
-    "resolve_precision",
-    "resume_point",
-    "run_mean_loss",
-    "save_final",
-    "start",
-    "table_peak",
-    "train",
-    "trainer_kwargs",
-    "truncate_log",
-    "world_size",
-]

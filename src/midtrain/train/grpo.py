@@ -14,7 +14,7 @@ per-token weight depend on length, the bias Dr. GRPO removes. β = 0 (no KL term
 which computes the same quantities itself. These functions document and test the algorithm, drive the hand-written
 baseline step of ``bench/bench_rl.py``, and a test checks that TRL's loss equals :func:`dr_grpo_loss` on one batch.
 
-Process credit (``credit: first_error``, :func:`first_error_advantages`): one scalar Â_i per completion blames
+Process credit (``loss.credit: first_error``, :func:`first_error_advantages`): one scalar Â_i per completion blames
 the correct first steps of a failed trace as much as its mistake, and rewards the steps after a mistake in a trace
 whose answer happened to be right. With the synthetic world's verifier locating each trace's first wrong step at
 token e_i (:mod:`midtrain.synth.credit`), the advantage becomes per token:
@@ -27,6 +27,17 @@ and Â_it = Â_i for a verified completion (no e_i). The loss above is unchanged
 Gradient accumulation: with k micro-batches of n = N/k completions each, TRL divides each micro-batch's loss
 ``Σ/(n·L_max)`` by k, which sums to ``Σ/(N·L_max)``: the update does not depend on how the batch is split
 (``tests/train/test_grpo.py`` checks 2×4 against 1×8).
+
+Two more objectives, as options of ``midtrain rl``'s ``loss`` section:
+
+- **RLOO** (Ahmadian et al., arXiv 2402.14740; ``baseline: leave_one_out``): each completion's baseline is the mean
+  reward of the *other* G − 1 completions of its prompt, Â_i = R_i − (Σ_j R_j − R_i)/(G − 1) = G/(G − 1)·(R_i −
+  mean_j R_j). It is Dr. GRPO's advantage scaled by G/(G − 1): the same direction, an unbiased baseline
+  (:func:`rloo_advantages`).
+- **GSPO** (Zheng et al., arXiv 2507.18071; ``objective: gspo``): one importance ratio per *sequence*, the
+  length-normalised s_i = exp(mean_t (log π_θ − log π_old)), clipped per sequence, and the loss averaged over
+  sequences: −1/N Σ_i min(s_i·Â_i, clip(s_i, 1−ε_low, 1+ε_high)·Â_i) (:func:`gspo_loss`). TRL computes it as
+  ``importance_sampling_level="sequence"`` with ``loss_type="grpo"``; a test checks TRL's loss against this one.
 """
 
 from __future__ import annotations
@@ -108,6 +119,31 @@ def dr_grpo_loss(
     return (per_token * mask).sum() / (n * max_completion_len)
 
 
+def rloo_advantages(rewards: torch.Tensor, G: int) -> torch.Tensor:
+    """Leave-one-out advantages of ``rewards`` laid out as groups of G: R_i − mean of the other G − 1 ([B*G] → [B*G])."""
+    if G < 2:
+        raise ValueError(f"RLOO needs at least 2 completions per prompt, got G={G}")
+    r = rewards.float().view(-1, G)  # [B, G]
+    others = (r.sum(dim=1, keepdim=True) - r) / (G - 1)  # [B, G]
+    return (r - others).reshape(-1)  # [B*G]
+
+
+def gspo_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, eps_low: float = 3e-4, eps_high: float = 4e-4
+) -> torch.Tensor:
+    """The GSPO loss (scalar): a clipped surrogate on the sequence-level, length-normalised ratio, averaged over sequences.
+
+    ``logp``/``old_logp``/``mask`` are [N, T], ``adv`` is [N]. The default ε are the paper's (3e-4, 4e-4): a
+    sequence ratio moves far less than a token's.
+    """
+    lengths = mask.sum(dim=1).clamp(min=1)  # [N]
+    log_ratio = ((logp - old_logp) * mask).sum(dim=1) / lengths  # [N]
+    ratio = torch.exp(log_ratio)  # [N]
+    a = adv.to(ratio.dtype)  # [N]
+    per_seq = -torch.minimum(ratio * a, torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * a)  # [N]
+    return per_seq.mean()
+
+
 def first_error_advantages(advantages: torch.Tensor, first_error: torch.Tensor, length: int) -> torch.Tensor:
     """Per-token advantages under process credit (module docstring): [N] advantages and [N] first-error token
     positions (−1: none, the row keeps Â_i on every token) → [N, length]."""
@@ -143,6 +179,8 @@ __all__ = [
     "token_logprobs",
     "completion_mask",
     "dr_grpo_loss",
+    "gspo_loss",
+    "rloo_advantages",
     "first_error_advantages",
     "informative_rows",
     "rl_flops",

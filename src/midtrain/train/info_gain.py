@@ -35,7 +35,7 @@ import torch
 from transformers import TrainerCallback
 
 from midtrain.errors import ConfigError, MidtrainError
-from midtrain.runs import atomic_file
+from midtrain.fileio import atomic_file
 from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 
 EMA_FILE = "ema.safetensors"  # in each checkpoint-N of an info_gain run
@@ -220,15 +220,6 @@ def close_token_id(tokenizer: Any) -> int:
     return int(ids[0])
 
 
-def stop_at_close(trainer: Any, close_id: int) -> None:
-    """Make ``</think>`` end every completion of ``trainer`` (a GRPOTrainer): an extra EOS id for ``generate`` and for
-    TRL's completion mask, so the loss covers the thought and its ``</think>`` only."""
-    eos = [*trainer.eos_token_ids, close_id] if close_id not in trainer.eos_token_ids else list(trainer.eos_token_ids)
-    trainer.eos_token_ids = eos
-    trainer.generation_kwargs["eos_token_id"] = eos
-    trainer.generation_config.eos_token_id = eos
-
-
 class EMACallback(TrainerCallback):
     """Updates the EMA from the policy after every optimizer step (before that step's checkpoint is saved)."""
 
@@ -240,12 +231,11 @@ class EMACallback(TrainerCallback):
 
 
 def attach(trainer: Any, scorer: InfoGainReward, decay: float, resume: Path | None) -> EMAModel:
-    """Wire info_gain into a built GRPOTrainer: refuse sharded parameters, stop generation at ``</think>``, create
-    the EMA from the policy (or load it from the ``resume`` checkpoint), bind the scorer, update after each step."""
+    """Wire info_gain into a built GRPOTrainer whose completions stop at ``</think>`` (its ``RLExtras.stop_ids``):
+    refuse sharded parameters, create the EMA from the policy on its device (or load it from the ``resume``
+    checkpoint), bind the scorer, update the EMA after each optimizer step."""
     check_full_parameters(trainer)
-    scorer.bf16 = bool(getattr(trainer, "use_bf16_generation", False))  # score under the autocast that generated
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    stop_at_close(trainer, scorer.close_id)
     ema = EMAModel(policy, decay).to(next(policy.parameters()).device)
     if resume is not None:
         ema.load(resume / EMA_FILE)
@@ -284,6 +274,5 @@ __all__ = [
     "masked_mean_logprob",
     "nothink_prompt",
     "score_references",
-    "stop_at_close",
     "thought_ids",
 ]

@@ -3,11 +3,11 @@
 Next-token prediction on all tokens of packed documents (no cross-document attention), with a domain mixture
 and token budget from the config; see :mod:`midtrain.train.lm` for the LM stage and :mod:`midtrain.train.engine`
 for what every training stage shares (schedule, precision, resume, checkpoints, logs). With
-``diagnose_every_steps`` the synthetic world's skill diagnostics run as a callback
+``diagnose.every_steps`` the synthetic world's skill diagnostics run as a callback
 (:func:`midtrain.synth.diagnose.training_callbacks`). Launch::
 
     midtrain model init --preset micro --tokenizer tok/ --out runs/init
-    midtrain pretrain --model runs/init --data problems.jsonl --max-tokens 5000000 --out runs/base
+    midtrain pretrain --model runs/init --corpus.files problems.jsonl --max-tokens 5000000 --out runs/base
     accelerate launch --config_file configs/accelerate/ddp.yaml -m midtrain pretrain --config my.yaml
 """
 
@@ -27,5 +27,5 @@ class PretrainConfig(LMConfig):
 
 def run(cfg: PretrainConfig) -> Result:
     """Pretrain a causal LM (see module docstring)."""
-    diagnostics = training_callbacks(cfg.diagnose_data, cfg.diagnose_every_steps, cfg.diagnose_n)
+    diagnostics = training_callbacks(cfg.diagnose)
     return train_lm(cfg, "pretrain", callbacks=diagnostics)

@@ -8,15 +8,16 @@ that way; the prompts themselves arrive as the ``prompts`` column). The rewards:
   (the scorer of ``midtrain eval``): the text after the last ``</think>``; an ``<answer>…</answer>`` span or
   ``\\boxed{}`` wins; a completion still inside a thought has no answer.
 - ``choice``: the option letter (:func:`midtrain.eval.scoring.score_choice`) equals the ``answer`` letter.
-- ``synthetic_outcome`` / ``synthetic_process`` / ``synthetic_strict``: ``midtrain.synth.reward(problem,
+- ``synthetic_outcome`` / ``synthetic_process`` / ``synthetic_strict``: ``midtrain.synth.verify.reward(problem,
   completion, kind)`` of the controlled world (DESIGN §1.3); the problem record travels JSON-encoded in the
   ``record`` column.
 - ``judge``: for ``suffix`` tasks, a :mod:`midtrain.llm.judge` judge (LLM or rule: exact, number, token-F1 threshold)
   compares the continuation after the last ``</think>`` with the ``answer`` column (the true suffix). A judge
-  *failure* (server down, HTTP error) is not a NO: the sample's reward is NaN, so :class:`SafeReward` scores it 0
-  and counts it in ``reward_errors``; the first failure of each kind is logged, and when at least
-  ``max_error_frac`` of the samples sent to the judge in one call (one step's batch; default all of them) failed,
-  :class:`RewardAborted` stops the run: learning from a dead judge's zeros is no run.
+  *failure* (server down, HTTP error) is not a NO: the sample's reward is NaN, so :class:`SafeReward` scores it 0,
+  flags it (``last_failed``) and counts it in ``reward_errors``; the RL trainer leaves every group with a flagged
+  sample out of the loss. The first failure of each kind is logged, and when at least ``max_error_frac`` of the
+  samples sent to the judge in one step (summed over ranks; default all of them) failed, :class:`RewardAborted`
+  stops the run on every rank: learning from a dead judge's zeros is no run.
 - ``exact_match``: for ``suffix`` tasks, Reinforcement Pre-Training's reward (RPT, arXiv 2506.08007): 1.0 when the
   continuation after the last ``</think>`` equals the true next segment under the exact judge's normalisation
   (:class:`midtrain.llm.judge.ExactJudge`: whitespace collapsed, case folded), else 0.0; no judge call can fail.
@@ -35,14 +36,11 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from midtrain.console import log
 from midtrain.errors import ConfigError, MidtrainError
 from midtrain.thoughts import THINK_OPEN, opens_thought
-
-if TYPE_CHECKING:
-    from midtrain.llm.judge import JudgeKind
 
 RewardFn = Callable[..., list[float]]  # (completions: list[str], **columns: list[Any]) -> list[float]
 RewardName = Literal["math", "choice", "synthetic_outcome", "synthetic_process", "synthetic_strict", "judge", "exact_match", "info_gain"]
@@ -109,21 +107,31 @@ def synthetic_problem(record: str | dict[str, Any]) -> dict[str, Any]:
 
 def synthetic_reward(kind: Literal["outcome", "process", "strict"]) -> RewardFn:
     """The synthetic world's reward of ``kind``; the problem record is the JSON ``record`` column."""
-    try:
-        from midtrain import synth
-    except ImportError as e:  # pragma: no cover - depends on the synthetic-world package being installed
-        raise ConfigError(f"key 'reward': synthetic_{kind} needs midtrain.synth ({e})") from None
-    if not hasattr(synth, "reward"):
-        raise ConfigError(f"key 'reward': synthetic_{kind} needs midtrain.synth.reward, which this version lacks")
+    from midtrain.synth.verify import reward  # the verifier that also scores evaluation, so the two cannot drift
 
     def fn(completions: list[str], record: list[str | dict], **_: Any) -> list[float]:
         out = []
         for c, r in zip(completions, record, strict=True):
-            out.append(float(synth.reward(synthetic_problem(r), c, kind)))
+            out.append(float(reward(synthetic_problem(r), c, kind)))
         return out
 
     fn.__name__ = f"synthetic_{kind}"
     return fn
+
+
+SuccessFn = Callable[[Sequence[dict[str, Any]], Sequence[str], Sequence[float]], list[float]]  # (rows, completions, rewards)
+
+
+def success_fn(name: str) -> SuccessFn:
+    """What counts as *solved* for the online curriculum's pass rate: in the synthetic world the process-verified
+    check (the strict reward), whatever the training reward is, so that a reward-hacked completion (right answer,
+    wrong trace) is not mistaken for competence; for other rewards the reward itself, clipped to [0, 1]."""
+    if name.startswith("synthetic_"):
+        if name == "synthetic_strict":  # the training reward is the verified check already
+            return lambda rows, completions, rewards: [float(r) for r in rewards]
+        strict = synthetic_reward("strict")
+        return lambda rows, completions, rewards: strict(list(completions), [r["record"] for r in rows])
+    return lambda rows, completions, rewards: [min(max(float(r), 0.0), 1.0) for r in rewards]
 
 
 class RewardAborted(MidtrainError):
@@ -139,38 +147,70 @@ def judge_failures(verdicts: Sequence[Any], max_error_frac: float) -> tuple[Coun
     return failed, asked, bool(failed) and sum(failed.values()) >= max_error_frac * asked
 
 
-def judge_reward(judge: Any, *, max_error_frac: float = 1.0) -> RewardFn:
-    """A suffix-task reward from a :mod:`midtrain.llm.judge` judge: the continuation after ``</think>`` vs ``answer``;
-    NaN for a sample whose judging failed, :class:`RewardAborted` past ``max_error_frac`` (module docstring)."""
-    from midtrain.llm.base import describe_kinds
-    from midtrain.llm.judge import judge_reward as make
+class JudgeRewardFn:
+    """A suffix-task reward from a :mod:`midtrain.llm.judge` judge: the continuation after ``</think>`` vs ``answer``,
+    NaN for a sample whose judging failed.
 
-    inner = make(judge)
-    reported: set[str] = set()
+    It never stops the run itself: in a multi-process run one rank raising while the others wait in the next
+    collective would hang them. It tallies the samples sent to the judge and those that failed; the trainer sums
+    the tally over ranks once per step and every rank calls :meth:`abort_if_failed` with the same totals.
+    """
 
-    def fn(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
+    def __init__(self, judge: Any, max_error_frac: float = 1.0) -> None:
+        from midtrain.llm.judge import JudgeReward
+
+        self.judge = judge
+        self.inner = JudgeReward(judge)
+        self.max_error_frac = max_error_frac
+        self.__name__ = str(getattr(self.inner, "__name__", "judge"))
+        self.failed: Counter[str] = Counter()  # failure kinds since the last take_tally()
+        self.kinds: Counter[str] = Counter()  # those of the latest tally, for the stop message
+        self.asked = 0
+        self._reported: set[str] = set()
+
+    def __call__(self, completions: list[str], answer: list[str], **columns: Any) -> list[float]:
+        from midtrain.llm.base import describe_kinds
+
         prompts = _prompts(columns, len(completions))
         # A prompt that ends inside a thought (``…<think>``) leaves the opening tag out of the completion.
         full = [(THINK_OPEN + c) if opens_thought(p) else c for c, p in zip(completions, prompts)]
-        scores = list(inner(full, [str(a) for a in answer]))
-        failed, asked, stop = judge_failures(inner.last_verdicts, max_error_frac)
-        n_failed = sum(failed.values())
-        if stop:
-            hints = "; ".join(h for h in getattr(judge, "hints", {}) if h)
-            raise RewardAborted(
-                f"rl: the judge failed on {n_failed} of {asked} samples of this step ({describe_kinds(failed)})"
-                + (f"; {hints}" if hints else "")
-                + f"; stopping (judge_max_error_frac={max_error_frac:g}); resume with the same command once the judge is back"
-            )
-        if set(failed) - reported:
-            reported.update(failed)
+        scores = list(self.inner(full, [str(a) for a in answer]))
+        failed, asked, _ = judge_failures(self.inner.last_verdicts, self.max_error_frac)
+        self.failed.update(failed)
+        self.asked += asked
+        if set(failed) - self._reported:
+            self._reported.update(failed)
             log(
-                f"[warning] judge: {n_failed} of {asked} samples could not be judged ({describe_kinds(failed)}); they score 0 and count as reward_errors"
+                f"[warning] judge: {sum(failed.values())} of {asked} samples could not be judged ({describe_kinds(failed)}); "
+                "their groups are left out of the loss and count as reward_errors"
             )
-        return [math.nan if v.failed else s for v, s in zip(inner.last_verdicts, scores)]
+        return [math.nan if v.failed else s for v, s in zip(self.inner.last_verdicts, scores)]
 
-    fn.__name__ = getattr(inner, "__name__", "judge")
-    return fn
+    def take_tally(self) -> tuple[int, int]:
+        """(failed samples, samples sent to the judge) since the previous call."""
+        out = (sum(self.failed.values()), self.asked)
+        self.asked = 0
+        self.kinds, self.failed = self.failed, Counter()
+        return out
+
+    def abort_if_failed(self, n_failed: int, asked: int) -> None:
+        """:class:`RewardAborted` when ``n_failed`` of ``asked`` (one step, all ranks) reach ``max_error_frac``."""
+        from midtrain.llm.base import describe_kinds
+
+        if not n_failed or n_failed < self.max_error_frac * asked:
+            return
+        hints = "; ".join(h for h in getattr(self.judge, "hints", {}) if h)
+        kinds = describe_kinds(self.kinds)
+        raise RewardAborted(
+            f"rl: the judge failed on {n_failed} of {asked} samples of this step ({kinds})"
+            + (f"; {hints}" if hints else "")
+            + f"; stopping (judge.max_error_frac={self.max_error_frac:g}); resume with the same command once the judge is back"
+        )
+
+
+def judge_reward(judge: Any, *, max_error_frac: float = 1.0) -> JudgeRewardFn:
+    """The ``judge`` reward (:class:`JudgeRewardFn`)."""
+    return JudgeRewardFn(judge, max_error_frac)
 
 
 def exact_match_reward(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
@@ -185,24 +225,6 @@ def exact_match_reward(completions: list[str], answer: list[str], **columns: Any
         cont = continuation((THINK_OPEN + c) if opens_thought(p) else c)  # as judge_reward reads a completion
         out.append(judge.one(cont, str(a)).score if cont else 0.0)
     return out
-
-
-def make_judge(
-    kind: JudgeKind = "token_f1",
-    *,
-    threshold: float = 0.5,
-    backend: Any = None,
-    prompt: str = "judge",
-    cache: str = "",
-    max_new_tokens: int = 512,
-) -> Any:
-    """A judge by name: ``exact``, ``number``, ``token_f1`` (rule judges) or ``llm`` (``backend`` config)."""
-    from midtrain.llm.judge import JudgeConfig, build_judge
-
-    cfg = JudgeConfig(judge=kind, threshold=threshold, prompt=prompt, cache=cache, max_new_tokens=max_new_tokens)
-    if backend is not None:
-        cfg.backend = backend
-    return build_judge(cfg)
 
 
 # -- safety wrapper ---------------------------------------------------------------------------------------------
@@ -220,6 +242,7 @@ class SafeReward:
         self.errors = 0
         self.samples = 0
         self.last_errors = 0
+        self.last_failed: list[bool] = []  # per sample of the latest call: its reward failed (scored 0)
         self._since_take = 0
         self._reported: set[str] = set()
 
@@ -230,43 +253,45 @@ class SafeReward:
             out = self.fn(list(completions), **cols)
             if len(out) != n:
                 raise ValueError(f"returned {len(out)} rewards for {n} completions")
-            rewards, bad = self._clean(out)
+            rewards, failed = self._clean(out)
         except RewardAborted:
             raise
         except Exception:  # noqa: BLE001 - one bad sample must not stop the run: score them one by one
-            rewards, bad = [], 0
+            rewards, failed = [], []
             for i in range(n):
                 try:
                     one = self.fn([completions[i]], **{k: [v[i]] for k, v in cols.items()})
                     if len(one) != 1:
                         raise ValueError(f"returned {len(one)} rewards for 1 completion")
-                    value, b = self._clean(one)
+                    value, f = self._clean(one)
                     rewards.append(value[0])
-                    bad += b
+                    failed += f
                 except Exception as e:  # noqa: BLE001
                     rewards.append(0.0)
-                    bad += 1
+                    failed.append(True)
                     self._report(f"{type(e).__name__}: {e}")
+        bad = sum(failed)
         self.samples += n
         self.errors += bad
         self.last_errors = bad
+        self.last_failed = failed
         self._since_take += bad
         return rewards
 
-    def _clean(self, values: Sequence[Any]) -> tuple[list[float], int]:
-        out, bad = [], 0
+    def _clean(self, values: Sequence[Any]) -> tuple[list[float], list[bool]]:
+        out, failed = [], []
         for v in values:
             try:
                 f = float(v)
             except (TypeError, ValueError):
                 f = math.nan
-            if not math.isfinite(f):
+            failed.append(not math.isfinite(f))
+            if failed[-1]:
                 out.append(0.0)
-                bad += 1
                 self._report(f"non-finite reward {v!r}")
             else:
                 out.append(f)
-        return out, bad
+        return out, failed
 
     def _report(self, message: str) -> None:
         key = message.split(":")[0]
@@ -277,6 +302,17 @@ class SafeReward:
     def take_errors(self) -> int:
         n, self._since_take = self._since_take, 0
         return n
+
+    def take_judge_tally(self) -> tuple[int, int]:
+        """(failed, asked) judge samples since the last call; (0, 0) for a reward without a judge."""
+        take = getattr(self.fn, "take_tally", None)
+        return take() if callable(take) else (0, 0)
+
+    def abort_if_failed(self, n_failed: int, asked: int) -> None:
+        """Stop the run (:class:`RewardAborted`) when a step's judge failures, summed over ranks, reach the budget."""
+        check = getattr(self.fn, "abort_if_failed", None)
+        if callable(check):
+            check(n_failed, asked)
 
 
 def safe_reward(fn: RewardFn, name: str | None = None) -> SafeReward:
@@ -318,7 +354,11 @@ def build_reward(name: str, *, judge: Any = None, judge_max_error_frac: float = 
             raise ConfigError(f"key 'reward': unknown synthetic reward '{name}'")
         return safe_reward(synthetic_reward(kind), name)  # type: ignore[arg-type]
     if name == "judge":
-        fn = judge_reward(judge if judge is not None else make_judge(), max_error_frac=judge_max_error_frac)
+        if judge is None:  # the default: token-F1 against the reference at threshold 0.5
+            from midtrain.llm.judge import JudgeSpec, build_judge
+
+            judge = build_judge(JudgeSpec(kind="token_f1"))
+        fn = judge_reward(judge, max_error_frac=judge_max_error_frac)
         return safe_reward(fn, "judge")
     if name == "exact_match":
         return safe_reward(exact_match_reward, "exact_match")
@@ -342,9 +382,11 @@ __all__ = [
     "synthetic_problem",
     "judge_reward",
     "judge_failures",
+    "JudgeRewardFn",
     "RewardAborted",
-    "make_judge",
     "SafeReward",
+    "SuccessFn",
+    "success_fn",
     "safe_reward",
     "for_trl",
     "build_reward",

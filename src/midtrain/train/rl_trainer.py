@@ -1,81 +1,185 @@
-"""The trainer under ``midtrain rl``: TRL's GRPOTrainer plus the bookkeeping the stage logs and resumes.
+"""The trainer under ``midtrain rl``: TRL's GRPOTrainer, five of its step hooks overridden, the update left as TRL's.
 
-Nothing in the update changes (:mod:`midtrain.train.grpo` states the Dr. GRPO objective); the subclass only times
-generation and reward, counts generated and trained tokens, completions, thinking tokens and reward errors
-(:class:`Counters`, saved into every checkpoint as ``midtrain_counters.json``, whose presence marks the checkpoint
-complete, and restored on resume), and :class:`RLLogCallback` turns them into one ``log.jsonl`` line and one progress
-line per logged step (reward mean/std, zero-variance groups, completion and thinking lengths, s/step with the
-generation / reward / training shares). Counts are summed over ranks; seconds are rank 0's. With process credit
-(``credit = "first_error"``, :func:`midtrain.train.grpo.first_error_advantages`) the reward step also locates each
-completion's first wrong step (:mod:`midtrain.synth.credit`, a character offset mapped to the token it falls in)
-and the advantages handed to the loss become per token. A reward with
-``take_stats()`` (info_gain: the gain and its two log-prob terms, as sums with a count ``n``) adds its per-sample
-means over the logging window to the record; ``checkpoint_hooks`` write extra state (the info_gain EMA) into a
-checkpoint before its completion marker.
+One optimizer step, as TRL runs it (▸: a hook overridden here; the comment at each says what it changes and why
+the result stays exact):
+
+    _prepare_inputs(batch)                          every steps_per_generation·μ micro-batches, a new generation batch:
+    ▸ _generate_and_score_completions(inputs)       TRL's generate → score → advantages, then per-token credit
+      ▸ _generate(prompts)                            timed, bf16 autocast when asked, tokens and thought lengths counted
+        ▸ _generate_single_turn(prompt_ids, …)          the KV-cache sampler when exact (rollouts.py), else TRL's
+      ▸ _calculate_rewards(inputs, …)                 timed, reward errors and statistics summed, first wrong steps found
+        advantages Â = R − mean_group(R)              TRL (scale_rewards none: Dr. GRPO, :mod:`midtrain.train.grpo`)
+    ▸ compute_loss(model, micro_batch)              rows with Â = 0 skipped and the loss rescaled: the same gradient
+
+Everything midtrain adds comes in through one typed constructor argument, :class:`RLExtras` (counters, the reward,
+credit, ...), and nothing is set on the trainer after construction. ``GRPOTrainer._generate`` returns a positional
+8-tuple; :class:`Generation` reads it by name. The hooks are TRL's private API: pyproject pins TRL's minor version,
+:data:`TRL_HOOKS` records each hooked signature and :func:`hook_changes` compares them (and ``_generate``'s return
+names) with the installed TRL: a trainer refuses to start on a mismatch, and tests/train/test_rl_trainer.py names it.
+
+:func:`build_grpo_config` maps :class:`midtrain.train.rl_config.RLConfig` onto TRL's ``GRPOConfig``.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
+import math
+import textwrap
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
+import trl
+from trl import GRPOConfig, GRPOTrainer
 
-from midtrain.runs import Run, atomic_write_json
+from midtrain.errors import MidtrainError
 from midtrain.synth.credit import first_error
 from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
-from midtrain.train.engine import (
-    StepLogCallback,
-    Window,
-)
+from midtrain.train.curriculum import Curriculum
+from midtrain.train.engine import resolve_precision, trainer_kwargs
 from midtrain.train.grpo import first_error_advantages, informative_rows
-from midtrain.train.rewards import (
-    SafeReward,
-    synthetic_problem,
-)
-from midtrain.train.rollouts import SamplerRollouts
+from midtrain.train.refill import RefillPlan, group_informative
+from midtrain.train.rewards import SafeReward, SuccessFn, for_trl, synthetic_problem
+from midtrain.train.rl_config import Baseline, Credit, RLConfig
+from midtrain.train.rl_log import Counters
+from midtrain.train.rollouts import sampler_rollouts
+from midtrain.train.trackers import run_name
 
-COUNTERS = "midtrain_counters.json"  # written into a checkpoint once it is complete
+# -- the TRL surface this module depends on -----------------------------------------------------------------------
+TESTED_TRL = "1.16"  # the minor version pyproject.toml pins
+# Parameters (name=default) of every GRPOTrainer method the trainer overrides, as TRL 1.16 declares them.
+TRL_HOOKS: dict[str, str] = {
+    "__init__": (
+        "self, model, reward_funcs=None, args=None, train_dataset=None, eval_dataset=None, processing_class=None, "
+        "reward_processing_classes=None, callbacks=None, optimizers=(None, None), quantization_config=None, "
+        "peft_config=None, tools=None, rollout_func=None, environment_factory=None"
+    ),
+    "_generate": "self, prompts",
+    "_generate_single_turn": "self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False",
+    "_calculate_rewards": "self, inputs, prompts, completions, completion_ids_list",
+    "_generate_and_score_completions": "self, inputs",
+    "compute_loss": "self, model, inputs, return_outputs=False, num_items_in_batch=None",
+}
+# Keys of the batch dict that _generate_and_score_completions returns which this module reads.
+BATCH_KEYS = ("prompt_mask", "completion_ids", "completion_mask", "advantages")
 
 
-class Counters:
-    """Seconds and tokens accumulated over the run (saved with each checkpoint, restored on resume)."""
+class Generation(NamedTuple):
+    """``GRPOTrainer._generate``'s return value by name (TRL 1.16 returns these eight values positionally; a
+    NamedTuple is still the tuple TRL unpacks)."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "gen_s",
-        "reward_s",
-        "train_s",
-        "tokens_generated",
-        "tokens_trained",
-        "completions",
-        "reward_errors",
-        "think_tokens",
+    prompt_ids: list[list[int]]  # per completion, the prompt's token ids
+    completion_ids: list[list[int]]  # per completion, its ids up to and including the first stop id
+    tool_mask: list[list[int]] | None  # 1 = model token, 0 = tool output (None without tools)
+    completions: list[Any]  # decoded text (or chat messages)
+    logprobs: list[list[float]] | None  # sampling log-probs (vLLM only)
+    extra_fields: dict[str, Any]  # extra columns of a custom rollout_func
+    images: Any
+    tool_images: list[Any]
+
+    @classmethod
+    def of(cls, values: tuple) -> Generation:
+        if len(values) != len(cls._fields):
+            raise MidtrainError(
+                f"TRL {trl.__version__}: GRPOTrainer._generate returned {len(values)} values, midtrain reads "
+                f"{len(cls._fields)} ({', '.join(cls._fields)}); install the TRL version pyproject.toml pins"
+            )
+        return cls(*values)
+
+
+def parameters(fn: Any) -> str:
+    """``fn``'s parameters as ``name`` / ``name=default``, comma-separated (annotations left out: they render
+    differently across Python versions without changing what a caller passes)."""
+    out = []
+    for p in inspect.signature(fn).parameters.values():
+        stars = "*" if p.kind is p.VAR_POSITIONAL else "**" if p.kind is p.VAR_KEYWORD else ""
+        out.append(stars + p.name + ("" if p.default is p.empty else f"={p.default!r}"))
+    return ", ".join(out)
+
+
+def _names(node: ast.AST) -> list[str]:
+    return [e.id if isinstance(e, ast.Name) else "?" for e in getattr(node, "elts", [])]
+
+
+def hook_changes() -> list[str]:
+    """One line per difference between the installed TRL and what this module was written against: a hooked
+    signature, the names ``_generate`` returns, or a batch key read here. Empty when they agree."""
+    changes = []
+    for name, recorded in TRL_HOOKS.items():
+        now = parameters(getattr(GRPOTrainer, name))
+        if now != recorded:
+            changes.append(
+                f"TRL {trl.__version__} changed GRPOTrainer.{name}({now}); midtrain's RL trainer overrides it as "
+                f"TRL {TESTED_TRL} declared it: ({recorded})"
+            )
+    try:  # the source of an installed package; a zipped install has none, and then only the signatures are compared
+        tree = ast.parse(textwrap.dedent(inspect.getsource(GRPOTrainer._generate)))
+        batch = ast.parse(textwrap.dedent(inspect.getsource(GRPOTrainer._generate_and_score_completions)))
+    except (OSError, TypeError):
+        return changes
+    returned = [_names(n.value) for n in ast.walk(tree) if isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple)]
+    if returned != [list(Generation._fields)]:
+        changes.append(f"TRL {trl.__version__}: GRPOTrainer._generate returns {returned}, midtrain reads ({', '.join(Generation._fields)})")
+    keys = {k.value for n in ast.walk(batch) if isinstance(n, ast.Dict) for k in n.keys if isinstance(k, ast.Constant)}
+    missing = [k for k in BATCH_KEYS if k not in keys]
+    if missing:
+        changes.append(f"TRL {trl.__version__}: GRPOTrainer._generate_and_score_completions no longer returns {', '.join(missing)}")
+    return changes
+
+
+def build_grpo_config(cfg: RLConfig, output_dir: str) -> GRPOConfig:
+    """TRL's GRPOConfig for ``cfg`` (the key mapping is docs/scale-out.md's table)."""
+    roll, loss, vllm = cfg.rollout, cfg.loss, cfg.vllm
+    use_vllm: dict[str, Any] = {}
+    if vllm.mode != "off":
+        use_vllm = dict(
+            use_vllm=True,
+            vllm_mode=vllm.mode,
+            vllm_gpu_memory_utilization=vllm.gpu_memory_utilization,
+            vllm_tensor_parallel_size=vllm.tensor_parallel_size,
+            vllm_importance_sampling_correction=vllm.importance_sampling,
+        )
+        if vllm.mode == "server" and vllm.server_url:
+            use_vllm["vllm_server_base_url"] = vllm.server_url
+    return GRPOConfig(
+        output_dir=output_dir,
+        **trainer_kwargs(
+            cfg.optim,
+            max_steps=cfg.max_steps,
+            precision=resolve_precision(cfg.precision),
+            seed=cfg.seed,
+            log_every_steps=cfg.log_every_steps,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            report_to=cfg.report_to,
+            run_name=run_name(cfg.out),
+        ),
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        num_generations=roll.num_generations,
+        max_completion_length=roll.max_completion_length,
+        temperature=roll.temperature,
+        top_p=roll.top_p,
+        top_k=roll.top_k,
+        num_iterations=loss.num_iterations,
+        epsilon=loss.epsilon_low,
+        epsilon_high=loss.epsilon_high,
+        beta=loss.beta,
+        # GSPO is TRL's per-sequence mean ("grpo") over a sequence-level ratio (grpo.gspo_loss states it)
+        loss_type="grpo" if loss.type == "gspo" else loss.type,
+        importance_sampling_level="sequence" if loss.type == "gspo" else "token",
+        scale_rewards=loss.scale_rewards,
+        mask_truncated_completions=loss.mask_truncated_completions,
+        save_strategy="steps" if cfg.save_every_steps else "no",
+        save_steps=cfg.save_every_steps or 500,
+        save_total_limit=cfg.keep_checkpoints or None,
+        log_completions=False,
+        **use_vllm,
     )
-    # One float attribute per name in FIELDS (set by __init__ and load).
-    gen_s: float
-    reward_s: float
-    train_s: float
-    tokens_generated: float
-    tokens_trained: float
-    completions: float
-    reward_errors: float
-    think_tokens: float
-
-    def __init__(self) -> None:
-        for f in self.FIELDS:
-            setattr(self, f, 0.0)
-
-    def to_dict(self) -> dict[str, float]:
-        return {f: getattr(self, f) for f in self.FIELDS}
-
-    def load(self, d: dict[str, float]) -> None:
-        for f in self.FIELDS:
-            setattr(self, f, float(d.get(f, 0.0)))
 
 
+# -- what the trainer measures per completion ------------------------------------------------------------------
 _SPANS = ((THINK_OPEN, THINK_CLOSE), ("<solution>", "</solution>"))  # thoughts; the synthetic world's traces
 
 
@@ -116,190 +220,265 @@ def first_error_tokens(rows: list[dict], completions: list[str], completion_ids:
     return out
 
 
-def make_trainer_class() -> type:
-    from trl import GRPOTrainer
+def add_stop_ids(trainer: GRPOTrainer, ids: tuple[int, ...]) -> None:
+    """Make each of ``ids`` end a completion: an EOS id for generation (``generation_kwargs``, ``generation_config``)
+    and for TRL's completion mask (``eos_token_ids``), so the loss stops at it too. No ids: nothing changes."""
+    if not ids:
+        return
+    eos = list(trainer.eos_token_ids) + [i for i in ids if i not in trainer.eos_token_ids]
+    trainer.eos_token_ids = eos
+    trainer.generation_kwargs["eos_token_id"] = eos
+    trainer.generation_config.eos_token_id = eos
 
-    class MidtrainGRPOTrainer(SamplerRollouts, GRPOTrainer):  # rollouts: the KV-cache sampler when exact (rollouts.py)
-        """GRPOTrainer + time spent in generation and reward, token and error counts (nothing else changes).
 
-        Counts are summed over processes (every rank runs these methods in lockstep); times are this rank's.
+# -- the trainer -------------------------------------------------------------------------------------------------
+@dataclass
+class RLExtras:
+    """What midtrain adds to TRL's GRPOTrainer, as its one extra constructor argument (TRL's own options are the
+    ``GRPOConfig``; :func:`build_grpo_config`)."""
+
+    counters: Counters  # seconds and tokens of the run: incremented here, logged and checkpointed by rl_log.py
+    reward: SafeReward  # the reward TRL calls (through for_trl); its error count and statistics are read per call
+    reward_stats: dict[str, float] = field(default_factory=dict)  # the log callback's dict: sums over ranks, reset per log
+    bf16_generation: bool = False  # generate under bf16 autocast (precision bf16 without vLLM; the sampler steps aside)
+    skip_zero_advantage: bool = True  # forward only completions with Â ≠ 0 (applies under dr_grpo with β = 0)
+    credit: Credit = "sequence"  # first_error: per-token advantages from the verifier's first wrong step
+    stop_ids: tuple[int, ...] = ()  # token ids that end a completion besides EOS (info_gain: </think>)
+    baseline: Baseline = "group_mean"  # leave_one_out: RLOO, Â scaled by G/(G−1) (grpo.rloo_advantages)
+    curriculum: Curriculum | None = None  # the online curriculum: prompts drawn and refilled here (curriculum.py)
+    max_generation_factor: float = 3.0  # refill cap: generated groups per step ≤ this × the step's groups
+    success: SuccessFn | None = None  # with a curriculum: what counts as solved (the verified check in the synthetic world)
+
+
+@dataclass
+class BatchRewards:
+    """What ``_calculate_rewards`` found for the generation batch in flight (read by the rest of that batch's
+    scoring; a refill or curriculum hook reads it too)."""
+
+    rewards: torch.Tensor  # [N_all, F] TRL's reward matrix, gathered over ranks (F reward functions; midtrain has 1)
+    first_errors: list[int] | None  # credit first_error: per local completion, its first wrong token (−1: verified)
+    failed: torch.Tensor  # [N_all] bool, gathered over ranks: the sample's reward call failed (scored 0 by SafeReward)
+    success: list[float] | None = None  # with a curriculum: per local completion, solved (1) or not (0)
+
+
+class MidtrainGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer + midtrain's bookkeeping, the KV-cache sampler and process credit (module docstring).
+
+    Every rank runs these hooks in lockstep, so the sums over ranks (:meth:`_global_sum`) pair up; counts are summed
+    over ranks, seconds are this rank's.
+    """
+
+    def __init__(self, extras: RLExtras, **trl_kwargs: Any) -> None:
+        # TRL: builds the trainer from the model, reward functions, GRPOConfig and dataset. Midtrain passes its one
+        # reward (wrapped for TRL's calling convention, so the SafeReward that counts errors is the one called) and
+        # adds extras.stop_ids to the ids that end a completion; every other argument goes to TRL unchanged.
+        changes = hook_changes()
+        if changes:  # the hooks below would silently mis-read TRL: refuse to train
+            raise MidtrainError(changes[0])
+        self.extras = extras
+        self.batch_rewards: BatchRewards | None = None
+        super().__init__(reward_funcs=for_trl(extras.reward), **trl_kwargs)
+        add_stop_ids(self, extras.stop_ids)
+
+    def _global_sum(self, *values: float) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            t = self.accelerator.gather(t.unsqueeze(0)).sum(0)
+        return t.tolist()
+
+    def _generate_and_score_completions(self, inputs):
+        # TRL: one generation batch generated (_generate), scored (_calculate_rewards), its advantages computed
+        # (Â = R − group mean), plus the old/reference log-probs the loss needs; returned as a dict of tensors.
+        # Midtrain, with a curriculum: TRL's batch of prompts only sets how many groups the step has; the prompts
+        # are drawn from the curriculum and refilled until the groups are informative (_refilled). Without one,
+        # TRL's prompts, scored as _scored says.
+        if self.extras.curriculum is not None and self.model.training:
+            return self._refilled(len(inputs))
+        return self._scored(inputs)[0]
+
+    def _scored(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], BatchRewards]:
+        """TRL's scored batch for ``inputs``, then midtrain's three changes to its advantages, all exact:
+
+        - a group with a failed reward call (a judge down, a reward that raised) gets Â = 0 on every row: a
+          failure scored 0 would otherwise be a gradient toward whatever the other completions did;
+        - baseline leave_one_out: Â·G/(G−1), RLOO's unbiased baseline (grpo.rloo_advantages);
+        - credit first_error: each Â becomes per token, cut at its first wrong step ([N] → [N, T]); TRL's loss takes
+          [N, T] advantages as they are.
         """
+        batch = super()._generate_and_score_completions(inputs)
+        scored, self.batch_rewards = self.batch_rewards, None
+        assert scored is not None, "TRL scored a batch without calling _calculate_rewards"
+        G, adv = self.num_generations, batch["advantages"]  # [n] local rows
+        if self.extras.baseline == "leave_one_out":
+            adv = adv * (G / (G - 1))
+        bad_groups = scored.failed.view(-1, G).any(dim=1)  # [N_all / G]
+        if bad_groups.any():
+            rank, n = self.accelerator.process_index, len(inputs)
+            bad_rows = bad_groups.repeat_interleave(G)[rank * n : (rank + 1) * n].to(adv.device)  # [n]
+            adv = adv.masked_fill(bad_rows, 0.0)
+            self.extras.counters.groups_masked += float(bad_groups.sum())  # (gathered already: the same on every rank)
+        if self.extras.credit == "first_error":
+            errors = torch.tensor(scored.first_errors or [], dtype=torch.long)
+            adv = first_error_advantages(adv, errors, batch["completion_ids"].size(1))
+        batch["advantages"] = adv
+        return batch, scored
 
-        counters: Counters
-        reward: SafeReward
-        reward_stats: dict[str, float]  # summed over ranks; the log callback reads and resets it
-        use_bf16_generation: bool = False
-        skip_zero_advantage: bool = True  # forward only completions with Â ≠ 0 (exact under Dr. GRPO, β = 0)
-        credit: str = "sequence"  # or "first_error": per-token advantages from the first wrong step
-        first_errors: list[int] | None = None  # this step's first-error token per local completion (−1: none)
+    def _refilled(self, n_rows: int) -> dict[str, Any]:
+        """A step of informative groups drawn from the curriculum (refill.py states why it trains exactly as those
+        rows given directly). Every rank draws the same keys from the same state and takes its slice, and the
+        decisions that end a round use sums over ranks, so all ranks run the same rounds in lockstep."""
+        ex, G = self.extras, self.num_generations
+        cur = ex.curriculum
+        assert cur is not None
+        world, rank, step = self.accelerator.num_processes, self.accelerator.process_index, self.state.global_step
+        plan = RefillPlan(n_rows // G, G)
+        cap = max(plan.want, math.ceil(ex.max_generation_factor * plan.want))
+        served: set[str] = set()
+        results: list[tuple[str, float, int]] = []
+        generated = informative_seen = round_ = 0
+        while generated < cap:
+            (need,) = self._global_max(plan.missing)
+            if need <= 0:
+                break
+            rate = max(informative_seen / generated, 0.2) if generated else 1.0  # informative share so far
+            m = min(cap - generated, math.ceil(need / rate))
+            keys = cur.draw(m * world, step, round_, served)
+            if not keys:
+                if round_ == 0:
+                    raise MidtrainError("curriculum: no prompt left to serve (every one retired or served curriculum.max_reuse times)")
+                break
+            keys = (keys * math.ceil(m * world / len(keys)))[: m * world]  # a dry pool repeats rather than stalls
+            served.update(keys)
+            rows = [dict(cur.rows[k]) for k in keys[rank * m : (rank + 1) * m] for _ in range(G)]
+            batch, scored = self._scored(rows)
+            local = slice(rank * m * G, (rank + 1) * m * G)
+            informative = group_informative(scored.rewards.nansum(dim=1)[local], G, scored.failed[local])  # [m]
+            plan.add(batch, informative.cpu())
+            successes = torch.tensor(scored.success or [0.0] * len(rows), dtype=torch.float64).view(m, G).sum(dim=1)  # [m]
+            all_successes = self._gather(successes)  # [m·world], in key order
+            results += [(k, float(c), G) for k, c in zip(keys, all_successes.tolist())]
+            (inf,) = self._global_sum(float(informative.sum()))
+            informative_seen += int(inf) // world  # per rank, as generated counts
+            generated += m
+            round_ += 1
+        cur.update(results, step)
+        merged, topped = plan.merge(self._tokenizer.pad_token_id)
+        merged["num_items_in_batch"] = self._gather(merged["completion_mask"].sum().unsqueeze(0)).sum()
+        counters = ex.counters
+        (topped_all,) = self._global_sum(float(topped))
+        counters.groups_requested += plan.want * world
+        counters.groups_generated += generated * world
+        counters.groups_topped_up += topped_all
+        counters.refill_rounds += round_
+        counters.cap_binds += float(topped_all > 0)
+        return merged
 
-        def _global_sum(self, *values: float) -> list[float]:
-            t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
-            if self.accelerator.num_processes > 1:
-                t = self.accelerator.gather(t.unsqueeze(0)).sum(0)
-            return t.tolist()
+    def _gather(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.accelerator.device)
+        return self.accelerator.gather(t) if self.accelerator.num_processes > 1 else t
 
-        def _generate(self, prompts: list):
-            t0 = time.perf_counter()
-            bf16 = self.use_bf16_generation
-            with torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
-                out = super()._generate(prompts)
-            self.counters.gen_s += time.perf_counter() - t0
-            completion_ids, completions = out[1], out[3]
-            think_here = sum(
-                thinking_tokens(ids, c if isinstance(c, str) else c[-1]["content"], p if isinstance(p, str) else "", self._tokenizer)
-                for ids, c, p in zip(completion_ids, completions, prompts)
-            )
-            tokens, n, think = self._global_sum(sum(len(c) for c in completion_ids), len(completion_ids), think_here)
-            self.counters.tokens_generated += tokens
-            self.counters.completions += n
-            self.counters.think_tokens += think
-            return out
+    def _global_max(self, *values: float) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            t = self.accelerator.gather(t.unsqueeze(0)).max(0).values
+        return t.tolist()
 
-        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-            t0 = time.perf_counter()
-            out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-            if self.credit == "first_error":
-                self.first_errors = first_error_tokens(inputs, completions, completion_ids_list, self._tokenizer)
-            self.counters.reward_s += time.perf_counter() - t0
-            (errors,) = self._global_sum(self.reward.take_errors())
-            self.counters.reward_errors += errors
-            take = getattr(self.reward.fn, "take_stats", None)
-            if callable(take):
-                stats = take()
-                for k, v in zip(stats, self._global_sum(*stats.values())):
-                    self.reward_stats[k] = self.reward_stats.get(k, 0.0) + v
-            return out
-
-        def _generate_and_score_completions(self, inputs):
-            out = super()._generate_and_score_completions(inputs)
-            if self.credit == "first_error":  # [N] → [N, T]; TRL's loss takes per-token advantages as they are
-                errors = torch.tensor(self.first_errors or [], dtype=torch.long)
-                out["advantages"] = first_error_advantages(out["advantages"], errors, out["completion_ids"].size(1))
-            return out
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            n = inputs["completion_ids"].size(0)
-            scale = 1.0
-            if self.skip_zero_advantage and self.loss_type == "dr_grpo" and self.beta == 0.0:
-                keep = informative_rows(inputs["advantages"])
-                if keep.numel() < n:  # the loss divides by the rows it sees: K/N restores the N·L_max normaliser
-                    inputs = {
-                        k: v.index_select(0, keep) if torch.is_tensor(v) and v.dim() and v.size(0) == n else v for k, v in inputs.items()
-                    }
-                    scale = keep.numel() / n
-            (tokens,) = self._global_sum(float(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum()))
-            self.counters.tokens_trained += tokens
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return loss * scale if scale != 1.0 else loss
-
-    return MidtrainGRPOTrainer
-
-
-class RLLogCallback(StepLogCallback):
-    """RL's ``log.jsonl`` record and progress line (reward, zero-variance groups, lengths, seconds per step split
-    into generation/reward/training, averaged over the logging window); a checkpoint is complete once it holds
-    the counters."""
-
-    # TRL's log keys that the record renames (learning_rate → lr, reward → reward_mean, ...): one tracker series each
-    REPLACES: ClassVar[tuple[str, ...]] = ("learning_rate", "reward", "frac_reward_zero_std", "completions/clipped_ratio")
-
-    def __init__(self, run: Run, counters: Counters, max_steps: int, history: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(run, max_steps, history)
-        self.c = counters
-        self._errors_logged = counters.reward_errors
-        self.window: list[dict[str, float]] = []
-        self.reward_stats: dict[str, float] = {}  # the trainer's reward_stats (same object)
-        self.checkpoint_hooks: list[Callable[[Path], None]] = []
-
-    def on_step_begin(self, args, state, control, **kw):
-        self._t0 = time.perf_counter()
-        self._snap = (self.c.gen_s, self.c.reward_s, self.c.tokens_generated, self.c.completions, self.c.think_tokens)
-
-    def on_step_end(self, args, state, control, **kw):
-        wall = time.perf_counter() - self._t0
-        gen, rew = self.c.gen_s - self._snap[0], self.c.reward_s - self._snap[1]
-        self.c.train_s += max(wall - gen - rew, 0.0)
-        n = max(self.c.completions - self._snap[3], 1)
-        self.window.append(
-            {
-                "step_s": wall,
-                "gen_s": gen,
-                "reward_s": rew,
-                "train_s": max(wall - gen - rew, 0.0),
-                "completion_len": (self.c.tokens_generated - self._snap[2]) / n,
-                "think_len": (self.c.think_tokens - self._snap[4]) / n,
-            }
+    def _generate(self, prompts: list) -> Generation:
+        # TRL: tokenize the prompts, sample (_generate_single_turn), decode. Midtrain times it, counts generated and
+        # thinking tokens, and with bf16_generation runs it under bf16 autocast, the precision the run asked for;
+        # the completions are TRL's own.
+        t0 = time.perf_counter()
+        bf16 = self.extras.bf16_generation
+        with torch.autocast(self.accelerator.device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            out = Generation.of(super()._generate(prompts))
+        counters = self.extras.counters
+        counters.gen_s += time.perf_counter() - t0
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in out.completions]  # chat: the last message
+        think_here = sum(
+            thinking_tokens(ids, c, p if isinstance(p, str) else "", self._tokenizer)
+            for ids, c, p in zip(out.completion_ids, texts, prompts)
         )
-        super().on_step_end(args, state, control, **kw)
+        tokens, n, think = self._global_sum(sum(len(c) for c in out.completion_ids), len(out.completion_ids), think_here)
+        counters.tokens_generated += tokens
+        counters.completions += n
+        counters.think_tokens += think
+        return out
 
-    def record(self, state: Any, logs: dict[str, Any], window: Window) -> dict[str, Any] | None:
-        if not self.window:
-            return None
-        errors = int(self.c.reward_errors - self._errors_logged)
-        self._errors_logged = self.c.reward_errors
-        avg = {k: sum(w[k] for w in self.window) / len(self.window) for k in self.window[0]}
-        self.window = []
-        rec = {
-            "step": state.global_step,
-            "loss": logs.get("loss"),
-            "reward_mean": logs.get("reward"),
-            "reward_std": logs.get("reward_std"),
-            "zero_var_frac": logs.get("frac_reward_zero_std"),
-            "completion_len": avg["completion_len"],
-            "think_len": avg["think_len"],
-            "gen_s": avg["gen_s"],
-            "reward_s": avg["reward_s"],
-            "train_s": avg["train_s"],
-            "step_s": avg["step_s"],
-            "reward_errors": errors,
-            "clipped_frac": logs.get("completions/clipped_ratio"),
-            "entropy": logs.get("entropy"),
-            "grad_norm": logs.get("grad_norm"),
-            "lr": logs.get("learning_rate"),
-            "tokens_generated": int(self.c.tokens_generated),
-            "tokens_trained": int(self.c.tokens_trained),
-            **reward_means(self.reward_stats),
-        }
-        self.reward_stats.clear()
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # TRL: model.generate on the left-padded prompts (or vLLM), each row cut after its first stop id. Midtrain:
+        # the KV-cache sampler (rollouts.py) when it reproduces that path: the same padding and positions, the same
+        # temperature → top-k → top-p distribution and stop ids (identical completions when sampling is
+        # deterministic; ~2x less generation time on CPU). Anything it does not reproduce falls back to TRL's.
+        completions = sampler_rollouts(self, prompt_ids, images, multimodal_fields, has_tool_images, bf16=self.extras.bf16_generation)
+        if completions is not None:
+            return completions, None  # no per-token sampling log-probs, like TRL's transformers path
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
 
-    def line(self, rec: dict[str, Any], window: Window) -> str:
-        share = lambda k: 100 * rec[k] / max(rec["step_s"], 1e-9)  # noqa: E731
-        errors = rec["reward_errors"]
-        return (
-            f"rl step {rec['step']}/{self.max_steps}  loss {fmt_value(rec['loss'])}  reward {fmt_value(rec['reward_mean'])}±{fmt_value(rec['reward_std'])}"
-            f"  zero-var {fmt_value(rec['zero_var_frac'], 2)}  len {rec['completion_len']:.0f} (think {rec['think_len']:.0f})"
-            f"  {rec['step_s']:.2f} s/step (gen {share('gen_s'):.0f}% reward {share('reward_s'):.0f}% train {share('train_s'):.0f}%)"
-            f"{'  errors ' + str(errors) if errors else ''}{gain_text(rec)}  ETA {format_eta((self.max_steps - rec['step']) * rec['step_s'])}"
-        )
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # TRL: call the reward on this rank's completions and gather the [N_all, F] matrix over ranks. Midtrain reads
+        # without changing it: the time; which samples failed (gathered, so every rank masks the same groups); the
+        # judge's failures summed over ranks, so that a step past judge.max_error_frac stops every rank at once (one
+        # rank raising alone would leave the others waiting in the next collective); the reward's statistics; for
+        # credit first_error each local completion's first wrong step; with a curriculum, which ones are solved.
+        t0 = time.perf_counter()
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        extras = self.extras
+        flags = extras.reward.last_failed if len(extras.reward.last_failed) == len(inputs) else [False] * len(inputs)
+        failed = self._gather(torch.tensor(flags, dtype=torch.long)).bool()  # [N_all]
+        n_failed, asked = self._global_sum(*extras.reward.take_judge_tally())
+        extras.reward.abort_if_failed(int(n_failed), int(asked))
+        errors_at = None
+        if extras.credit == "first_error":
+            errors_at = first_error_tokens(inputs, completions, completion_ids_list, self._tokenizer)
+        success = None
+        if extras.success is not None:
+            texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+            rank, n = self.accelerator.process_index, len(inputs)
+            success = extras.success(inputs, texts, rewards.nansum(dim=1)[rank * n : (rank + 1) * n].tolist())
+        self.batch_rewards = BatchRewards(rewards, errors_at, failed, success)
+        extras.counters.reward_s += time.perf_counter() - t0
+        (errors,) = self._global_sum(extras.reward.take_errors())
+        extras.counters.reward_errors += errors
+        take = getattr(extras.reward.fn, "take_stats", None)
+        if callable(take):  # info_gain: sums of the gain and its two terms, the same keys on every rank
+            stats = take()
+            for k, v in zip(stats, self._global_sum(*stats.values())):
+                extras.reward_stats[k] = extras.reward_stats.get(k, 0.0) + v
+        return rewards
 
-    def mark_checkpoint(self, ckpt: Path, state: Any) -> None:
-        for hook in self.checkpoint_hooks:  # first: the counters file marks the checkpoint complete
-            hook(ckpt)
-        atomic_write_json(ckpt / COUNTERS, {"step": state.global_step, **self.c.to_dict()})
-
-
-def reward_means(stats: dict[str, float]) -> dict[str, float]:
-    """Per-sample means of a reward's summed statistics (``n`` = the samples); nothing when none were counted."""
-    n = stats.get("n", 0.0)
-    return {k: v / n for k, v in stats.items() if k != "n"} if n else {}
-
-
-def gain_text(rec: dict[str, Any]) -> str:
-    if "info_gain" not in rec:
-        return ""
-    return f"  gain {rec['info_gain']:.3f} (logp think {rec['logp_think']:.3f} nothink {rec['logp_nothink']:.3f})"
-
-
-def fmt_value(v: Any, digits: int = 3) -> str:
-    return "nan" if v is None else f"{v:.{digits}f}"
-
-
-def format_eta(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # TRL: the clipped surrogate over every row of the micro-batch, Σ tokens / (n·L_max) under dr_grpo. A row whose
+        # advantage is 0 on every token adds exactly 0 to that sum and to its gradient (min(r·0, clip(r)·0) = 0) but
+        # costs a forward and a backward. Under dr_grpo with β = 0 (no KL term to keep it) midtrain forwards only the
+        # K rows with Â ≠ 0 and multiplies TRL's loss by K/n, which restores the normaliser n·L_max: the same loss and
+        # gradient (tests/train/test_rl.py compares them). It also counts the trained tokens over ranks.
+        n = inputs["completion_ids"].size(0)
+        scale = 1.0
+        # (grpo, and so gspo, averages per-sequence losses over the n rows: the same K/n rescaling is exact there too)
+        if self.extras.skip_zero_advantage and self.loss_type in ("dr_grpo", "grpo") and self.beta == 0.0:
+            keep = informative_rows(inputs["advantages"])
+            if keep.numel() < n:
+                inputs = {k: v.index_select(0, keep) if torch.is_tensor(v) and v.dim() and v.size(0) == n else v for k, v in inputs.items()}
+                scale = keep.numel() / n
+        (tokens,) = self._global_sum(float(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum()))
+        self.extras.counters.tokens_trained += tokens
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return loss * scale if scale != 1.0 else loss
 
 
-__all__ = ["COUNTERS", "Counters", "RLLogCallback", "fmt_value", "format_eta", "make_trainer_class", "thinking_tokens"]
+__all__ = [
+    "BATCH_KEYS",
+    "BatchRewards",
+    "Generation",
+    "MidtrainGRPOTrainer",
+    "RLExtras",
+    "TESTED_TRL",
+    "TRL_HOOKS",
+    "add_stop_ids",
+    "build_grpo_config",
+    "first_error_tokens",
+    "hook_changes",
+    "parameters",
+    "thinking_tokens",
+    "token_at",
+]

@@ -1,14 +1,15 @@
-"""RL rollouts through midtrain's KV-cache sampler: the mixin behind ``midtrain rl``'s generation.
+"""RL rollouts through midtrain's KV-cache sampler: what ``midtrain rl``'s trainer generates with when it is exact.
 
 Algorithm: TRL's GRPOTrainer generates a batch of completions in ``_generate_single_turn`` (left-pads the prompt
 ids, ``model.generate`` with the trainer's ``generation_config``, cuts each row after its first id of
-``trainer.eos_token_ids``). :class:`SamplerRollouts` replaces that, when it is exact, with
+``trainer.eos_token_ids``). :func:`sampler_rollouts` replaces that (the trainer's override of the hook,
+:class:`midtrain.train.rl_trainer.MidtrainGRPOTrainer`), when it is exact, with
 :func:`midtrain.models.sampler.sample` (preallocated KV cache, GQA without K/V copies, finished rows dropped from
 the batch; ~2x less generation time for the demo model's RL step): same prompt padding and positions, same
 temperature → top-k → top-p sampling, the same stop ids (including the ``</think>`` id that the ``info_gain`` reward
 adds to ``eos_token_ids`` and the generation config), completions up to and including the first stop id.
 Anything the sampler does not reproduce goes to TRL's path unchanged: vLLM or continuous batching, images or tool
-images, bf16 generation (the autocast of ``use_bf16_generation``), FSDP/DeepSpeed (sharded weights), generation
+images, bf16 generation (the trainer's autocast, ``bf16=True``), FSDP/DeepSpeed (sharded weights), generation
 options it does not implement (repetition penalty, min_p, ...), architectures or rope types it does not support
 (:func:`midtrain.models.sampler.supported`), or ``MIDTRAIN_SAMPLER=hf`` in the environment.
 """
@@ -23,12 +24,13 @@ from midtrain.models import sampler
 
 
 def sampler_rollouts(
-    trainer: Any, prompt_ids: list[list[int]], images: Any, multimodal_fields: Any, has_tool_images: bool
+    trainer: Any, prompt_ids: list[list[int]], images: Any, multimodal_fields: Any, has_tool_images: bool, *, bf16: bool = False
 ) -> list[list[int]] | None:
-    """The completion ids of ``prompt_ids`` from the sampler, or None when TRL's own path must run."""
+    """The completion ids of ``prompt_ids`` from the sampler for ``trainer`` (a GRPOTrainer), or None when TRL's own
+    path must run (``bf16``: the trainer generates under bf16 autocast, which the sampler does not reproduce)."""
     gc = trainer.generation_config
     plain = not (trainer.use_vllm or trainer.use_transformers_continuous_batching or images or multimodal_fields or has_tool_images)
-    plain = plain and not (getattr(trainer, "use_bf16_generation", False) or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
+    plain = plain and not (bf16 or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
     if not plain or not prompt_ids:
         return None
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -43,14 +45,4 @@ def sampler_rollouts(
     return None if out is None else out.tokens
 
 
-class SamplerRollouts:
-    """Mixin for a GRPOTrainer subclass (listed before it): rollouts from :func:`sampler_rollouts` when it applies."""
-
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        completions = sampler_rollouts(self, prompt_ids, images, multimodal_fields, has_tool_images)
-        if completions is not None:
-            return completions, None  # no per-token logprobs, like TRL's transformers path
-        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-
-
-__all__ = ["SamplerRollouts", "sampler_rollouts"]
+__all__ = ["sampler_rollouts"]

@@ -3,11 +3,11 @@
 The same causal-LM stage as pretraining (:mod:`midtrain.train.lm` on :mod:`midtrain.train.engine`), starting
 from a trained checkpoint with a lower learning rate. Loss on **all** tokens by default — thinking SFT learns
 text and thoughts alike — or on completions only (``completion_only``). Augmented chunks (``segments`` records
-from ``midtrain augment``) are rendered with their thoughts (``format=augmented``) or without
-(``format=augmented_raw``, the SFT(raw) control). A ``replay`` share of the previous stage's data limits
-forgetting. ``diagnose_every_steps`` runs the synthetic world's skill diagnostics as a callback. Launch::
+from ``midtrain augment``) are rendered with their thoughts (``corpus.format=augmented``) or without
+(``corpus.format=augmented_raw``, the SFT(raw) control). A ``replay`` share of the previous stage's data limits
+forgetting. ``diagnose.every_steps`` runs the synthetic world's skill diagnostics as a callback. Launch::
 
-    midtrain sft --model runs/base --data aug/sft.jsonl --format augmented --out runs/sft-think
+    midtrain sft --model runs/base --corpus.files aug/sft.jsonl --corpus.format augmented --out runs/sft-think
 """
 
 from __future__ import annotations
@@ -30,5 +30,5 @@ class SFTConfig(LMConfig):
 
 def run(cfg: SFTConfig) -> Result:
     """Run SFT mid-training (see module docstring)."""
-    diagnostics = training_callbacks(cfg.diagnose_data, cfg.diagnose_every_steps, cfg.diagnose_n)
+    diagnostics = training_callbacks(cfg.diagnose)
     return train_lm(cfg, "sft", callbacks=diagnostics)

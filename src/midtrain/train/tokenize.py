@@ -1,9 +1,9 @@
 """``midtrain tokenize``: tokenize a corpus once into a token store on disk that training memory-maps.
 
-Algorithm: every record becomes one document exactly as training defines it (:func:`midtrain.train.data.
+Algorithm: every record becomes one document exactly as training defines it (:func:`midtrain.data.pairs.
 record_to_pair`: ``<bos> prompt body <eos>``, prompt and body tokenized separately, records without text skipped).
-The input files of every entry (:func:`midtrain.data.expand_input`) are tokenized in parallel, one process per
-file (``num_proc``), each streaming its records (:func:`midtrain.data.iter_records`) in batches through the fast
+The input files of every entry (:func:`midtrain.data.inputs.expand_input`) are tokenized in parallel, one process per
+file (``num_proc``), each streaming its records (:func:`midtrain.data.corpus.iter_records`) in batches through the fast
 tokenizer's batch encoder and appending to its own shard, so memory does not grow with the corpus. Errors name the
 file and line. The store is a cached run directory (:func:`midtrain.runs.open_run`, keyed by the config and the
 content of the inputs and the tokenizer): a re-run with the same inputs is a cache hit.
@@ -13,17 +13,18 @@ On-disk format (version 1), a run directory holding::
     manifest.json    {"format": "midtrain-tokens", "version": 1, "dtype": "uint16" | "uint32",
                       "tokenizer": {"sha256", "vocab_size", "bos", "eos", "pad", "name"},
                       "documents", "tokens", "domains": [{"name", "format", "documents", "tokens", "prompted",
-                      "shards": [{"bin", "index", "source", "documents", "tokens"}]}]}
+                      "shards": [{"bin", "index", "source", "documents", "tokens", "max_id"}]}]}
     DDD-SSSSS.bin    the tokens of shard S of domain D, documents back to back: raw little-endian ``dtype``
                      (uint16 when every id fits, else uint32), read with ``np.memmap``
     DDD-SSSSS.npy    int64 ``[documents, 3]``: start offset into the .bin, length, prompt length (``<bos>`` +
                      prompt tokens: the prefix that carries no loss under ``completion_only``)
 
-Domains are the ``mixture`` names (``default`` for ``data``) plus ``replay``. :func:`open_store` checks a
-directory against this format (complete run, manifest, shard sizes, index bounds) before training reads it.
+Domains are the ``corpus.mixture`` names (``default`` for ``corpus.files``) plus ``replay``. :func:`open_store` checks a
+directory against this format (complete run, every manifest key, shard sizes, index bounds) before training reads it,
+and training checks every token id against its model's vocabulary (the recorded ``max_id``, then a vectorised max).
 Launch::
 
-    midtrain tokenize --model runs/init --data corpus.jsonl --num-proc 8 --out runs/tokens
+    midtrain tokenize --model runs/init --corpus.files corpus.jsonl --num-proc 8 --out runs/tokens
     midtrain pretrain --model runs/init --tokens runs/tokens --max-tokens 50000000 --out runs/base
 """
 
@@ -38,36 +39,41 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from midtrain.config import Config, param
 from midtrain.console import log, progress
-from midtrain.data import expand_input, iter_records
+from midtrain.data.corpus import iter_records
+from midtrain.data.inputs import expand_input
+from midtrain.data.pairs import NO_PROMPT_FORMATS, Format, record_to_pair
 from midtrain.errors import ConfigError, DataError, RunDirError
+from midtrain.fileio import atomic_file, atomic_write_json, read_json
 from midtrain.models.tokenizer import leading_bos
-from midtrain.runs import MARKER, META, Result, atomic_file, atomic_write_json, content_hash, open_run, read_json, read_meta, resolve_key
-from midtrain.train.data import NO_PROMPT_FORMATS, Format, record_to_pair
+from midtrain.runs import MARKER, META, Result, content_hash, open_run, read_meta, resolve_key
+from midtrain.train.corpus import CORPUS_RENAMED, CorpusConfig
 
 STAGE = "tokenize"
 MANIFEST = "manifest.json"
 FORMAT_NAME, FORMAT_VERSION = "midtrain-tokens", 1
+# The manifest keys that reading relies on, at the top, per domain and per shard (:func:`check_manifest`).
+MANIFEST_KEYS = ("format", "version", "dtype", "tokenizer", "documents", "tokens", "domains")
+DOMAIN_KEYS = ("name", "documents", "tokens", "prompted", "shards")
+SHARD_KEYS = ("bin", "index", "documents", "tokens")
+ID_CHUNK = 1 << 26  # tokens per vectorised max of the id check (bounds the memory touched at once)
 BATCH_RECORDS = 1000  # records per tokenizer call: large enough for the Rust batch encoder, small in memory
 
 
 @dataclass
 class TokenizeConfig(Config):
-    """The inputs of a causal-LM stage (same keys as ``midtrain pretrain``/``sft``) and where the store goes."""
+    """The corpus of a causal-LM stage (the ``corpus`` section of ``midtrain pretrain``/``sft``) and where the store goes."""
+
+    RENAMED: ClassVar[dict[str, str]] = CORPUS_RENAMED
 
     model: str = param("", "Checkpoint or tokenizer directory (or hub id) whose tokenizer is used.")
-    data: list[str] = param([], "Training files (JSONL/Parquet/datasets dir/txt).")
-    format: Format = param("auto", "How records become text: auto, text, prompt_completion, augmented, augmented_raw.")
-    text_field: str = param("text", "Field holding the text for the 'text' format.")
+    corpus: CorpusConfig = param(CorpusConfig(), "Training files and how records become text.")
     completion_only: bool = param(False, "Training will leave prompts out of the loss: require records with a prompt.")
-    mixture: dict[str, list[str]] = param({}, "Domain name → files; replaces `data` when set.")
-    replay: list[str] = param([], "Files from an earlier stage, stored as the 'replay' domain.")
-    replay_format: Format = param("auto", "How replay records become text.")
     num_proc: int = param(0, "Tokenizer processes, one input file each (0: one per CPU core, at most one per file).", ge=0)
     out: str = param("", "Output directory of the token store.", path="dir")
     overwrite: bool = param(False, "Replace an existing output directory holding a different run.")
@@ -76,14 +82,14 @@ class TokenizeConfig(Config):
     def check(self) -> None:
         if not self.model:
             raise ConfigError("key 'model': give a checkpoint or tokenizer directory")
-        if not self.data and not self.mixture:
-            raise ConfigError("key 'data': give at least one training file (or a 'mixture')")
+        if not self.corpus.files and not self.corpus.mixture:
+            raise ConfigError("key 'corpus.files': give at least one training file (or a 'corpus.mixture')")
         if not self.out:
             raise ConfigError("key 'out': give an output directory")
-        if self.replay and "replay" in self.mixture:
-            raise ConfigError("key 'mixture.replay': the name 'replay' is taken by the `replay` files")
-        if self.completion_only and self.format in NO_PROMPT_FORMATS:
-            raise ConfigError(f"key 'completion_only': format '{self.format}' has no prompt to leave out of the loss")
+        if self.corpus.replay and "replay" in self.corpus.mixture:
+            raise ConfigError("key 'corpus.mixture.replay': the name 'replay' is taken by the `corpus.replay` files")
+        if self.completion_only and self.corpus.format in NO_PROMPT_FORMATS:
+            raise ConfigError(f"key 'completion_only': format '{self.corpus.format}' has no prompt to leave out of the loss")
 
 
 @dataclass(frozen=True)
@@ -95,10 +101,11 @@ class Domain:
 
 def domains_of(cfg: TokenizeConfig) -> list[Domain]:
     """The domains of a config in store order: the mixture names sorted (or ``default``), then ``replay``."""
-    sources = dict(cfg.mixture) if cfg.mixture else {"default": list(cfg.data)}
-    out = [Domain(name, [f for spec in sources[name] for f in expand_input(spec)], cfg.format) for name in sorted(sources)]
-    if cfg.replay:
-        out.append(Domain("replay", [f for spec in cfg.replay for f in expand_input(spec)], cfg.replay_format))
+    corpus = cfg.corpus
+    sources = dict(corpus.mixture) if corpus.mixture else {"default": list(corpus.files)}
+    out = [Domain(name, [f for spec in sources[name] for f in expand_input(spec)], corpus.format) for name in sorted(sources)]
+    if corpus.replay:
+        out.append(Domain("replay", [f for spec in corpus.replay for f in expand_input(spec)], corpus.replay_format))
     return out
 
 
@@ -170,6 +177,7 @@ class Shard:
     documents: int = 0
     tokens: int = 0
     prompted: int = 0  # documents with a prompt
+    max_id: int = -1  # the largest token id: compared with the model's vocabulary before training
 
 
 def batches(job: Job) -> Iterator[list[tuple[str, str]]]:
@@ -200,6 +208,7 @@ def tokenize_file(tokenizer: Any, job: Job, on_batch: Callable[[int, int], None]
                 shard.prompted += bool(p_ids)
                 flat += bos + p_ids + b_ids + eos
             out.write(np.asarray(flat, dtype=np.dtype(job.dtype).newbyteorder("<")).tobytes())
+            shard.max_id = max(shard.max_id, max(flat, default=-1))
             shard.tokens += len(flat)
             shard.documents += len(batch)
             if on_batch is not None:
@@ -264,7 +273,7 @@ def run(cfg: TokenizeConfig) -> Result:
         ident = tokenizer_identity(tokenizer)
         dtype = token_dtype(ident["vocab_size"])
         jobs = [
-            Job(f, d.fmt, cfg.text_field, run.path / f"{i:03d}-{j:05d}.bin", run.path / f"{i:03d}-{j:05d}.npy", dtype)
+            Job(f, d.fmt, cfg.corpus.text_field, run.path / f"{i:03d}-{j:05d}.bin", run.path / f"{i:03d}-{j:05d}.npy", dtype)
             for i, d in enumerate(domains)
             for j, f in enumerate(d.files)
         ]
@@ -333,9 +342,10 @@ def bad(path: Path, why: str) -> RunDirError:
     return RunDirError(f"{path}: not a usable `midtrain tokenize` directory ({why}); run `midtrain tokenize` again")
 
 
-def open_store(path: str | Path, tokenizer: Any | None = None) -> TokenStore:
-    """The token store at ``path``, checked: a finished tokenize run, this format, consistent shards and, when a
-    ``tokenizer`` is given, tokenized by the same tokenizer. Anything else is a RunDirError naming the file."""
+def open_store(path: str | Path, tokenizer: Any | None = None, vocab_size: int | None = None) -> TokenStore:
+    """The token store at ``path``, checked: a finished tokenize run, this format, a manifest with every key
+    (:func:`check_manifest`), consistent shards, and, when given, tokenized by the same ``tokenizer`` with every
+    id below the model's ``vocab_size`` (:func:`check_ids`). Anything else is a one-line error naming the file."""
     path = Path(path)
     if not (path / MANIFEST).is_file() or not (path / META).is_file():
         raise bad(path, f"no {MANIFEST}")
@@ -346,6 +356,7 @@ def open_store(path: str | Path, tokenizer: Any | None = None) -> TokenStore:
         raise bad(path / MANIFEST, f"format is not {FORMAT_NAME} version {FORMAT_VERSION}")
     if man.get("dtype") not in ("uint16", "uint32"):
         raise bad(path / MANIFEST, f"unknown dtype {man.get('dtype')!r}")
+    check_manifest(path / MANIFEST, man)
     if tokenizer is not None:
         ours, theirs = tokenizer_identity(tokenizer), man.get("tokenizer", {})
         diff = [k for k in ("sha256", "vocab_size", "bos", "eos") if ours[k] != theirs.get(k)]
@@ -359,7 +370,56 @@ def open_store(path: str | Path, tokenizer: Any | None = None) -> TokenStore:
         for sh in dom["shards"]:
             store.shards.append(check_shard(path, sh, man["dtype"]))
             store.shard_domain.append(k)
+    if vocab_size is not None:
+        check_ids(store, vocab_size)
     return store
+
+
+def check_manifest(path: Path, man: dict[str, Any]) -> None:
+    """DataError naming the manifest and the key when a key that reading relies on is missing or of the wrong kind
+    (a KeyError or TypeError later otherwise): counts are non-negative integers, and shard files are plain names
+    inside the store, never a path out of it."""
+
+    def need(obj: Any, keys: tuple[str, ...], where: str) -> None:
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: key '{where}' must be a mapping, got {type(obj).__name__}")
+        for k in keys:
+            if k not in obj:
+                raise DataError(f"{path}: missing key '{where + '.' if where else ''}{k}'")
+
+    def items(obj: Any, where: str) -> list[Any]:
+        if not isinstance(obj, list):
+            raise DataError(f"{path}: key '{where}' must be a list, got {type(obj).__name__}")
+        return obj
+
+    need(man, MANIFEST_KEYS, "")
+    for i, dom in enumerate(items(man["domains"], "domains")):
+        need(dom, DOMAIN_KEYS, f"domains[{i}]")
+        for j, sh in enumerate(items(dom["shards"], f"domains[{i}].shards")):
+            where = f"domains[{i}].shards[{j}]"
+            need(sh, SHARD_KEYS, where)
+            for k in ("bin", "index"):
+                if not isinstance(sh[k], str) or Path(sh[k]).name != sh[k] or sh[k] in ("", ".", ".."):
+                    raise DataError(f"{path}: key '{where}.{k}' must be a file name inside the store, got {sh[k]!r}")
+            for k in ("documents", "tokens", "max_id"):
+                v = sh.get(k, -1)  # (max_id: stores written before it was recorded have none)
+                if not isinstance(v, int) or isinstance(v, bool) or v < (-1 if k == "max_id" else 0):
+                    raise DataError(f"{path}: key '{where}.{k}' must be a count, got {v!r}")
+
+
+def check_ids(store: TokenStore, vocab_size: int) -> None:
+    """DataError naming the file when a token id is not below ``vocab_size`` (the model's embedding rows), which
+    would otherwise be an IndexError inside the first forward: the ids the manifest records (cheap), then a
+    vectorised max over every shard (a .bin changed after tokenization, or a store without recorded ids)."""
+    shards = [sh for d in store.manifest["domains"] for sh in d["shards"]]
+    hint = f"outside the model's vocabulary of {vocab_size} ids; run `midtrain tokenize` with the model's tokenizer"
+    for sh in shards:
+        if sh.get("max_id", -1) >= vocab_size:
+            raise DataError(f"{store.path / MANIFEST}: shard {sh['bin']} holds token id {sh['max_id']}, {hint}")
+    for sh, tokens in zip(shards, store.shards):
+        top = max((int(tokens[i : i + ID_CHUNK].max()) for i in range(0, len(tokens), ID_CHUNK)), default=-1)
+        if top >= vocab_size:
+            raise DataError(f"{store.path / sh['bin']}: token id {top} is {hint}")
 
 
 def check_shard(path: Path, sh: dict[str, Any], dtype: str) -> np.ndarray:
@@ -381,4 +441,15 @@ def check_shard(path: Path, sh: dict[str, Any], dtype: str) -> np.ndarray:
     return np.memmap(bin_path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r")
 
 
-__all__ = ["STAGE", "TokenStore", "TokenizeConfig", "expected_key", "open_store", "run", "token_dtype", "tokenizer_identity"]
+__all__ = [
+    "STAGE",
+    "TokenStore",
+    "TokenizeConfig",
+    "expected_key",
+    "check_ids",
+    "check_manifest",
+    "open_store",
+    "run",
+    "token_dtype",
+    "tokenizer_identity",
+]

@@ -4,9 +4,9 @@ The writing is transformers' own: ``TrainingArguments.report_to`` makes the trai
 trackio callback (``run_name`` = the run directory's name, trackio project ``midtrain``). midtrain connects them
 to its run (:func:`connect`):
 
-1. **One source of truth.** The stage's :class:`midtrain.train.engine.StepLogCallback` is moved to the front of
+1. **One source of truth.** The stage's :class:`midtrain.train.steplog.StepLogCallback` is moved to the front of
    the trainer's callbacks. Every callback's ``on_log`` receives the same ``logs`` dict, and ours replaces its
-   contents with the ``log.jsonl`` record's numbers (:func:`midtrain.train.engine.publish`) before any tracker
+   contents with the ``log.jsonl`` record's numbers (:func:`midtrain.train.steplog.publish`) before any tracker
    sees it: the trackers log exactly the values of ``log.jsonl`` (loss, lr, grad_norm, tokens, windowed tok/s,
    MFU; RL's reward statistics), under the same names with transformers' ``train/`` prefix (``train/tok_s``).
 2. **TensorBoard format.** Event files under ``<run>/tensorboard``, written by a ``SummaryWriter`` whose
@@ -31,7 +31,9 @@ from transformers import TrainerCallback
 
 from midtrain.config import Config, to_yaml
 from midtrain.errors import ConfigError
-from midtrain.train.engine import StepLogCallback, checkpoint_step, is_main
+from midtrain.train.engine import checkpoint_step
+from midtrain.train.ranks import is_main
+from midtrain.train.steplog import StepLogCallback
 
 Tracker = Literal["tensorboard", "wandb", "trackio", "none"]
 TRACKERS: tuple[str, ...] = get_args(Tracker)

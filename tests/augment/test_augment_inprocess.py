@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from midtrain.augment.augment import AugmentConfig, read_augmented, run
+from midtrain.augment.augment import read_augmented, run
+from midtrain.augment.config import AugmentConfig
 
 
 def test_inprocess_annotator_counts_every_chunk(tmp_path, nano_model, make_corpus):

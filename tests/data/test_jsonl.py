@@ -1,5 +1,4 @@
-"""Record IO: atomic JSONL writes (one atomic writer, ``midtrain.runs.atomic_file``), append-only files and their
-torn-tail repair."""
+"""JSONL records (``midtrain.data.jsonl``): atomic writes, append-only files and their torn-tail repair."""
 
 from __future__ import annotations
 
@@ -12,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.data import append_jsonl, iter_jsonl, iter_jsonl_tolerant, repair_tail, write_jsonl
-from midtrain.runs import atomic_file
-from midtrain.shards import read_tolerant, to_parquet
+from midtrain.data.jsonl import append_jsonl, iter_jsonl, iter_jsonl_tolerant, repair_tail, write_jsonl
+from midtrain.errors import DataError
+from midtrain.shards import read_tolerant
 
 
 def _mode(path: Path) -> int:
@@ -37,10 +36,17 @@ def test_write_jsonl_plain_and_gzip_round_trip_with_ordinary_permissions(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "a.jsonl.gz"]  # no temporary files left
 
 
-def test_parquet_shards_go_through_the_same_writer(tmp_path):
-    assert to_parquet([{"id": "a", "n": 1}, {"id": "b", "n": 2}], tmp_path / "s.parquet")
-    assert _mode(tmp_path / "s.parquet") == 0o666 & ~_umask()
-    assert [p.name for p in tmp_path.iterdir()] == ["s.parquet"]
+def test_readers_name_file_and_line(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"a": 1}\n\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"a\.jsonl:3: expected a JSON object, got list"):
+        list(iter_jsonl(tmp_path / "a.jsonl"))
+    (tmp_path / "b.jsonl").write_text('{"a": 1}\n\n{"a": 2}\n')
+    assert [(r["a"], r["_line"], r["_file"]) for r in iter_jsonl(tmp_path / "b.jsonl")] == [
+        (1, 1, str(tmp_path / "b.jsonl")),
+        (2, 3, str(tmp_path / "b.jsonl")),
+    ]
+    with pytest.raises(DataError, match=r"file not found: .*nope\.jsonl"):
+        list(iter_jsonl(tmp_path / "nope.jsonl"))
 
 
 def test_failed_write_keeps_the_old_file(tmp_path):
@@ -54,15 +60,11 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_jsonl(path, records())
     assert [r["v"] for r in iter_jsonl(path)] == [1] and [p.name for p in tmp_path.iterdir()] == ["r.jsonl"]
-    with pytest.raises(ValueError), atomic_file(tmp_path / "new.bin") as f:
-        f.write(b"half")
-        raise ValueError
-    assert not (tmp_path / "new.bin").exists()
 
 
 _KILLED_WHILE_WRITING = """
 import os, signal, sys
-from midtrain.data import write_jsonl
+from midtrain.data.jsonl import write_jsonl
 
 def records():
     for i in range(100_000):
@@ -109,3 +111,6 @@ def test_append_after_a_torn_tail_starts_on_a_fresh_line(tmp_path):
     assert [r["a"] for r in read_tolerant(path, repair=True)] == [1, 2]  # and cut away before appending
     append_jsonl(path, [{"a": 3}])
     assert [json.loads(x)["a"] for x in path.read_text().splitlines()] == [1, 2, 3]
+    path.write_bytes(b'{"a": 1}\n{broken\n{"a": 2}\n')  # a bad line that is not the tail is damage, not a tear
+    with pytest.raises(DataError, match=r"s\.jsonl:2: malformed JSON line"):
+        list(iter_jsonl_tolerant(path))

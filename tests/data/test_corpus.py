@@ -1,4 +1,4 @@
-"""Input specs (files, globs, shard dirs in hub layout, save_to_disk dirs, hub ids) and sharded streaming reads."""
+"""Corpus readers (``midtrain.data.corpus``): every source kind read whole or as one rank's part."""
 
 from __future__ import annotations
 
@@ -8,87 +8,27 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from data_support import RECS, hub_dir, jsonl, parquet, plain
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midtrain.data import clean, expand_input, input_files, iter_corpus, iter_records, read_all
+from midtrain.data.corpus import iter_corpus, iter_records, read_all
+from midtrain.data.records import clean
 from midtrain.errors import DataError
-from midtrain.runs import content_hash
-
-RECS = [{"id": f"r{i}", "text": f"document {i} " + "word " * (i % 5)} for i in range(30)]
-
-README = """---
-license: mit
-configs:
-- config_name: default
-  data_files:
-  - split: train
-    path: data/train-*
-  - split: test
-    path: data/test-*
----
-# A corpus
-"""
-
-
-def jsonl(path: Path, recs: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return path
-
-
-def parquet(path: Path, recs: list[dict], row_group_size: int = 4) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(recs), path, row_group_size=row_group_size)
-    return path
-
-
-def hub_dir(root: Path, readme: bool = True) -> Path:
-    """Parquet shards as the hub lays them out: two train files, one test file (never read)."""
-    parquet(root / "data" / "train-00000-of-00002.parquet", RECS[:17])
-    parquet(root / "data" / "train-00001-of-00002.parquet", RECS[17:])
-    parquet(root / "data" / "test-00000-of-00001.parquet", [{"id": "test0", "text": "held out"}])
-    if readme:
-        (root / "README.md").write_text(README)
-    return root
-
-
-def plain(recs) -> list[dict]:
-    return [clean(r) for r in recs]
 
 
 def test_glob_hub_dir_and_save_to_disk_dir_read_the_same_records(tmp_path):
     datasets = pytest.importorskip("datasets")
     jsonl(tmp_path / "corpus" / "a.jsonl", RECS[:10])
     jsonl(tmp_path / "corpus" / "sub" / "b.jsonl", RECS[10:])
-    (tmp_path / "corpus" / "notes.csv").write_text("not matched\n")
     datasets.Dataset.from_list(RECS).save_to_disk(str(tmp_path / "saved"))
     glob = str(tmp_path / "corpus" / "**" / "*.jsonl")
-    assert expand_input(glob) == [str(tmp_path / "corpus" / "a.jsonl"), str(tmp_path / "corpus" / "sub" / "b.jsonl")]
-    assert expand_input(str(hub_dir(tmp_path / "hub"))) == [
-        str(tmp_path / "hub" / "data" / f"train-0000{k}-of-00002.parquet") for k in (0, 1)
-    ]
-    assert expand_input(str(tmp_path / "saved")) == [str(tmp_path / "saved")]
-    for spec in (glob, str(tmp_path / "hub"), str(tmp_path / "saved"), str(tmp_path / "corpus")):
+    for spec in (glob, str(hub_dir(tmp_path / "hub")), str(tmp_path / "saved"), str(tmp_path / "corpus")):
         assert plain(iter_records(spec)) == RECS, spec
     recs = list(iter_records(str(tmp_path / "hub")))  # each record names its own file and row
     assert (Path(recs[17]["_file"]).name, recs[17]["_line"]) == ("train-00001-of-00002.parquet", 1)
-
-
-def test_hub_dir_without_readme_reads_its_train_files_and_readme_picks_the_default_config(tmp_path):
-    root = hub_dir(tmp_path / "hub", readme=False)
-    assert [Path(f).name for f in expand_input(str(root))] == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
-    (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: small\n  data_files: data/train-00000-*\n"
-        "- config_name: other\n  default: true\n  data_files:\n    train: [data/test-*]\n---\n"
-    )
-    assert [Path(f).name for f in expand_input(str(root))] == ["test-00000-of-00001.parquet"]
-    (root / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files: data/nothing-*\n---\n")
-    with pytest.raises(DataError, match=r"README.md: data_files pattern 'data/nothing-\*' matches no file"):
-        expand_input(str(root))
 
 
 def test_bad_file_inside_a_glob_names_that_file_and_line(tmp_path):
@@ -100,29 +40,22 @@ def test_bad_file_inside_a_glob_names_that_file_and_line(tmp_path):
     jsonl(tmp_path / "d" / "b.jsonl", [{"id": "z"}])
     with pytest.raises(DataError, match=r"d/b\.jsonl:1: record has no 'text' field"):
         read_all(str(tmp_path / "d" / "*.jsonl"), required=["text"])
-    with pytest.raises(DataError, match=r"no files match .*nothing-\*\.jsonl"):
-        list(iter_records(str(tmp_path / "nothing-*.jsonl")))
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match=r"empty dataset: .*empty\.jsonl has no records"):
+        read_all(tmp_path / "empty.jsonl")
 
 
-def test_hub_id_is_refused_offline_with_the_way_to_pass_local_files(tmp_path, monkeypatch):
+def test_hub_id_is_refused_offline_and_a_missing_file_named(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match=r"someorg/somedata: .*HF_HUB_OFFLINE.*--local-dir"):
         list(iter_records("someorg/somedata"))
-    assert input_files("data[0]", str(tmp_path)) == {"data[0]": str(tmp_path)}
     with pytest.raises(DataError, match="file not found"):  # a missing local path is not taken for a hub id
         list(iter_records(str(tmp_path / "missing.jsonl")))
-    with pytest.raises(DataError, match="file not found: data/missing.jsonl"):
-        expand_input("data/missing.jsonl")
 
 
-def test_input_files_hash_the_resolved_files_not_the_pattern(tmp_path):
-    a, b = jsonl(tmp_path / "c" / "a.jsonl", RECS[:3]), jsonl(tmp_path / "c" / "b.jsonl", RECS[3:6])
-    files = input_files("input[0]", str(tmp_path / "c" / "*.jsonl"))
-    assert files == {"input[0][0]": str(a), "input[0][1]": str(b)}
-    before = {k: content_hash(v) for k, v in files.items()}
-    jsonl(b, RECS[3:7])
-    assert {k: content_hash(v) for k, v in input_files("input[0]", str(tmp_path / "c" / "*.jsonl")).items()} != before
-    assert input_files("input[0]", str(a)) == {"input[0]": str(a)}
+def test_a_text_file_is_one_record_under_the_text_field(tmp_path):
+    (tmp_path / "notes.txt").write_text("line one\nline two\n")
+    assert plain(iter_records(tmp_path / "notes.txt", text_field="body")) == [{"id": "notes", "body": "line one\nline two\n"}]
 
 
 def test_parquet_streams_row_groups_of_its_part_only(tmp_path, monkeypatch):
@@ -168,6 +101,11 @@ def test_datasets_dir_parts_are_dataset_shard_contiguous(tmp_path):
             assert [r["_line"] for r in got] == [RECS.index(clean(r)) + 1 for r in got]
 
 
+def test_a_bad_shard_argument_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"shard \(2, 2\): need 0 <= i < n"):
+        list(iter_corpus([str(jsonl(tmp_path / "a.jsonl", RECS))], shard=(2, 2)))
+
+
 def write_source(root: Path, k: int, kind: str, recs: list[dict], group: int) -> None:
     if kind == "jsonl":  # blank lines between records: they belong to no part
         (root / f"s{k}.jsonl").write_text("".join(json.dumps(r) + "\n" + "\n" * (j % 2) for j, r in enumerate(recs)))
@@ -209,27 +147,3 @@ def test_parts_of_several_inputs_split_the_bytes_evenly(tmp_path):
     files = [str(jsonl(tmp_path / f"f{k}.jsonl", RECS)) for k in range(4)]
     counts = [sum(1 for _ in iter_corpus(files, shard=(i, 8))) for i in range(8)]
     assert sum(counts) == 4 * len(RECS) and max(counts) - min(counts) <= 2
-
-
-def test_a_run_directory_is_no_corpus(tmp_path):
-    jsonl(tmp_path / "run" / "shards" / "shard-0-of-1.jsonl", RECS[:2])
-    jsonl(tmp_path / "run" / "log.jsonl", [{"step": 1}])
-    (tmp_path / "run" / "midtrain.json").write_text("{}")
-    with pytest.raises(DataError, match="a midtrain run directory, not a corpus"):
-        list(iter_records(str(tmp_path / "run")))
-    assert plain(iter_records(str(tmp_path / "run" / "shards" / "*.jsonl"))) == RECS[:2]
-
-
-def test_stage_errors_on_a_glob_name_the_file_not_the_pattern(tmp_path):
-    """Every stage's own record checks (here judge's and rl's) name the file a bad record came from."""
-    from midtrain.data import where
-    from midtrain.llm.judge import JudgeConfig
-    from midtrain.llm.judge import run as judge
-
-    assert where({"_file": "c/b.jsonl", "_line": 7}, "c/*.jsonl") == "c/b.jsonl:7"
-    assert where({}, "x.jsonl") == "x.jsonl:?"
-    jsonl(tmp_path / "p" / "a.jsonl", [{"completion": "a", "reference": "a"}])
-    jsonl(tmp_path / "p" / "b.jsonl", [{"completion": "a", "reference": "a"}, {"completion": 3, "reference": "b"}])
-    cfg = JudgeConfig(input=str(tmp_path / "p" / "*.jsonl"), judge="exact", out=str(tmp_path / "out"))
-    with pytest.raises(DataError, match=r"p/b\.jsonl:2: 'completion' is not a string"):
-        judge(cfg)

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from midtrain.augment.augment import AugmentConfig
 from midtrain.augment.chunking import shard_chunks
-from midtrain.data import iter_jsonl
-from midtrain.llm.backends import TEXT_BEGIN, TEXT_END, extract_between, programmatic_annotation
+from midtrain.augment.config import AugmentConfig
+from midtrain.augment.rules import programmatic_annotation, prompt_text
+from midtrain.data.jsonl import iter_jsonl
+from midtrain.llm.prompts import load_prompt
 from midtrain.llm.serve import HTTPFault
 from midtrain.models.tokenizer import load_tokenizer
 
@@ -27,7 +28,7 @@ OUTAGE = [True]  # while true, ~5% of chunks get HTTP 500
 def respond(prompt: str, body: dict) -> str:
     """A valid annotation after a short delay; ~10% of chunks altered, ~5% HTTP 500 during the outage."""
     time.sleep(0.01)
-    text = extract_between(prompt, TEXT_BEGIN, TEXT_END) or ""
+    text = prompt_text(load_prompt("augment"), prompt) or ""
     h = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 100
     if h < 5 and OUTAGE[0]:
         raise HTTPFault(500)

@@ -14,9 +14,11 @@ from midtrain.cli import main
 from midtrain.config import load_config
 from midtrain.errors import ConfigError
 from midtrain.train import rl, trackers
+from midtrain.train.corpus import CorpusConfig
 from midtrain.train.lm import OptimConfig, training_args
 from midtrain.train.pretrain import PretrainConfig
-from midtrain.train.rl import RL_OPTIM, RLConfig
+from midtrain.train.rl_config import RL_OPTIM, RLConfig, RolloutConfig
+from midtrain.train.rl_trainer import build_grpo_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and deterministic
 
@@ -60,7 +62,7 @@ def _pretrain_argv(nano_model, corpus, out, *extra) -> list[str]:
         "pretrain",
         "--model",
         str(nano_model),
-        "--data",
+        "--corpus.files",
         str(corpus),
         "--out",
         str(out),
@@ -106,7 +108,7 @@ def test_bad_value_names_the_key_and_the_choices(nano_model, corpus, tmp_path, c
     err = capsys.readouterr().err
     assert "report_to" in err and all(f"'{t}'" in err for t in trackers.TRACKERS) and not (tmp_path / "r").exists()
     with pytest.raises(ConfigError, match="report_to.*'none' cannot be combined with tensorboard"):
-        load_config(PretrainConfig, overrides={"model": "m", "data": ["d"], "out": "o", "report_to": ["none", "tensorboard"]})
+        load_config(PretrainConfig, overrides={"model": "m", "corpus.files": ["d"], "out": "o", "report_to": ["none", "tensorboard"]})
     with pytest.raises(ConfigError, match=r"report_to\[0\].*'wandb'"):
         RLConfig(model="m", data=["d"], out="o", report_to=["mlflow"]).check()  # type: ignore[list-item]
 
@@ -121,12 +123,18 @@ def test_missing_tracker_package_is_a_clear_error(name, nano_model, corpus, tmp_
 
 
 def test_wandb_and_trackio_are_configured_in_the_trainer_arguments(tmp_path):
-    lm = PretrainConfig(model="m", data=["d"], out=str(tmp_path / "base-1"), report_to=["wandb", "trackio", "wandb"], optim=OptimConfig())
+    lm = PretrainConfig(
+        model="m",
+        corpus=CorpusConfig(files=["d"]),
+        out=str(tmp_path / "base-1"),
+        report_to=["wandb", "trackio", "wandb"],
+        optim=OptimConfig(),
+    )
     args = training_args(lm, tmp_path / "base-1" / "checkpoints", 10, "fp32")
     assert (args.report_to, args.run_name, args.project) == (["wandb", "trackio"], "base-1", "midtrain")
-    grpo = rl.build_grpo_config(RLConfig(model="m", data=["d"], out=str(tmp_path / "rl-a"), report_to=["trackio"], precision="fp32"), "x")
+    grpo = build_grpo_config(RLConfig(model="m", data=["d"], out=str(tmp_path / "rl-a"), report_to=["trackio"], precision="fp32"), "x")
     assert (grpo.report_to, grpo.run_name) == (["trackio"], "rl-a")
-    default = training_args(PretrainConfig(model="m", data=["d"], out="o"), tmp_path, 10, "fp32")
+    default = training_args(PretrainConfig(model="m", corpus=CorpusConfig(files=["d"]), out="o"), tmp_path, 10, "fp32")
     assert default.report_to == []
 
 
@@ -168,8 +176,7 @@ def test_rl_tensorboard_holds_the_log_jsonl_values(nano_model, rl_tasks, tmp_pat
         out=str(out),
         max_steps=2,
         per_device_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
+        rollout=RolloutConfig(num_generations=4, max_completion_length=8),
         optim=RL_OPTIM.replace(lr=1e-4),
         save_every_steps=0,
         precision="fp32",

@@ -1,22 +1,21 @@
-"""Tests of midtrain.analysis.weights: weight-change streaming (hand-built safetensors pairs, sharding, mismatches,
-overlap, timeline, run dir) and linear CKA (estimators on hand-made features, collection on a tiny model)."""
+"""``midtrain analyze weights`` (midtrain.analysis.weights): weight-change streaming on hand-built safetensors
+pairs (exact counts, bf16, tau, sharding, mismatches, tied embeddings), overlap of two updates, the timeline,
+and the run directory with its plots and cache."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from midtrain.analysis.cka import CkaConfig, MinibatchCKA, cka, hsic1, linear_cka, minibatch_cka
-from midtrain.analysis.diff import changed_mask, cosine, jaccard, layer_index, module_type, prepare
+from midtrain.analysis.diff import cosine, jaccard
 from midtrain.analysis.weights import WeightsConfig, analyze_weights, weights
 from midtrain.cli import main
-from midtrain.errors import ConfigError, DataError, MidtrainError
+from midtrain.errors import ConfigError, DataError
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 NAMES = {
@@ -86,51 +85,6 @@ COUNTS = {
     "model.norm.weight": 2,
     "lm_head.weight": 7,
 }
-
-
-# -- naming ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "name, kind, layer",
-    [
-        ("model.layers.3.self_attn.q_proj.weight", "attention", 3),
-        ("model.layers.3.self_attn.k_proj.bias", "attention", 3),
-        ("model.layers.12.mlp.gate_proj.weight", "mlp", 12),
-        ("model.layers.0.input_layernorm.weight", "norms", 0),
-        ("model.layers.0.self_attn.q_norm.weight", "norms", 0),
-        ("model.norm.weight", "norms", None),
-        ("model.embed_tokens.weight", "embeddings", None),
-        ("lm_head.weight", "embeddings", None),
-        ("transformer.h.5.attn.c_attn.weight", "attention", 5),
-        ("transformer.h.5.ln_1.weight", "norms", 5),
-        ("model.layers.1.block_sparse_moe.experts.0.w1.weight", "mlp", 1),
-        ("model.rotary_emb.inv_freq", "other", None),
-    ],
-)
-def test_module_type_and_layer(name, kind, layer):
-    assert module_type(name) == kind
-    assert layer_index(name) == layer
-
-
-# -- pure functions --------------------------------------------------------------------------------------------
-def test_changed_mask_tau_and_relative():
-    w0 = torch.tensor([0.0, 0.0, 1.0, 10.0, -2.0])
-    w1 = torch.tensor([2e-5, 5e-6, 1.5, 10.5, -2.0])
-    assert changed_mask(w0, w1, 1e-5).tolist() == [True, False, True, True, False]
-    assert changed_mask(w0, w1, 0.1, relative=True).tolist() == [True, True, True, False, False]
-    # bf16 cast: 1 + 1e-4 rounds back to 1 in bf16 (ulp 2^-7) → unchanged after prepare
-    a, b = torch.tensor([1.0]), torch.tensor([1.0 + 1e-4])
-    assert changed_mask(a, b, 1e-5).item() and not changed_mask(prepare(a, True), prepare(b, True), 1e-5).item()
-
-
-def test_jaccard_and_cosine():
-    m1 = torch.tensor([1, 1, 0, 0, 1], dtype=torch.bool)
-    m2 = torch.tensor([0, 1, 1, 0, 1], dtype=torch.bool)
-    assert jaccard(m1, m2) == pytest.approx(2 / 4)
-    assert jaccard(torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool)) == 1.0
-    d1, d2 = torch.tensor([1.0, 0.0, 1.0]), torch.tensor([1.0, 1.0, 0.0])
-    assert cosine(d1, d2) == pytest.approx(0.5)
-    assert cosine(d1, -3 * d1) == pytest.approx(-1.0)
-    assert cosine(d1, torch.zeros(3)) == 0.0
 
 
 # -- weights: counts, bf16, tau --------------------------------------------------------------------------------
@@ -348,189 +302,3 @@ def test_timeline_plot_written(tmp_path):
     res = weights(WeightsConfig(checkpoints=[str(p) for p in paths], out=str(tmp_path / "run")))
     assert (tmp_path / "run" / "weights_timeline.png").is_file() and (tmp_path / "run" / "weights_heatmap.png").is_file()
     assert "step 2" in res.summary()
-
-
-def test_one_cka_plot_for_analysis_and_report(tmp_path):
-    """plot_cka draws what analyze cka writes and what the report finds (partial results included), at one DPI."""
-    from midtrain.analysis.plots import cka_curves, plot_cka
-    from midtrain.plots import DPI
-
-    data = {
-        "per_layer": [1.0, 0.9],
-        "pooling": "mean",
-        "estimator": "full",
-        "probes": {"a": {"rows": 8, "per_layer": [1.0, 0.8]}, "b": {"rows": 6, "per_layer": [1.0, None]}},
-    }
-    assert list(cka_curves(data)) == ["mean over probes", "a (n=8)", "b (n=6)"]
-    assert list(cka_curves({"per_layer": [1.0], "probes": {"a": {"per_layer": [1.0]}}})) == ["a"]  # one probe: no mean
-    assert list(cka_curves({"per_layer": [1.0, 0.5]})) == ["mean over probes"]  # an older result without probes
-    assert plot_cka({"min_cka": 1.0}, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
-    png = plot_cka(data, tmp_path / "c.png", title="run")
-    head = png.read_bytes()
-    assert head[:8] == b"\x89PNG\r\n\x1a\n"
-    phys = head.index(b"pHYs") + 4  # pixels per metre, x then y
-    assert round(int.from_bytes(head[phys : phys + 4], "big") * 0.0254) == DPI
-    assert [p.name for p in tmp_path.iterdir()] == ["c.png"]  # written atomically: no temporary file left
-
-
-# -- CKA estimators --------------------------------------------------------------------------------------------
-def _features(n: int, d1: int, d2: int, noise: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d1, generator=g, dtype=torch.float64) @ torch.diag(torch.linspace(0.5, 2.0, d1, dtype=torch.float64))
-    y = x @ torch.randn(d1, d2, generator=g, dtype=torch.float64) + noise * torch.randn(n, d2, generator=g, dtype=torch.float64)
-    return x, y
-
-
-@pytest.mark.parametrize("n", [10, 300])  # Gram route (n < d1 + d2) and feature route
-def test_cka_self_orthogonal_and_scaling_invariance(n):
-    x, y = _features(n, 12, 9, 1.0)
-    q, _ = torch.linalg.qr(torch.randn(12, 12, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
-    base = linear_cka(x, y)
-    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
-    assert linear_cka(x @ q, y) == pytest.approx(base, abs=1e-10)
-    assert linear_cka(3.7 * x, 0.2 * y) == pytest.approx(base, abs=1e-10)
-    assert linear_cka(x + 5.0, y) == pytest.approx(base, abs=1e-10)  # column centring
-    assert 0.0 < base < 1.0
-    if n >= 8:
-        assert minibatch_cka(x, x, batch_size=max(n // 3, 4)) == pytest.approx(1.0, abs=1e-12)
-        mb = minibatch_cka(x, y, batch_size=max(n // 3, 4))
-        assert minibatch_cka(2.5 * (x @ q) + 1.0, y, batch_size=max(n // 3, 4)) == pytest.approx(mb, abs=1e-9)
-
-
-def test_cka_analytic_cases():
-    # orthogonal centred columns with equal norms; Y = the first k of d columns → CKA = sqrt(k / d)
-    h = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
-    basis = h[:, 1:9] - h[:, 1:9].mean(0)  # 8 columns, re-centred
-    basis = torch.linalg.qr(basis)[0] * 3.0  # orthonormal centred columns, norm 3
-    for k in (1, 2, 4, 8):
-        assert linear_cka(basis, basis[:, :k]) == pytest.approx(math.sqrt(k / 8), abs=1e-10)
-    # one feature each: CKA = squared Pearson correlation
-    x, y = _features(50, 1, 1, 0.7, seed=4)
-    r = torch.corrcoef(torch.stack([x[:, 0], y[:, 0]]))[0, 1].item()
-    assert linear_cka(x, y) == pytest.approx(r * r, abs=1e-12)
-
-
-def test_minibatch_estimator_agrees_with_full():
-    x, y = _features(4096, 16, 12, 2.0, seed=1)
-    full = linear_cka(x, y)
-    mb = minibatch_cka(x, y, batch_size=256, seed=0)
-    assert abs(full - mb) < 0.02, (full, mb)
-    acc = MinibatchCKA()  # streaming use: the same batches in order give the same value
-    order = torch.randperm(4096, generator=torch.Generator().manual_seed(0))
-    for s in range(0, 4096, 256):
-        acc.update(x[order[s : s + 256]], y[order[s : s + 256]])
-    assert acc.value() == pytest.approx(mb, abs=1e-12) and acc.batches == 16
-
-
-def test_minibatch_estimator_is_unbiased_for_independent_features():
-    g = torch.Generator().manual_seed(5)
-    x, y = torch.randn(2048, 64, generator=g), torch.randn(2048, 64, generator=g)
-    assert linear_cka(x, y) > 0.02  # the full estimator's small-sample bias (≈ d/n)
-    assert abs(minibatch_cka(x, y, batch_size=128)) < 0.01
-
-
-def test_hsic1_formula_on_small_case():
-    # brute-force U-statistic: HSIC₁ equals the mean over distinct (i, j, q, r) of the symmetrised h-function
-    import itertools
-
-    x, y = _features(6, 2, 2, 0.5, seed=2)
-    k, l = x @ x.T, y @ y.T
-    n = 6
-    total = 0.0
-    for i, j, q, r in itertools.permutations(range(n), 4):
-        total += k[i, j] * l[i, j] + k[i, j] * l[q, r] - 2 * k[i, j] * l[i, q]
-    assert hsic1(k, l) == pytest.approx(float(total) / (n * (n - 1) * (n - 2) * (n - 3)), rel=1e-10)
-
-
-# -- CKA end to end on a tiny model ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory):
-    from midtrain.models.init import model_config
-    from midtrain.models.tokenizer import TokenizerConfig, train_tokenizer
-
-    root = tmp_path_factory.mktemp("cka")
-    texts = [f"Sample {i}: the quick brown fox jumps over {i * 7} lazy dogs, then rests." for i in range(24)]
-    corpus = root / "probe.jsonl"
-    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    math_probe = root / "math.jsonl"
-    math_probe.write_text("".join(json.dumps({"problem": f"What is {i} + {i * 3}?"}) + "\n" for i in range(12)))
-    train_tokenizer(TokenizerConfig(corpus=[str(corpus)], out=str(root / "tok"), kind="char"))
-    from transformers import AutoModelForCausalLM
-
-    from midtrain.models.tokenizer import load_tokenizer
-
-    tok = load_tokenizer(root / "tok")
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(model_config("nano", len(tok), pad_token_id=tok.pad_token_id))
-    model.save_pretrained(root / "a")
-    tok.save_pretrained(root / "a")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    model.save_pretrained(root / "b")
-    tok.save_pretrained(root / "b")
-    return root
-
-
-def test_cka_same_model_is_one_and_run_dir(tiny_pair, capsys):
-    root = tiny_pair
-    out = root / "run"
-    code = main(
-        [
-            "analyze",
-            "cka",
-            str(root / "a"),
-            str(root / "a"),
-            "--probe",
-            str(root / "probe.jsonl"),
-            str(root / "math.jsonl"),
-            "--max-examples",
-            "12",
-            "--max-length",
-            "32",
-            "--batch-size",
-            "4",
-            "--out",
-            str(out),
-            "--json",
-        ]
-    )
-    assert code == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["layers"] == 5  # embeddings + 4 blocks of the nano preset
-    for probe in summary["probes"].values():
-        assert probe["rows"] == 12
-        assert all(v == pytest.approx(1.0, abs=1e-6) for v in probe["per_layer"])
-    assert (out / "cka.json").is_file() and (out / "cka_per_layer.png").stat().st_size > 1000
-
-
-def test_cka_perturbed_model_token_pooling_and_minibatch(tiny_pair):
-    root = tiny_pair
-    common = dict(a=str(root / "a"), b=str(root / "b"), probe=[str(root / "probe.jsonl")], max_examples=16, max_length=32, batch_size=8)
-    seq = cka(CkaConfig(**common))
-    values = next(iter(seq.data["probes"].values()))["per_layer"]
-    assert all(0.0 < v < 1.0 + 1e-9 for v in values) and values[0] > 0.5
-    tok = cka(CkaConfig(**common, pooling="token", max_tokens_per_sequence=8, estimator="minibatch", minibatch_size=32))
-    probe = next(iter(tok.data["probes"].values()))
-    assert probe["rows"] == 16 * 8
-    assert all(v is not None and v < 1.0 + 1e-9 for v in probe["per_layer"])
-    assert "layer" in tok.summary()
-
-
-def test_cka_synthetic_probe(tiny_pair):
-    pytest.importorskip("midtrain.synth.world")
-    res = cka(CkaConfig(a=str(tiny_pair / "a"), b=str(tiny_pair / "b"), probe=["synthetic:6"], max_length=48))
-    probe = res.data["probes"]["synthetic"]
-    assert probe["examples"] == 6 and probe["rows"] == 6 and len(probe["per_layer"]) == 5
-
-
-def test_cka_errors(tiny_pair, monkeypatch):
-    root = tiny_pair
-    monkeypatch.setitem(sys.modules, "midtrain.synth", None)  # as if the module were not there
-    with pytest.raises(MidtrainError, match="synthetic:5.*midtrain.synth"):
-        cka(CkaConfig(a=str(root / "a"), b=str(root / "a"), probe=["synthetic:5"]))
-    with pytest.raises(ConfigError, match="probe"):
-        CkaConfig(a="x", b="y", probe=["synthetic:zero"]).check()
-    with pytest.raises(DataError, match="none of the text fields"):
-        cka(CkaConfig(a=str(root / "a"), b=str(root / "a"), probe=[str(root / "math.jsonl")], text_fields=["body"], out=str(root / "bad")))
-    assert not (root / "bad").exists()

@@ -11,10 +11,11 @@ import json
 import re
 
 import pytest
-from eval_support import FIXTURES, needs_benchmarks
+from eval_support import FIXTURES
 
 from midtrain.eval.benchmarks import load_benchmark
 from midtrain.eval.scoring import score
+from shared_support import needs_benchmarks
 
 MATH = ["gsm8k", "math500", "amc23", "aime2024", "aime2025", "olympiadbench"]
 CHOICE = ["gpqa_diamond", "mmlu_stem"]
