@@ -1,5 +1,5 @@
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 
@@ -137,3 +137,22 @@ def test_rl_optim_in_a_file_keeps_rl_defaults():
     assert optim == RL_OPTIM.replace(lr=1e-4)
     assert (optim.weight_decay, optim.beta2, optim.schedule, optim.warmup_steps) == (0.0, 0.999, "constant", 0)
     assert RLConfig.field_docs()["optim.weight_decay"][2] == optim.weight_decay
+
+
+@dataclass
+class Counts(Config):
+    steps: int = param(1, "Steps.")
+    sizes: list[int] = param([], "Sizes.")
+    big: int = param(0, "A count beyond int32, declared.", le=2**53)
+    extra: dict[str, Any] = param({}, "Free-form values (checked where they land).")
+
+
+def test_int_fields_are_bounded_to_int32_unless_they_declare_a_bound():
+    from midtrain.config import MAX_INT
+
+    assert Counts.from_dict({"steps": MAX_INT, "sizes": [-MAX_INT - 1], "big": 2**40, "extra": {"n": 2**63}}).big == 2**40
+    for data, key in [({"steps": 2**63}, "steps"), ({"sizes": [1, MAX_INT + 1]}, r"sizes\[1\]"), ({"big": 2**53 + 1}, "big")]:
+        with pytest.raises(ConfigError, match=f"key '{key}'"):
+            Counts.from_dict(data)
+    with pytest.raises(ConfigError, match=rf"key 'steps': must be >= {-MAX_INT - 1}"):
+        Counts.from_dict({"steps": -(2**63)})

@@ -71,7 +71,7 @@ NEW: list[tuple[list[str], str]] = [  # accepted (or a traceback) before issue 1
     ([*PRETRAIN, "save_every_steps=-5"], "key 'save_every_steps': must be >= 0"),
     ([*PRETRAIN, "--log-every-steps", "0"], "key 'log_every_steps': must be >= 1"),
     ([*PRETRAIN, "max_steps=-1"], "key 'max_steps': must be >= 0"),
-    ([*PRETRAIN, "max_tokens=-100"], "key 'max_tokens': must be >= 0"),
+    ([*PRETRAIN, "max_tokens=-100"], "key 'max_tokens': must be in [0, 9007199254740992]"),
     ([*PRETRAIN, "--batch-size", "0"], "key 'batch_size': must be >= 1"),
     ([*PRETRAIN, "--seq-len", "4"], "key 'seq_len': must be >= 8"),
     ([*PRETRAIN, "weights.math=-1"], "key 'weights.math': must be >= 0"),

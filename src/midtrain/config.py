@@ -81,6 +81,8 @@ class Bounds:
 
 
 def _num(x: float) -> str:
+    if isinstance(x, int):  # (an int bound, 2**53 included, exactly)
+        return str(x)
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
 
 
@@ -433,7 +435,9 @@ def check_fields(cfg: Config, prefix: str = "", source: str = "") -> None:
     """The rules declared with :func:`param`, on every field of ``cfg`` and its sections: finite floats,
     ``ge``/``gt``/``le``/``lt`` bounds, path kinds; a ConfigError names the dotted key (and ``source``)."""
     where = f" in {source}" if source else ""
-    ints = _int_fields(type(cfg))
+    if type(cfg) not in _INT_FIELDS:
+        _INT_FIELDS[type(cfg)] = frozenset(n for n, tp in typing.get_type_hints(type(cfg)).items() if _holds_int(tp))
+    ints = _INT_FIELDS[type(cfg)]
     for f in dataclasses.fields(cfg):
         bounds, kind = f.metadata.get("bounds"), f.metadata.get("path")
         capped = f.name in ints and (bounds is None or (bounds.le is None and bounds.lt is None))
@@ -451,22 +455,15 @@ def check_fields(cfg: Config, prefix: str = "", source: str = "") -> None:
                 check_path_kind(key, x, kind, where)
 
 
-@functools.cache
-def _int_fields(cls: type[Config]) -> frozenset[str]:
-    """Names of the fields of ``cls`` that hold integers: ``int``, ``int | None``, ``list[int]``, ``dict[str, int]``
-    (not ``Any`` mappings such as an experiment's ``vars``, whose values reach typed fields later)."""
+_INT_FIELDS: dict[type, frozenset[str]] = {}  # per config class: its int fields (not ``Any`` mappings: vars)
 
-    def holds_int(tp: Any) -> bool:
-        if tp is int:
-            return True
-        origin = get_origin(tp)
-        if origin in (typing.Union, types.UnionType):
-            return any(holds_int(a) for a in get_args(tp))
-        if origin in (list, tuple, dict):
-            return bool(get_args(tp)) and holds_int(get_args(tp)[-1])
-        return False
 
-    return frozenset(name for name, tp in typing.get_type_hints(cls).items() if holds_int(tp))
+def _holds_int(tp: Any) -> bool:
+    """Whether annotation ``tp`` holds integers: ``int``, ``int | None``, ``list[int]``, ``dict[str, int]``."""
+    args = get_args(tp)
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_holds_int(a) for a in args)
+    return tp is int or (get_origin(tp) in (list, tuple, dict) and bool(args) and _holds_int(args[-1]))
 
 
 def check_http_url(url: str, key: str) -> None:

@@ -8,9 +8,10 @@
   report being rebuilt never leaves a half-written PNG under the final name.
 
 It also draws the figures of evaluation and training results that reports and the demo share: pass@k curves
-(:func:`plot_pass_at_k`), verified accuracy against op count with the op ranges shaded (:func:`plot_acc_vs_op`)
-and training curves from ``log.jsonl`` (:func:`plot_training`). Figures of the checkpoint analysis live with
-their data in :mod:`midtrain.analysis.plots` (weight change, CKA).
+(:func:`plot_pass_at_k`), verified accuracy against op count with the op ranges shaded, one small panel per
+evaluation (:func:`plot_acc_vs_op`), and training curves of several runs from their ``log.jsonl`` (:func:`plot_curves`:
+RL reward and probe accuracy / hacking, LM loss). Legends sit outside the data. Figures of the checkpoint analysis
+live with their data in :mod:`midtrain.analysis.plots` (weight change, CKA).
 """
 
 from __future__ import annotations
@@ -91,86 +92,117 @@ def plot_pass_at_k(curves: dict[str, dict[str, Any]], path: Path, title: str) ->
     return save_png(fig, path)
 
 
-def plot_acc_vs_op(series: dict[str, dict[str, Any]], ranges: dict[str, list[int]], path: Path) -> Path | None:
-    """Verified pass@1 (solid) and outcome accuracy (dashed) per op, one colour per run; op ranges shaded."""
-    pts = {}
-    for name, by_op in series.items():
-        ops = sorted((int(o), g) for o, g in by_op.items() if str(o).lstrip("-").isdigit())
-        if ops:
-            pts[name] = ops
+def grid(n: int, max_cols: int = 4) -> tuple[int, int]:
+    """Rows and columns of a small-multiples grid of ``n`` panels, at most ``max_cols`` wide."""
+    cols = max(1, min(n, max_cols))
+    return math.ceil(n / cols), cols
+
+
+def plot_acc_vs_op(panels: dict[str, dict[str, dict[str, Any]]], ranges: dict[str, list[int]], path: Path) -> Path | None:
+    """Verified pass@1 (solid) and outcome accuracy (dashed) per op, one panel per evaluation (small multiples on
+    one y axis, so every line can be read), the op ranges shaded; ``panels``: title → {member: by_op}, members
+    being the same evaluation's seeds (one colour each). The legend sits below the panels, never on the data."""
+    pts: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {}
+    for title, members in panels.items():
+        for member, by_op in members.items():
+            ops = sorted((int(o), g) for o, g in by_op.items() if str(o).lstrip("-").isdigit() and isinstance(g, dict))
+            if ops:
+                pts.setdefault(title, {})[member] = ops
     if not pts:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for rname, (lo, hi) in ranges.items():
-        ax.axvspan(lo - 0.5, hi + 0.5, color=RANGE_COLORS.get(rname, "#999999"), alpha=0.12)
-        ax.text((lo + hi) / 2, 1.04, rname, ha="center", fontsize=8)
-    for i, (name, ops) in enumerate(pts.items()):
-        color = f"C{i % 10}"
-        x = [o for o, _ in ops]
-        ax.plot(
-            x,
-            [as_number((g.get("verified_pass_at_k") or {}).get("1")) for _, g in ops],
-            marker="o",
-            color=color,
-            label=f"{name} verified pass@1",
-        )
-        ax.plot(x, [as_number(g.get("outcome_acc")) for _, g in ops], ls="--", color=color, alpha=0.7, label=f"{name} outcome acc")
-    ax.set_xlabel("op count (difficulty)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("synthetic accuracy vs op (shaded: ID / edge / hard)", fontsize=10)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    rows, cols = grid(len(pts))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.1 * rows + 0.5), sharex=True, sharey=True, squeeze=False)
+    names = list(dict.fromkeys(m for members in pts.values() for m in members))
+    for ax, (title, members) in zip(axes.flat, pts.items()):
+        for rname, (lo, hi) in ranges.items():
+            ax.axvspan(lo - 0.5, hi + 0.5, color=RANGE_COLORS.get(rname, "#999999"), alpha=0.12, lw=0)
+        for member, ops in members.items():
+            color = f"C{names.index(member) % 10}" if len(names) > 1 else "C0"
+            x = [o for o, _ in ops]
+            ax.plot(x, [as_number((g.get("verified_pass_at_k") or {}).get("1")) for _, g in ops], marker="o", ms=3, color=color)
+            ax.plot(x, [as_number(g.get("outcome_acc")) for _, g in ops], ls="--", color=color, alpha=0.7)
+        ax.set_title(title, fontsize=8)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(pts) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("op count", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy", fontsize=8)
+    handles = [
+        Line2D([], [], color="k", marker="o", ms=3, label="verified pass@1"),
+        Line2D([], [], color="k", ls="--", label="outcome accuracy"),
+    ]
+    handles += [Patch(color=RANGE_COLORS.get(r, "#999999"), alpha=0.25, label=f"{r} ({lo}-{hi})") for r, (lo, hi) in ranges.items()]
+    if len(names) > 1:
+        handles += [Line2D([], [], color=f"C{i % 10}", label=n) for i, n in enumerate(names)]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6), fontsize=7, frameon=False)
+    fig.suptitle("synthetic accuracy vs op", fontsize=10)
+    fig.tight_layout()
     return save_png(fig, path)
 
 
-def plot_training(rows: list[dict[str, Any]], path: Path, title: str) -> Path | None:
-    """Loss, RL reward (mean ± std, zero-variance share) and completion / thinking length vs step."""
-    panels = []
-    if any(as_number(r.get("loss")) is not None for r in rows):
-        panels.append("loss")
-    if any(as_number(r.get("reward_mean")) is not None for r in rows):
-        panels.append("reward")
-    if any(as_number(r.get(k)) is not None for r in rows for k in ("completion_len", "think_len")):
-        panels.append("length")
-    if not panels:
+# The curves of a training log that the report compares across runs: (log key, axis label). RL logs carry the
+# reward per step and, where the run probes a fixed problem set while it trains, its verified accuracy and hacking.
+RL_CURVES = (
+    ("reward_mean", "reward (mean)"),
+    ("probe_verified", "probe: verified accuracy"),
+    ("probe_hacking", "probe: hacking rate"),
+    ("completion_len", "completion tokens"),
+)
+LM_CURVES = (("loss", "training loss"),)
+
+
+def plot_curves(
+    runs: dict[str, dict[str, list[dict[str, Any]]]], curves: tuple[tuple[str, str], ...], path: Path, title: str
+) -> Path | None:
+    """One panel per curve that some run logged, one line per run vs step; ``runs``: group → {member: log rows},
+    a group's members (the seeds of one stage) sharing a colour. The legend sits right of the panels."""
+    present = [
+        (k, lab) for k, lab in curves if any(as_number(r.get(k)) is not None for m in runs.values() for rs in m.values() for r in rs)
+    ]
+    if not present:
         return None
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-
-        def series(key: str) -> tuple[list[float], list[float]]:
-            got = [(as_number(r["step"]), as_number(r.get(key))) for r in rows]
-            got = [(s, v) for s, v in got if v is not None]
-            return [s for s, _ in got], [v for _, v in got]  # type: ignore[misc]
-
-        if panel == "loss":
-            ax.plot(*series("loss"), color="C0")
-            ax.set_ylabel("loss")
-        elif panel == "reward":
-            steps, mean = series("reward_mean")
-            ax.plot(steps, mean, color="C2", label="reward mean")
-            std = dict(zip(*series("reward_std")))
-            if std:
-                lo = [m - std.get(s, 0.0) for s, m in zip(steps, mean)]
-                hi = [m + std.get(s, 0.0) for s, m in zip(steps, mean)]
-                ax.fill_between(steps, lo, hi, color="C2", alpha=0.15, label="± std")
-            zs, zv = series("zero_var_frac")
-            if zs:
-                ax.plot(zs, zv, color="C7", ls=":", label="zero-variance groups")
-            ax.set_ylabel("reward")
-            ax.legend(fontsize=7)
-        else:
-            for key, color in (("completion_len", "C1"), ("think_len", "C4")):
-                s, v = series(key)
-                if s:
-                    ax.plot(s, v, color=color, label=key)
-            ax.set_ylabel("tokens")
-            ax.legend(fontsize=7)
-        ax.set_xlabel("step")
+    rows, cols = grid(len(present), 2)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.6 * rows), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, present):
+        for i, (group, members) in enumerate(runs.items()):
+            for j, rs in enumerate(members.values()):
+                got = [(as_number(r.get("step")), as_number(r.get(key))) for r in rs]
+                xy = [(x, y) for x, y in got if x is not None and y is not None]
+                if xy:
+                    sparse = len(xy) < 12  # a periodic probe: show its points
+                    ax.plot(
+                        *zip(*xy),
+                        color=f"C{i % 10}",
+                        lw=1.2,
+                        alpha=0.9 if len(members) == 1 else 0.6,
+                        marker="o" if sparse else None,
+                        ms=3,
+                        label=group if j == 0 else None,
+                    )
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+    for ax in axes.flat[len(present) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[1 : len(present)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return save_png(fig, path)
 
 
@@ -180,9 +212,12 @@ __all__ = [
     "as_number",
     "number_or_nan",
     "pass_at_k_points",
+    "LM_CURVES",
+    "RL_CURVES",
+    "grid",
     "plot_acc_vs_op",
+    "plot_curves",
     "plot_pass_at_k",
-    "plot_training",
     "pyplot",
     "save_png",
 ]

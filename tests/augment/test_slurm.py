@@ -92,3 +92,25 @@ def test_executor_options_may_not_repeat_a_typed_key(tmp_path):
         build_executor(cfg(tmp_path, executor_options={"partition": "other"}), shard_task)
     ex = build_executor(cfg(tmp_path, executor_options={"max_array_size": 4}), shard_task)
     assert ex.max_array_size == 4
+
+
+def test_values_that_reach_the_script_are_checked_and_quoted(tmp_path):
+    pytest.importorskip("datatrove")
+    from midtrain.augment.datatrove import build_executor, shell_quoted
+
+    with pytest.raises(ConfigError, match="key 'slurm.logging_dir': contains the control character '\\\\n'"):
+        cfg(tmp_path, slurm={**SLURM, "logging_dir": str(tmp_path / "a\nb")})
+    with pytest.raises(ConfigError, match="key 'executor_options.srun_args': the name 'a\\\\nb' contains"):
+        cfg(tmp_path, executor_options={"srun_args": {"a\nb": 1}})
+    with pytest.raises(ConfigError, match="key 'out'"):  # OUT/datatrove is the logging directory
+        cfg(tmp_path, out=str(tmp_path / "my aug"))
+    assert shell_quoted({"venv_path": "/v env/x", "srun_args": {"cpu-bind": "a;b"}, "max_array_size": 4}) == {
+        "venv_path": "'/v env/x'",
+        "srun_args": {"cpu-bind": "'a;b'"},
+        "max_array_size": 4,
+    }
+    out = tmp_path / "aug$(id)"
+    ex = build_executor(cfg(tmp_path, out=str(out)), shard_task)
+    pik = f"{out}/datatrove/executor.pik"
+    script = ex.get_launch_file_contents(ex.get_sbatch_args(), f"srun -l launch_pickled_pipeline {pik}")
+    assert script.splitlines()[-1].strip() == f"srun -l launch_pickled_pipeline '{pik}'"

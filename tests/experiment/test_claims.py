@@ -93,5 +93,20 @@ def test_per_seed_skips_seeds_without_the_stage(tmp_path):
 def test_verdict_is_no_answer_for_a_quick_run():
     from midtrain.experiment.claims import verdict
 
-    assert verdict({"holds": True}) == "yes" and verdict({"holds": False}) == "NO"
+    three = {"holds": False, "values": {"delta": 0.01, "se": 0.02, "seeds": 3}}
+    assert verdict({"holds": True}) == "yes" and verdict(three) == "NO"
     assert verdict({"holds": False}, quick=True) == verdict({"holds": True}, quick=True) == "not judged (quick run)"
+
+
+def test_one_seed_cannot_say_no(tmp_path):
+    """A claim that fails on one seed reads 'needs --full' (with its measured value beside it), never a silent NO;
+    with three seeds a failure is a NO. Nested values (per decoding) count their seeds too."""
+    from midtrain.experiment.claims import claim_seeds, verdict
+
+    one = rl_adds_claim(_seeds(tmp_path / "one", {"rl": [{"verified": 0.20}], "sft": [{"verified": 0.18}]}), {"greedy": ("rl", "sft")})
+    assert one is not None and not one["holds"] and claim_seeds(one) == 1
+    assert verdict(one) == "needs --full"
+    table = {"rl": [{"verified": 0.20}] * 3, "sft": [{"verified": 0.18}] * 3}
+    three = rl_adds_claim(_seeds(tmp_path / "three", table), {"greedy": ("rl", "sft"), "T=1": ("rl", "sft")})
+    assert three is not None and claim_seeds(three) == 3 and verdict(three) == "NO"
+    assert verdict({**three, "holds": True}) == "yes"

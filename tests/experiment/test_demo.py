@@ -145,7 +145,14 @@ def test_quick_results_are_marked_as_not_results(tmp_path, monkeypatch, capsys, 
     class Ran:
         data = {"stages": {"0": {}}, "base": None}
 
-    claim = {"id": "thinking_midtraining_vs_rl", "claim": "(d) ≥ 2 × (a)", "paper": "3.2x", "measured": {"ratio": 1.0}, "holds": False}
+    claim = {
+        "id": "thinking_midtraining_vs_rl",
+        "claim": "(d) ≥ 2 × (a)",
+        "paper": "3.2x",
+        "measured": {"ratio": 1.0},
+        "values": {"delta": 0.0, "se": 0.01, "seeds": 3},  # three seeds: a failure is a NO
+        "holds": False,
+    }
     monkeypatch.setattr(demo_mod, "run_experiment", lambda exp: Ran())
     monkeypatch.setattr(demo_mod, "collect", lambda data: {"arms": {}, "checkpoints": {}, "analysis": {}})
     monkeypatch.setattr(demo_mod, "claims", lambda res, stages: [claim])
@@ -169,3 +176,15 @@ def test_quick_results_are_marked_as_not_results(tmp_path, monkeypatch, capsys, 
         assert summary["quick"] is False and summary["banner"] == ""
         assert QUICK_BANNER not in md + html + printed + res.summary() and "class='banner'" not in html
         assert "| NO |" in md and " NO " in printed
+
+
+def test_the_default_demo_is_one_seed_and_full_is_the_experiment_files(tmp_path):
+    import midtrain.experiment.demo as demo_mod
+
+    exp = tmp_path / "demo.yaml"
+    exp.write_text("seeds: [0, 1, 2]\n")
+    seeds = lambda **kw: demo_mod.demo_seeds(demo_mod.DemoConfig(**kw), exp)  # noqa: E731
+    assert seeds() == [0]
+    assert seeds(full=True) == [0, 1, 2]
+    assert seeds(full=True, quick=True) == [0]  # quick budgets never run three seeds
+    assert seeds(seed=4, full=True) == [4] and seeds(seeds=[1, 2], full=True) == [1, 2]

@@ -30,6 +30,13 @@ def md_tables(md: str) -> dict[str, list[dict[str, str]]]:
     return out
 
 
+def table(tables: dict[str, list[dict[str, str]]], name: str) -> list[dict[str, str]]:
+    """The table titled ``name``, or ``name (…)``: a pruned table names its constant columns in its title."""
+    found = [rows for title, rows in tables.items() if title == name or title.startswith(name + " (")]
+    assert len(found) == 1, f"{name!r} among {list(tables)}"
+    return found[0]
+
+
 def write(path: Path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj))
@@ -165,7 +172,7 @@ def test_report_tables_match_summaries_and_plots_exist(runs, tmp_path: Path) -> 
         "synth_acc_vs_op.png",
         "passk_eval-a.png",
         "synth_passk_eval-synth.png",
-        "train_rl.png",
+        "train_rl_curves.png",
         "analysis_weights_heatmap.png",
         "analysis_cka_per_layer.png",
     } <= names
@@ -177,12 +184,12 @@ def test_report_tables_match_summaries_and_plots_exist(runs, tmp_path: Path) -> 
 
     t = md_tables(md)
     bench = runs["bench"]
-    main_rows = {r["run"]: r for r in t["mean@k per benchmark"]}
+    main_rows = {r["run"]: r for r in table(t, "mean@k per benchmark")}
     assert main_rows["eval-a"]["gsm8k"] == cell(bench["gsm8k"]["mean_at_k"]) == "0.4123"
     assert main_rows["eval-a"]["gpqa_diamond"] == cell(0.25)
     assert main_rows["eval-a"]["macro avg"] == cell(0.33117) and main_rows["eval-a"]["domain-weighted avg"] == cell(0.33117)
     assert main_rows["eval-b"]["gsm8k"] == cell(0.61) and main_rows["eval-b"]["gpqa_diamond"] == ""
-    detail = {r["benchmark"]: r for r in t["eval-a: details"]}
+    detail = {r["benchmark"]: r for r in table(t, "eval-a: details")}
     for b, g in bench.items():
         assert detail[b]["n"] == str(g["n"]) and detail[b]["mean@k"] == cell(g["mean_at_k"])
         for k, v in g["pass_at_k"].items():
@@ -191,7 +198,7 @@ def test_report_tables_match_summaries_and_plots_exist(runs, tmp_path: Path) -> 
         assert detail[b]["thinking tokens"] == cell(g["thinking_tokens_mean"])
 
     synth = runs["synth"]
-    rng = {r["range"]: r for r in t["eval-synth: per op range"]}
+    rng = {r["range"]: r for r in table(t, "eval-synth: per op range")}
     assert set(rng) == set(synth["by_range"])
     for name, g in synth["by_range"].items():
         assert rng[name]["verified pass@1"] == cell(g["verified_pass_at_k"]["1"])
@@ -199,16 +206,16 @@ def test_report_tables_match_summaries_and_plots_exist(runs, tmp_path: Path) -> 
         assert rng[name]["ProcessAcc"] == cell(g["process_acc"]) and rng[name]["outcome acc"] == cell(g["outcome_acc"])
         assert rng[name]["hacking rate"] == cell(g["hacking_rate"])
 
-    train = t["training logs (first and last logged values)"][0]
+    train = table(t, "training logs (first and last logged values)")[0]
     assert train["run"] == "rl" and train["logged steps"] == "20" and train["last step"] == "20"
     assert train["reward_mean first"] == cell(0.05) and train["reward_mean last"] == cell(1.0)
     assert train["think_len last"] == cell(30) and train["completion_len first"] == cell(41)
 
-    w = t["weight change"][0]
+    w = table(t, "weight change")[0]
     assert w["fraction changed"] == cell(0.93125) and w["‖ΔW‖/‖W0‖"] == cell(0.0123)
-    pmt = {r["module type"]: r for r in t["analysis: per module type"]}
+    pmt = {r["module type"]: r for r in table(t, "analysis: per module type")}
     assert pmt["attention"]["fraction changed"] == cell(0.95) and pmt["mlp"]["fraction changed"] == cell(0.9)
-    cka = t[[k for k in t if k.startswith("analysis: linear CKA per layer")][0]]
+    cka = table(t, "analysis: linear CKA per layer")
     assert [r["CKA (mean over probes)"] for r in cka] == [cell(v) for v in (1.0, 0.99912, 0.99871)]
     assert [r["text"] for r in cka] == [cell(v) for v in (1.0, 0.9991, 0.9987)]
 
@@ -217,7 +224,7 @@ def test_report_is_regenerated_and_refuses_foreign_dirs(runs, tmp_path: Path, ca
     out = tmp_path / "report"
     assert main(["report", str(runs["root"] / "eval-a"), "--out", str(out)]) == 0
     assert main(["report", str(runs["root"] / "eval-a"), str(runs["root"] / "rl"), "--out", str(out)]) == 0  # replaced
-    assert "train_rl.png" in {p.name for p in (out / "plots").iterdir()}
+    assert "train_rl_curves.png" in {p.name for p in (out / "plots").iterdir()}
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -251,8 +258,8 @@ def test_report_on_a_real_eval_run(eval_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     run(ReportConfig.from_dict({"runs": [str(ev)], "out": str(out)}))
     t = md_tables((out / "report.md").read_text())
-    assert t["mean@k per benchmark"][0]["d"] == cell(summary["benchmarks"]["d"]["mean_at_k"])
-    assert t["ev: details"][0]["pass@2"] == cell(summary["benchmarks"]["d"]["pass_at_k"]["2"])
+    assert table(t, "mean@k per benchmark")[0]["d"] == cell(summary["benchmarks"]["d"]["mean_at_k"])
+    assert table(t, "ev: details")[0]["pass@2"] == cell(summary["benchmarks"]["d"]["pass_at_k"]["2"])
     assert (out / "plots" / "passk_ev.png").is_file()
 
 
@@ -284,7 +291,7 @@ def test_missing_analysis_png_is_drawn_and_score_summaries_are_read(tmp_path: Pa
     res = run(ReportConfig.from_dict({"runs": [str(root)], "out": str(out)}))
     assert "cka2_cka_per_layer.png" in {Path(p).name for p in res.plots}
     t = md_tables((out / "report.md").read_text())
-    assert t["mean@k per benchmark"][0]["gsm8k"] == cell(0.3333)
+    assert table(t, "mean@k per benchmark")[0]["gsm8k"] == cell(0.3333)
 
 
 def test_a_banner_marks_the_whole_report(tmp_path: Path) -> None:

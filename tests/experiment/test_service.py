@@ -266,3 +266,23 @@ def test_a_stopped_service_leaves_no_process_in_its_group(tmp_path):
                 os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_taken_fixed_port_is_refused_and_time_wait_is_not_taken():
+    import socket
+
+    from midtrain.experiment.service import bind_test, check_port_free
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    with pytest.raises(ConfigError, match=rf"key 'stages.svc.service.port': port {port} on 127.0.0.1 is already in use"):
+        check_port_free("svc@shared", "127.0.0.1", port)
+    assert bind_test("127.0.0.1", port) is None
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    conn.close()  # the server side closes first: its end of the connection lingers in TIME_WAIT on `port`
+    client.close()
+    listener.close()
+    assert bind_test("127.0.0.1", port) == port  # as a server with SO_REUSEADDR binds it after a killed run
+    check_port_free("svc@shared", "127.0.0.1", port)
+    assert free_port("127.0.0.1", prefer=port) == port

@@ -131,39 +131,11 @@ def synthetic_base(tmp_path_factory) -> dict[str, Path]:
 def make_rl_trainer(nano_model, tmp_path):
     """``make_rl_trainer(reward="math", extras=None, **cfg)`` → ``(trainer, tokenizer)``: a real MidtrainGRPOTrainer on
     the nano model (8 completions per micro-batch, G = 4, fp32, no checkpoints), in train mode; ``cfg`` holds
-    RLConfig keys and sections, ``extras`` fields of RLExtras besides the counters and the reward."""
-    from datasets import Dataset
-
-    from midtrain.models.init import load_model
-    from midtrain.models.tokenizer import load_tokenizer
-    from midtrain.train.rewards import build_reward
-    from midtrain.train.rl_config import RL_OPTIM, RLConfig, RolloutConfig
-    from midtrain.train.rl_log import Counters
-    from midtrain.train.rl_trainer import MidtrainGRPOTrainer, RLExtras, build_grpo_config
+    RLConfig keys and sections, ``extras`` fields of RLExtras besides the counters and the reward
+    (:func:`rl_support.rl_trainer`, which the multi-process tests build theirs with)."""
+    from rl_support import rl_trainer
 
     def make(reward: str = "math", extras: dict | None = None, **cfg_kw):
-        base = dict(
-            model=str(nano_model),
-            data=["unused.jsonl"],
-            out=str(tmp_path / "x"),
-            max_steps=1,
-            per_device_batch_size=8,
-            rollout=RolloutConfig(num_generations=4, max_completion_length=6),
-            optim=RL_OPTIM.replace(lr=1e-4),
-            save_every_steps=0,
-            precision="fp32",
-        )
-        cfg = RLConfig(**{**base, **cfg_kw})
-        tok = load_tokenizer(nano_model)
-        tok.padding_side = "left"
-        trainer = MidtrainGRPOTrainer(
-            RLExtras(counters=Counters(), reward=build_reward(reward), **(extras or {})),
-            model=load_model(nano_model),
-            args=build_grpo_config(cfg, str(tmp_path / "ck")),
-            train_dataset=Dataset.from_list([{"prompt": "q", "answer": "3"}] * 8),
-            processing_class=tok,
-        )
-        trainer.model.train()
-        return trainer, tok
+        return rl_trainer(nano_model, tmp_path, reward, extras, **cfg_kw)
 
     return make

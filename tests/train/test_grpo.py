@@ -12,8 +12,8 @@ from midtrain.train.grpo import (
     group_advantages,
     gspo_loss,
     informative_rows,
-    rloo_advantages,
     rl_flops,
+    rloo_advantages,
     token_logprobs,
     zero_variance_fraction,
 )
@@ -140,6 +140,15 @@ def test_micro_batch_losses_add_up_with_num_sequences():
     whole = dr_grpo_loss(lp, lp, adv, mask, 0.2, 0.2, 5)
     parts = sum(dr_grpo_loss(lp[s], lp[s], adv[s], mask[s], 0.2, 0.2, 5, num_sequences=8) for s in (slice(0, 4), slice(4, 8)))
     assert parts.item() == pytest.approx(whole.item(), abs=1e-7)
+
+
+def test_informative_rows_keep_one_and_top_up_to_min_rows_in_order():
+    adv = torch.tensor([0.0, 0.5, 0.0, 0.0, -0.5, 0.0])
+    assert informative_rows(adv).tolist() == [1, 4]
+    assert informative_rows(torch.zeros(4)).tolist() == [0]  # one row always runs a backward pass
+    assert informative_rows(adv, min_rows=4).tolist() == [0, 1, 2, 4]  # as many rows as another rank forwards
+    assert informative_rows(adv, min_rows=9).tolist() == [0, 1, 2, 3, 4, 5] and informative_rows(adv, min_rows=0).tolist() == [1, 4]
+    assert informative_rows(torch.tensor([[0.0, 0.0], [0.0, 0.3], [0.0, 0.0]]), min_rows=2).tolist() == [0, 1]  # [N, T]
 
 
 # -- process credit ------------------------------------------------------------------------------------------------

@@ -90,7 +90,12 @@ def test_generated_problems_avoid_the_held_out_set(synthetic_base, tmp_path):
 def test_curriculum_keys_are_checked(synthetic_base, tmp_path):
     with pytest.raises(ConfigError, match="curriculum.generate.world.rendr"):
         RLConfig.from_dict(
-            {"model": "m", "out": "o", "reward": "synthetic_strict", "curriculum": {"mode": "generate", "generate": {"world": {"rendr": "x"}}}}
+            {
+                "model": "m",
+                "out": "o",
+                "reward": "synthetic_strict",
+                "curriculum": {"mode": "generate", "generate": {"world": {"rendr": "x"}}},
+            }
         )
     with pytest.raises(ConfigError, match="key 'curriculum.mode': generate draws synthetic problems"):
         RLConfig.from_dict({"model": "m", "out": "o", "reward": "math", "curriculum": {"mode": "generate"}})

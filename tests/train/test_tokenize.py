@@ -172,3 +172,22 @@ def test_index_out_of_bounds_is_refused(tokenizer_dir, corpus, tmp_path):
     np.save(idx_path, idx)
     with pytest.raises(RunDirError, match="000-00000.npy.*bounds"):
         open_store(Path(tmp_path / "t"))
+
+
+def test_token_ids_are_checked_against_the_model_vocabulary(tokenizer_dir, corpus, tmp_path):
+    tokenize(tokenizer_dir, tmp_path / "t", [corpus])
+    man = json.loads((tmp_path / "t" / "manifest.json").read_text())
+    shard = man["domains"][0]["shards"][0]
+    top = shard["max_id"]
+    assert top == int(open_store(tmp_path / "t").shards[0].max())  # recorded while tokenizing
+    open_store(tmp_path / "t", vocab_size=top + 1)  # every id fits
+    with pytest.raises(DataError, match=rf"manifest.json: shard {shard['bin']} holds token id {top}, outside .* {top} ids"):
+        open_store(tmp_path / "t", vocab_size=top)
+    del shard["max_id"]  # a store written before max_id was recorded: the data is scanned
+    (tmp_path / "t" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(DataError, match=rf"{shard['bin']}: token id {top} is outside the model's vocabulary of {top} ids"):
+        open_store(tmp_path / "t", vocab_size=top)
+    del man["domains"][0]["shards"][0]["index"]
+    (tmp_path / "t" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(DataError, match=r"manifest.json: missing key 'domains\[0\].shards\[0\].index'"):
+        open_store(tmp_path / "t")

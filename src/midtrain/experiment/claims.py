@@ -78,8 +78,19 @@ def diff(xs: list[dict[str, float]], ys: list[dict[str, float]], key: str = "ver
         "y": round(mean(y[key] for _, y in pairs), 4),
         "delta": round(mean(d), 4),
         "se": round(math.sqrt(se_seed**2 + se_binom**2), 4),
+        "x_se": arm_se([x for x, _ in pairs], key),
+        "y_se": arm_se([y for _, y in pairs], key),
         "seeds": s,
     }
+
+
+def arm_se(runs: list[dict[str, float]], key: str = "verified") -> float:
+    """Standard error of one arm's mean over seeds, with the same two terms as a difference's (module docstring):
+    sqrt(stdev_s(p_s)² / S + Σ_s p_s(1 − p_s)/N_s / S²). The claims' figures draw it on each arm."""
+    s = len(runs)
+    se_seed = stdev(r[key] for r in runs) / math.sqrt(s) if s > 1 else 0.0
+    se_binom = math.sqrt(sum(r[key] * (1 - r[key]) / max(r["samples"], 1) for r in runs)) / s
+    return round(math.sqrt(se_seed**2 + se_binom**2), 4)
 
 
 def gain_holds(dd: dict[str, Any], margin: float = GAIN_MIN, n_se: float = GAIN_SE) -> bool:
@@ -170,12 +181,25 @@ def better_claim(stages_by_seed: dict[str, dict[str, Any]], x: str, y: str, *, c
     }
 
 
+SETTLING_SEEDS = 3  # a claim that does not hold is a NO only with this many seeds (docs/claims.md: 3 seeds)
+
+
+def claim_seeds(claim: dict[str, Any]) -> int:
+    """How many seeds a claim's measurement pairs (1 when it does not say)."""
+    values = claim.get("values") or {}
+    found = [int(v["seeds"]) for v in ([values] + list(values.values())) if isinstance(v, dict) and v.get("seeds")]
+    return min(found) if found else 1
+
+
 def verdict(claim: dict[str, Any], *, quick: bool = False) -> str:
-    """The "holds" cell of a claims table: ``yes`` / ``NO``, or ``not judged (quick run)`` for a ``--quick`` run,
-    whose budgets are too small for either answer to mean anything."""
+    """The "holds" cell of a claims table: ``yes``; ``NO`` when it fails with ≥ 3 seeds; ``needs --full`` when
+    it fails with fewer (one seed's standard error cannot settle it: the measured value stands beside it, never a
+    silent NO); ``not judged (quick run)`` for a ``--quick`` run, whose budgets are too small to mean anything."""
     if quick:
         return "not judged (quick run)"
-    return "yes" if claim["holds"] else "NO"
+    if claim["holds"]:
+        return "yes"
+    return "NO" if claim_seeds(claim) >= SETTLING_SEEDS else "needs --full"
 
 
 def _fmt_diff(d: dict[str, Any], xname: str, yname: str) -> str:
@@ -184,9 +208,12 @@ def _fmt_diff(d: dict[str, Any], xname: str, yname: str) -> str:
 
 
 __all__ = [
+    "SETTLING_SEEDS",
+    "claim_seeds",
     "GAIN_MIN",
     "GAIN_SE",
     "QUICK_BANNER",
+    "arm_se",
     "better_claim",
     "diff",
     "eval_range",

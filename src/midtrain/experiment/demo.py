@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, pstdev, stdev
@@ -45,11 +46,13 @@ from typing import Any
 from midtrain.config import MAX_SEED, Config, param, read_yaml
 from midtrain.console import fmt_num, log, print_table
 from midtrain.errors import ConfigError
+from midtrain.experiment.claim_plots import plot_claim
 from midtrain.experiment.claims import QUICK_BANNER, better_claim, eval_ranges, hacking_claim, ratio_claim, rl_adds_claim, verdict
+from midtrain.experiment.document import Figure, Section, Table
 from midtrain.experiment.experiment import arm_table, run_dirs
 from midtrain.experiment.experiment import run as run_experiment
 from midtrain.experiment.graph import ExperimentConfig
-from midtrain.experiment.report import Section, Table, build
+from midtrain.experiment.report import build
 from midtrain.fileio import atomic_write_json, atomic_write_text, read_json
 from midtrain.locks import PathLock
 from midtrain.plots import RANGE_COLORS, pyplot, save_png
@@ -84,8 +87,15 @@ class DemoConfig(Config):
     """The demo experiment; every budget lives in the experiment file (configs/demo.yaml)."""
 
     quick: bool = param(False, "Tiny budgets (seconds): checks the machinery, not the science (used in CI).")
+    full: bool = param(
+        False,
+        "All three seeds of the experiment file, where every claim is decided (≤ 45 min on 2 CPU cores); the default "
+        "runs seed 0 (≤ 10 min), and a claim one seed cannot settle reads 'needs --full'.",
+    )
     seed: int | None = param(None, "Run one seed of the per-seed stages (SFT, RL, evaluation sampling).", ge=0, le=MAX_SEED)
-    seeds: list[int] = param([], "Seeds (overrides --seed); default: the experiment file's (0 1 2), or 0 with --quick.", ge=0, le=MAX_SEED)
+    seeds: list[int] = param(
+        [], "Seeds (overrides --seed and --full); default: 0, or the experiment file's (0 1 2) with --full.", ge=0, le=MAX_SEED
+    )
     out: str = param("runs/demo", "Output directory: report.md, report.html, summary.json, runs/.")
     from_scratch: bool = param(False, "Pretrain the base again with configs/demo-base.yaml instead of the shipped one.")
     jobs: int = param(2, "Stages run in parallel, one CPU thread each (the demo's models are too small for 2 threads).", ge=1)
@@ -97,6 +107,15 @@ class DemoConfig(Config):
         if not p.is_file():
             raise ConfigError(f"experiment file not found: {p} (the demo runs from a clone: pip install -e .)")
         return p
+
+
+def demo_seeds(cfg: DemoConfig, exp_file: Path) -> list[int]:
+    """--seeds, else --seed, else the experiment file's seeds with --full (not with --quick), else seed 0."""
+    if cfg.seeds:
+        return list(cfg.seeds)
+    if cfg.seed is not None:
+        return [cfg.seed]
+    return list(read_yaml(exp_file).get("seeds", [0])) if cfg.full and not cfg.quick else [0]
 
 
 def load_experiment(
@@ -187,6 +206,7 @@ def claims(res: dict[str, Any], stages_by_seed: dict[str, dict[str, Any]]) -> li
         hacking_claim(stages_by_seed, st["outcome_t1"], st["c_t1"], st["sft_think_t1"]),
     ]
     cm, cr = res["analysis"]["cka_mid"]["mean"], res["analysis"]["cka_rl"]["mean"]
+    cka = (("base_vs_sft", "cka_mid"), ("sft_vs_rl", "cka_rl"))  # per seed, for the claim's figure and verdict
     if cm is not None and cr is not None:
         got.append(
             {
@@ -194,6 +214,7 @@ def claims(res: dict[str, Any], stages_by_seed: dict[str, dict[str, Any]]) -> li
                 "claim": "CKA(SFT, SFT+RL) > CKA(base, SFT)",
                 "paper": "RL preserves representations (PRISM)",
                 "measured": {"base_vs_sft": cm, "sft_vs_rl": cr},
+                "values": {k: {**res["analysis"][a], "seeds": len(res["analysis"][a].get("values") or [])} for k, a in cka},
                 "holds": cr > cm,
             }
         )
@@ -213,8 +234,11 @@ def _fmt_measured(m: dict[str, Any]) -> str:
     return ", ".join(f"{k} {fmt_num(v, '.3f')}" for k, v in m.items())
 
 
-def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]], quick: bool = False):
-    def make(plots: Path) -> list[Any]:
+def report_sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]], quick: bool = False) -> Callable[[Path], list[Section]]:
+    """The demo's own report sections, shown before the runs' (``extra`` of :func:`midtrain.experiment.report.build`):
+    the claims table and one figure per claim, the arms table and figure, the checkpoint diagnostics."""
+
+    def make(plots: Path) -> list[Section]:
         secs = [
             Section(
                 "claims",
@@ -223,14 +247,19 @@ def _sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]], qui
                         "claims (means over seeds)",
                         ["claim", "paper", "measured", "holds"],
                         [[c["claim"], c["paper"], _fmt_measured(c["measured"]), verdict(c, quick=quick)] for c in res["claims"]],
+                        main=True,
                     )
                 ],
             ),
-            Section("arms", [Table("verified accuracy by op range (mean ± std over seeds)", *table)]),
+            Section("arms", [Table("verified accuracy by op range (mean ± std over seeds)", *table, main=True)]),
         ]
+        for c in res["claims"]:  # one figure per claim: the compared arms with their standard errors
+            fig = plot_claim(c, plots / f"claim_{c['id']}.png", verdict=f"holds: {verdict(c, quick=quick)}")
+            if fig:
+                secs[0].blocks.append(Figure(fig, f"{c['claim']} (mean ± 1 s.e.; holds: {verdict(c, quick=quick)})"))
         img = plot_arms(res["arms"], plots / "demo_arms.png")
         if img:
-            secs[1].blocks.append(("img", str(img), "verified accuracy per arm and op range (mean ± std over seeds)"))
+            secs[1].blocks.append(Figure(img, "verified accuracy per arm and op range (mean ± std over seeds)"))
         rows = []
         for label, per_seed in res["checkpoints"].items():
             for r in RANGES:
@@ -292,9 +321,11 @@ def demo(cfg: DemoConfig) -> DemoResult:
 
 def _demo(cfg: DemoConfig) -> DemoResult:
     t0 = time.time()
+    if cfg.quick:
+        print(QUICK_BANNER, flush=True)  # first, before any table a reader could take for a result
     out = Path(cfg.out)
     exp_file = cfg.config_file(cfg.experiment, "demo.yaml")
-    seeds = list(cfg.seeds) or ([cfg.seed] if cfg.seed is not None else [0] if cfg.quick else read_yaml(exp_file).get("seeds", [0]))
+    seeds = demo_seeds(cfg, exp_file)
     base_path = None
     if cfg.from_scratch:
         base_cfg = load_experiment(
@@ -327,7 +358,7 @@ def _demo(cfg: DemoConfig) -> DemoResult:
         "experiment": str(exp_file),
     }
     title = "midtrain demo: thinking mid-training in a synthetic world"
-    md, ht, plots = build(run_dirs(exp), title, out, extra=_sections(res, table, cfg.quick), banner=summary["banner"])
+    md, ht, plots = build(run_dirs(exp), title, out, extra=report_sections(res, table, cfg.quick), banner=summary["banner"])
     atomic_write_text(out / "report.md", md)
     atomic_write_text(out / "report.html", ht)
     atomic_write_json(out / "summary.json", summary)
@@ -354,4 +385,14 @@ class DemoResult:
         return f"{self.data['banner']}\n{line}" if self.data.get("banner") else line
 
 
-__all__ = ["CLAIM_STAGES", "DemoConfig", "demo", "collect", "claims", "eval_problems", "load_experiment", "plot_arms"]
+__all__ = [
+    "CLAIM_STAGES",
+    "DemoConfig",
+    "demo",
+    "collect",
+    "claims",
+    "eval_problems",
+    "load_experiment",
+    "plot_arms",
+    "report_sections",
+]

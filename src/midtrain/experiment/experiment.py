@@ -109,7 +109,7 @@ def _run_locked(cfg: ExperimentConfig, steps: list[Step]) -> ExperimentResult:
 
         head, rows = arm_table(summary)
         arms = (
-            [Section("arms", [Table("final evaluation of each arm (mean ± std over seeds) and training compute", head, rows)])]
+            [Section("arms", [Table("final evaluation of each arm (mean ± std over seeds) and training compute", head, rows, main=True)])]
             if rows
             else []
         )

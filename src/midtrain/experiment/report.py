@@ -1,21 +1,23 @@
-"""``midtrain report RUN_DIR... --out DIR``: one Markdown and one self-contained HTML report with tables and plots.
+"""``midtrain report RUN_DIR... --out DIR``: one Markdown and one self-contained HTML report with figures and tables.
 
 Each RUN_DIR argument is a run directory or a folder of them (searched ``max_depth`` levels down). What a
-directory holds decides what the report shows, read defensively (missing keys become blanks, never errors):
+directory holds decides what the report shows (:mod:`midtrain.experiment.sections`), read defensively (missing
+keys become blanks, never errors):
 
-- ``summary.json`` of ``midtrain eval`` → a table of mean@k per benchmark with the plain and domain-weighted
-  macro averages across runs, a detail table per run (n, k, accuracy, mean@k, pass@k, maj@k, no-answer,
-  response/thinking tokens) and pass@k curves; a synthetic summary → a table per op range (verified pass@1 and
-  pass@k, ProcessAcc, outcome accuracy, hacking rate), **accuracy vs op** with the ID / edge / hard ranges
-  shaded, and pass@k curves per range;
-- ``log.jsonl`` of a training run → loss, RL reward (mean ± std, zero-variance share) and completion / thinking
-  length curves, and a table of first/last values;
+- ``summary.json`` of ``midtrain eval`` → benchmarks: mean@k per benchmark with the plain and domain-weighted
+  macro averages, per-run details and pass@k curves; the synthetic world: **accuracy vs op**, one panel per
+  evaluation with the ID / edge / hard ranges shaded, and per run a table per op range (verified pass@1 and
+  pass@k, ProcessAcc, outcome accuracy, hacking rate);
+- ``log.jsonl`` of a training run → the RL runs' curves (reward; the probe's verified accuracy and hacking rate
+  per step where logged; completion length) and the LM runs' loss, each on shared axes, and first/last values;
 - ``weights.json`` / ``cka.json`` of ``midtrain analyze`` → fraction changed (overall and per module type) and
   per-layer CKA tables, and their ``weights_heatmap.png`` / ``cka_per_layer.png`` embedded.
 
-Numbers in tables are the summaries' values rounded to 4 decimals. Output: ``report.md`` (PNG files under
-``plots/``) and ``report.html`` (the same content, PNGs base64-embedded: one file to send around). Plots are drawn
-through :mod:`midtrain.plots` (Agg backend, one DPI, atomic writes); the CKA plot is
+Each section shows its main tables, then its figures, then its other tables collapsed under ``<details>``, without
+columns that carry no information (:mod:`midtrain.experiment.document`); the runs' inventory comes last. Numbers
+in tables are the summaries' values rounded to 4 decimals. Output: ``report.md`` (PNG files under ``plots/``) and
+``report.html`` (the same content, PNGs base64-embedded: one file to send around, laid out for a 1280 px
+screen). Plots are drawn through :mod:`midtrain.plots` (Agg backend, one DPI, atomic writes); the CKA plot is
 :func:`midtrain.analysis.plots.plot_cka`, the one ``midtrain analyze cka`` draws. The output directory is a run
 directory; a previous report there is replaced.
 
@@ -24,28 +26,24 @@ directory; a previous report there is replaced.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-import math
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from midtrain.analysis.plots import plot_cka, plot_weight_heatmap
 from midtrain.config import Config, param
-from midtrain.console import fmt_num, log
+from midtrain.console import log
 from midtrain.data.jsonl import iter_jsonl_tolerant
 from midtrain.errors import ConfigError, DataError
+from midtrain.experiment.document import Figure, Section, Table, cell, render
+from midtrain.experiment.sections import PNG_EMBEDS, analysis_sections, benchmark_sections, synthetic_sections, training_sections
 from midtrain.fileio import atomic_write_text
-from midtrain.plots import as_number, plot_acc_vs_op, plot_pass_at_k, plot_training
+from midtrain.plots import as_number
 from midtrain.runs import META, open_run
 
 ARTIFACTS = ("summary.json", "log.jsonl", "weights.json", "cka.json")
-PNG_EMBEDS = ("weights_heatmap.png", "weights_timeline.png", "cka_per_layer.png")
 
 
 @dataclass
@@ -138,320 +136,6 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict) and as_number(r.get("step")) is not None]
 
 
-# -- formatting -------------------------------------------------------------------------------------------------
-
-
-def cell(v: Any) -> str:
-    """A table cell: a value by :func:`midtrain.console.fmt_num` (floats to 4 decimals, ints as is); no value (None,
-    NaN, ±inf: a metric a run did not produce) is an empty cell, so tables of several runs line up."""
-    return fmt_num(None if isinstance(v, float) and not math.isfinite(v) else v, missing="")
-
-
-@dataclass
-class Table:
-    title: str
-    header: list[str]
-    rows: list[list[Any]]
-
-    def markdown(self) -> str:
-        esc = lambda s: cell(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-        lines = [f"**{self.title}**", "", "| " + " | ".join(map(esc, self.header)) + " |", "|" + "|".join("---" for _ in self.header) + "|"]
-        lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in self.rows]
-        return "\n".join(lines) + "\n"
-
-    def html(self) -> str:
-        head = "".join(f"<th>{html.escape(cell(h))}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in row) + "</tr>" for row in self.rows)
-        return f"<p><b>{html.escape(self.title)}</b></p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list[Any] = field(default_factory=list)  # Table | ("img", path, caption) | ("text", str)
-
-
-# -- sections ---------------------------------------------------------------------------------------------------
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def benchmark_sections(evals: list[tuple[str, dict[str, Any]]], plots: Path) -> list[Section]:
-    if not evals:
-        return []
-    names: list[str] = []
-    for _, s in evals:
-        names += [b for b in s.get("benchmarks", {}) if b not in names]
-    sec = Section("Benchmarks")
-    if names:
-        rows = [
-            [label] + [(s["benchmarks"].get(b) or {}).get("mean_at_k") for b in names] + [s.get("macro_avg"), s.get("domain_weighted_avg")]
-            for label, s in evals
-            if s.get("benchmarks")
-        ]
-        sec.blocks.append(Table("mean@k per benchmark", ["run"] + names + ["macro avg", "domain-weighted avg"], rows))
-    for label, s in evals:
-        bench = s.get("benchmarks") or {}
-        if not bench:
-            continue
-        ks = sorted({int(k) for b in bench.values() for k in (b.get("pass_at_k") or {}) if str(k).isdigit()})
-        rows = [
-            [b, g.get("n"), g.get("k"), g.get("accuracy"), g.get("mean_at_k")]
-            + [(g.get("pass_at_k") or {}).get(str(k)) for k in ks]
-            + [g.get("maj_at_k"), g.get("no_answer"), g.get("response_tokens_mean"), g.get("thinking_tokens_mean")]
-            for b, g in bench.items()
-        ]
-        sec.blocks.append(
-            Table(
-                f"{label}: details",
-                ["benchmark", "n", "k", "accuracy", "mean@k"]
-                + [f"pass@{k}" for k in ks]
-                + ["maj@k", "no answer", "response tokens", "thinking tokens"],
-                rows,
-            )
-        )
-        if any(len(b.get("pass_at_k") or {}) > 1 for b in bench.values()):
-            p = plot_pass_at_k({b: g.get("pass_at_k") for b, g in bench.items()}, plots / f"passk_{_safe(label)}.png", f"{label}: pass@k")
-            if p:
-                sec.blocks.append(("img", p, f"{label}: pass@k per benchmark"))
-    return [sec]
-
-
-def synthetic_sections(synth: list[tuple[str, dict[str, Any]]], plots: Path) -> list[Section]:
-    if not synth:
-        return []
-    sec = Section("Synthetic world")
-    ranges: dict[str, list[int]] = {}
-    for _, s in synth:
-        for name, r in (s.get("ranges") or {}).items():
-            ranges.setdefault(name, r)
-    ranges = ranges or {"id": [2, 10], "edge": [11, 14], "hard": [15, 20]}
-    for label, s in synth:
-        by_range = s.get("by_range") or {}
-        ks = sorted({int(k) for g in by_range.values() for k in (g.get("verified_pass_at_k") or {}) if str(k).isdigit()})
-        kmax = ks[-1] if ks else None
-        rows = [
-            [
-                name,
-                g.get("n"),
-                g.get("k"),
-                (g.get("verified_pass_at_k") or {}).get("1"),
-                (g.get("verified_pass_at_k") or {}).get(str(kmax)) if kmax else None,
-                g.get("process_acc"),
-                g.get("outcome_acc"),
-                g.get("hacking_rate"),
-            ]
-            for name, g in by_range.items()
-        ]
-        sec.blocks.append(
-            Table(
-                f"{label}: per op range",
-                [
-                    "range",
-                    "n",
-                    "k",
-                    "verified pass@1",
-                    f"verified pass@{kmax}" if kmax else "verified pass@k",
-                    "ProcessAcc",
-                    "outcome acc",
-                    "hacking rate",
-                ],
-                rows,
-            )
-        )
-        for key, title in (("by_context", "context"), ("by_mode", "mode")):
-            groups = s.get(key) or {}
-            if groups:
-                sec.blocks.append(
-                    Table(
-                        f"{label}: per {title}",
-                        [title, "n", "verified pass@1", "ProcessAcc", "outcome acc", "hacking rate"],
-                        [
-                            [
-                                n,
-                                g.get("n"),
-                                (g.get("verified_pass_at_k") or {}).get("1"),
-                                g.get("process_acc"),
-                                g.get("outcome_acc"),
-                                g.get("hacking_rate"),
-                            ]
-                            for n, g in groups.items()
-                        ],
-                    )
-                )
-        if len(ks) > 1:
-            p = plot_pass_at_k(
-                {n: g.get("verified_pass_at_k") for n, g in by_range.items()},
-                plots / f"synth_passk_{_safe(label)}.png",
-                f"{label}: verified pass@k per op range",
-            )
-            if p:
-                sec.blocks.append(("img", p, f"{label}: verified pass@k per op range"))
-    p = plot_acc_vs_op({label: s.get("by_op") or {} for label, s in synth}, ranges, plots / "synth_acc_vs_op.png")
-    if p:
-        sec.blocks.insert(0, ("img", p, "accuracy vs op (ID / edge / hard shaded)"))
-    return [sec]
-
-
-def first_last(rows: list[dict[str, Any]], key: str) -> tuple[Any, Any]:
-    """The first and last numeric value of ``key`` in a log, as logged (ints stay ints); (None, None) if none."""
-    vals = [r.get(key) for r in rows if as_number(r.get(key)) is not None]
-    return (vals[0], vals[-1]) if vals else (None, None)
-
-
-def training_sections(logs: list[tuple[str, list[dict[str, Any]]]], plots: Path) -> list[Section]:
-    if not logs:
-        return []
-    sec = Section("Training")
-    keys = ["loss", "reward_mean", "reward_std", "zero_var_frac", "completion_len", "think_len"]
-    rows = []
-    for label, rs in logs:
-        row: list[Any] = [label, len(rs), rs[-1]["step"]]
-        for k in keys:
-            row += list(first_last(rs, k))
-        timing = [sum(as_number(r.get(k)) or 0.0 for r in rs) / len(rs) for k in ("gen_s", "reward_s", "train_s")]
-        rows.append(row + [t if any(r.get(k) is not None for r in rs) else None for t, k in zip(timing, ("gen_s", "reward_s", "train_s"))])
-        p = plot_training(rs, plots / f"train_{_safe(label)}.png", label)
-        if p:
-            sec.blocks.append(("img", p, f"{label}: training curves"))
-    header = (
-        ["run", "logged steps", "last step"]
-        + [f"{k} {w}" for k in keys for w in ("first", "last")]
-        + ["gen s/step", "reward s/step", "train s/step"]
-    )
-    sec.blocks.insert(0, Table("training logs (first and last logged values)", header, rows))
-    return [sec]
-
-
-def analysis_sections(
-    weights: list[tuple[str, Path, dict[str, Any]]], ckas: list[tuple[str, Path, dict[str, Any]]], plots: Path
-) -> list[Section]:
-    if not weights and not ckas:
-        return []
-    sec = Section("Analysis")
-    if weights:
-        sec.blocks.append(
-            Table(
-                "weight change",
-                ["run", "fraction changed", "‖ΔW‖/‖W0‖"],
-                [[label, w.get("fraction_changed"), w.get("rel_frob")] for label, _, w in weights],
-            )
-        )
-        for label, d, w in weights:
-            pmt = w.get("per_module_type")
-            if isinstance(pmt, dict) and pmt:
-                sec.blocks.append(
-                    Table(
-                        f"{label}: per module type",
-                        ["module type", "fraction changed", "‖ΔW‖/‖W0‖"],
-                        [[k, (v or {}).get("fraction_changed"), (v or {}).get("rel_frob")] for k, v in pmt.items() if isinstance(v, dict)],
-                    )
-                )
-            pl = w.get("per_layer")
-            if isinstance(pl, dict) and pl:
-                sec.blocks.append(
-                    Table(
-                        f"{label}: per layer",
-                        ["layer", "fraction changed"],
-                        [[k, (v or {}).get("fraction_changed") if isinstance(v, dict) else as_number(v)] for k, v in pl.items()],
-                    )
-                )
-            _embed(sec, d, label, plots, w, "weights")
-    for label, d, c in ckas:
-        per_layer = c.get("per_layer")
-        if isinstance(per_layer, dict):
-            per_layer = list(per_layer.values())
-        if isinstance(per_layer, list) and per_layer:
-            probes = found if isinstance(found := c.get("probes"), dict) else {}
-            names = [n for n, p in probes.items() if isinstance(p, dict) and isinstance(p.get("per_layer"), list)]
-            rows = [
-                [i, v] + [probes[n]["per_layer"][i] if i < len(probes[n]["per_layer"]) else None for n in names]
-                for i, v in enumerate(per_layer)
-            ]
-            sec.blocks.append(
-                Table(
-                    f"{label}: linear CKA per layer (min {cell(as_number(c.get('min_cka')))})",
-                    ["layer", "CKA (mean over probes)"] + names,
-                    rows,
-                )
-            )
-        _embed(sec, d, label, plots, c, "cka")
-    return [sec]
-
-
-def _embed(sec: Section, run_dir: Path, label: str, plots: Path, data: dict[str, Any] | None = None, kind: str = "") -> None:
-    """Copy the analysis PNGs of ``run_dir``; without them, draw them with :mod:`midtrain.analysis.plots` if possible."""
-    for name in PNG_EMBEDS:
-        src, dst = run_dir / name, plots / f"{_safe(label)}_{name}"
-        if dst.exists():
-            continue
-        if src.is_file():
-            shutil.copyfile(src, dst)
-        elif data is not None and name == {"weights": "weights_heatmap.png", "cka": "cka_per_layer.png"}.get(kind):
-            try:
-                if kind == "weights":
-                    plot_weight_heatmap(data, dst)
-                elif plot_cka(data, dst, title=label) is None:
-                    continue
-            except Exception as e:  # noqa: BLE001 - an older/partial result: the tables still show the numbers
-                log(f"report: no {name} for {label} ({type(e).__name__}: {e})")
-                continue
-        else:
-            continue
-        sec.blocks.append(("img", dst, f"{label}: {name[:-4].replace('_', ' ')}"))
-
-
-# -- rendering --------------------------------------------------------------------------------------------------
-CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;"
-    "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-    "img{max-width:100%;border:1px solid #eee;margin:.5em 0}figcaption{font-size:12px;color:#555}"
-    # the banner stays in view while scrolling and repeats on every printed page
-    ".banner{position:sticky;top:0;z-index:1;background:#b00020;color:#fff;font-weight:bold;padding:.5em 1em}"
-    "@media print{.banner{position:fixed;left:0;right:0}body{padding-top:3em}}"
-)
-
-
-def render(
-    title: str, runs: list[tuple[str, Path, dict[str, Any]]], sections: list[Section], out: Path, banner: str = ""
-) -> tuple[str, str]:
-    """Markdown and HTML of the report; a ``banner`` (a quick run's warning) heads both, is repeated at their end,
-    prefixes the HTML title and stays in view on every screen and printed page of the HTML."""
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    run_table = Table("runs", ["run", "stage", "status", "path"], [[l, m.get("stage"), m.get("status"), str(p)] for l, p, m in runs])
-    md_banner = [f"> **{banner}**", ""] if banner else []
-    ht_banner = [f"<div class='banner'>{html.escape(banner)}</div>"] if banner else []
-    head = html.escape(f"{banner} · {title}" if banner else title)
-    md = [f"# {title}", "", *md_banner, f"Generated {stamp}.", ""]
-    ht = [
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{head}</title><style>{CSS}</style></head><body>",
-        *ht_banner,
-        f"<h1>{html.escape(title)}</h1><p>Generated {stamp}.</p>",
-    ]
-    sections = [*sections, Section("runs", [run_table])]  # the inventory last: results first
-    for sec in sections:
-        md += [f"## {sec.title}", ""]
-        ht.append(f"<h2>{html.escape(sec.title)}</h2>")
-        for b in sec.blocks:
-            if isinstance(b, Table):
-                md.append(b.markdown())
-                ht.append(b.html())
-            elif b[0] == "img":
-                rel = Path(b[1]).relative_to(out).as_posix()
-                md += [f"![{b[2]}]({rel})", ""]
-                data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
-                ht.append(
-                    f"<figure><img alt='{html.escape(b[2])}' src='data:image/png;base64,{data}'><figcaption>{html.escape(b[2])}</figcaption></figure>"
-                )
-            else:
-                md += [b[1], ""]
-                ht.append(f"<p>{html.escape(b[1])}</p>")
-    md += md_banner
-    ht += [*ht_banner, "</body></html>"]
-    return "\n".join(md) + "\n", "\n".join(ht) + "\n"
-
-
 def build(
     runs: list[Path], title: str, out: Path, extra: Callable[[Path], list[Section]] | None = None, *, banner: str = ""
 ) -> tuple[str, str, list[str]]:
@@ -509,7 +193,8 @@ def _build(
         + training_sections(logs, plots_dir)
         + analysis_sections(weights, ckas, plots_dir)
     )
-    md, ht = render(title, metas, sections, out, banner)
+    inventory = Table("runs", ["run", "stage", "status", "path"], [[lab, m.get("stage"), m.get("status"), str(p)] for lab, p, m in metas])
+    md, ht = render(title, [*sections, Section("runs", [inventory])], out, banner)  # the inventory last: results first
     return md, ht, sorted(str(p) for p in plots_dir.glob("*.png"))
 
 
@@ -539,6 +224,7 @@ def _titles(md: str) -> list[str]:
 
 
 __all__ = [
+    "Figure",
     "ReportConfig",
     "ReportResult",
     "run",

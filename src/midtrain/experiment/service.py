@@ -18,14 +18,15 @@ Algorithm (driven by :func:`midtrain.experiment.executor.execute`, in the runner
 2. **Start** (:meth:`Services.ensure`), just before the first stage that uses the service actually runs (a rerun
    whose users are all finished starts nothing): ``port: 0`` picks a free port (the last run's when it is free or
    frees within the stop grace period, as after a killed run whose server is still stopping, so that a resumed
-   stage sees the same URL); ``${port}`` is replaced in the command and ``env``; stdout and stderr go to ``OUT/<seed-S|shared>/NAME.log``. The runner then polls the health
-   endpoint (a path on the URL, or a full URL) until it answers HTTP 200; a server that exits first, or is not
-   healthy within ``startup_timeout_s``, fails the experiment with the tail of its log. The users then get the
-   real URL (their configs are re-resolved).
+   stage sees the same URL); ``${port}`` is replaced in the command and ``env``; stdout and stderr go to
+   ``OUT/<seed-S|shared>/NAME.log``. The runner then polls the health endpoint (a path on the URL, or a full URL)
+   until it answers HTTP 200; a server that exits first, or is not healthy within ``startup_timeout_s``, fails the
+   experiment with the tail of its log. The users then get the real URL (their configs are re-resolved).
 3. **Stop** (:meth:`Services.finished`, :meth:`Services.stop_all`): when its last user finished, and in any case
    when the experiment ends or fails: SIGTERM to the server's process group, SIGKILL after ``stop_grace_s``, then
-   a wait until the group has no process left (the server's orphaned children are reaped by init, which may take
-   a second): when ``run`` returns, nothing of the service runs. A service is never "complete" and never cached.
+   a wait until the group has no process left (the watchdog stops and reaps the server's whole tree before it exits;
+   where it cannot, orphaned children are reaped by init, which may take a second): when ``run`` returns, nothing
+   of the service runs. A service is never "complete" and never cached.
 
 A service is its own: a fixed ``port`` that something already listens on before the start is an error naming the
 port (a foreign server answering ``/health`` there would otherwise pass for the service), and the service is ready

@@ -154,18 +154,22 @@ def first_error_advantages(advantages: torch.Tensor, first_error: torch.Tensor, 
     return a * keep  # [N, T]
 
 
-def informative_rows(advantages: torch.Tensor) -> torch.Tensor:
-    """Indices of the completions whose advantage is not 0 on some token ([N] or [N, T] → [K], K ≥ 1).
+def informative_rows(advantages: torch.Tensor, min_rows: int = 1) -> torch.Tensor:
+    """Indices, in order, of the completions whose advantage is not 0 on some token, topped up with zero-advantage
+    ones (the first of them) to at least ``min_rows`` ([N] or [N, T] → [K], min(min_rows, N) ≤ K ≤ N).
 
     Under Dr. GRPO with β = 0 a completion with Â = 0 (every completion of a zero-variance group) contributes
     exactly 0 to the loss and its gradient, whatever its ratio, while its forward and backward cost as much as any
     other: the trainer forwards only these rows and rescales by K/N so that the constant normaliser N·L_max is
     unchanged. One row is always kept (its loss is 0 if its advantage is 0) so that every process still runs a
-    backward pass, which DDP and FSDP need.
+    backward pass, which DDP and FSDP need; ``min_rows`` lets every process forward as many rows as the one with
+    the most (the trainer's statistics gather per-row values over processes).
     """
     nonzero = advantages != 0 if advantages.dim() == 1 else (advantages != 0).any(dim=1)  # [N]
-    keep = nonzero.nonzero(as_tuple=True)[0]  # [K]
-    return keep if keep.numel() else torch.zeros(1, dtype=torch.long, device=advantages.device)
+    short = max(min_rows, 1) - int(nonzero.sum())
+    if short > 0:  # the first `short` zero-advantage rows join (their loss and gradient are 0)
+        nonzero = nonzero | (~nonzero & ((~nonzero).cumsum(0) <= short))  # [N]
+    return nonzero.nonzero(as_tuple=True)[0]  # [K]
 
 
 def rl_flops(n_params: int, trained_tokens: int, generated_tokens: int) -> float:

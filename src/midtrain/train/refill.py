@@ -132,6 +132,4 @@ class RefillPlan:
         return merge_rows(parts, pad_token_id), topped
 
 
-__all__ = [
-    "RefillPlan",
-    "LEFT_PADDED", "RECOMPUTED", "RIGHT_PADDED", "group_informative", "group_rows", "merge_rows", "pad_value"]
+__all__ = ["RefillPlan", "LEFT_PADDED", "RECOMPUTED", "RIGHT_PADDED", "group_informative", "group_rows", "merge_rows", "pad_value"]

@@ -200,7 +200,7 @@ class JudgeRewardFn:
         if not n_failed or n_failed < self.max_error_frac * asked:
             return
         hints = "; ".join(h for h in getattr(self.judge, "hints", {}) if h)
-        kinds = describe_kinds(self.kinds)
+        kinds = describe_kinds(self.kinds) or "on other ranks"  # the kinds are this rank's; the counts every rank's
         raise RewardAborted(
             f"rl: the judge failed on {n_failed} of {asked} samples of this step ({kinds})"
             + (f"; {hints}" if hints else "")

@@ -132,6 +132,36 @@ def make_curriculum(cfg: RLConfig, tokenizer: Any, rows: list[dict[str, Any]]) -
     return Curriculum(settings, {}, ops=c.generate.op_list(), make_problems=problem_maker(cfg, tokenizer))
 
 
+def make_extras(
+    cfg: RLConfig, counters: Counters, reward: SafeReward, callback: RLLogCallback, scorer: Any, curriculum: Curriculum | None
+) -> Any:
+    """The trainer's one extra argument (:class:`midtrain.train.rl_trainer.RLExtras`) for ``cfg``."""
+    from midtrain.train.rl_trainer import RLExtras  # imports TRL
+
+    return RLExtras(
+        counters=counters,
+        reward=reward,
+        reward_stats=callback.reward_stats,
+        bf16_generation=bf16_generation(cfg),
+        skip_zero_advantage=cfg.loss.skip_zero_advantage,
+        credit=cfg.loss.credit,
+        stop_ids=(scorer.close_id,) if scorer is not None else (),  # info_gain trains the thought only
+        baseline=cfg.loss.baseline,
+        curriculum=curriculum,
+        max_generation_factor=cfg.curriculum.max_generation_factor,
+        success=success_fn(cfg.resolved_reward()) if curriculum is not None else None,
+    )
+
+
+def keep_curriculum(curriculum: Curriculum, callback: RLLogCallback, resume: Any) -> None:
+    """The curriculum's state into every checkpoint (before its completion marker), back from the one resumed
+    (so a killed run draws the same prompts), and its counts into every log record."""
+    if resume is not None and (resume / CURRICULUM_FILE).exists():
+        curriculum.load_state_dict(json.loads((resume / CURRICULUM_FILE).read_text()))
+    callback.checkpoint_hooks.append(lambda ckpt: atomic_write_json(ckpt / CURRICULUM_FILE, curriculum.state_dict()))
+    callback.extra_stats.append(curriculum.summary)
+
+
 def placeholder_rows(cfg: RLConfig) -> list[dict[str, Any]]:
     """TRL's dataset when the curriculum generates every prompt: TRL's sampler then only counts the step's groups."""
     per_step = cfg.per_device_batch_size * cfg.optim.grad_accum_steps // cfg.rollout.num_generations
@@ -143,7 +173,7 @@ def run(cfg: RLConfig) -> Result:
     from datasets import Dataset
 
     from midtrain.models.tokenizer import load_tokenizer
-    from midtrain.train.rl_trainer import MidtrainGRPOTrainer, RLExtras, build_grpo_config  # imports TRL
+    from midtrain.train.rl_trainer import MidtrainGRPOTrainer, build_grpo_config  # imports TRL
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -173,24 +203,9 @@ def run(cfg: RLConfig) -> Result:
             counters.load(json.loads((resume / COUNTERS).read_text()))
         args = build_grpo_config(cfg, str(run_.path / CKPT_DIR))
         callback = RLLogCallback(run_, counters, cfg.max_steps, history)  # the steps before a checkpoint count too
-        extras = RLExtras(
-            counters=counters,
-            reward=reward,
-            reward_stats=callback.reward_stats,
-            bf16_generation=bf16_generation(cfg),
-            skip_zero_advantage=cfg.loss.skip_zero_advantage,
-            credit=cfg.loss.credit,
-            stop_ids=(scorer.close_id,) if scorer is not None else (),  # info_gain trains the thought only
-            baseline=cfg.loss.baseline,
-            curriculum=curriculum,
-            max_generation_factor=cfg.curriculum.max_generation_factor,
-            success=success_fn(cfg.resolved_reward()) if curriculum is not None else None,
-        )
+        extras = make_extras(cfg, counters, reward, callback, scorer, curriculum)
         if curriculum is not None:
-            if resume is not None and (resume / CURRICULUM_FILE).exists():  # the same prompts as the killed run drew
-                curriculum.load_state_dict(json.loads((resume / CURRICULUM_FILE).read_text()))
-            callback.checkpoint_hooks.append(lambda ckpt: atomic_write_json(ckpt / CURRICULUM_FILE, curriculum.state_dict()))
-            callback.extra_stats.append(curriculum.summary)
+            keep_curriculum(curriculum, callback, resume)
         trainer = MidtrainGRPOTrainer(
             extras,
             model=model,

@@ -199,9 +199,13 @@ class CurriculumConfig(Config):
         "generate = fresh synthetic problems at the measured edge (curriculum.generate), with refill.",
     )
     max_generation_factor: float = param(
-        3.0, "Refill cap: generate at most this many times the step's groups; past it the step is topped up with zero-variance groups (logged).", ge=1
+        3.0,
+        "Refill cap: generate at most this many times the step's groups; past it the step is topped up with zero-variance groups (logged).",
+        ge=1,
     )
-    revisit_share: float = param(0.5, "Share of each draw taken from prompts already seen (by informativeness); the rest are fresh.", ge=0, le=1)
+    revisit_share: float = param(
+        0.5, "Share of each draw taken from prompts already seen (by informativeness); the rest are fresh.", ge=0, le=1
+    )
     max_reuse: int = param(4, "Times one prompt may be served over the run.", ge=1)
     retire_after: int = param(2, "Retire a prompt after this many consecutive groups solved by every rollout.", ge=1)
     defer_after: int = param(2, "Defer a prompt after this many consecutive groups solved by none...", ge=1)
@@ -360,7 +364,9 @@ class RLConfig(Config):
             raise ConfigError("key 'curriculum.mode': refill builds each step's batch anew; it needs loss.num_iterations: 1")
         if mode == "generate":
             if not reward.startswith("synthetic_"):
-                raise ConfigError(f"key 'curriculum.mode': generate draws synthetic problems; the reward must be synthetic_*, got '{reward}'")
+                raise ConfigError(
+                    f"key 'curriculum.mode': generate draws synthetic problems; the reward must be synthetic_*, got '{reward}'"
+                )
             self.curriculum.generate.validate("curriculum.generate.")
             from midtrain.synth.generate import SynthConfig
 

@@ -451,12 +451,15 @@ class MidtrainGRPOTrainer(GRPOTrainer):
         # advantage is 0 on every token adds exactly 0 to that sum and to its gradient (min(r·0, clip(r)·0) = 0) but
         # costs a forward and a backward. Under dr_grpo with β = 0 (no KL term to keep it) midtrain forwards only the
         # K rows with Â ≠ 0 and multiplies TRL's loss by K/n, which restores the normaliser n·L_max: the same loss and
-        # gradient (tests/train/test_rl.py compares them). It also counts the trained tokens over ranks.
+        # gradient (tests/train/test_rl_invariance.py compares them). Every rank forwards the same K, the most any rank
+        # needs, topped up with Â = 0 rows: after the loss TRL gathers per-row clip statistics over ranks, and a gather
+        # of unequal lengths aborts a gloo run (NCCL does not check sizes). It also counts the trained tokens over ranks.
         n = inputs["completion_ids"].size(0)
         scale = 1.0
         # (grpo, and so gspo, averages per-sequence losses over the n rows: the same K/n rescaling is exact there too)
         if self.extras.skip_zero_advantage and self.loss_type in ("dr_grpo", "grpo") and self.beta == 0.0:
-            keep = informative_rows(inputs["advantages"])
+            (most,) = self._global_max(float(informative_rows(inputs["advantages"]).numel()))
+            keep = informative_rows(inputs["advantages"], min_rows=int(most))
             if keep.numel() < n:
                 inputs = {k: v.index_select(0, keep) if torch.is_tensor(v) and v.dim() and v.size(0) == n else v for k, v in inputs.items()}
                 scale = keep.numel() / n
