@@ -489,6 +489,7 @@ CROSS_CUTTING = {
     "test_validation.py": "parse-time rules of every stage's config, through the CLI",
     "hostile/": "bad input to every verb through the CLI: one file per stage family, with shared rules",
     "synth/test_cli.py": "the synth verbs (generate, verify, stats) together through midtrain.cli",
+    "test_readme.py": "the README's walk-through, run as written with its budgets scaled down",
     "llm/test_real_server.py": "a real `transformers serve` as an experiment's service, with augment and judge through it",
     "llm/test_redaction.py": "credentials never stored: config redaction, backend errors, verdicts and run metadata together",
 }

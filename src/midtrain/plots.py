@@ -105,7 +105,9 @@ def plot_acc_vs_op(panels: dict[str, dict[str, dict[str, Any]]], ranges: dict[st
     pts: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {}
     for title, members in panels.items():
         for member, by_op in members.items():
-            ops = sorted((int(o), g) for o, g in by_op.items() if str(o).lstrip("-").isdigit() and isinstance(g, dict))
+            ops = sorted(
+                ((int(o), g) for o, g in by_op.items() if str(o).lstrip("-").isdigit() and isinstance(g, dict)), key=lambda t: t[0]
+            )
             if ops:
                 pts.setdefault(title, {})[member] = ops
     if not pts:
@@ -117,14 +119,14 @@ def plot_acc_vs_op(panels: dict[str, dict[str, dict[str, Any]]], ranges: dict[st
     rows, cols = grid(len(pts))
     fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.1 * rows + 0.5), sharex=True, sharey=True, squeeze=False)
     names = list(dict.fromkeys(m for members in pts.values() for m in members))
-    for ax, (title, members) in zip(axes.flat, pts.items()):
+    for ax, (title, lines) in zip(axes.flat, pts.items()):
         for rname, (lo, hi) in ranges.items():
             ax.axvspan(lo - 0.5, hi + 0.5, color=RANGE_COLORS.get(rname, "#999999"), alpha=0.12, lw=0)
-        for member, ops in members.items():
+        for member, points in lines.items():
             color = f"C{names.index(member) % 10}" if len(names) > 1 else "C0"
-            x = [o for o, _ in ops]
-            ax.plot(x, [as_number((g.get("verified_pass_at_k") or {}).get("1")) for _, g in ops], marker="o", ms=3, color=color)
-            ax.plot(x, [as_number(g.get("outcome_acc")) for _, g in ops], ls="--", color=color, alpha=0.7)
+            x = [o for o, _ in points]
+            ax.plot(x, [as_number((g.get("verified_pass_at_k") or {}).get("1")) for _, g in points], marker="o", ms=3, color=color)
+            ax.plot(x, [as_number(g.get("outcome_acc")) for _, g in points], ls="--", color=color, alpha=0.7)
         ax.set_title(title, fontsize=8)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
@@ -154,6 +156,7 @@ RL_CURVES = (
     ("reward_mean", "reward (mean)"),
     ("probe_verified", "probe: verified accuracy"),
     ("probe_hacking", "probe: hacking rate"),
+    ("zero_var_frac", "zero-variance groups (share)"),
     ("completion_len", "completion tokens"),
 )
 LM_CURVES = (("loss", "training loss"),)
@@ -170,8 +173,8 @@ def plot_curves(
     if not present:
         return None
     plt = pyplot()
-    rows, cols = grid(len(present), 2)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.6 * rows), squeeze=False)
+    rows, cols = grid(len(present), 3)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows), squeeze=False)
     for ax, (key, label) in zip(axes.flat, present):
         for i, (group, members) in enumerate(runs.items()):
             for j, rs in enumerate(members.values()):

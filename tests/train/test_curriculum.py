@@ -152,3 +152,18 @@ def test_generate_mode_state_keeps_the_problems_in_play():
     fresh.load_state_dict(state)
     assert fresh.rows == cur.rows
     assert fresh.draw(4, 1, 0, set()) == cur.draw(4, 1, 0, set())
+
+
+def test_a_prompt_not_served_keeps_its_estimate():
+    """Regression: decaying every prompt every step pulled unrevisited never-solved prompts back to p̂ = 1/2, the
+    most informative-looking value, so they crowded out the edge."""
+    cur = Curriculum(CurriculumSettings(decay=0.5, seed=0), pool(4))
+    a, b = cur.draw(2, 0, 0, set())
+    cur.update([(a, 0, 8), (b, 4, 8)], 0)
+    before = cur.prompts[a].rate()
+    for step in range(1, 6):
+        cur.update([(b, 4, 8)], step)
+    assert cur.prompts[a].rate() == pytest.approx(before) == pytest.approx(0.1)
+    assert cur.weight(cur.prompts[a], 6, any_wait=False) < cur.weight(cur.prompts[b], 6, any_wait=False)
+    cur.update([(a, 8, 8)], 6)  # new evidence: the old counts decay, the new ones count fully
+    assert cur.prompts[a].n == pytest.approx(8 * 0.5 + 8) and cur.prompts[a].s == pytest.approx(8)

@@ -39,7 +39,8 @@ def plot_weight_heatmap(result: dict[str, Any] | str | Path, path: str | Path) -
     grid = [[(cells[r].get(c) or {}).get("fraction_changed") for c in cols] for r in rows]
     values = [[float("nan") if v is None else v for v in row] for row in grid]
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.4 * len(cols) + 2.5, 0.28 * len(rows) + 1.8))
+    # about 5 inches for the usual 4 module types: two heatmaps fit side by side in the report at 1280 px
+    fig, ax = plt.subplots(figsize=(0.9 * len(cols) + 1.8, 0.26 * len(rows) + 1.5))
     im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks(range(len(rows)), rows, fontsize=7 if len(rows) > 24 else 9)
@@ -98,15 +99,21 @@ def plot_cka(result: dict[str, Any] | str | Path, path: str | Path, title: str =
     if not curves:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    values = [number_or_nan(v) for ys in curves.values() for v in ys]
     for name, ys in curves.items():
         ax.plot(range(len(ys)), [number_or_nan(v) for v in ys], "o-", markersize=3, label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)  # CKA near 1 reads as itself, not as 1e-11 + 9.99e-1
+    finite = [v for v in values if v == v]
+    if finite and max(finite) - min(finite) < 0.01:  # a flat curve: show it flat at its level, not as noise
+        ax.set_ylim(max(finite) - 0.01, max(finite) + 0.002)
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("linear CKA")
     how = ", ".join(f"{data[k]} {k}" for k in ("pooling", "estimator") if data.get(k))
     ax.set_title(f"{title + ': ' if title else ''}CKA per layer" + (f" ({how})" if how else ""), fontsize=9)
-    ax.legend(fontsize=7)
+    if len(curves) > 1:  # one curve needs no legend
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return save_png(fig, path)
 

@@ -256,7 +256,8 @@ def report_sections(res: dict[str, Any], table: tuple[list[str], list[list[str]]
         for c in res["claims"]:  # one figure per claim: the compared arms with their standard errors
             fig = plot_claim(c, plots / f"claim_{c['id']}.png", verdict=f"holds: {verdict(c, quick=quick)}")
             if fig:
-                secs[0].blocks.append(Figure(fig, f"{c['claim']} (mean ± 1 s.e.; holds: {verdict(c, quick=quick)})"))
+                how = "each arm's mean ± 1 s.e.; Δ: the paired difference ± s.e. that the verdict reads"
+                secs[0].blocks.append(Figure(fig, f"{c['id']}: {how} (holds: {verdict(c, quick=quick)})"))
         img = plot_arms(res["arms"], plots / "demo_arms.png")
         if img:
             secs[1].blocks.append(Figure(img, "verified accuracy per arm and op range (mean ± std over seeds)"))
@@ -308,7 +309,7 @@ def plot_arms(arms: dict[str, Any], path: Path) -> Path | None:
     ax.set_xticks(range(len(names)), [arms[a]["label"].replace(" → ", "→\n") for a in names], fontsize=7)
     ax.set_ylabel("verified accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # off the bars
     ax.grid(axis="y", alpha=0.3)
     return save_png(fig, path)
 

@@ -7,8 +7,9 @@ a column with no value in any row is dropped; a column of counts or names with o
 several-row table, such as a single context, moves into the title as ``header: value``; a measurement that
 happens to be equal everywhere stays, being a finding); main tables are shown as given.
 
-HTML: PNGs are base64-embedded (one file to send around), figures wrap to the page width and tables wider than
-the page scroll inside their own box, so the page never scrolls sideways at a laptop's 1280 px. A ``banner``
+HTML: PNGs are base64-embedded (one file to send around) and shown at their size in inches (96 CSS px per inch,
+at most the page's width), figures wrap side by side, and tables wider than the page scroll inside their own
+box, so the page never scrolls sideways at a laptop's 1280 px. A ``banner``
 (a quick run's warning) heads both documents, is repeated at their end, prefixes the HTML title and stays in
 view on every screen and printed page.
 """
@@ -18,12 +19,18 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from midtrain.console import fmt_num
+from midtrain.plots import DPI
+
+SHORT_CELL = 16  # characters
+NUMBER = re.compile(r"[-+]?(\d[\d,]*)?(\.\d+)?(e[-+]?\d+)?%?")
+SCREEN_DPI = 96  # CSS pixels per inch: a figure is shown at its size in inches, as matplotlib drew it
 
 
 def cell(v: Any) -> str:
@@ -64,11 +71,18 @@ class Table:
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(cell(h))}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in row) + "</tr>" for row in self.rows)
+        body = "".join("<tr>" + "".join(_td(cell(c)) for c in row) + "</tr>" for row in self.rows)
         return (
             f"<p><b>{html.escape(self.title)}</b></p>"
             f"<div class='wide'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
         )
+
+
+def _td(text: str) -> str:
+    # numbers align right; a short cell (a number, a verdict like "needs --full") never wraps; long text wraps at
+    # word boundaries
+    kind = ("n " if NUMBER.fullmatch(text) else "") + ("s" if len(text) <= SHORT_CELL else "")
+    return f"<td class='{kind.strip()}'>{html.escape(text)}</td>" if kind else f"<td>{html.escape(text)}</td>"
 
 
 @dataclass
@@ -87,8 +101,8 @@ class Section:
 CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:.3em 0 1.2em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;"
-    "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
-    "td{overflow-wrap:anywhere}.wide{max-width:100%;overflow-x:auto}"
+    "text-align:left}th{background:#f3f3f3}td.n{text-align:right}"
+    "td{overflow-wrap:break-word}td.s{white-space:nowrap}.wide{max-width:100%;overflow-x:auto}"
     ".figs{display:flex;flex-wrap:wrap;gap:.5em 1.5em;align-items:flex-start}"
     "figure{margin:.5em 0;max-width:100%}img{max-width:100%;height:auto;border:1px solid #eee}"
     "figcaption{font-size:12px;color:#555;max-width:40em}"
@@ -101,12 +115,12 @@ CSS = (
 
 def _img(fig: Figure, out: Path) -> tuple[str, str]:
     rel = Path(fig.path).relative_to(out).as_posix()
-    data = base64.b64encode(Path(fig.path).read_bytes()).decode("ascii")
+    png = Path(fig.path).read_bytes()
+    width = int.from_bytes(png[16:20], "big") * SCREEN_DPI // DPI  # IHDR: the PNG's width in pixels
+    data = base64.b64encode(png).decode("ascii")
     alt = html.escape(fig.caption)
-    return (
-        f"![{fig.caption}]({rel})\n",
-        f"<figure><img alt='{alt}' src='data:image/png;base64,{data}'><figcaption>{alt}</figcaption></figure>",
-    )
+    img = f"<img alt='{alt}' width='{width}' src='data:image/png;base64,{data}'>"
+    return f"![{fig.caption}]({rel})\n", f"<figure>{img}<figcaption>{alt}</figcaption></figure>"
 
 
 def render_section(sec: Section, out: Path) -> tuple[list[str], list[str]]:

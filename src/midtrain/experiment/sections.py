@@ -7,8 +7,8 @@
   as lines), the op ranges shaded; per run a table per op range (verified pass@1 and pass@k, ProcessAcc, outcome
   accuracy, hacking rate) and, when a run holds several, per context and per mode;
 - training logs (``log.jsonl``): the RL runs' curves on shared axes (reward, and where the log holds them the
-  probe's verified accuracy and hacking rate per step, completion length), the LM runs' loss; a table of first
-  and last values;
+  probe's verified accuracy and hacking rate per step, zero-variance groups, completion length), the LM runs'
+  loss; a table of first and last values;
 - checkpoint analysis (``weights.json`` / ``cka.json``): fraction changed and per-layer CKA tables, with their
   PNGs (copied, or drawn by :mod:`midtrain.analysis.plots` when missing).
 
@@ -38,9 +38,9 @@ def safe(name: str) -> str:
 
 
 def group_of(label: str) -> tuple[str, str]:
-    """(group, member) of a run label: ``seed-0/eval_c`` → (``eval_c``, ``seed-0``); ``eval_c`` → (``eval_c``, ``eval_c``)."""
+    """(group, member) of a run label: ``seed-0/eval_c`` → (``eval_c``, ``seed-0``); ``eval_c`` → (``eval_c``, ``""``)."""
     parent, _, name = label.rpartition("/")
-    return name, parent or name
+    return name, parent
 
 
 def grouped(items: list[tuple[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -167,8 +167,8 @@ def training_sections(logs: list[tuple[str, list[dict[str, Any]]]], plots: Path)
             RL_CURVES,
             "train_rl_curves.png",
             "RL runs",
-            "RL runs per step: reward (mean over completions), the probe's "
-            "verified accuracy and hacking rate where the log holds them, completion length",
+            "RL runs per step: reward (mean over completions), the probe's verified accuracy and hacking "
+            "rate where the log holds them, share of zero-variance groups, completion length",
         ),
         (False, LM_CURVES, "train_loss.png", "pretraining and SFT runs", "pretraining and SFT runs: training loss per logged step"),
     ):

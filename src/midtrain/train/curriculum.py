@@ -12,7 +12,8 @@ lives in every checkpoint, so a killed run resumes to the same prompts.
 Algorithm (all state on every rank, identical, updated from the gathered results of all ranks):
 
 1. **Estimate.** Prompt i keeps decayed counts (s_i, n_i) of verified successes over rollouts: after a group of G
-   with k successes, s_i ← λ·s_i + k, n_i ← λ·n_i + G, and p̂_i = (s_i + 1)/(n_i + 2) (a Beta(1, 1) prior). With a
+   with k successes, s_i ← λ·s_i + k, n_i ← λ·n_i + G, and p̂_i = (s_i + 1)/(n_i + 2) (a Beta(1, 1) prior); a
+   prompt not served keeps its estimate (its last measurement is still the best one). With a
    binary success, a group of G is informative with probability P_inf(p) = 1 − p^G − (1 − p)^G.
 2. **Draw.** A round asks for m groups. ``revisit_share`` of them come from prompts already seen, drawn without
    replacement with weights P_inf(p̂_i) (Gumbel top-k on a generator seeded by (seed, step, round), so the same
@@ -224,16 +225,18 @@ class Curriculum:
         """Fold one step's groups in: (key, successes, rollouts) per group, from every rank (successes may be fractional
         for a reward in [0, 1] that is not pass/fail)."""
         s = self.settings
-        for st in self.prompts.values():  # the policy moved: older evidence counts less
-            st.s *= s.decay
-            st.n *= s.decay
+        # The policy moved: older evidence counts less. A prompt's own evidence decays when new evidence arrives,
+        # never in between: decaying every prompt every step would pull the estimates of prompts not revisited back
+        # to the prior (p̂ → 1/2, the most informative-looking value), and stale never-solved prompts would crowd
+        # out the edge (measured: zero-variance groups stayed at 0.64-0.75 of generated ones). An op count is
+        # measured at every step, so its evidence decays per step and an op left alone is re-measured.
         for counts in self.op_counts.values():
             counts[0] *= s.decay
             counts[1] *= s.decay
         for key, k, g in results:
             st = self.prompts.setdefault(key, PromptState())
-            st.s += k
-            st.n += g
+            st.s = st.s * s.decay + k
+            st.n = st.n * s.decay + g
             st.solved_streak = st.solved_streak + 1 if k == g else 0
             st.unsolved_streak = st.unsolved_streak + 1 if k == 0 else 0
             if st.solved_streak >= s.retire_after:

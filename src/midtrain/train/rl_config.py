@@ -211,7 +211,12 @@ class CurriculumConfig(Config):
     defer_after: int = param(2, "Defer a prompt after this many consecutive groups solved by none...", ge=1)
     defer_steps: int = param(10, "...for this many steps, doubling at each deferral; then it returns with a lower weight.", ge=1)
     deferred_weight: float = param(0.25, "Draw weight of a deferred prompt once its wait is over, relative to the others.", gt=0, le=1)
-    decay: float = param(0.5, "Per-step decay of the pass-rate evidence: the policy moves, older rollouts count less.", gt=0, le=1)
+    decay: float = param(
+        0.5,
+        "Decay of a prompt's pass-rate evidence when new rollouts of it arrive (and of each op count's, per step): the policy moves, older rollouts count less.",
+        gt=0,
+        le=1,
+    )
     generate: GenerateConfig = param(GenerateConfig(), "mode generate: where and how fresh problems are drawn.")
 
 
