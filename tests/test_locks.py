@@ -341,7 +341,8 @@ def test_synth_generate_after_a_killed_generate_leaves_no_orphan(tmp_path, capsy
     proc = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(out)], env=ENV)
     assert proc.returncode == -9 and out.read_text() == "old\n"
     assert len(list(tmp_path.glob(".p.jsonl.*.tmp"))) == 1  # the orphan of the killed writer
-    assert _cli(["synth", "generate", "--n", 3, "--out", out], capsys)[0] == 0
+    assert _cli(["synth", "generate", "--n", 3, "--out", out], capsys)[0] == 2  # "old" is no problem file of this config
+    assert _cli(["synth", "generate", "--n", 3, "--out", out, "--overwrite"], capsys)[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"] and len(out.read_text().splitlines()) == 3
 
 

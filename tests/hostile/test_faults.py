@@ -279,7 +279,8 @@ def test_kill_during_atomic_write_leaves_old_or_new_and_no_orphan(env: Env, caps
     n = GEN_N
     for attempt in range(3):
         log = env.tmp.parent / f"writer-{attempt}.log"
-        a = spawn(["synth", "generate", "--ops", "2-8", "--n", str(n), "--seed", "2", "--out", str(out)], log)
+        # --overwrite: the file holds another config's problems, which synth generate refuses to replace otherwise
+        a = spawn(["synth", "generate", "--ops", "2-8", "--n", str(n), "--seed", "2", "--out", str(out), "--overwrite"], log)
         try:
             caught = wait_for(lambda a=a: a.poll() is not None or any(p.name.endswith(".tmp") for p in env.tmp.iterdir()), 60, step=0.001)
             assert caught
@@ -296,7 +297,7 @@ def test_kill_during_atomic_write_leaves_old_or_new_and_no_orphan(env: Env, caps
     if now != old:  # the new file may have landed just before the kill: then it must be whole
         lines = now.decode().splitlines()
         assert len(lines) == n and all(json.loads(x) for x in lines), "a torn output file after kill -9"
-    rerun = run_cli(["synth", "generate", "--ops", "2-3", "--n", "4", "--seed", "3", "--out", str(out)], capsys)
+    rerun = run_cli(["synth", "generate", "--ops", "2-3", "--n", "4", "--seed", "3", "--out", str(out), "--overwrite"], capsys)
     assert rerun.code == 0, rerun.err
     assert not leftovers(env.tmp), f"orphan temporary files after the next run: {leftovers(env.tmp)}"
 

@@ -30,6 +30,7 @@ def test_informative_probability_by_hand():
 def test_beta_mean_is_the_posterior_mean():
     assert beta_mean(0, 0) == 0.5
     assert beta_mean(3, 8) == pytest.approx(0.4)
+    assert beta_mean(0, 8, prior_mean=0.1) == pytest.approx(0.2 / 10)  # the prior is worth two trials at its mean
 
 
 def test_gumbel_top_k_never_draws_zero_weights_and_follows_weights():
@@ -52,14 +53,16 @@ def test_first_draw_is_fresh_and_unique_then_revisits_the_informative():
     state = json.loads(json.dumps(cur.state_dict()))
     second = cur.draw(8, step=1, round_=0, exclude=set())
     assert len([k for k in second if k in first]) == 4  # revisit_share 0.5
-    # the informative prompts (p̂ = 0.5, P_inf 0.99) outweigh the unsolved ones (p̂ = 0.1, P_inf 0.57): top-2 of
-    # 4 + 4 by Gumbel keys picks an informative one first with probability 3.97 / (3.97 + 2.28) ≈ 0.64
+    # the empirical-Bayes prior is the pool's rate so far, m = (16 + 1) / (64 + 2); a never-solved prompt is then
+    # p̂ = 2m / 10 ≈ 0.05 (P_inf 0.35), a half-solved one ≈ 0.45 (P_inf 0.99): the informative ones dominate
+    assert cur.prior_mean() == pytest.approx(17 / 66)
+    assert cur.rate_of(cur.prompts[first[5]]) == pytest.approx(2 * 17 / 66 / 10)
     hits = 0
     for step in range(2, 400):
         c2 = Curriculum(CurriculumSettings(group_size=8, revisit_share=0.5, seed=step), pool(40))
         c2.load_state_dict(state)
         hits += sum(k in first[:4] for k in c2.draw(4, step, 0, set()) if k in first)
-    assert 0.55 < hits / (398 * 2) < 0.8
+    assert 0.65 < hits / (398 * 2) < 0.9
 
 
 def test_retire_after_consecutive_solved_groups_and_never_serve_again():
@@ -84,7 +87,7 @@ def test_defer_waits_then_returns_with_lower_priority():
         drawn = cur.draw(2, step, 0, set())
         assert a not in drawn and b in drawn  # a waits; a fresh prompt fills its place
         cur.update([(k, 4, 8) for k in drawn if k != b], step)
-    assert cur.weight(cur.prompts[a], 5, any_wait=False) == pytest.approx(0.25 * informative_probability(cur.prompts[a].rate(), 8))
+    assert cur.weight(cur.prompts[a], 5, any_wait=False) == pytest.approx(0.25 * informative_probability(cur.rate_of(cur.prompts[a]), 8))
     cur.update([(a, 0, 8)], 5)
     assert cur.prompts[a].wait_until == 5 + 10  # the wait doubles
 
@@ -160,10 +163,10 @@ def test_a_prompt_not_served_keeps_its_estimate():
     cur = Curriculum(CurriculumSettings(decay=0.5, seed=0), pool(4))
     a, b = cur.draw(2, 0, 0, set())
     cur.update([(a, 0, 8), (b, 4, 8)], 0)
-    before = cur.prompts[a].rate()
+    before = (cur.prompts[a].s, cur.prompts[a].n)
     for step in range(1, 6):
         cur.update([(b, 4, 8)], step)
-    assert cur.prompts[a].rate() == pytest.approx(before) == pytest.approx(0.1)
+    assert (cur.prompts[a].s, cur.prompts[a].n) == before == (0, 8)
     assert cur.weight(cur.prompts[a], 6, any_wait=False) < cur.weight(cur.prompts[b], 6, any_wait=False)
     cur.update([(a, 8, 8)], 6)  # new evidence: the old counts decay, the new ones count fully
     assert cur.prompts[a].n == pytest.approx(8 * 0.5 + 8) and cur.prompts[a].s == pytest.approx(8)

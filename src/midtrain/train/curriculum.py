@@ -12,8 +12,11 @@ lives in every checkpoint, so a killed run resumes to the same prompts.
 Algorithm (all state on every rank, identical, updated from the gathered results of all ranks):
 
 1. **Estimate.** Prompt i keeps decayed counts (s_i, n_i) of verified successes over rollouts: after a group of G
-   with k successes, s_i ← λ·s_i + k, n_i ← λ·n_i + G, and p̂_i = (s_i + 1)/(n_i + 2) (a Beta(1, 1) prior); a
-   prompt not served keeps its estimate (its last measurement is still the best one). With a
+   with k successes, s_i ← λ·s_i + k, n_i ← λ·n_i + G; a prompt not served keeps its estimate (its last
+   measurement is still the best one). p̂_i = (s_i + 2·m)/(n_i + 2): the prior is worth two rollouts and centred
+   on m, the pass rate of every group the run has scored (decayed per step), not on 1/2 — an empirical-Bayes
+   prior: on an edge pool that the policy solves 8% of the time, one group with no success must not look like a
+   coin flip. With a binary success, a group of G is informative with probability P_inf(p) = 1 − p^G − (1 − p)^G. With a
    binary success, a group of G is informative with probability P_inf(p) = 1 − p^G − (1 − p)^G.
 2. **Draw.** A round asks for m groups. ``revisit_share`` of them come from prompts already seen, drawn without
    replacement with weights P_inf(p̂_i) (Gumbel top-k on a generator seeded by (seed, step, round), so the same
@@ -50,9 +53,10 @@ def informative_probability(p: float, G: int) -> float:
     return max(0.0, 1.0 - p**G - (1.0 - p) ** G)
 
 
-def beta_mean(successes: float, trials: float) -> float:
-    """Posterior mean of a Beta(1, 1) prior after ``successes`` of ``trials`` (decayed counts)."""
-    return (successes + 1.0) / (trials + 2.0)
+def beta_mean(successes: float, trials: float, prior_mean: float = 0.5, strength: float = 2.0) -> float:
+    """Posterior mean after ``successes`` of ``trials`` (decayed counts) under a Beta prior of mean ``prior_mean``
+    worth ``strength`` trials (Beta(1, 1) by default)."""
+    return (successes + strength * prior_mean) / (trials + strength)
 
 
 def gumbel_top_k(weights: Sequence[float], k: int, rng: random.Random) -> list[int]:
@@ -78,9 +82,6 @@ class PromptState:
     deferred: int = 0  # times deferred
     wait_until: int = -1  # deferred until this step (exclusive)
     retired: bool = False
-
-    def rate(self) -> float:
-        return beta_mean(self.s, self.n)
 
     def to_list(self) -> list[Any]:
         return [self.s, self.n, self.served, self.solved_streak, self.unsolved_streak, self.deferred, self.wait_until, self.retired]
@@ -126,6 +127,7 @@ class Curriculum:
     order: list[str] = field(default_factory=list)  # pool mode: fresh prompts in a seeded order
     cursor: int = 0  # next fresh position in ``order``
     generated: int = 0  # generate mode: generator calls so far (the generator's seed offset)
+    pool_counts: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [decayed successes, trials] of all groups
     op_of: dict[str, int] = field(default_factory=dict)  # generate mode: each generated problem's op count
     stats: dict[str, float] = field(default_factory=dict)  # running totals for the log
 
@@ -156,10 +158,18 @@ class Curriculum:
             self.prompts.setdefault(key, PromptState()).served += 1
         return picked
 
+    def prior_mean(self) -> float:
+        """m: the pass rate of every group scored so far (Beta(1, 1) over the decayed pool counts)."""
+        return beta_mean(*self.pool_counts)
+
+    def rate_of(self, st: PromptState) -> float:
+        """p̂ of one prompt: its own decayed evidence under the empirical-Bayes prior (module docstring)."""
+        return beta_mean(st.s, st.n, self.prior_mean())
+
     def weight(self, st: PromptState, step: int, any_wait: bool) -> float:
         if st.retired or st.served >= self.settings.max_reuse:
             return 0.0
-        w = informative_probability(st.rate(), self.settings.group_size)
+        w = informative_probability(self.rate_of(st), self.settings.group_size)
         if st.deferred:
             if step < st.wait_until and not any_wait:
                 return 0.0
@@ -230,10 +240,12 @@ class Curriculum:
         # to the prior (p̂ → 1/2, the most informative-looking value), and stale never-solved prompts would crowd
         # out the edge (measured: zero-variance groups stayed at 0.64-0.75 of generated ones). An op count is
         # measured at every step, so its evidence decays per step and an op left alone is re-measured.
-        for counts in self.op_counts.values():
+        for counts in [*self.op_counts.values(), self.pool_counts]:
             counts[0] *= s.decay
             counts[1] *= s.decay
         for key, k, g in results:
+            self.pool_counts[0] += k
+            self.pool_counts[1] += g
             st = self.prompts.setdefault(key, PromptState())
             st.s = st.s * s.decay + k
             st.n = st.n * s.decay + g
@@ -273,6 +285,7 @@ class Curriculum:
             "stats": self.stats,
             "rows": self.rows if self.generating else None,  # the generated problems still in play
             "op_of": self.op_of,
+            "pool_counts": self.pool_counts,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -280,6 +293,7 @@ class Curriculum:
         self.op_counts = {int(op): [float(c[0]), float(c[1])] for op, c in state["op_counts"].items()}
         self.cursor = int(state["cursor"])
         self.generated = int(state["generated"])
+        self.pool_counts = [float(c) for c in state.get("pool_counts", [0.0, 0.0])]
         self.stats = {k: float(v) for k, v in state["stats"].items()}
         if self.generating:
             self.rows = dict(state["rows"] or {})
@@ -292,7 +306,8 @@ class Curriculum:
             "prompts_seen": float(len(seen)),
             "prompts_retired": float(sum(st.retired for st in seen)),
             "prompts_generated": self.stats.get("generated", 0.0),
-            "seen_pass_rate": sum(st.rate() for st in seen) / len(seen) if seen else 0.0,
+            "seen_pass_rate": sum(self.rate_of(st) for st in seen) / len(seen) if seen else 0.0,
+            "pool_pass_rate": self.prior_mean(),
         }
 
 
