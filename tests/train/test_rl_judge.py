@@ -173,7 +173,8 @@ def test_a_judge_down_for_one_rank_stops_both_ranks_or_is_masked(nano_model, tmp
         completed = launch(tmp_path / "go", 1.0, srv.url, dead)
     errors = [line for line in stopped.stderr.splitlines() if line.startswith("error: ")]
     assert stopped.returncode != 0 and len(errors) == 2, stopped.stderr[-3000:]  # one line per rank, each exiting itself:
-    assert "Signal " not in stopped.stderr, stopped.stderr[-3000:]  # no rank was killed (or aborted) by the launcher
+    # (torchrun's agent may SIGTERM a rank that is already on its way out once the first one exits with code 2: the
+    # two error lines above show that each rank decided to stop by itself, which is what a hang would lack)
     assert all("rl: the judge failed on 4 of 8 samples of this step" in e and "max_error_frac=0.5" in e for e in errors), errors
     assert sorted("(connection refused ×4)" in e for e in errors) == [False, True]  # rank 1 names the kind it saw...
     assert any("(on other ranks)" in e for e in errors)  # ...rank 0, whose calls all succeeded, says where they failed
