@@ -3,8 +3,9 @@
     python bench/gpu_table.py runs/gpu_check
 
 Reads ``env.txt``, ``<part>.status.json`` (exit code and seconds of each part), ``pretrain.json`` (written by
-``bench/bench_train.py --json``), the ``log.jsonl`` of the sft and rl runs, and ``demo/summary.json``. A part that
-failed or timed out shows its exit code instead of numbers.
+``bench/bench_train.py --json``), the ``log.jsonl`` of the sft and rl runs, ``demo/summary.json`` and
+``demo-full/summary.json``. A part that failed or timed out shows its exit code instead of numbers; a part left out
+(``GPU_CHECK_PARTS``) reads "not run".
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+DEMO_FULL_BUDGET_S = 600  # issue 31: `midtrain demo --full` in ≤ 10 minutes on one GPU (gpu_check.sh's DEMO_FULL_BUDGET)
 
 
 def _json(path: Path) -> Any:
@@ -70,6 +73,10 @@ def rows(out: Path) -> list[tuple[str, str, str]]:
     demo = _json(out / "demo" / "summary.json")
     st = _json(out / "demo.status.json")
     table.append(("midtrain demo (defaults)", f"wall {st['seconds']} s" if demo and st else "-", _status(out, "demo")))
+    full = _json(out / "demo-full" / "summary.json")
+    st = _json(out / "demo-full.status.json")
+    full_text = f"wall {st['seconds']} s ({'within' if st['seconds'] <= DEMO_FULL_BUDGET_S else 'OVER'} budget)" if full and st else "-"
+    table.append((f"midtrain demo --full (budget {DEMO_FULL_BUDGET_S} s)", full_text, _status(out, "demo-full")))
     return table
 
 

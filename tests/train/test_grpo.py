@@ -1,4 +1,5 @@
-"""Dr. GRPO pure functions against hand computations; gradient-accumulation invariance; TRL's loss equals ours."""
+"""Dr. GRPO pure functions against hand computations; gradient-accumulation invariance; TRL's loss equals ours; the
+RMT dual objective (loss.suffix_nll_weight): its pure NLL by hand, and the trainer's gradient = RL + w · NLL by hand."""
 
 import math
 
@@ -14,6 +15,7 @@ from midtrain.train.grpo import (
     informative_rows,
     rl_flops,
     rloo_advantages,
+    suffix_nll,
     token_logprobs,
     zero_variance_fraction,
 )
@@ -211,3 +213,71 @@ def test_gspo_loss_hand_computed():
     gspo_loss(lp, lp.detach(), adv, mask).backward()
     lengths = mask.sum(1, keepdim=True)
     assert torch.allclose(lp.grad, -(adv[:, None] * mask) / (2 * lengths))
+
+
+# -- RMT dual objective (loss.suffix_nll_weight) ------------------------------------------------------------------
+def test_suffix_nll_by_hand():
+    # Row 0: two suffix tokens with p = 1/2 and 1/4 → mean NLL (ln 2 + ln 4)/2; row 1: only its last token, p = 3/4.
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.25, 0.25, 0.5]], [[0.1, 0.1, 0.8], [0.75, 0.125, 0.125]]]))  # [2, 2, 3]
+    targets, mask = torch.tensor([[0, 1], [2, 0]]), torch.tensor([[1, 1], [0, 1]])
+    row0, row1 = (math.log(2) + math.log(4)) / 2, -math.log(0.75)
+    assert suffix_nll(logits, targets, mask).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)  # rows weigh the same
+    assert suffix_nll(logits, targets, torch.zeros(2, 2)).item() == 0.0
+    lg = logits.clone().requires_grad_(True)  # the gradient of a row's mean NLL: (softmax − onehot)/|s| per token
+    suffix_nll(lg, targets, mask).backward()
+    want = (torch.softmax(logits, -1) - torch.nn.functional.one_hot(targets, 3)) * mask.unsqueeze(-1) / mask.sum(1).view(2, 1, 1) / 2
+    assert torch.allclose(lg.grad, want, atol=1e-6)
+
+
+# Suffix tasks with G = 2: completions that close their thought (then a continuation) and ones that never do; the
+# references are each group's answer. Rewards (exact_match): [1, 0], [0, 0], [0, 0], [0, 1].
+SUFFIX_GROUPS = [
+    ("a=1.?a<think>", "3", ["1</think>3", "2</think>4"]),
+    ("c=2.?c<think>", "22", ["5 5", "1 2 4"]),
+    ("d=2.?d<think>", "4", ["</think>9", "7</think>"]),
+    ("f=3.?f<think>", "5 1", ["9</think>3", "4</think>5 1"]),
+]
+
+
+def _hand_nll(model, tok, batch, refs, close) -> torch.Tensor:
+    """Mean over rows of each true suffix's mean NLL after its prompt and its own thought, one unpadded row at a time."""
+    drop = {tok.eos_token_id, tok.pad_token_id}
+    total = torch.zeros(())
+    for i, ref in enumerate(refs):
+        prompt = batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist()
+        comp = batch["completion_ids"][i][batch["completion_mask"][i].bool()].tolist()
+        thought = comp[: comp.index(close) + 1] if close in comp else [t for t in comp if t not in drop] + [close]
+        ids = prompt + thought + ref
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)  # [T, V]
+        start = len(prompt) + len(thought) - 1  # position predicting ref[0]
+        total = total - sum(logp[start + j, t] for j, t in enumerate(ref)) / len(ref)
+    return total / len(refs)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_trainer_gradient_is_the_rl_gradient_plus_w_times_the_suffix_nll_gradient(make_rl_trainer):
+    from rl_support import assert_same, loss_grads, scripted_batch, take_rows
+
+    from midtrain.train.info_gain import close_token_id
+    from midtrain.train.rl_config import LossConfig, RolloutConfig
+
+    w = 0.7
+    roll = RolloutConfig(num_generations=2, max_completion_length=6)
+    trainer, tok = make_rl_trainer("exact_match", task="suffix", rollout=roll, loss=LossConfig(suffix_nll_weight=w))
+    close = close_token_id(tok)
+    trainer.extras.suffix_nll_weight, trainer.extras.close_id = w, close
+    batch, scored = scripted_batch(trainer, tok, SUFFIX_GROUPS)
+    assert scored.rewards[:, 0].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]  # two zero-variance groups
+    refs = [tok(a, add_special_tokens=False)["input_ids"] for _, a, texts in SUFFIX_GROUPS for _ in texts]
+    assert batch["suffix_mask"].sum(1).tolist() == [len(r) for r in refs]  # the true suffixes travel with their rows
+
+    both = loss_grads(trainer, [batch])  # skip_zero_advantage on: the RL loss forwards 4 rows, the NLL all 8
+    halves = loss_grads(trainer, [take_rows(batch, [0, 3, 4, 7]), take_rows(batch, [1, 2, 5, 6])])  # 2 × 4 accumulation
+    trainer.extras.suffix_nll_weight = 0.0
+    rl_only = loss_grads(trainer, [batch])
+    trainer.model.zero_grad(set_to_none=True)
+    _hand_nll(trainer.model, tok, batch, refs, close).backward()
+    nll = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in trainer.model.parameters()]
+    assert_same(both, [g + w * h for g, h in zip(rl_only, nll)], rel=1e-4)
+    assert_same(halves, both, rel=1e-4)
+    assert max(float(h.abs().max()) for h in nll) > 1e-6 and max(float(g.abs().max()) for g in rl_only) > 1e-6

@@ -1,5 +1,7 @@
-"""``midtrain rl --task suffix --reward info_gain`` (RLP): the pure math on hand values, and short runs on the nano
-model (weights move, only the thought is trained, the EMA moves and survives a resume)."""
+"""``midtrain rl --task suffix --reward info_gain`` (RLP) and ``ref_prob`` (RLPR): the pure math on hand values, the
+reward against a manual forward, the EMA baseline cancelling from the advantages and the gradient through the real
+trainer (``loss.nothink_baseline``), and short runs on the nano model (weights move, only the thought is trained,
+the EMA moves and survives a resume; no EMA without the baseline; ref_prob with the RMT loss logged)."""
 
 from __future__ import annotations
 
@@ -221,3 +223,159 @@ def test_info_gain_ema_is_restored_on_resume(nano_model, tmp_path, monkeypatch, 
     whole3 = load_file(str(whole / "checkpoints" / "checkpoint-3" / ig.EMA_FILE))
     assert all(torch.allclose(ema3[k], whole3[k], atol=1e-6) for k in whole3)  # ... and continues as it did
     assert not torch.equal(ema3["model.embed_tokens.weight"], at2["model.embed_tokens.weight"])
+
+
+# -- RLPR's reference probability (reward ref_prob) --------------------------------------------------------------
+def test_reference_probability_on_hand_values():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.25, 0.25, 0.5]], [[0.1, 0.1, 0.8], [0.75, 0.125, 0.125]]]))  # [2, 2, 3]
+    targets, mask = torch.tensor([[0, 1], [2, 0]]), torch.tensor([[1, 1], [0, 1]])
+    got = ig.reference_probability(logits, targets, mask)
+    assert torch.allclose(got, torch.tensor([(0.5 + 0.25) / 2, 0.75]), atol=1e-6)  # probabilities averaged ...
+    assert got[0].item() > math.exp(ig.masked_mean_logprob(logits, targets, mask)[0].item()) + 0.02  # ... not log-probs (0.354)
+    assert ig.reference_probability(logits, targets, torch.zeros(2, 2)).tolist() == [0.0, 0.0]
+
+
+def test_ref_prob_reward_is_the_pure_function_on_a_manual_forward(nano_model):
+    """RefProbReward on the nano model = reference_probability of one unpadded forward of prompt + thought + suffix."""
+    from midtrain.models.init import load_model
+    from midtrain.models.tokenizer import load_tokenizer
+
+    tok, model = load_tokenizer(nano_model), load_model(nano_model).eval()
+    close = ig.close_token_id(tok)
+    scorer = ig.RefProbReward(tok, close)
+    scorer.bind(model)
+    prompts = ["<question>a=1.?a</question><think>", "<question>b=22.c=b+1.?c</question><think>"]
+    thoughts = [tok("a=1", add_special_tokens=False)["input_ids"] + [close], tok("9", add_special_tokens=False)["input_ids"] + [close]]
+    completion_ids = [thoughts[0], thoughts[1][:-1] + [tok.eos_token_id]]  # the second stopped at EOS: closed for scoring
+    answer = ["<answer>1</answer>", "<answer>3</answer>"]
+    got = scorer(["", ""], answer, prompts, completion_ids)
+    for i in range(2):
+        ctx, ref = tok(prompts[i])["input_ids"] + thoughts[i], tok(answer[i], add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ctx + ref])).logits[:, len(ctx) - 1 : len(ctx) - 1 + len(ref)]  # [1, |ref|, V]
+        want = ig.reference_probability(logits, torch.tensor([ref]), torch.ones(1, len(ref))).item()
+        assert got[i] == pytest.approx(want, abs=1e-5)
+        assert 0.0 < got[i] < 1.0
+    stats = scorer.take_stats()
+    assert set(stats) == {"ref_prob", "logp_think", "n"} and stats["n"] == 2.0
+    assert stats["ref_prob"] == pytest.approx(sum(got), abs=1e-5) and stats["logp_think"] < 0
+    assert scorer.take_stats() == {"ref_prob": 0.0, "logp_think": 0.0, "n": 0.0}
+
+
+# -- the RLP baseline ablation (loss.nothink_baseline) -----------------------------------------------------------
+SWAP_GROUPS = [  # (prompt, true suffix, G = 4 thoughts)
+    ("<question>a=1.b=a+2.?b</question><think>", "<answer>3</answer>", ["a=1", "b=3", "", "1 2"]),
+    ("<question>c=4.?c</question><think>", "<answer>4</answer>", ["c", "4 4", "c=4.", "x"]),
+]
+
+
+def _scorer_trainer(nano_model: Path, tmp_path: Path, scorer: ig.SuffixScorer):
+    """A real MidtrainGRPOTrainer (G = 4, 8 completions per micro-batch, fp32) whose reward is ``scorer`` (not bound)."""
+    from datasets import Dataset
+
+    from midtrain.models.init import load_model
+    from midtrain.train.rewards import build_reward
+    from midtrain.train.rl_log import Counters
+
+    cfg = _cfg(nano_model, tmp_path / "unused.jsonl", tmp_path / "x", max_steps=1, save_every_steps=0)
+    extras = rl_trainer.RLExtras(counters=Counters(), reward=build_reward("info_gain", scorer=scorer), stop_ids=(scorer.close_id,))
+    trainer = rl_trainer.MidtrainGRPOTrainer(
+        extras,
+        model=load_model(nano_model),
+        args=rl_trainer.build_grpo_config(cfg, str(tmp_path / "ck")),
+        train_dataset=Dataset.from_list([{"prompt": "q<think>", "answer": "3", "nothink": "q"}] * 8),
+        processing_class=scorer.tok,
+    )
+    trainer.model.train()
+    return trainer
+
+
+def _scored_thoughts(trainer, tok, close: int):
+    """TRL's scored batch of SWAP_GROUPS through the trainer's own scoring, generation scripted to the thoughts."""
+    from rl_support import stale_logps
+
+    prompts = [p for p, _, ts in SWAP_GROUPS for _ in ts]
+    texts = [t for _, _, ts in SWAP_GROUPS for t in ts]
+    prompt_ids = [tok(p)["input_ids"] for p in prompts]
+    completion_ids = [tok(t, add_special_tokens=False)["input_ids"] + [close] for t in texts]  # each closed at </think>
+    trainer._generate = lambda batch: (prompt_ids, completion_ids, None, texts, None, {}, None, [])
+    rows = [{"prompt": p, "answer": a, "nothink": ig.nothink_prompt(p)} for p, a, ts in SWAP_GROUPS for _ in ts]
+    batch, scored = trainer._scored(rows)
+    assert not scored.failed.any()
+    batch["old_per_token_logps"] = stale_logps(trainer.model, batch)  # ratios off 1, so that clipping binds
+    return batch, scored.rewards[:, 0].view(len(SWAP_GROUPS), -1)  # [B, G]
+
+
+def test_the_ema_baseline_cancels_from_the_advantages_and_the_gradient(nano_model, tmp_path):
+    """NVlabs/RLP issue #3 through the real trainer: the no-think term is one constant per prompt, so the
+    group-centred advantages, and the gradient of the loss, are the same with the EMA baseline and without it."""
+    from rl_support import assert_same, loss_grads
+
+    from midtrain.models.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(nano_model)
+    close = ig.close_token_id(tok)
+    with_ema, without = ig.InfoGainReward(tok, close), ig.InfoGainReward(tok, close, baseline="none")
+    trainer = _scorer_trainer(nano_model, tmp_path, with_ema)
+    ema = ig.attach(trainer, with_ema, 0.5, None)
+    assert ema is not None and ig.attach(trainer, without, 0.5, None) is None  # none: no copy, the policy bound
+    assert without.policy is with_ema.policy and without.ema is None
+    with torch.no_grad():  # an EMA that has drifted from the policy, as after some steps
+        g = torch.Generator().manual_seed(0)
+        for p in ema.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+    batch_ema, r_ema = _scored_thoughts(trainer, tok, close)
+    trainer.extras.reward.fn = without  # the same trainer and completions, scored without the baseline
+    batch_none, r_none = _scored_thoughts(trainer, tok, close)
+    base = r_none - r_ema  # [B, G]: log p_EMA(s | x'), the same for every completion of a prompt
+    assert torch.allclose(base, base[:, :1].expand_as(base), atol=1e-5) and bool((base < -0.1).all())
+    assert (base[0, 0] - base[1, 0]).abs() > 1e-3  # (a different constant per prompt)
+    assert torch.allclose(batch_ema["advantages"], batch_none["advantages"], atol=1e-5)
+    assert batch_none["advantages"].abs().max() > 1e-3
+    # (to rounding: the rewards differ by ~5 in fp32, so the centred advantages differ by ~1e-7, ~1e-5 of their size)
+    assert_same(loss_grads(trainer, [batch_ema]), loss_grads(trainer, [batch_none]), rel=1e-4)
+
+
+def test_nothink_baseline_none_run_builds_no_ema(nano_model, tmp_path, monkeypatch):
+    built: list[object] = []
+    init = ig.EMAModel.__init__
+
+    def spy(self, policy, decay):
+        built.append(self)
+        init(self, policy, decay)
+
+    monkeypatch.setattr(ig.EMAModel, "__init__", spy)
+    out = tmp_path / "r"
+    res = run(_cfg(nano_model, _tasks(tmp_path / "t.jsonl"), out, loss=LossConfig(nothink_baseline="none"), max_steps=1))
+    assert res.metrics["steps"] == 1 and not built and not (out / "checkpoints" / "checkpoint-1" / ig.EMA_FILE).exists()
+    rec = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert "logp_nothink" not in rec and rec["info_gain"] == pytest.approx(rec["logp_think"]) and rec["logp_think"] < 0
+
+
+def test_ref_prob_run_with_the_rmt_loss(nano_model, tmp_path):
+    """reward ref_prob with loss.suffix_nll_weight: the log has the reward's terms and the NLL; rewards are in [0, 1]."""
+    out = tmp_path / "r"
+    cfg = _cfg(nano_model, _tasks(tmp_path / "t.jsonl"), out, reward="ref_prob", loss=LossConfig(suffix_nll_weight=0.5), max_steps=1)
+    res = run(cfg)
+    assert res.metrics["reward"] == "ref_prob" and res.metrics["reward_errors"] == 0
+    rec = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert 0.0 < rec["ref_prob"] < 1.0 and rec["reward_mean"] == pytest.approx(rec["ref_prob"], abs=1e-4)
+    assert rec["logp_think"] < 0 and rec["suffix_nll"] > 0 and "info_gain" not in rec
+    assert not (out / "checkpoints" / "checkpoint-1" / ig.EMA_FILE).exists()
+
+
+def test_new_keys_are_checked():
+    ok = dict(model="m", data=["d.jsonl"], out="o")
+    with pytest.raises(ConfigError, match=r"key 'loss\.suffix_nll_weight': .* needs task suffix"):
+        RLConfig.from_dict({**ok, "loss": {"suffix_nll_weight": 0.5}})
+    with pytest.raises(ConfigError, match=r"loss\.suffix_nll_weight"):
+        RLConfig.from_dict({**ok, "task": "suffix", "loss": {"suffix_nll_weight": -1}})
+    with pytest.raises(ConfigError, match=r"loss\.nothink_baseline"):
+        RLConfig.from_dict({**ok, "task": "suffix", "reward": "info_gain", "loss": {"nothink_baseline": "zero"}})
+    with pytest.raises(ConfigError, match=r"key 'vllm\.mode': reward ref_prob"):
+        RLConfig.from_dict({**ok, "task": "suffix", "reward": "ref_prob", "vllm": {"mode": "colocate"}})
+    with pytest.raises(ConfigError, match="key 'reward': task 'answer' cannot use reward 'ref_prob'"):
+        RLConfig.from_dict({**ok, "reward": "ref_prob"})
+    cfg = RLConfig.from_dict({**ok, "task": "suffix", "reward": "ref_prob", "loss": {"suffix_nll_weight": 0.5}})
+    assert cfg.loss.suffix_nll_weight == 0.5 and cfg.loss.nothink_baseline == "ema"

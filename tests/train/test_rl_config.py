@@ -51,7 +51,7 @@ def test_partial_sections_keep_the_defaults_and_the_help_lists_them():
     docs = RLConfig.field_docs()
     assert docs["judge.kind"][2] == "token_f1" and docs["rollout.num_generations"][2] == 8 and docs["loss.credit"][2] == "sequence"
     top = [k for k in RLConfig.__dataclass_fields__ if k != "RENAMED"]
-    assert len(top) <= 23 and {"prompts", "judge", "rollout", "vllm", "loss", "curriculum", "optim"} <= set(top)
+    assert len(top) <= 26 and {"prompts", "judge", "rollout", "vllm", "loss", "curriculum", "probe", "early_stop", "optim"} <= set(top)
 
 
 @pytest.mark.parametrize("old, new", sorted(RLConfig.RENAMED.items()))

@@ -72,3 +72,24 @@ def test_a_prompt_that_leaves_no_room_is_an_error_naming_the_budget(nano_model, 
     bad = _write(tmp_path / "b.jsonl", [{"prompt": "x", "answer": True}])
     with pytest.raises(DataError, match=r"b\.jsonl:1: 'answer' must be a non-empty string or number"):
         rl_tasks.load_tasks(_cfg(bad), tok, 1024)
+
+
+def test_step_tasks_get_their_columns_and_refuse_the_rewards_scored_after_a_thought():
+    from midtrain.errors import ConfigError
+    from midtrain.synth.generate import SynthConfig, generate_problems
+    from midtrain.synth.render import split_steps
+    from midtrain.synth.tasks import step_task
+
+    (p,) = generate_problems(SynthConfig(ops="5", n=1, render="compact", modulus=10, order="dependency", distractors=False, seed=2))
+    task = step_task(p, split_steps(p["solution"], "compact"), 1, 2)
+    ordinary = {"prompt": "p<think>", "reference": "r"}
+    row = rl_tasks.task_row(_cfg(Path("t.jsonl"), task="suffix", reward="exact_match"), task, "t.jsonl", "")
+    assert row["steps_k"] == 2 and row["answer"] == task["reference"] and row["prompt"] == task["prompt"]
+    assert rl_tasks.task_row(_cfg(Path("t.jsonl"), task="suffix"), ordinary, "t.jsonl", "")["steps_k"] == 0  # judge
+    row = rl_tasks.task_row(_cfg(Path("t.jsonl"), task="suffix", reward="synthetic_steps"), task, "t.jsonl", "")
+    assert json.loads(row["record"])["meta"]["j"] == 1 and "steps_k" not in row
+    with pytest.raises(DataError, match="t.jsonl:\\?: reward synthetic_steps needs step task records"):
+        rl_tasks.task_row(_cfg(Path("t.jsonl"), task="suffix", reward="synthetic_steps"), dict(p), "t.jsonl", "")
+    for dense in ("info_gain", "ref_prob"):
+        with pytest.raises(ConfigError, match=f"key 'reward': {dense} scores the suffix after the thought"):
+            rl_tasks.task_row(_cfg(Path("t.jsonl"), task="suffix", reward=dense), task, "t.jsonl", "")

@@ -2,7 +2,9 @@
 
 Algorithm: :func:`midtrain.synth.generate.generate_problems` samples dependency graphs of the requested op counts in
 the requested contexts and modes (forward or reverse), renders each (natural or compact) with its gold trace, and
-keeps ``n`` distinct problems; the file is written atomically (a reader sees the old file or the new one; a killed
+keeps ``n`` distinct problems, none of them one of the ``exclude`` files' problems (a draw with an excluded id is
+redrawn like a duplicate: a held-out set disjoint from the training data, which the few distinct problems of small op
+counts make worth asking for). The file is written atomically (a reader sees the old file or the new one; a killed
 writer's temporary is removed by the next write) under a lock on the file (``.NAME.lock`` beside it), so a second
 ``synth generate`` to the same ``--out`` started meanwhile fails naming the first one's pid. The same config and
 seed give the same file: a rerun finds its records there and writes nothing, while an existing file holding anything
@@ -12,6 +14,7 @@ Launch::
 
     midtrain synth generate --ops 2-8 --contexts zoo,teachers,movies --n 300 --seed 1 --out problems.jsonl
     midtrain synth generate --preset tiny-id --render compact --modulus 10 --order dependency --out id.jsonl
+    midtrain synth generate --preset tiny-id --mode reverse --seed 7 --exclude train.jsonl --out heldout.jsonl
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from typing import Any, Literal
 
 from midtrain.config import MAX_SEED, Config, param
 from midtrain.console import log
+from midtrain.data.corpus import iter_records
 from midtrain.data.jsonl import write_jsonl
+from midtrain.data.records import require
 from midtrain.errors import ConfigError, MidtrainError, RunDirError
 from midtrain.locks import PathLock
 from midtrain.synth import mix, render
@@ -99,7 +104,7 @@ def holds(path: Path, recs: list[dict[str, Any]]) -> bool:
         return False
 
 
-__all__ = ["SynthConfig", "GenerateResult", "generate_problems", "generate", "holds"]
+__all__ = ["SynthConfig", "GenerateResult", "generate_problems", "generate", "holds", "excluded_ids"]
 
 
 @dataclass
@@ -147,6 +152,11 @@ class SynthConfig(Config):
         "shuffled", "Fact order: shuffled (the paper) or dependency order (learnable by tiny models, DESIGN §4)."
     )
     max_tries: int = param(200, "Draws per problem before the request is declared impossible (duplicates and dead ends are redrawn).", ge=1)
+    exclude: list[str] = param(
+        [],
+        "Problem files (synth generate JSONL) whose problems this set must not contain: a draw with one of their ids is "
+        "redrawn (a held-out set disjoint from the training data).",
+    )
     out: str = param("", "Output JSONL file (synth generate).", path="file")
     overwrite: bool = param(False, "Replace an existing output file holding other records (a rerun of the same config leaves it as it is).")
 
@@ -203,7 +213,8 @@ def generate_problems(cfg: SynthConfig | int | None = None, /, **fields: Any) ->
     contexts = render.load_contexts(cfg.contexts, cfg.context_weights)
     slots = mix.plan_slots(cfg.n, mix.op_distribution(cfg), contexts, cfg.mode, cfg.reverse_share, rng)
     spec = cfg.spec()
-    seen: set[str] = set()
+    excluded = excluded_ids(cfg.exclude)
+    seen: set[str] = set(excluded)
     out: list[dict[str, Any]] = []
     for op, ctx, mode in slots:
         failures: Counter[str] = Counter()
@@ -213,7 +224,8 @@ def generate_problems(cfg: SynthConfig | int | None = None, /, **fields: Any) ->
             if graph is not None:
                 rec, why = render.render_record(graph, ctx, cfg.render, cfg.order, rng, op=op, mode=mode)
             if rec is not None and rec["id"] in seen:
-                rec, why = None, "duplicate"
+                why = "excluded" if rec["id"] in excluded else "duplicate"
+                rec = None
             if rec is not None:
                 break
             failures[why] += 1
@@ -228,3 +240,13 @@ def generate_problems(cfg: SynthConfig | int | None = None, /, **fields: Any) ->
         seen.add(rec["id"])
         out.append(rec)
     return out
+
+
+def excluded_ids(paths: list[str]) -> set[str]:
+    """The problem ids of the ``exclude`` files (a DataError names a file and line whose record has no id)."""
+    ids: set[str] = set()
+    for path in paths:
+        for rec in iter_records(path):
+            require(rec, ["id"], path)
+            ids.add(str(rec["id"]))
+    return ids

@@ -38,6 +38,12 @@ Two more objectives, as options of ``midtrain rl``'s ``loss`` section:
   length-normalised s_i = exp(mean_t (log π_θ − log π_old)), clipped per sequence, and the loss averaged over
   sequences: −1/N Σ_i min(s_i·Â_i, clip(s_i, 1−ε_low, 1+ε_high)·Â_i) (:func:`gspo_loss`). TRL computes it as
   ``importance_sampling_level="sequence"`` with ``loss_type="grpo"``; a test checks TRL's loss against this one.
+
+And one term added to any of them, for ``suffix`` tasks (``loss.suffix_nll_weight: w``): an **RMT-style dual
+objective** (arXiv 2509.24375): loss + w · NLL, where NLL is the mean over completions of the mean next-token
+negative log-likelihood of the *true* suffix s_i, teacher-forced after the prompt and completion i's own thought
+c_i (:func:`suffix_nll`): −1/N Σ_i 1/|s_i| Σ_j log π_θ(s_ij | x_i, c_i, s_i,<j), with the gradient through the
+policy (not through the sampled c_i, a constant). Every completion counts, zero-advantage ones too.
 """
 
 from __future__ import annotations
@@ -177,6 +183,20 @@ def rl_flops(n_params: int, trained_tokens: int, generated_tokens: int) -> float
     return 6.0 * n_params * trained_tokens + 2.0 * n_params * generated_tokens
 
 
+def suffix_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMT's next-token term (scalar): the mean over rows of each row's mean −log p(target) over ``mask``.
+
+    ``logits`` [N, K, V] predict ``targets`` [N, K] (already shifted by the caller: the true suffix after the
+    prompt and the row's own thought); ``mask`` [N, K] is 1 at the suffix tokens. Each row weighs the same whatever
+    its suffix length, so that the mean of the micro-batches' values (TRL's 1/k per micro-batch) is the batch's.
+    A row without any masked token counts as 0.
+    """
+    nll = -token_logprobs(logits, targets)  # [N, K]
+    m = mask.to(nll.dtype)  # [N, K]
+    per_row = (nll * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # [N]
+    return per_row.mean()
+
+
 __all__ = [
     "group_advantages",
     "zero_variance_fraction",
@@ -188,4 +208,5 @@ __all__ = [
     "first_error_advantages",
     "informative_rows",
     "rl_flops",
+    "suffix_nll",
 ]

@@ -31,6 +31,8 @@ RIGHT_PADDED = (
     "ref_per_token_logps",
     "importance_sampling_ratio",
     "tool_mask",
+    "suffix_ids",  # loss.suffix_nll_weight: each row's true suffix (info_gain.suffix_columns)
+    "suffix_mask",
 )
 RECOMPUTED = ("num_items_in_batch",)  # the caller recomputes it over the merged batch
 

@@ -21,6 +21,15 @@ that way; the prompts themselves arrive as the ``prompts`` column). The rewards:
 - ``exact_match``: for ``suffix`` tasks, Reinforcement Pre-Training's reward (RPT, arXiv 2506.08007): 1.0 when the
   continuation after the last ``</think>`` equals the true next segment under the exact judge's normalisation
   (:class:`midtrain.llm.judge.ExactJudge`: whitespace collapsed, case folded), else 0.0; no judge call can fail.
+- **Step tasks** (``midtrain synth tasks``: the prompt ends inside a gold solution, the reference is its next k
+  steps; the ``steps_k`` column is > 0): there is no ``</think>`` before the continuation, the generated text is
+  the thought and the prediction at once. ``judge`` and ``exact_match`` then compare :func:`step_prediction`: the
+  first as many '.'-separated clauses of the generated text (cut after a first ``</answer>``) as the reference
+  has, with the reference's, blanks collapsed; ordinary suffix rows keep the text after ``</think>``.
+  ``synthetic_steps`` is 1.0 iff the predicted steps pass the synthetic world's process check
+  (:func:`midtrain.synth.tasks.verify_steps`: right parents and values, any valid order), else 0.0.
+  ``info_gain`` and ``ref_prob`` score the suffix given the thought, which a step task does not separate: they
+  refuse step tasks (:func:`midtrain.train.rl_tasks.task_row`).
 - ``info_gain``: for ``suffix`` tasks, RLP's information gain of the thought (:mod:`midtrain.train.info_gain`):
   a scorer object holding the policy and its EMA, built by ``midtrain rl`` and passed to :func:`build_reward`.
 
@@ -40,12 +49,24 @@ from typing import Any, Literal, get_args
 
 from midtrain.console import log
 from midtrain.errors import ConfigError, MidtrainError
-from midtrain.thoughts import THINK_OPEN, opens_thought
+from midtrain.thoughts import THINK_CLOSE, THINK_OPEN, opens_thought
 
 RewardFn = Callable[..., list[float]]  # (completions: list[str], **columns: list[Any]) -> list[float]
-RewardName = Literal["math", "choice", "synthetic_outcome", "synthetic_process", "synthetic_strict", "judge", "exact_match", "info_gain"]
+RewardName = Literal[
+    "math",
+    "choice",
+    "synthetic_outcome",
+    "synthetic_process",
+    "synthetic_strict",
+    "judge",
+    "exact_match",
+    "info_gain",
+    "ref_prob",
+    "synthetic_steps",
+]
 REWARD_NAMES: tuple[str, ...] = get_args(RewardName)
-SUFFIX_REWARDS: tuple[str, ...] = ("judge", "exact_match", "info_gain")  # the rewards of suffix tasks (and only theirs)
+# the rewards of suffix tasks (and only theirs)
+SUFFIX_REWARDS: tuple[str, ...] = ("judge", "exact_match", "info_gain", "ref_prob", "synthetic_steps")
 
 # Columns (besides the completions) each reward reads; rl.py builds them from the data records.
 REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -54,9 +75,11 @@ REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "synthetic_outcome": ("record",),
     "synthetic_process": ("record",),
     "synthetic_strict": ("record",),
-    "judge": ("answer",),
-    "exact_match": ("answer",),
+    "judge": ("answer", "steps_k"),  # steps_k > 0: a step task (synth tasks), whose continuation is the text itself
+    "exact_match": ("answer", "steps_k"),
+    "synthetic_steps": ("record",),  # the step task record: problem, prefix steps (meta.j), k
     "info_gain": ("answer", "nothink"),  # nothink: the no-think baseline's prompt
+    "ref_prob": ("answer",),
 }
 
 _LETTERS = tuple("ABCDEFGHIJ")
@@ -127,7 +150,8 @@ def success_fn(name: str) -> SuccessFn:
     check (the strict reward), whatever the training reward is, so that a reward-hacked completion (right answer,
     wrong trace) is not mistaken for competence; for other rewards the reward itself, clipped to [0, 1]."""
     if name.startswith("synthetic_"):
-        if name == "synthetic_strict":  # the training reward is the verified check already
+        # the training reward is the verified check already (synthetic_steps: of the predicted steps, all or none)
+        if name in ("synthetic_strict", "synthetic_steps"):
             return lambda rows, completions, rewards: [float(r) for r in rewards]
         strict = synthetic_reward("strict")
         return lambda rows, completions, rewards: strict(list(completions), [r["record"] for r in rows])
@@ -172,9 +196,20 @@ class JudgeRewardFn:
         from midtrain.llm.base import describe_kinds
 
         prompts = _prompts(columns, len(completions))
-        # A prompt that ends inside a thought (``…<think>``) leaves the opening tag out of the completion.
-        full = [(THINK_OPEN + c) if opens_thought(p) else c for c, p in zip(completions, prompts)]
-        scores = list(self.inner(full, [str(a) for a in answer]))
+        # A prompt that ends inside a thought (``…<think>``) leaves the opening tag out of the completion. A step
+        # task's continuation is its step prediction, handed over as the text after a closed thought (none: empty,
+        # which is never sent to the judge and scores 0).
+        full: list[str] = []
+        refs: list[str] = []
+        for c, a, p, k in zip(completions, answer, prompts, _steps_k(columns, len(completions)), strict=True):
+            if k:  # (think tags of a predicted rest are dropped on both sides: the judge reads after the last one)
+                pair = step_prediction(c, str(a))
+                full.append(THINK_CLOSE + (_untagged(pair[0]) if pair else ""))
+                refs.append(_untagged(pair[1]) if pair else str(a))
+            else:
+                full.append((THINK_OPEN + c) if opens_thought(p) else c)
+                refs.append(str(a))
+        scores = list(self.inner(full, refs))
         failed, asked, _ = judge_failures(self.inner.last_verdicts, self.max_error_frac)
         self.failed.update(failed)
         self.asked += asked
@@ -213,18 +248,61 @@ def judge_reward(judge: Any, *, max_error_frac: float = 1.0) -> JudgeRewardFn:
     return JudgeRewardFn(judge, max_error_frac)
 
 
+STEP_END = "."  # ends a gold step in both renders (names are letters, values integers: no step holds another '.')
+
+
+def step_clauses(text: str) -> list[str]:
+    """The non-empty clauses of ``text`` between '.'s, blanks collapsed: a step task's steps as compared."""
+    return [" ".join(c.split()) for c in text.split(STEP_END) if c.strip()]
+
+
+def step_prediction(completion: str, reference: str) -> tuple[str, str] | None:
+    """``(prediction, reference)`` of a step task, both as their clauses ended by '. ': the first as many clauses of
+    the generated text (cut after its first ``</answer>``) as the reference has (the next k steps; with the rest, the
+    steps and the answer block). None when the text has fewer."""
+    cut = completion.find("</answer>")
+    text = completion if cut < 0 else completion[: cut + len("</answer>")]
+    ref = step_clauses(str(reference))
+    got = step_clauses(text)[: len(ref)]
+    if not ref or len(got) < len(ref):
+        return None
+    return " ".join(c + STEP_END for c in got), " ".join(c + STEP_END for c in ref)
+
+
+def _untagged(text: str) -> str:
+    return " ".join(text.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ").split())
+
+
+def _steps_k(columns: dict[str, Any], n: int) -> list[int]:
+    ks = columns.get("steps_k")
+    return [int(k or 0) for k in ks] if isinstance(ks, (list, tuple)) and len(ks) == n else [0] * n
+
+
 def exact_match_reward(completions: list[str], answer: list[str], **columns: Any) -> list[float]:
     """RPT's reward: 1.0 when the continuation after ``</think>`` exactly matches ``answer`` (the exact judge's
-    normalisation), 0.0 otherwise, and 0.0 for a completion that never closed its thought."""
+    normalisation), 0.0 otherwise, and 0.0 for a completion that never closed its thought. On a step task
+    (``steps_k`` > 0) the continuation is :func:`step_prediction` of the generated text."""
     from midtrain.llm.judge import ExactJudge, continuation
 
     judge = ExactJudge()
     prompts = _prompts(columns, len(completions))
     out = []
-    for c, a, p in zip(completions, answer, prompts, strict=True):
+    for c, a, p, k in zip(completions, answer, prompts, _steps_k(columns, len(completions)), strict=True):
+        if k:
+            pair = step_prediction(c, str(a))
+            out.append(judge.one(*pair).score if pair else 0.0)
+            continue
         cont = continuation((THINK_OPEN + c) if opens_thought(p) else c)  # as judge_reward reads a completion
         out.append(judge.one(cont, str(a)).score if cont else 0.0)
     return out
+
+
+def synthetic_steps_reward(completions: list[str], record: list[str | dict], **_: Any) -> list[float]:
+    """1.0 when the steps a step task's completion predicts pass the synthetic process check
+    (:func:`midtrain.synth.tasks.verify_steps`), else 0.0; the task record is the JSON ``record`` column."""
+    from midtrain.synth.tasks import verify_steps
+
+    return [float(verify_steps(synthetic_problem(r), c)) for c, r in zip(completions, record, strict=True)]
 
 
 # -- safety wrapper ---------------------------------------------------------------------------------------------
@@ -348,6 +426,8 @@ def build_reward(name: str, *, judge: Any = None, judge_max_error_frac: float = 
         return safe_reward(math_reward, "math")
     if name == "choice":
         return safe_reward(choice_reward, "choice")
+    if name == "synthetic_steps":
+        return safe_reward(synthetic_steps_reward, name)
     if name.startswith("synthetic_"):
         kind = name.removeprefix("synthetic_")
         if kind not in ("outcome", "process", "strict"):
@@ -362,10 +442,10 @@ def build_reward(name: str, *, judge: Any = None, judge_max_error_frac: float = 
         return safe_reward(fn, "judge")
     if name == "exact_match":
         return safe_reward(exact_match_reward, "exact_match")
-    if name == "info_gain":
+    if name in ("info_gain", "ref_prob"):
         if scorer is None:
-            raise ConfigError("key 'reward': info_gain needs its scorer (built by midtrain rl from the policy)")
-        return safe_reward(scorer, "info_gain")
+            raise ConfigError(f"key 'reward': {name} needs its scorer (built by midtrain rl from the policy)")
+        return safe_reward(scorer, name)
     raise ConfigError(f"key 'reward': unknown reward '{name}' (choose from {', '.join(REWARD_NAMES)})")
 
 
@@ -376,6 +456,9 @@ __all__ = [
     "REWARD_COLUMNS",
     "SUFFIX_REWARDS",
     "exact_match_reward",
+    "step_prediction",
+    "step_clauses",
+    "synthetic_steps_reward",
     "math_reward",
     "choice_reward",
     "synthetic_reward",

@@ -8,7 +8,10 @@ Sections, each documented key by key in ``midtrain rl --help``:
 - ``vllm``: whether vLLM generates them instead of the trainer's own model (``mode: off`` by default);
 - ``loss``: how rewards become a gradient (Dr. GRPO by default: mean-only advantages, constant normaliser, no KL,
   one advantage per completion, zero-advantage completions skipped);
-- ``optim``: AdamW and its schedule, shared with pretrain/sft (RL's own defaults: :data:`RL_OPTIM`).
+- ``curriculum``: which prompts each step trains on (the online edge-of-competence curriculum, off by default);
+- ``optim``: AdamW and its schedule, shared with pretrain/sft (RL's own defaults: :data:`RL_OPTIM`);
+- ``probe``, ``early_stop``, ``weights``: the run's instruments (the live ground-truth probe, early stop on hacking,
+  subnetwork RL and the changed ratio per layer), in :mod:`midtrain.train.instruments`.
 
 The flat keys of earlier versions (``num_generations``, ``judge_backend``, ``loss_type``, ...) are in
 :attr:`RLConfig.RENAMED`: each is a one-line error naming its new dotted key. :func:`midtrain.train.rl_trainer.
@@ -25,6 +28,7 @@ from midtrain.errors import ConfigError
 from midtrain.llm.judge import JudgeSpec
 from midtrain.llm.prompts import JUDGE_PLACEHOLDERS, check_template, load_prompt
 from midtrain.train.engine import OptimConfig, Precision
+from midtrain.train.instruments import EarlyStopConfig, ProbeConfig, RLWeightsConfig
 from midtrain.train.rewards import SUFFIX_REWARDS, RewardName
 from midtrain.train.trackers import Tracker, check_report_to
 
@@ -39,6 +43,7 @@ RL_OPTIM = OptimConfig(lr=1e-6, schedule="constant", warmup_steps=0, weight_deca
 
 Credit = Literal["sequence", "first_error"]
 Baseline = Literal["group_mean", "leave_one_out"]
+POLICY_SCORED = ("info_gain", "ref_prob")  # suffix rewards scored with the trainer's own policy (train/info_gain.py)
 
 
 @dataclass
@@ -149,12 +154,33 @@ class LossConfig(Config):
     skip_zero_advantage: bool = param(
         True, "Forward/backward only completions with a nonzero advantage (exact under dr_grpo with beta 0; faster)."
     )
+    pack_rows: int = param(
+        32,
+        "Score the training forward in chunks of at most this many completions, sorted by length and each trimmed of "
+        "the padding its rows do not need (the same log-probs, loss and gradient, any loss type; ~2x faster training on "
+        "the demo's RL, bench/RESULTS.md); 0 = one padded batch (TRL's).",
+        ge=0,
+    )
     ema_decay: float = param(
         0.999,
         "reward info_gain: decay of the no-think baseline's EMA of the policy weights, updated after every optimizer "
         "step (1 = the frozen initial policy); the EMA is a full fp32 copy of the model, saved in every checkpoint.",
         ge=0,
         le=1,
+    )
+    nothink_baseline: Literal["ema", "none"] = param(
+        "ema",
+        "reward info_gain: ema = subtract the EMA model's no-think log-likelihood (the logged info_gain is a gain); "
+        "none = no EMA copy and no second forward, the logged info_gain is then the raw think log-likelihood "
+        "(logp_think). The baseline is one constant per prompt, so group-centred advantages, and the gradient, are the "
+        "same either way (NVlabs/RLP issue #3; not under scale_rewards batch); issue 29 estimates the EMA at ~30% of a step.",
+    )
+    suffix_nll_weight: float = param(
+        0.0,
+        "task suffix: RMT-style dual objective (arXiv 2509.24375): add w × the mean next-token NLL of the true suffix, "
+        "teacher-forced after the prompt and each completion's own thought (gradient through the policy; "
+        "grpo.suffix_nll; logged as suffix_nll) to the RL loss; 0 = off.",
+        ge=0,
     )
 
 
@@ -286,8 +312,11 @@ class RLConfig(Config):
         None,
         "Reward: math | choice | synthetic_outcome | synthetic_process | synthetic_strict (answer tasks); judge | "
         "exact_match (RPT: continuation after </think> equals the true suffix) | info_gain (RLP: log-likelihood gain of "
-        "the suffix from the thought over an EMA no-think baseline, loss.ema_decay; trains only the thought; vllm off; "
-        "not under FSDP/ZeRO-3) (suffix tasks); default math for answer tasks, judge for suffix tasks.",
+        "the suffix from the thought over an EMA no-think baseline, loss.ema_decay, loss.nothink_baseline) | ref_prob "
+        "(RLPR: mean token probability of the suffix after the thought, under the policy) | synthetic_steps (step "
+        "tasks of `synth tasks`: the predicted next steps process-verified, in any valid order) (suffix tasks; info_gain and "
+        "ref_prob train only the thought, need vllm off, not under FSDP/ZeRO-3); default math for answer tasks, judge "
+        "for suffix tasks.",
     )
     prompts: PromptsConfig = param(PromptsConfig(), "How a task record becomes a prompt and its answer.")
     judge: RLJudgeConfig = param(RLJudgeConfig(kind="token_f1"), "The judge of reward judge (rule judges, or kind llm with a backend).")
@@ -296,6 +325,16 @@ class RLConfig(Config):
     vllm: VLLMConfig = param(VLLMConfig(), "vLLM rollouts instead of the trainer's model (mode off by default).")
     loss: LossConfig = param(LossConfig(), "How rewards become a gradient (defaults: Dr. GRPO).")
     curriculum: CurriculumConfig = param(CurriculumConfig(), "Which prompts each step trains on (mode off: every prompt in turn).")
+    probe: ProbeConfig = param(
+        ProbeConfig(), "Live ground truth: held-out synthetic problems sampled and verified every N steps (off by default)."
+    )
+    early_stop: EarlyStopConfig = param(
+        EarlyStopConfig(), "Stop on reward hacking seen by the probe, keeping the checkpoint before it (off by default)."
+    )
+    weights: RLWeightsConfig = param(
+        RLWeightsConfig(),
+        "Weight-space instruments: train only a subnetwork (weights.mask), log the changed ratio per layer (weights.watch).",
+    )
     per_device_batch_size: int = param(8, "Completions per device per micro-batch (TRL counts completions, not prompts).", ge=1)
     optim: OptimConfig = param(
         RL_OPTIM,
@@ -329,6 +368,7 @@ class RLConfig(Config):
             raise ConfigError("key 'out': give an output directory")
         self.prompts.validate("prompts.")  # (from_dict validated the sections already; a config built in Python not)
         self.vllm.validate("vllm.")
+        self.weights.validate("weights.")
         self.optim.check()
         accum, G = self.optim.grad_accum_steps, self.rollout.num_generations
         if (self.per_device_batch_size * accum) % G:
@@ -347,14 +387,19 @@ class RLConfig(Config):
                 "key 'loss.credit': first_error needs the synthetic world's process verifier "
                 f"(reward synthetic_process or synthetic_strict, got '{reward}')"
             )
-        if reward == "info_gain" and self.vllm.mode != "off":
+        if reward in POLICY_SCORED and self.vllm.mode != "off":
             raise ConfigError(
-                f"key 'vllm.mode': reward info_gain scores with the trainer's own policy and EMA and stops at </think>; "
+                f"key 'vllm.mode': reward {reward} scores with the trainer's own policy and stops at </think>; "
                 f"use vllm.mode: off (got '{self.vllm.mode}')"
+            )
+        if self.loss.suffix_nll_weight and self.task != "suffix":
+            raise ConfigError(
+                f"key 'loss.suffix_nll_weight': the next-token loss on the true suffix needs task suffix (got task '{self.task}')"
             )
         if self.loss.baseline == "leave_one_out" and self.loss.scale_rewards != "none":
             raise ConfigError("key 'loss.baseline': leave_one_out (RLOO) scales mean-only advantages; it needs loss.scale_rewards: none")
         self.check_curriculum(reward)
+        self.check_probe(reward)
         if reward == "judge" and self.judge.kind == "llm":  # a template file that is missing or lacks a placeholder fails now
             check_template(load_prompt(self.judge.prompt, "judge.prompt"), "judge.prompt", required=JUDGE_PLACEHOLDERS)
         check_report_to(self.report_to)
@@ -368,14 +413,41 @@ class RLConfig(Config):
         if self.loss.num_iterations != 1:
             raise ConfigError("key 'curriculum.mode': refill builds each step's batch anew; it needs loss.num_iterations: 1")
         if mode == "generate":
-            if not reward.startswith("synthetic_"):
+            if not reward.startswith("synthetic_") or reward == "synthetic_steps":  # (generated problems are no step tasks)
                 raise ConfigError(
-                    f"key 'curriculum.mode': generate draws synthetic problems; the reward must be synthetic_*, got '{reward}'"
+                    f"key 'curriculum.mode': generate draws synthetic problems; the reward must be synthetic_outcome, "
+                    f"synthetic_process or synthetic_strict, got '{reward}'"
                 )
             self.curriculum.generate.validate("curriculum.generate.")
             from midtrain.synth.generate import SynthConfig
 
             SynthConfig.from_dict({**self.curriculum.generate.world, "n": 1}, prefix="curriculum.generate.world.")
+
+    def check_probe(self, reward: str) -> None:
+        if not self.probe.every:
+            if self.early_stop.hacking_rate:
+                raise ConfigError("key 'early_stop.hacking_rate': early stopping reads the probe; set probe.every > 0")
+            return
+        if not reward.startswith("synthetic_"):
+            raise ConfigError(
+                f"key 'probe.every': the probe verifies synthetic-world traces; it needs a synthetic_* reward, got '{reward}'"
+            )
+        self.probe.validate("probe.")
+        world = self.probe.world or self.curriculum.generate.world
+        if not self.probe.problems and not world:
+            raise ConfigError(
+                "key 'probe.world': give the synthetic world of the probe problems (synth generate keys, as the training "
+                "data was generated) or a problem file probe.problems"
+            )
+        if not self.probe.problems:
+            from midtrain.synth.generate import SynthConfig
+
+            where = "probe.world." if self.probe.world else "curriculum.generate.world."
+            SynthConfig.from_dict({**world, "n": 1}, prefix=where)
+        if self.early_stop.hacking_rate and self.keep_checkpoints == 1:
+            raise ConfigError(
+                "key 'keep_checkpoints': early_stop keeps the checkpoint before the hacking onset besides the newest one; use 0 or >= 2"
+            )
 
     def resolved_reward(self) -> str:
         return self.reward or ("judge" if self.task == "suffix" else "math")
@@ -388,11 +460,15 @@ __all__ = [
     "Baseline",
     "Credit",
     "CurriculumConfig",
+    "EarlyStopConfig",
     "GenerateConfig",
     "LossConfig",
+    "POLICY_SCORED",
+    "ProbeConfig",
     "PromptsConfig",
     "RLConfig",
     "RLJudgeConfig",
+    "RLWeightsConfig",
     "RL_OPTIM",
     "RolloutConfig",
     "THINKING_TEMPLATE",

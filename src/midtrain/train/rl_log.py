@@ -7,7 +7,10 @@ marks the checkpoint complete, and restored on resume. :class:`RLLogCallback` tu
 window, into one ``log.jsonl`` record and one progress line per logged step: reward mean/std, zero-variance groups,
 completion and thinking lengths, s/step split into generation / reward / training. A reward with ``take_stats()``
 (info_gain: the gain and its two log-prob terms, as sums with a count ``n``) adds its per-sample means;
-``checkpoint_hooks`` write extra state (the info_gain EMA) into a checkpoint before its completion marker.
+``checkpoint_hooks`` write extra state (the info_gain EMA) into a checkpoint before its completion marker;
+``record_hooks`` add values to every record (the live probe's ``probe_*`` and the ``proxy_*`` detectors of
+:mod:`midtrain.train.probe`), and :meth:`RLLogCallback.add_record` writes a record of no training step (the probe at
+step 0, before the first update).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, ClassVar
 from midtrain.console import clock, fmt_num
 from midtrain.fileio import atomic_write_json
 from midtrain.runs import Run
-from midtrain.train.steplog import StepLogCallback, Window
+from midtrain.train.steplog import StepLogCallback, Window, append_log
 
 COUNTERS = "midtrain_counters.json"  # written into a checkpoint once it is complete
 
@@ -90,6 +93,7 @@ class RLLogCallback(StepLogCallback):
         self.reward_stats: dict[str, float] = {}  # summed over ranks by the trainer (RLExtras.reward_stats: this object)
         self.checkpoint_hooks: list[Callable[[Path], None]] = []
         self.extra_stats: list[Callable[[], dict[str, float]]] = []  # more values per record (the curriculum's counts)
+        self.record_hooks: list[Callable[[], dict[str, Any]]] = []  # values for every record (probe, proxies, weight stats)
         self._groups_logged = (counters.groups_requested, counters.groups_generated)
 
     def on_step_begin(self, args, state, control, **kw):
@@ -137,10 +141,12 @@ class RLLogCallback(StepLogCallback):
             "entropy": logs.get("entropy"),
             "grad_norm": logs.get("grad_norm"),
             "lr": logs.get("learning_rate"),
+            **({"suffix_nll": logs["suffix_nll"]} if logs.get("suffix_nll") is not None else {}),  # loss.suffix_nll_weight (RMT)
             "tokens_generated": int(self.c.tokens_generated),
             "tokens_trained": int(self.c.tokens_trained),
             **reward_means(self.reward_stats),
             **self.curriculum_record(),
+            **{k: v for hook in self.record_hooks for k, v in hook().items()},
         }
         self.reward_stats.clear()
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in rec.items()}
@@ -166,8 +172,14 @@ class RLLogCallback(StepLogCallback):
             f"rl step {rec['step']}/{self.max_steps}  loss {fmt_num(rec['loss'], '.3f')}  reward {fmt_num(rec['reward_mean'], '.3f')}±{fmt_num(rec['reward_std'], '.3f')}"
             f"  zero-var {fmt_num(rec['zero_var_frac'], '.2f')}  len {rec['completion_len']:.0f} (think {rec['think_len']:.0f})"
             f"  {rec['step_s']:.2f} s/step (gen {share('gen_s'):.0f}% reward {share('reward_s'):.0f}% train {share('train_s'):.0f}%)"
-            f"{'  errors ' + str(errors) if errors else ''}{gain_text(rec)}{refill_text(rec)}  ETA {clock((self.max_steps - rec['step']) * rec['step_s'])}"
+            f"{'  errors ' + str(errors) if errors else ''}{gain_text(rec)}{refill_text(rec)}{probe_text(rec)}  ETA {clock((self.max_steps - rec['step']) * rec['step_s'])}"
         )
+
+    def add_record(self, rec: dict[str, Any], main: bool) -> None:
+        """A record that is no training step's (the probe at step 0): into the history and, on rank 0, log.jsonl."""
+        self.history.append(rec)
+        if main:
+            append_log(self.path, rec)
 
     def mark_checkpoint(self, ckpt: Path, state: Any) -> None:
         for hook in self.checkpoint_hooks:  # first: the counters file marks the checkpoint complete
@@ -184,7 +196,20 @@ def reward_means(stats: dict[str, float]) -> dict[str, float]:
 def gain_text(rec: dict[str, Any]) -> str:
     if "info_gain" not in rec:
         return ""
-    return f"  gain {rec['info_gain']:.3f} (logp think {rec['logp_think']:.3f} nothink {rec['logp_nothink']:.3f})"
+    nothink = f" nothink {rec['logp_nothink']:.3f}" if "logp_nothink" in rec else ""  # (none without the EMA baseline)
+    return f"  gain {rec['info_gain']:.3f} (logp think {rec['logp_think']:.3f}{nothink})"
+
+
+def probe_text(rec: dict[str, Any]) -> str:
+    """The live probe's part of a progress line (:mod:`midtrain.train.probe`; empty without one in the record)."""
+    if rec.get("probe_verified") is None:
+        return ""
+    first = rec.get("probe_first_wrong_step")
+    return (
+        f"  probe verified {rec['probe_verified']:.3f} outcome {rec['probe_outcome']:.3f} hacking {rec['probe_hacking']:.3f}"
+        + (f" (first wrong step at {first:.2f})" if first is not None else "")
+        + ("  EARLY STOP" if rec.get("early_stop") else "")
+    )
 
 
 def refill_text(rec: dict[str, Any]) -> str:
@@ -193,4 +218,4 @@ def refill_text(rec: dict[str, Any]) -> str:
     return f"  overgen {rec['overgen']:.2f}x (cap bound {rec['cap_binds']})"
 
 
-__all__ = ["COUNTERS", "Counters", "RLLogCallback", "gain_text", "refill_text", "reward_means"]
+__all__ = ["COUNTERS", "Counters", "RLLogCallback", "gain_text", "probe_text", "refill_text", "reward_means"]

@@ -5,9 +5,11 @@ For each record of ``cfg.data`` (in file order, at most ``prompts.max_examples``
 names and LaTeX braces left alone), a BOS token is prepended when the tokenizer does not add one itself (TRL
 tokenizes prompts with special tokens, as generation does), and the columns the reward reads are attached:
 ``answer`` (the gold answer or true suffix), ``nothink`` (info_gain's baseline context: the prefix without its
-``<think>``), ``record`` (the synthetic problem as JSON), ``choices``. Prompts longer than ``prompts.max_tokens``
-(default: the model's context minus the completion budget) are dropped and counted. Every error names the file and
-line; all of it runs before the run directory exists.
+``<think>``), ``record`` (the synthetic problem as JSON), ``choices``, ``steps_k`` (judge, exact_match: k of a step
+task of ``midtrain synth tasks``, whose continuation is the generated text itself; 0 for other records). A step task
+under a reward that scores the suffix after the thought (info_gain, ref_prob) is a ConfigError. Prompts longer than
+``prompts.max_tokens`` (default: the model's context minus the completion budget) are dropped and counted. Every
+error names the file and line; all of it runs before the run directory exists.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from midtrain.data.records import clean, require, where
 from midtrain.errors import ConfigError, DataError
 from midtrain.llm.prompts import fill_template
 from midtrain.models.tokenizer import leading_bos
+from midtrain.synth.tasks import step_meta
 from midtrain.train.curriculum import MakeProblems
 from midtrain.train.info_gain import nothink_prompt
 from midtrain.train.ranks import world_size
 from midtrain.train.rewards import REWARD_COLUMNS
-from midtrain.train.rl_config import RLConfig
+from midtrain.train.rl_config import POLICY_SCORED, RLConfig
 
 
 def render_prompt(template: str, rec: dict[str, Any], prompt: str) -> str:
@@ -43,6 +46,7 @@ def task_row(cfg: RLConfig, rec: dict[str, Any], path: str, bos: str) -> dict[st
     reward, afield, field = cfg.resolved_reward(), cfg.resolved_answer_field(), cfg.prompts.field
     needs, template, loc = REWARD_COLUMNS[reward], cfg.prompts.text_template(), where(rec, path)
     require(rec, [field] + ([afield] if "answer" in needs else []), path)
+    check_step_task(cfg, rec, loc)
     prompt = rec[field]
     if not isinstance(prompt, str) or not prompt.strip():
         raise DataError(f"{loc}: '{field}' must be a non-empty string")
@@ -58,6 +62,9 @@ def task_row(cfg: RLConfig, rec: dict[str, Any], path: str, bos: str) -> dict[st
         row["nothink"] = nothink_prompt(bos + render_prompt(template, rec, text))
         if not row["nothink"].strip():
             raise DataError(f"{loc}: the prompt without its <think> is empty: info_gain has no prefix to score from")
+    if "steps_k" in needs:  # > 0 marks a step task: its continuation is the generated text itself, not after </think>
+        meta = step_meta(rec)
+        row["steps_k"] = int(meta["k"]) if meta else 0
     if "record" in needs:
         check_synthetic_record(rec, loc)
         row["record"] = json.dumps(clean(rec), ensure_ascii=False)
@@ -128,6 +135,26 @@ def load_tasks(cfg: RLConfig, tokenizer: Any, max_positions: int | None) -> tupl
     return kept, stats
 
 
+def check_step_task(cfg: RLConfig, rec: dict[str, Any], where: str) -> None:
+    """Step tasks (``midtrain synth tasks``) against the reward: ``synthetic_steps`` needs one; the rewards scored
+    with the policy (info_gain, ref_prob) and the suffix loss read the suffix *after* the thought, and a step task's
+    generated steps are thought and prediction at once, so they have no sound definition there: a ConfigError."""
+    reward, meta = cfg.resolved_reward(), step_meta(rec)
+    if reward == "synthetic_steps" and meta is None:
+        raise DataError(f"{where}: reward synthetic_steps needs step task records (midtrain synth tasks), got kind {rec.get('kind')!r}")
+    if meta is None:
+        return
+    if reward in POLICY_SCORED:
+        raise ConfigError(
+            f"key 'reward': {reward} scores the suffix after the thought, and a step task's steps ({where}) are both; "
+            "use synthetic_steps, exact_match or judge"
+        )
+    if getattr(cfg.loss, "suffix_nll_weight", 0):
+        raise ConfigError(f"key 'loss.suffix_nll_weight': the suffix after the thought is undefined on step tasks ({where}); use 0")
+    if not isinstance(meta.get("k"), int) or meta["k"] < 1 or not isinstance(meta.get("j"), int):
+        raise DataError(f"{where}: a step task needs integer meta.j and meta.k ≥ 1")
+
+
 def check_synthetic_record(rec: dict[str, Any], where: str) -> None:
     """A DataError naming ``where`` (file:line) unless ``rec`` is a problem the synthetic rewards can score:
     without ``answer`` and ``graph`` every completion would score 0 and the run would learn nothing."""
@@ -144,4 +171,4 @@ def check_synthetic_record(rec: dict[str, Any], where: str) -> None:
         raise DataError(f"{where}: not a synthetic problem record (bad graph: {type(e).__name__} {e})") from None
 
 
-__all__ = ["check_synthetic_record", "load_tasks", "problem_maker", "prompt_bos", "render_prompt", "task_row"]
+__all__ = ["check_step_task", "check_synthetic_record", "load_tasks", "problem_maker", "prompt_bos", "render_prompt", "task_row"]

@@ -1,4 +1,4 @@
-"""The trainer under ``midtrain rl``: TRL's GRPOTrainer, five of its step hooks overridden, the update left as TRL's.
+"""The trainer under ``midtrain rl``: TRL's GRPOTrainer, six of its step hooks overridden, the update left as TRL's.
 
 One optimizer step, as TRL runs it (▸: a hook overridden here; the comment at each says what it changes and why
 the result stays exact):
@@ -10,6 +10,8 @@ the result stays exact):
       ▸ _calculate_rewards(inputs, …)                 timed, reward errors and statistics summed, first wrong steps found
         advantages Â = R − mean_group(R)              TRL (scale_rewards none: Dr. GRPO, :mod:`midtrain.train.grpo`)
     ▸ compute_loss(model, micro_batch)              rows with Â = 0 skipped and the loss rescaled: the same gradient
+                                                    + w · NLL of the true suffix after each own thought (RMT, suffix_nll_weight)
+      ▸ _get_per_token_logps_and_entropies(…)         rows in length-sorted chunks trimmed of padding: the same log-probs
 
 Everything midtrain adds comes in through one typed constructor argument, :class:`RLExtras` (counters, the reward,
 credit, ...), and nothing is set on the trainer after construction. ``GRPOTrainer._generate`` returns a positional
@@ -40,11 +42,14 @@ from midtrain.synth.credit import first_error
 from midtrain.thoughts import THINK_CLOSE, THINK_OPEN
 from midtrain.train.curriculum import Curriculum
 from midtrain.train.engine import resolve_precision, trainer_kwargs
-from midtrain.train.grpo import first_error_advantages, informative_rows
+from midtrain.train.grpo import first_error_advantages, informative_rows, suffix_nll
+from midtrain.train.info_gain import reference_logits, suffix_columns, suffix_nll_inputs
+from midtrain.train.proxies import ProxyMeter
 from midtrain.train.refill import RefillPlan, group_informative
 from midtrain.train.rewards import SafeReward, SuccessFn, for_trl, synthetic_problem
 from midtrain.train.rl_config import Baseline, Credit, RLConfig
 from midtrain.train.rl_log import Counters
+from midtrain.train.rl_packing import plan_chunks, scatter_back, shift_free
 from midtrain.train.rollouts import sampler_rollouts
 from midtrain.train.trackers import run_name
 
@@ -62,6 +67,12 @@ TRL_HOOKS: dict[str, str] = {
     "_calculate_rewards": "self, inputs, prompts, completions, completion_ids_list",
     "_generate_and_score_completions": "self, inputs",
     "compute_loss": "self, model, inputs, return_outputs=False, num_items_in_batch=None",
+    "_get_per_token_logps_and_entropies": (
+        "self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, "
+        "compute_aux_loss=False, pixel_values=None, image_grid_thw=None, num_images=None, pixel_attention_mask=None, "
+        "spatial_shapes=None, num_tiles=None, image_sizes=None, token_type_ids=None, mm_token_type_ids=None, "
+        "image_position_ids=None"
+    ),
 }
 # Keys of the batch dict that _generate_and_score_completions returns which this module reads.
 BATCH_KEYS = ("prompt_mask", "completion_ids", "completion_mask", "advantages")
@@ -248,6 +259,10 @@ class RLExtras:
     curriculum: Curriculum | None = None  # the online curriculum: prompts drawn and refilled here (curriculum.py)
     max_generation_factor: float = 3.0  # refill cap: generated groups per step ≤ this × the step's groups
     success: SuccessFn | None = None  # with a curriculum: what counts as solved (the verified check in the synthetic world)
+    suffix_nll_weight: float = 0.0  # RMT dual objective: + w · the true suffix's NLL after each own thought (grpo.suffix_nll)
+    close_id: int | None = None  # the id of </think>, where suffix_nll_weight cuts each completion's thought
+    pack_rows: int = 32  # score log-probs in length-sorted chunks of this many rows, trimmed of padding (0: TRL's one batch)
+    proxies: ProxyMeter | None = None  # the per-step proxy detectors of reward hacking, fed each scored batch (proxies.py)
 
 
 @dataclass
@@ -317,10 +332,14 @@ class MidtrainGRPOTrainer(GRPOTrainer):
             bad_rows = bad_groups.repeat_interleave(G)[rank * n : (rank + 1) * n].to(adv.device)  # [n]
             adv = adv.masked_fill(bad_rows, 0.0)
             self.extras.counters.groups_masked += float(bad_groups.sum())  # (gathered already: the same on every rank)
+        if self.extras.proxies is not None:  # reads the sequence advantages and rewards, changes nothing (proxies.py)
+            self.extras.proxies.observe(inputs, batch, adv, scored.rewards, self.accelerator.process_index, self.processing_class)
         if self.extras.credit == "first_error":
             errors = torch.tensor(scored.first_errors or [], dtype=torch.long)
             adv = first_error_advantages(adv, errors, batch["completion_ids"].size(1))
         batch["advantages"] = adv
+        if self.extras.suffix_nll_weight:  # the true suffixes travel with their rows (through shuffles, splits, refills)
+            batch.update(suffix_columns(inputs, self.processing_class, adv.device))
         return batch, scored
 
     def _refilled(self, n_rows: int) -> dict[str, Any]:
@@ -455,6 +474,7 @@ class MidtrainGRPOTrainer(GRPOTrainer):
         # needs, topped up with Â = 0 rows: after the loss TRL gathers per-row clip statistics over ranks, and a gather
         # of unequal lengths aborts a gloo run (NCCL does not check sizes). It also counts the trained tokens over ranks.
         n = inputs["completion_ids"].size(0)
+        dual = self._suffix_nll_term(model, inputs)  # RMT: every row, before the skip below drops the Â = 0 ones
         scale = 1.0
         # (grpo, and so gspo, averages per-sequence losses over the n rows: the same K/n rescaling is exact there too)
         if self.extras.skip_zero_advantage and self.loss_type in ("dr_grpo", "grpo") and self.beta == 0.0:
@@ -466,7 +486,55 @@ class MidtrainGRPOTrainer(GRPOTrainer):
         (tokens,) = self._global_sum(float(inputs["prompt_mask"].sum() + inputs["completion_mask"].sum()))
         self.extras.counters.tokens_trained += tokens
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return loss * scale if scale != 1.0 else loss
+        loss = loss * scale if scale != 1.0 else loss
+        return loss if dual is None else loss + dual
+
+    def _suffix_nll_term(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor | None:
+        """``loss.suffix_nll_weight``: w · :func:`midtrain.train.grpo.suffix_nll` of the micro-batch's true suffixes,
+        each teacher-forced after its prompt and its own completion's thought (cut at ``</think>``), in one padded
+        forward of ``model`` with the gradient (:func:`midtrain.train.info_gain.reference_logits`); divided by the
+        accumulation steps as TRL divides its loss, so the micro-batches add up to the batch's mean. Every row counts
+        (zero-advantage ones too: their NLL is not zero), and its tokens count as trained. None when off."""
+        w, close = self.extras.suffix_nll_weight, self.extras.close_id
+        if not w or "suffix_ids" not in inputs:
+            return None
+        assert close is not None, "suffix_nll_weight needs RLExtras.close_id"
+        contexts, refs, pad = suffix_nll_inputs(inputs, self.processing_class, close)
+        nll = suffix_nll(*reference_logits(model, contexts, refs, pad))
+        tokens, total, ranks = self._global_sum(sum(map(len, contexts + refs)), float(nll.detach()), 1.0)
+        self.extras.counters.tokens_trained += tokens
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["suffix_nll"].append(total / ranks)
+        return w * nll / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
+
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, compute_aux_loss=False, **media
+    ):
+        # TRL: one forward per batch_size rows (all rows, in the loss) over the whole padded width [n, P + T]; the
+        # log-probs (and entropies) of the last T = logits_to_keep positions, 0 where the label is padding. Midtrain,
+        # with pack_rows: the rows sorted by length in chunks of pack_rows, each forwarded on only the columns its rows
+        # use (rl_packing.py): the same values, so the loss and its gradient are TRL's for every loss type, on fewer
+        # padded positions. TRL's path for images, MoE aux losses, FSDP and DeepSpeed (which gather sharded weights per
+        # forward and are used with one forward per backward); DDP's reducer takes several forwards before one
+        # backward (each parameter's gradient hook fires once per backward).
+        rows = min(self.extras.pack_rows, batch_size or input_ids.size(0))
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        if rows < 1 or compute_aux_loss or sharded or any(v is not None for v in media.values()):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **media
+            )
+        P = input_ids.size(1) - logits_to_keep  # prompt columns
+        trim_left = shift_free(self.accelerator.unwrap_model(model).config)  # rotary positions: a shift changes nothing
+        chunks = plan_chunks(attention_mask, logits_to_keep, rows, trim_left=trim_left)
+        logps, entropies = [], []
+        for c in chunks:
+            idx = c.rows.to(input_ids.device)
+            ids, mask = input_ids[idx, c.start : c.end], attention_mask[idx, c.start : c.end]  # [k, end − start]
+            lp, ent, _ = super()._get_per_token_logps_and_entropies(model, ids, mask, c.end - P, compute_entropy=compute_entropy)
+            logps.append(lp)  # [k, end − P]: the chunk's first end − P completion columns
+            entropies.append(ent)
+        ent_all = scatter_back(chunks, entropies, logits_to_keep) if compute_entropy else None
+        return scatter_back(chunks, logps, logits_to_keep), ent_all, None
 
 
 __all__ = [
