@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from midtrain.analysis.diff import changed_mask, cosine, jaccard, layer_index, module_type, prepare
+from midtrain.analysis.diff import changed_mask, cosine, jaccard, prepare
+from midtrain.models.names import layer_index, module_type
 
 
 # -- naming ----------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,39 +26,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from midtrain.errors import DataError
+from midtrain.models.names import MODULE_TYPES, layer_index, module_type, natural_key
 
 INDEX = "model.safetensors.index.json"
-MODULE_TYPES = ("attention", "mlp", "embeddings", "norms", "other")
 # A tied checkpoint stores only the input embedding; lm_head.weight is then read from it (the one alias we know).
 TIED_ALIAS = ("lm_head.weight", "embed_tokens.weight")
-
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
-_RULES: list[tuple[str, re.Pattern[str]]] = [
-    ("norms", re.compile(r"norm|(?:^|\.)ln_")),
-    ("embeddings", re.compile(r"embed_tokens|lm_head|(?:^|\.)(?:wte|wpe|embed_in|embed_out|word_embeddings)\.")),
-    ("attention", re.compile(r"self_attn|attention|(?:^|\.)attn\.")),
-    ("mlp", re.compile(r"(?:^|\.)(?:mlp|feed_forward|ffn|block_sparse_moe)\.")),
-]
-
-
-# -- naming ----------------------------------------------------------------------------------------------------
-def module_type(name: str) -> str:
-    """attention | mlp | embeddings | norms | other, from a HF (Llama/Qwen2/Mistral/GPT-2 style) tensor name."""
-    for kind, pattern in _RULES:
-        if pattern.search(name):
-            return kind
-    return "other"
-
-
-def layer_index(name: str) -> int | None:
-    """N in ``...layers.N.`` (``h.N.``, ``blocks.N.``, ``layer.N.``), or None outside the numbered layers."""
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key putting ``layers.2`` before ``layers.10``."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 # -- pure math -------------------------------------------------------------------------------------------------
@@ -388,7 +359,6 @@ def group(tensors: list[tuple[str, tuple[int, ...]]], stats: list[ChangeStats] |
 
 
 __all__ = [
-    "MODULE_TYPES",
     "ChangeStats",
     "Checkpoint",
     "OverlapStats",
@@ -398,9 +368,6 @@ __all__ = [
     "exceeds",
     "group",
     "jaccard",
-    "layer_index",
-    "module_type",
-    "natural_key",
     "open_checkpoint",
     "prepare",
     "random_jaccard",

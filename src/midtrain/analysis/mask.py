@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from midtrain.analysis.diff import ChangeStats, align, exceeds, group, open_checkpoint, prepare, read_rows, row_slices
+from midtrain.analysis.diff import ChangeStats, align, changed_mask, group, open_checkpoint, prepare, read_rows, row_slices
 from midtrain.analysis.results import AnalysisResult
 from midtrain.analysis.tensorfile import TensorSpec, write_safetensors
 from midtrain.config import Config, param
@@ -103,7 +103,7 @@ def write_mask(cfg: MaskConfig, out: Path) -> dict[str, Any]:
             s = MaskStats()
             for start, stop in row_slices(shapes[name], cfg.chunk_elements) if math.prod(shapes[name]) else ():
                 w0, w1 = (prepare(read_rows(ck, k, start, stop), cfg.bf16) for ck, k in zip(ckpts, keys))  # [rows, ...] f64
-                changed = exceeds(w1 - w0, w0, cfg.tau, cfg.relative_tau)  # [rows, ...] bool
+                changed = changed_mask(w0, w1, cfg.tau, cfg.relative_tau)  # [rows, ...] bool
                 writer.write(name, changed)
                 s += MaskStats(changed.numel(), int(changed.sum()))
                 bar.advance(task, changed.numel())

@@ -28,18 +28,18 @@ from typing import Any, Literal
 import torch
 from transformers import TrainerCallback
 
+from midtrain.models.names import layer_index
 from midtrain.train.subnetwork import check_whole
 
 View = Literal["bf16", "fp32"]
 KEY = "weights.watch"
-_LAYER = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 
 
 def group_of(name: str) -> str:
     """The log group of a parameter name: ``layer.N``, ``embed``, ``lm_head``, ``norm`` or ``other``."""
-    m = _LAYER.search(name)
-    if m:
-        return f"layer.{int(m.group(1))}"
+    layer = layer_index(name)  # the numbered decoder layers, named as `analyze weights` names them
+    if layer is not None:
+        return f"layer.{layer}"
     if re.search(r"embed_tokens|(?:^|\.)(?:wte|embed_in|word_embeddings)\.", name):
         return "embed"
     if re.search(r"lm_head|embed_out", name):
